@@ -1,0 +1,60 @@
+"""cacheway: write-through, write-back and write-around caching in front of a database.
+
+>>> import cacheway as cw
+>>> cache = cw.Cache(store=cw.SQLiteStore(":memory:"), policy=cw.WriteBack(max_delay=0.1))
+>>> cache.set("k", [1, 2]); cache.get("k")
+[1, 2]
+>>> cache.close()
+"""
+
+from __future__ import annotations
+
+from ._urls import open
+from .backends.memory import MemoryBackend
+from .cache import Cache, Namespace
+from .errors import (
+    Backpressure,
+    BackendError,
+    CachewayError,
+    ClosedError,
+    ConfigError,
+    InvalidKeyError,
+    JournalError,
+    SerializationError,
+    StoreError,
+)
+from .policies import Policy, Retry, WriteAround, WriteBack, WriteThrough
+from .serializers import JSONSerializer, MsgpackSerializer, PickleSerializer, Serializer
+from .stats import Stats
+from .stores.callback import CallbackStore
+from .stores.sqlite import SQLiteStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "Backpressure",
+    "Cache",
+    "CachewayError",
+    "CallbackStore",
+    "ClosedError",
+    "ConfigError",
+    "InvalidKeyError",
+    "JSONSerializer",
+    "JournalError",
+    "MemoryBackend",
+    "MsgpackSerializer",
+    "Namespace",
+    "PickleSerializer",
+    "Policy",
+    "Retry",
+    "SQLiteStore",
+    "SerializationError",
+    "Serializer",
+    "Stats",
+    "StoreError",
+    "WriteAround",
+    "WriteBack",
+    "WriteThrough",
+    "open",
+]

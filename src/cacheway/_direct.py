@@ -1,0 +1,119 @@
+"""Write-through and write-around engines: the store first, then the backend.
+
+Each write holds its key's stripe lock from the store write until the backend is
+updated, and bumps the stripe's generation, so in one process concurrent writers and
+read-fills can never leave the backend disagreeing with the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._engine import Engine, check_key
+from .errors import StoreError
+from .stores.base import ADD, DELETE, NOTSET, SET, Applied, Op
+
+__all__ = ["WriteAroundEngine", "WriteThroughEngine"]
+
+
+class WriteThroughEngine(Engine):
+    """Store, then set the backend (or invalidate it when the store has no versions
+    and the backend is shared, since then only an invalidation is safe across processes)."""
+
+    invalidate = False
+
+    def _apply(self, ops: list[Op], bkeys: list[str]) -> list[Applied]:
+        try:
+            results = self.store.apply(ops)
+        except Exception as exc:
+            # The outcome is unknown: whatever the store did, no stale copy may stay.
+            for bkey in bkeys:
+                self._gens[self._stripe(bkey)] += 1
+                self._backend_drop(bkey)
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"store write failed: {exc!r}") from exc
+        self.counters.store_writes += len(ops)
+        return results
+
+    def _publish(
+        self, bkey: str, value: Any, payload: bytes | None, ttl: float | None, version: int | None
+    ) -> None:
+        self._gens[self._stripe(bkey)] += 1
+        if self.invalidate or not (self.store.versioned or self.backend.local):
+            self._backend_drop(bkey, version)
+        else:
+            self._backend_set(bkey, value, payload, ttl, version)
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        key, payload, ttl_ = self._prepare(key, value, ttl)
+        bkey = self.prefix + key
+        with self._locks[self._stripe(bkey)]:
+            res = self._apply([Op(self.namespace, key, SET, payload, 0, value)], [bkey])
+            self.counters.writes += 1
+            self._publish(bkey, value, payload, ttl_, res[0].version)
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        items = list(mapping.items())
+        prepared = [self._prepare(k, v, ttl) for k, v in items]
+        if not prepared:
+            return
+        ops = [
+            Op(self.namespace, k, SET, p, 0, v)
+            for (k, p, _), (_, v) in zip(prepared, items)
+        ]
+        bkeys = [self.prefix + k for k, _, _ in prepared]
+        with contextlib.ExitStack() as stack:
+            for lock in self._locks_for(bkeys):
+                stack.enter_context(lock)
+            results = self._apply(ops, bkeys)
+            self.counters.writes += len(ops)
+            for (k, p, t), (_, v), bkey, res in zip(prepared, items, bkeys, results):
+                self._publish(bkey, v, p, t, res.version)
+
+    def delete(self, key: str) -> None:
+        self.delete_many([key])
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        ks = list(dict.fromkeys(check_key(k) for k in keys))
+        if self.closed:
+            raise self._closed()
+        if not ks:
+            return
+        bkeys = [self.prefix + k for k in ks]
+        with contextlib.ExitStack() as stack:
+            for lock in self._locks_for(bkeys):
+                stack.enter_context(lock)
+            results = self._apply([Op(self.namespace, k, DELETE) for k in ks], bkeys)
+            self.counters.writes += len(ks)
+            for bkey, res in zip(bkeys, results):
+                self._gens[self._stripe(bkey)] += 1
+                self._backend_drop(bkey, res.version)
+
+    def incr(self, key: str, delta: int = 1) -> int:
+        key = check_key(key)
+        delta = self._check_delta(delta)
+        if self.closed:
+            raise self._closed()
+        bkey = self.prefix + key
+        with self._locks[self._stripe(bkey)]:
+            # Read under the lock: a store without atomic adds gets the absolute value,
+            # which is only right if no other in-process incr slips in between.
+            current = self._as_counter(key, self.get(key))
+            new = current + delta
+            op = Op(self.namespace, key, ADD, self._dumps(new), delta, new)
+            res = self._apply([op], [bkey])[0]
+            self.counters.writes += 1
+            value = new if res.value is NOTSET or res.value is None else res.value
+            self._publish(bkey, value, None, self.ttl, res.version)
+        return int(value)
+
+
+class WriteAroundEngine(WriteThroughEngine):
+    """Store, then invalidate the cached copy; reads fill it with ``fill_ttl``."""
+
+    invalidate = True
+
+

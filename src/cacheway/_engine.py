@@ -1,0 +1,281 @@
+"""The shared read-through path every policy uses, and the per-key machinery under it.
+
+An engine serves one namespace. Reads go backend -> store (on a miss), with:
+
+* single flight: concurrent misses of one key share one store load (waiters share a
+  "not found" answer too);
+* fill tokens: each key stripe has a generation that every write bumps under the
+  stripe's lock; a fill whose generation moved (a write happened after its load
+  started) is dropped instead of putting an old value back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .backends.base import MISS, Backend
+from .errors import ClosedError, ConfigError, InvalidKeyError, SerializationError, StoreError
+from .serializers import Serializer
+from .stats import Counters
+from .stores.base import NOTSET, Loaded, Store
+
+__all__ = ["Engine", "check_key", "check_ttl"]
+
+log = logging.getLogger("cacheway")
+
+_STRIPES = 1024  # power of two
+
+
+def check_key(key: object) -> str:
+    if key.__class__ is not str and not isinstance(key, str):
+        raise InvalidKeyError(f"keys must be str, not {type(key).__name__} ({key!r:.60})")
+    return key  # type: ignore[return-value]
+
+
+def check_ttl(ttl: object) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise ConfigError(f"ttl must be a number of seconds > 0 or None, not {ttl!r}")
+    return float(ttl)
+
+
+class _Flight:
+    __slots__ = ("error", "event", "found", "gen", "value")
+
+    def __init__(self, gen: int) -> None:
+        self.gen = gen
+        self.event = threading.Event()
+        self.value: Any = None
+        self.found = False
+        self.error: BaseException | None = None
+
+
+class Engine:
+    """Read-through reads, key stripes and fill tokens; subclasses add the write path."""
+
+    def __init__(
+        self,
+        namespace: str,
+        store: Store,
+        backend: Backend,
+        serializer: Serializer,
+        ttl: float | None,
+        counters: Counters,
+        fill_ttl: float | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.store = store
+        self.backend = backend
+        self.serializer = serializer
+        self.ttl = ttl
+        self.fill_ttl = ttl if fill_ttl is None else fill_ttl
+        self.counters = counters
+        self.prefix = f"{namespace}:"
+        self.closed = False
+        self._locks = [threading.RLock() for _ in range(_STRIPES)]
+        self._gens = [0] * _STRIPES
+        self._flights: dict[str, _Flight] = {}
+        self._flight_lock = threading.Lock()
+        self._backend_get = backend.get
+
+    # -- helpers ----------------------------------------------------------------------
+    def _closed(self) -> ClosedError:
+        name = self.namespace or "default"
+        return ClosedError(f"cache namespace {name!r} is closed")
+
+    @staticmethod
+    def _stripe(bkey: str) -> int:
+        return hash(bkey) & (_STRIPES - 1)
+
+    def _dumps(self, value: Any) -> bytes:
+        try:
+            return self.serializer.dumps(value)
+        except SerializationError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SerializationError(f"cannot serialize value: {exc}") from exc
+
+    def _decode(self, row: Loaded) -> tuple[Any, bytes | None]:
+        value = row.value
+        if value is NOTSET:
+            assert row.payload is not None
+            value = self.serializer.loads(row.payload)
+        return value, row.payload
+
+    def _lookup_pending(self, bkey: str) -> Any:
+        """Write-back engines answer from their dirty table; MISS means 'not pending'."""
+        return MISS
+
+    def _can_fill(self, bkey: str, stripe: int, gen: int) -> bool:
+        return self._gens[stripe] == gen
+
+    # -- reads ------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        if key.__class__ is not str:
+            check_key(key)
+        if self.closed:
+            raise self._closed()
+        bkey = self.prefix + key
+        value = self._backend_get(bkey)
+        if value is not MISS:
+            self.counters.hits += 1
+            return value
+        return self._miss(key, bkey, default)
+
+    def _miss(self, key: str, bkey: str, default: Any) -> Any:
+        stripe = self._stripe(bkey)
+        with self._flight_lock:
+            gen = self._gens[stripe]
+            flight = self._flights.get(bkey)
+            leader = flight is None or flight.gen != gen
+            if leader:
+                flight = _Flight(gen)
+                self._flights[bkey] = flight
+        assert flight is not None
+        self.counters.misses += 1
+        if not leader:
+            flight.event.wait()
+            if flight.error is not None:
+                raise StoreError(f"load of {key!r} failed: {flight.error}") from flight.error
+            return flight.value if flight.found else default
+        try:
+            self.counters.loads += 1
+            row = self.store.fetch(self.namespace, [key]).get(key)
+            if row is not None:
+                value, payload = self._decode(row)
+                flight.value, flight.found = value, True
+                self._fill(bkey, stripe, gen, value, payload, row.version)
+        except BaseException as exc:
+            flight.error = exc
+            if isinstance(exc, StoreError):
+                raise
+            if isinstance(exc, Exception):
+                raise StoreError(f"load of {key!r} failed: {exc!r}") from exc
+            raise
+        finally:
+            with self._flight_lock:
+                if self._flights.get(bkey) is flight:
+                    del self._flights[bkey]
+            flight.event.set()
+        return flight.value if flight.found else default
+
+    def _fill(
+        self, bkey: str, stripe: int, gen: int, value: Any, payload: bytes | None,
+        version: int | None,
+    ) -> None:
+        with self._locks[stripe]:
+            if self._can_fill(bkey, stripe, gen):
+                self._backend_set(bkey, value, payload, self.fill_ttl, version)
+
+    def _backend_set(
+        self, bkey: str, value: Any, payload: bytes | None, ttl: float | None,
+        version: int | None,
+    ) -> None:
+        """Set a cached copy; a failing backend loses the copy, never the write."""
+        try:
+            self.backend.set(bkey, value, payload, ttl, version)
+        except Exception as exc:
+            log.warning("cacheway: backend set of %r failed (%r); dropping the copy", bkey, exc)
+            self._backend_drop(bkey)
+
+    def _backend_drop(self, bkey: str, version: int | None = None) -> None:
+        try:
+            self.backend.delete(bkey, version)
+        except Exception as exc:
+            log.error("cacheway: backend delete of %r failed: %r", bkey, exc)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        if self.closed:
+            raise self._closed()
+        keys = [check_key(k) for k in keys]
+        out: dict[str, Any] = {}
+        missing: list[str] = []
+        prefix = self.prefix
+        for key in dict.fromkeys(keys):
+            bkey = prefix + key
+            value = self._lookup_pending(bkey)
+            if value is MISS:
+                value = self._backend_get(bkey)
+            if value is MISS:
+                missing.append(key)
+            else:
+                self.counters.hits += 1
+                if value is not _DELETED:
+                    out[key] = value
+        if missing:
+            gens = {k: self._gens[self._stripe(prefix + k)] for k in missing}
+            self.counters.misses += len(missing)
+            self.counters.loads += 1
+            try:
+                rows = self.store.fetch(self.namespace, missing)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"load of {len(missing)} keys failed: {exc!r}") from exc
+            for key, row in rows.items():
+                value, payload = self._decode(row)
+                out[key] = value
+                bkey = prefix + key
+                self._fill(bkey, self._stripe(bkey), gens[key], value, payload, row.version)
+        return out
+
+    # -- writes (policies override) -----------------------------------------------------
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        raise NotImplementedError
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        raise NotImplementedError
+
+    def incr(self, key: str, delta: int = 1) -> int:
+        raise NotImplementedError
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+    def pending(self) -> int:
+        return 0
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+    # -- shared write helpers -------------------------------------------------------------
+    def _prepare(self, key: object, value: Any, ttl: object) -> tuple[str, bytes, float | None]:
+        k = check_key(key)
+        if self.closed:
+            raise self._closed()
+        ttl_ = self.ttl if ttl is None else check_ttl(ttl)
+        return k, self._dumps(value), ttl_
+
+    @staticmethod
+    def _check_delta(delta: object) -> int:
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise ConfigError(f"incr delta must be an int, not {delta!r}")
+        return delta
+
+    @staticmethod
+    def _as_counter(key: str, current: Any) -> int:
+        if current is None:
+            return 0
+        if isinstance(current, bool) or not isinstance(current, int):
+            raise ConfigError(
+                f"cannot incr {key!r}: its value {current!r:.60} is not an int"
+            )
+        return current
+
+    def _locks_for(self, bkeys: Sequence[str]) -> list[threading.RLock]:
+        stripes = sorted({self._stripe(b) for b in bkeys})
+        return [self._locks[s] for s in stripes]
+
+
+# A pending delete answers reads as "absent".
+_DELETED: Any = type("Deleted", (), {"__repr__": lambda self: "DELETED"})()

@@ -1,0 +1,116 @@
+"""``cacheway.open``: build a cache from URLs (what the CLI uses).
+
+>>> import tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "app.db")
+>>> with open(store=f"sqlite:///{path}", policy="write-back", max_delay=0.1) as cache:
+...     cache.set("a", 1)
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .backends.base import Backend
+from .backends.memory import MemoryBackend
+from .cache import Cache
+from .errors import ConfigError
+from .policies import Policy, policy_from_name
+from .stores.base import Store
+from .stores.sqlite import SQLiteStore
+
+__all__ = ["open", "backend_from_url", "store_from_url"]
+
+_STORE_SCHEMES = "sqlite:///path, postgresql://..., or an SQLAlchemy URL (mysql+pymysql://...)"
+_BACKEND_SCHEMES = "memory://, redis://host:port/db or rediss://"
+
+
+def _int_param(params: dict[str, str], name: str, url: str) -> int | None:
+    if name not in params:
+        return None
+    try:
+        return int(params.pop(name))
+    except ValueError:
+        raise ConfigError(f"{name} in {url!r} must be an integer") from None
+
+
+def store_from_url(url: str, *, table: str | None = None) -> Store:
+    """A store for ``url``: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
+    ``sqlite://:memory:``; ``?table=name&synchronous=NORMAL``."""
+    if not isinstance(url, str):
+        raise ConfigError(f"store URL must be a str, not {url!r}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    params = dict(parse_qsl(parts.query))
+    if table is not None:
+        params["table"] = table
+    if scheme == "sqlite":
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if parts.netloc == ":memory:" or path == ":memory:":
+            path = ":memory:"
+        if not path:
+            raise ConfigError(f"SQLite URL {url!r} has no path: use sqlite:///app.db")
+        kwargs: dict[str, Any] = {}
+        for name in ("table", "synchronous"):
+            if name in params:
+                kwargs[name] = params.pop(name)
+        if params:
+            raise ConfigError(f"unknown SQLite URL option(s) {sorted(params)} in {url!r}")
+        return SQLiteStore(path, **kwargs)
+    if scheme in ("postgresql", "postgres") or "+" in scheme:
+        raise ConfigError(
+            f"store URL {url!r} needs a store that is not available in this version yet; "
+            f"use {_STORE_SCHEMES.split(',')[0]}"
+        )
+    raise ConfigError(f"unknown store URL {url!r}: use {_STORE_SCHEMES}")
+
+
+def backend_from_url(url: str) -> Backend:
+    """A backend for ``url``: ``memory://?max_entries=N&max_bytes=N``."""
+    if not isinstance(url, str):
+        raise ConfigError(f"backend URL must be a str, not {url!r}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    params = dict(parse_qsl(parts.query))
+    if scheme == "memory":
+        max_entries = _int_param(params, "max_entries", url)
+        max_bytes = _int_param(params, "max_bytes", url)
+        if params:
+            raise ConfigError(f"unknown memory URL option(s) {sorted(params)} in {url!r}")
+        return MemoryBackend(max_entries=max_entries, max_bytes=max_bytes)
+    if scheme in ("redis", "rediss", "unix"):
+        raise ConfigError(f"backend URL {url!r} needs RedisBackend, not available yet")
+    raise ConfigError(f"unknown backend URL {url!r}: use {_BACKEND_SCHEMES}")
+
+
+def open(  # noqa: A001 - mirrors builtins.open on purpose: cw.open(...)
+    store: str | Store = "sqlite:///cacheway.db",
+    backend: str | Backend = "memory://",
+    policy: str | Policy = "write-through",
+    ttl: float | None = None,
+    **options: Any,
+) -> Cache:
+    """A :class:`Cache` from URLs; ``options`` go to the policy (``max_delay=0.5``,
+    ``journal="app.wal"``, ...). What it builds from URLs closes with the cache."""
+    owned: builtins.list[Any] = []
+    try:
+        st = store_from_url(store) if isinstance(store, str) else store
+        if isinstance(store, str):
+            owned.append(st)
+        be = backend_from_url(backend) if isinstance(backend, str) else backend
+        if isinstance(backend, str):
+            owned.append(be)
+        if isinstance(policy, str):
+            pol = policy_from_name(policy, **options)
+        elif options:
+            raise ConfigError(f"options {sorted(options)} need a policy name, not {policy!r}")
+        else:
+            pol = policy
+        cache = Cache(store=st, backend=be, policy=pol, ttl=ttl)
+    except BaseException:
+        for resource in owned:
+            resource.close()
+        raise
+    cache._owned.extend(owned)
+    return cache

@@ -1,0 +1,166 @@
+"""MemoryBackend: a thread-safe LRU with per-entry TTL, in process memory.
+
+It keeps the object itself (no copy), as cachetools does.
+
+>>> b = MemoryBackend(max_entries=2)
+>>> b.set("a", 1, None, None); b.set("b", 2, None, None); b.set("c", 3, None, None)
+>>> b.get("a") is MISS, b.get("c")
+(True, 3)
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import ConfigError
+from .base import MISS
+
+__all__ = ["MemoryBackend"]
+
+# Per-entry bookkeeping charged against max_bytes, on top of key and payload sizes.
+_OVERHEAD = 64
+
+
+class MemoryBackend:
+    """An LRU dict of cached copies with optional ``max_entries``, ``max_bytes`` and TTLs.
+
+    ``timer`` is injectable (``time.monotonic`` by default) so tests control expiry.
+    Reads take no lock: ``OrderedDict`` operations on ``str`` keys are atomic under the
+    GIL, and the only race (a key evicted between lookup and ``move_to_end``) is caught.
+    """
+
+    local = True
+
+    def __init__(
+        self,
+        max_entries: int | None = None,
+        max_bytes: int | None = None,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        for name, v in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name} must be a positive int or None, not {v!r}")
+        if not callable(timer):
+            raise ConfigError(f"timer must be callable, not {timer!r}")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._timer = timer
+        # key -> (value, expires_at or None, size)
+        self._data: OrderedDict[str, tuple[Any, float | None, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self._evictions = 0
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend(max_entries={self.max_entries}, max_bytes={self.max_bytes})"
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key) is not MISS  # type: ignore[arg-type]
+
+    @property
+    def evictions(self) -> int:
+        return self._evictions
+
+    @property
+    def currsize(self) -> int:
+        """Bytes charged against ``max_bytes`` (payload + key + overhead per entry)."""
+        return self._bytes
+
+    def get(self, key: str) -> Any:
+        item = self._data.get(key)
+        if item is None:
+            return MISS
+        if item[1] is not None and item[1] <= self._timer():
+            self._expire(key, item)
+            return MISS
+        try:
+            self._data.move_to_end(key)
+        except KeyError:  # evicted by another thread since the lookup; still a valid read
+            pass
+        return item[0]
+
+    def _expire(self, key: str, item: tuple[Any, float | None, int]) -> None:
+        with self._lock:
+            if self._data.get(key) is item:
+                del self._data[key]
+                self._bytes -= item[2]
+                self._evictions += 1
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        out = {}
+        for key in keys:
+            v = self.get(key)
+            if v is not MISS:
+                out[key] = v
+        return out
+
+    def _size(self, key: str, value: Any, payload: bytes | None) -> int:
+        if self.max_bytes is None:
+            return 0
+        body = len(payload) if payload is not None else sys.getsizeof(value)
+        return body + len(key) + _OVERHEAD
+
+    def set(
+        self, key: str, value: Any, payload: bytes | None, ttl: float | None,
+        version: int | None = None,
+    ) -> None:
+        expires = None if ttl is None else self._timer() + ttl
+        size = self._size(key, value, payload)
+        data = self._data
+        with self._lock:
+            old = data.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            data[key] = (value, expires, size)
+            self._bytes += size
+            if (self.max_entries is not None and len(data) > self.max_entries) or (
+                self.max_bytes is not None and self._bytes > self.max_bytes
+            ):
+                self._evict()
+
+    def _evict(self) -> None:
+        data = self._data
+        max_entries, max_bytes = self.max_entries, self.max_bytes
+        while data and (
+            (max_entries is not None and len(data) > max_entries)
+            or (max_bytes is not None and self._bytes > max_bytes)
+        ):
+            _, item = data.popitem(last=False)
+            self._bytes -= item[2]
+            self._evictions += 1
+
+    def set_many(
+        self, items: Sequence[tuple[str, Any, bytes | None, int | None]], ttl: float | None
+    ) -> None:
+        for key, value, payload, version in items:
+            self.set(key, value, payload, ttl, version)
+
+    def delete(self, key: str, version: int | None = None) -> None:
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                old = self._data.pop(key, None)
+                if old is not None:
+                    self._bytes -= old[2]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
+
+    def close(self) -> None:
+        self.clear()

@@ -1,0 +1,373 @@
+"""Cache: the facade users hold. It routes each namespace to its policy's engine.
+
+>>> import tempfile, os, cacheway as cw
+>>> path = os.path.join(tempfile.mkdtemp(), "app.db")
+>>> with cw.Cache(store=cw.SQLiteStore(path), policy=cw.WriteBack(max_delay=0.1)) as cache:
+...     cache.set("user:1", {"name": "Ada"})
+...     cache.get("user:1")
+{'name': 'Ada'}
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ._direct import WriteAroundEngine, WriteThroughEngine
+from ._engine import Engine, check_ttl
+from .backends.base import Backend
+from .backends.memory import MemoryBackend
+from .errors import ClosedError, ConfigError
+from .policies import Policy, WriteAround, WriteBack, WriteThrough
+from .serializers import Serializer
+from .stats import Counters, Stats
+from .stores.base import Store
+
+__all__ = ["Cache", "Namespace"]
+
+log = logging.getLogger("cacheway")
+
+_NS_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_UNSET: Any = object()
+_OPEN: weakref.WeakSet[Cache] = weakref.WeakSet()
+
+
+class _Front:
+    """The methods a cache and each namespace share, bound straight to one engine so the
+    hot path costs no extra call."""
+
+    _engine: Engine
+
+    def _bind(self, engine: Engine) -> None:
+        self._engine = engine
+        self.get = engine.get
+        self.get_many = engine.get_many
+        self.set = engine.set
+        self.set_many = engine.set_many
+        self.delete = engine.delete
+        self.delete_many = engine.delete_many
+        self.incr = engine.incr
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Read-through: the cached value, else the store's (filling the cache), else
+        ``default``. Concurrent misses of one key share one store load."""
+        return self._engine.get(key, default)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Values of ``keys`` that exist (cache first, one store load for the rest)."""
+        return self._engine.get_many(keys)
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Write ``value`` under ``key`` as the policy says (``ttl``: of the cached copy)."""
+        self._engine.set(key, value, ttl)
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        """``set`` for each item; write-through/around apply them in one store transaction."""
+        self._engine.set_many(mapping, ttl)
+
+    def delete(self, key: str) -> None:
+        """Delete ``key`` from the store and the cache."""
+        self._engine.delete(key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """``delete`` for each key."""
+        self._engine.delete_many(keys)
+
+    def incr(self, key: str, delta: int = 1) -> int:
+        """Add ``delta`` to the int under ``key`` (missing counts as 0); the new value.
+        Write-back sums the deltas until the flush; stores add them atomically."""
+        return self._engine.incr(key, delta)
+
+    def __contains__(self, key: str) -> bool:
+        return self._engine.get(key, _UNSET) is not _UNSET
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._engine.get(key, _UNSET)
+        if value is _UNSET:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._engine.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._engine.delete(key)
+
+
+class Namespace(_Front):
+    """A named slice of a cache's keys with its own policy and ttl (and maybe store)."""
+
+    def __init__(self, cache: Cache, name: str, engine: Engine, policy: Policy,
+                 ttl: float | None, store: Store) -> None:
+        self.cache = cache
+        self.name = name
+        self.policy = policy
+        self.ttl = ttl
+        self.store = store
+        self._bind(engine)
+
+    def __repr__(self) -> str:
+        return f"<cacheway.Namespace {self.name!r} policy={self.policy.name}>"
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Write this namespace's dirty entries to the store (see ``Cache.flush``)."""
+        self._engine.flush(timeout)
+
+    def pending(self) -> int:
+        """Dirty entries of this namespace not yet in the store."""
+        return self._engine.pending()
+
+    def stats(self) -> Stats:
+        """Counters of this namespace alone."""
+        return self.cache._stats_of([self._engine])
+
+    def namespace(self, name: str, **kwargs: Any) -> Namespace:
+        """Namespaces are flat: ``ns.namespace(x)`` is ``cache.namespace(x)``."""
+        return self.cache.namespace(name, **kwargs)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and stop this namespace; the cache's other namespaces go on."""
+        self._engine.close(timeout)
+
+    def __enter__(self) -> Namespace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Cache(_Front):
+    """A cache in front of ``store`` with ``backend`` copies and a write ``policy``.
+
+    ``ttl`` is the default lifetime (seconds) of cached copies. ``serializer`` turns
+    values into the bytes the store, journal and shared backends keep (JSON by default:
+    the store's own). ``timer`` (``time.monotonic``) drives write-back deadlines.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend | None = None,
+        policy: Policy | None = None,
+        ttl: float | None = None,
+        *,
+        serializer: Serializer | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        _check_store(store)
+        if backend is None:
+            backend = MemoryBackend()
+        _check_backend(backend)
+        if policy is None:
+            policy = WriteThrough()
+        if not isinstance(policy, Policy):
+            raise ConfigError(
+                f"policy must be cw.WriteThrough(), cw.WriteBack() or cw.WriteAround(), "
+                f"not {policy!r}"
+            )
+        self.store = store
+        self.backend = backend
+        self.policy = policy
+        self.ttl = check_ttl(ttl)
+        self.serializer: Serializer = serializer if serializer is not None else store.serializer
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._closed = False
+        self._owned: list[Any] = []  # what open() built from URLs; closed with the cache
+        self._journals: list[Any] = []
+        self._engines: dict[str, Engine] = {}
+        self._namespaces: dict[str, Namespace] = {}
+        self._counters: list[Counters] = []
+        self._bind(self._engine_for("", policy, self.ttl, store))
+        _OPEN.add(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<cacheway.Cache {self.policy.name} store={self.store!r} ({state})>"
+
+    # -- engines ----------------------------------------------------------------------
+    def _engine_for(self, name: str, policy: Policy, ttl: float | None, store: Store) -> Engine:
+        counters = Counters()
+        engine: Engine
+        if isinstance(policy, WriteBack):
+            journal = self._open_journal(name, policy, store)
+            from .writeback.flusher import WriteBackEngine
+
+            engine = WriteBackEngine(
+                name, store, self.backend, self.serializer, ttl, counters, policy,
+                journal=journal, timer=self._timer,
+            )
+        elif isinstance(policy, WriteAround):
+            engine = WriteAroundEngine(
+                name, store, self.backend, self.serializer, ttl, counters,
+                fill_ttl=policy.fill_ttl,
+            )
+        elif isinstance(policy, WriteThrough):
+            engine = WriteThroughEngine(name, store, self.backend, self.serializer, ttl, counters)
+        else:
+            raise ConfigError(f"unknown policy {policy!r}")
+        self._engines[name] = engine
+        self._counters.append(counters)
+        return engine
+
+    def _open_journal(self, name: str, policy: WriteBack, store: Store) -> Any:
+        if policy.journal is None:
+            return None
+        from .writeback.journal import Journal
+        from .writeback.recovery import replay
+
+        path = os.fspath(policy.journal)
+        if name:
+            path = f"{path}.{name}"  # one journal per namespace: its records meet one store
+        journal = Journal(path, fsync=policy.fsync)
+        try:
+            replay(journal, store, batch_size=policy.batch_size)
+        except BaseException:
+            journal.close()
+            raise
+        self._journals.append(journal)
+        return journal
+
+    # -- namespaces ---------------------------------------------------------------------
+    def namespace(
+        self, name: str, *, policy: Policy | None = None, ttl: float | None = _UNSET,
+        store: Store | None = None,
+    ) -> Namespace:
+        """A view of the keys under ``name`` with its own policy/ttl (inherited unless
+        given) and optionally its own store. Asking again for a name returns the same view.
+
+        >>> import cacheway as cw
+        >>> cache = cw.Cache(store=cw.CallbackStore(lambda k: {}, print, print))
+        >>> views = cache.namespace("views", ttl=60)
+        >>> views.set("a", 1)
+        [('views:a', 1)]
+        """
+        if not isinstance(name, str) or not _NS_NAME.match(name):
+            raise ConfigError(
+                f"namespace name {name!r} must be 1-64 letters, digits, '_', '-' or '.'"
+            )
+        if policy is not None and not isinstance(policy, Policy):
+            raise ConfigError(f"policy must be a write policy, not {policy!r}")
+        if store is not None:
+            _check_store(store)
+        with self._lock:
+            if self._closed:
+                raise ClosedError("cache is closed")
+            existing = self._namespaces.get(name)
+            if existing is not None:
+                if (policy is not None and policy != existing.policy) or (
+                    ttl is not _UNSET and ttl != existing.ttl) or (
+                    store is not None and store is not existing.store):
+                    raise ConfigError(
+                        f"namespace {name!r} already exists with policy "
+                        f"{existing.policy!r}, ttl={existing.ttl}; open it without options"
+                    )
+                return existing
+            pol = policy if policy is not None else self.policy
+            ttl_ = self.ttl if ttl is _UNSET else check_ttl(ttl)
+            st = store if store is not None else self.store
+            view = Namespace(self, name, self._engine_for(name, pol, ttl_, st), pol, ttl_, st)
+            self._namespaces[name] = view
+            return view
+
+    # -- whole-cache operations -----------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> None:
+        """Return when every write accepted before the call (in every namespace) is in the
+        store. Raises :class:`StoreError` saying how many entries are left only when
+        ``timeout`` passes first; failed attempts that a retry fixes do not raise."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for engine in list(self._engines.values()):
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            engine.flush(remaining)
+
+    def pending(self) -> int:
+        """Dirty entries (all namespaces) not yet acknowledged by the store."""
+        return sum(e.pending() for e in list(self._engines.values()))
+
+    def stats(self) -> Stats:
+        """A :class:`Stats` snapshot over every namespace."""
+        return self._stats_of(list(self._engines.values()))
+
+    def _stats_of(self, engines: list[Engine]) -> Stats:
+        total = Stats()
+        for engine in engines:
+            c = engine.counters
+            total = total + Stats(
+                hits=c.hits, misses=c.misses, loads=c.loads, writes=c.writes,
+                store_writes=c.store_writes, coalesced=c.coalesced, flushes=c.flushes,
+                flush_errors=c.flush_errors, retries=c.retries, dead_letters=c.dead_letters,
+                decode_errors=c.decode_errors, last_error=c.last_error,
+                dirty=engine.pending(),
+            )
+            journal = getattr(engine, "journal", None)
+            if journal is not None:
+                total = total + Stats(journal_bytes=journal.bytes, journal_syncs=journal.syncs)
+        return total + Stats(evictions=self.backend.evictions)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush every namespace (``flush(timeout)``), stop the flushers and close what
+        this cache built from URLs. On a timeout it raises; the journal keeps the rest."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        _OPEN.discard(self)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        error: BaseException | None = None
+        for engine in list(self._engines.values()):
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                engine.close(remaining)
+            except Exception as exc:
+                error = error or exc
+        for journal in self._journals:
+            journal.close()
+        for resource in self._owned:
+            resource.close()
+        if error is not None:
+            raise error
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_store(store: object) -> None:
+    for name in ("fetch", "apply", "serializer"):
+        if not hasattr(store, name):
+            raise ConfigError(
+                f"store must be a cacheway store (cw.SQLiteStore, cw.PostgresStore, "
+                f"cw.SQLAlchemyStore, cw.CallbackStore), not {store!r}"
+            )
+
+
+def _check_backend(backend: object) -> None:
+    for name in ("get", "set", "delete", "local"):
+        if not hasattr(backend, name):
+            raise ConfigError(
+                f"backend must be a cacheway backend (cw.MemoryBackend, cw.RedisBackend, "
+                f"cw.TwoLevelBackend), not {backend!r}"
+            )
+
+
+@atexit.register
+def _close_forgotten() -> None:
+    """Flush caches the user forgot to close, so write-back data is not lost at exit."""
+    for cache in list(_OPEN):
+        try:
+            cache.close(timeout=30.0)
+        except Exception:
+            log.exception("cacheway: flushing %r at exit failed", cache)

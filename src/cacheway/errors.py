@@ -1,0 +1,57 @@
+"""The exception hierarchy: every error cacheway raises is a :class:`CachewayError`.
+
+Some errors also subclass the built-in a Python user would reach for first
+(``TypeError`` for a key that is not a ``str``, ``ValueError`` for bad
+configuration), so ``except TypeError`` keeps working next to
+``except cw.CachewayError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Backpressure",
+    "BackendError",
+    "CachewayError",
+    "ClosedError",
+    "ConfigError",
+    "InvalidKeyError",
+    "JournalError",
+    "SerializationError",
+    "StoreError",
+]
+
+
+class CachewayError(Exception):
+    """Base class of every error raised by cacheway."""
+
+
+class StoreError(CachewayError):
+    """The store (the system of record) failed or did not answer in time."""
+
+
+class BackendError(CachewayError):
+    """The backend (where cached copies live) failed."""
+
+
+class SerializationError(CachewayError, TypeError):
+    """A value the serializer refuses; raised by ``set`` itself, never later."""
+
+
+class Backpressure(CachewayError):
+    """A write-back cache holds ``max_dirty`` entries and could not take more."""
+
+
+class ConfigError(CachewayError, ValueError):
+    """A bad option, URL, identifier or argument."""
+
+
+class InvalidKeyError(CachewayError, TypeError):
+    """A key that is not a ``str``."""
+
+
+class ClosedError(CachewayError, RuntimeError):
+    """The cache (or namespace) was used after ``close()``."""
+
+
+class JournalError(CachewayError):
+    """The write-back journal is damaged, locked by another process or failed to sync."""

@@ -1,0 +1,169 @@
+"""The store protocol: the small, batch-first interface between a cache and its system of record.
+
+Policies speak to a store through two calls: :meth:`Store.fetch` (read rows) and
+:meth:`Store.apply` (apply a batch of sets, deletes and counter adds in one
+transaction). Users get the friendlier Python-value methods of :class:`StoreBase`:
+``load``, ``load_many``, ``save_many`` and ``delete_many``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from ..errors import ConfigError
+from ..serializers import JSONSerializer, Serializer
+
+__all__ = [
+    "ADD",
+    "DELETE",
+    "NOTSET",
+    "SET",
+    "Applied",
+    "JournalMark",
+    "Loaded",
+    "Op",
+    "Store",
+    "StoreBase",
+    "validate_identifier",
+]
+
+SET = 0
+DELETE = 1
+ADD = 2
+
+NOTSET: Any = type("NotSet", (), {"__repr__": lambda self: "NOTSET"})()
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def validate_identifier(name: object, what: str = "table name") -> str:
+    """Return ``name`` if it is a plain SQL identifier, else raise :class:`ConfigError`.
+
+    >>> validate_identifier("cacheway")
+    'cacheway'
+    """
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise ConfigError(
+            f"{what} {name!r} is not a valid identifier: use letters, digits and '_', "
+            "starting with a letter or '_', at most 63 characters"
+        )
+    return name
+
+
+class Op(NamedTuple):
+    """One write of a batch: ``kind`` is SET (``payload``), DELETE, or ADD (``delta``).
+
+    ``value`` is the Python value (for stores that work in values); for ADD it is the
+    absolute value the cache computed, which a store without atomic adds saves instead.
+    """
+
+    namespace: str
+    key: str
+    kind: int
+    payload: bytes | None = None
+    delta: int = 0
+    value: Any = None
+
+
+class JournalMark(NamedTuple):
+    """Recorded by a store in the same transaction as a batch, so a journal replay can
+    skip what was applied: every record with seq <= ``low_water`` is applied, and
+    ``seqs[i]`` is the last journal record folded into ``ops[i]``."""
+
+    journal_id: str
+    low_water: int
+    seqs: Sequence[int]
+
+
+class Loaded(NamedTuple):
+    """A row read from a store: ``payload`` bytes and/or the decoded ``value``, and its version."""
+
+    payload: bytes | None
+    value: Any
+    version: int | None
+
+
+class Applied(NamedTuple):
+    """What a store reports for one applied op: the version it stamped (None when
+    unversioned) and, for ADD, the counter's new value."""
+
+    version: int | None
+    value: Any = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What a policy needs from a store."""
+
+    serializer: Serializer
+    versioned: bool
+
+    def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]: ...
+
+    def apply(
+        self, ops: Sequence[Op], *, journal: JournalMark | None = None
+    ) -> list[Applied]: ...
+
+    def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]: ...
+
+    def close(self) -> None: ...
+
+
+class StoreBase:
+    """Python-value methods shared by every store, built on ``fetch`` and ``apply``."""
+
+    serializer: Serializer = JSONSerializer()
+    versioned = False
+    atomic_add = True
+
+    def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
+        raise NotImplementedError
+
+    def apply(
+        self, ops: Sequence[Op], *, journal: JournalMark | None = None
+    ) -> list[Applied]:
+        raise NotImplementedError
+
+    def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
+        """(low water, {(namespace, key): last applied seq}) recorded for a journal.
+        Stores without a watermark report nothing applied (replay is at-least-once)."""
+        return 0, {}
+
+    def close(self) -> None:
+        return None
+
+    def decode(self, row: Loaded) -> Any:
+        if row.value is not NOTSET:
+            return row.value
+        assert row.payload is not None
+        return self.serializer.loads(row.payload)
+
+    def load(self, key: str, default: Any = None, *, namespace: str = "") -> Any:
+        """The stored value of ``key``, or ``default``."""
+        row = self.fetch(namespace, [key]).get(key)
+        return default if row is None else self.decode(row)
+
+    def load_many(self, keys: Iterable[str], *, namespace: str = "") -> dict[str, Any]:
+        """Stored values of ``keys`` (found keys only)."""
+        rows = self.fetch(namespace, list(keys))
+        return {k: self.decode(r) for k, r in rows.items()}
+
+    def save_many(
+        self, items: Mapping[str, Any] | Iterable[tuple[str, Any]], *, namespace: str = ""
+    ) -> None:
+        """Upsert ``(key, value)`` pairs in one transaction."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        dumps = self.serializer.dumps
+        self.apply([Op(namespace, k, SET, dumps(v), 0, v) for k, v in pairs])
+
+    def delete_many(self, keys: Iterable[str], *, namespace: str = "") -> None:
+        """Delete ``keys`` in one transaction (missing keys are ignored)."""
+        self.apply([Op(namespace, k, DELETE) for k in keys])
+
+    def __enter__(self) -> StoreBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Write-back internals: the dirty table, the flusher and the journal."""

@@ -1,0 +1,205 @@
+"""The dirty table of a write-back cache: pure bookkeeping, no I/O, no locks.
+
+It holds every write accepted and not yet acknowledged by the store, coalesced per
+key. The caller (the write-back engine, sync or async) owns the lock and the I/O.
+
+Coalescing rules, applied when a key that is already dirty is written again:
+
+========== =========== ======================================
+pending    new write   result
+========== =========== ======================================
+any        SET/DELETE  the new write (last write wins)
+SET v      ADD d       SET v + d (the caller's absolute value)
+DELETE     ADD d       SET d
+ADD a      ADD d       ADD a + d
+========== =========== ======================================
+
+Entries live in three places: ``dirty`` (accepted, ordered by their first unflushed
+write, so the oldest write leaves first), ``inflight`` (in the batch being written) and
+``parked`` (failed, waiting for a retry). ``view`` maps each key to its newest pending
+entry, which is what reads see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..stores.base import ADD, DELETE, SET
+
+__all__ = ["DirtyTable", "Entry", "combine"]
+
+
+class Entry:
+    """One key's pending state."""
+
+    __slots__ = (
+        "attempts",
+        "born",
+        "delta",
+        "first_seq",
+        "key",
+        "kind",
+        "last_seq",
+        "not_before",
+        "payload",
+        "ttl",
+        "value",
+    )
+
+    def __init__(
+        self, key: str, kind: int, value: Any, payload: bytes | None, delta: int,
+        ttl: float | None, seq: int, born: float,
+    ) -> None:
+        self.key = key
+        self.kind = kind
+        self.value = value
+        self.payload = payload
+        self.delta = delta
+        self.ttl = ttl
+        self.first_seq = seq
+        self.last_seq = seq
+        self.born = born
+        self.attempts = 0
+        self.not_before = 0.0
+
+    def __repr__(self) -> str:
+        kind = ("SET", "DELETE", "ADD")[self.kind]
+        return f"Entry({self.key!r}, {kind}, seq={self.first_seq}..{self.last_seq})"
+
+    def absorb(self, kind: int, value: Any, payload: bytes | None, delta: int,
+               ttl: float | None, seq: int) -> None:
+        """Coalesce a newer write into this entry (see the module's table)."""
+        if kind == ADD and self.kind == ADD:
+            self.delta += delta
+        elif kind == ADD:
+            # SET v + ADD d, or DELETE + ADD d: the caller computed the absolute value.
+            kind = SET
+            delta = 0
+        self.kind = kind
+        self.value = value
+        self.payload = payload
+        if kind != ADD:
+            self.delta = 0
+        self.ttl = ttl
+        self.last_seq = seq
+
+
+def combine(old: Entry, new: Entry) -> Entry:
+    """``new`` coalesced on top of ``old`` (an older entry of the same key)."""
+    if new.kind == ADD:
+        if old.kind == ADD:
+            new.delta += old.delta
+        else:
+            new.kind = SET
+            new.delta = 0
+        new.attempts = old.attempts
+        new.not_before = old.not_before
+    new.first_seq = min(old.first_seq, new.first_seq)
+    new.born = min(old.born, new.born)
+    return new
+
+
+class DirtyTable:
+    """Pending writes of one namespace."""
+
+    def __init__(self) -> None:
+        self.dirty: dict[str, Entry] = {}
+        self.inflight: dict[str, Entry] = {}
+        self.parked: dict[str, Entry] = {}
+        self.view: dict[str, Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self.dirty) + len(self.inflight) + len(self.parked)
+
+    def put(
+        self, key: str, kind: int, value: Any, payload: bytes | None, delta: int,
+        ttl: float | None, seq: int, now: float,
+    ) -> bool:
+        """Accept a write; True when it was absorbed into an already-dirty entry."""
+        entry = self.dirty.get(key)
+        if entry is None:
+            entry = self.parked.get(key)
+            if entry is not None and kind != ADD:
+                # A full overwrite of a parked (failing) entry starts fresh.
+                entry.attempts = 0
+                entry.not_before = 0.0
+        if entry is not None:
+            entry.absorb(kind, value, payload, delta, ttl, seq)
+            return True
+        entry = Entry(key, kind, value, payload, delta, ttl, seq, now)
+        self.dirty[key] = entry
+        self.view[key] = entry
+        return False
+
+    def ready_parked(self, now: float) -> bool:
+        return any(e.not_before <= now for e in self.parked.values())
+
+    def next_parked(self) -> float | None:
+        return min((e.not_before for e in self.parked.values()), default=None)
+
+    def oldest_born(self) -> float | None:
+        for entry in self.dirty.values():
+            return entry.born
+        return None
+
+    def take(self, batch_size: int, now: float) -> list[Entry]:
+        """Move up to ``batch_size`` ready entries to ``inflight``: retries first, then the
+        oldest dirty ones. The batch is in order of each key's last accepted write."""
+        batch: list[Entry] = []
+        if self.parked:
+            for key, entry in list(self.parked.items()):
+                if len(batch) >= batch_size:
+                    break
+                if entry.not_before <= now:
+                    del self.parked[key]
+                    batch.append(entry)
+        dirty = self.dirty
+        while dirty and len(batch) < batch_size:
+            key = next(iter(dirty))
+            entry = dirty.pop(key)
+            batch.append(entry)
+        for entry in batch:
+            self.inflight[entry.key] = entry
+        batch.sort(key=_last_seq)
+        return batch
+
+    def ack(self, entry: Entry) -> bool:
+        """The store has ``entry``; True when no newer write of its key is pending."""
+        del self.inflight[entry.key]
+        if self.view.get(entry.key) is entry:
+            del self.view[entry.key]
+            return True
+        return False
+
+    def park(self, entry: Entry, not_before: float) -> None:
+        """A failed entry waits for a retry, merged with any newer write of its key."""
+        del self.inflight[entry.key]
+        entry.not_before = not_before
+        newer = self.dirty.pop(entry.key, None)
+        if newer is not None:
+            entry = combine(entry, newer)
+            if newer.kind != ADD:
+                entry.not_before = 0.0
+        self.parked[entry.key] = entry
+        self.view[entry.key] = entry
+
+    def low_water(self, next_seq: int, exclude: dict[str, Entry] | None = None) -> int:
+        """Every write with a sequence number <= the result is acknowledged by the store
+        (``exclude``: entries about to be, e.g. the batch being written)."""
+        low = next_seq
+        for entry in self.dirty.values():
+            low = min(low, entry.first_seq)
+            break
+        for entry in self.parked.values():
+            low = min(low, entry.first_seq)
+        for entry in self.inflight.values():
+            if exclude is None or exclude.get(entry.key) is not entry:
+                low = min(low, entry.first_seq)
+        return low - 1
+
+
+def _last_seq(entry: Entry) -> int:
+    return entry.last_seq
+
+
+assert (SET, DELETE, ADD) == (0, 1, 2)

@@ -1,0 +1,450 @@
+"""The write-back engine: accept writes into the dirty table, flush them in batches.
+
+Writes return as soon as they are in the dirty table (and, with a journal, appended and
+synced per its fsync policy). One flusher thread per namespace writes batches of up to
+``batch_size`` entries within ``max_delay`` seconds of a write. A failing batch is split
+to isolate a poison entry; when every part fails the store is taken to be down and the
+batch waits for a retry with exponential backoff. Only the flusher writes to the store,
+one batch at a time, so a key never has two batches in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._engine import _DELETED, Engine, check_key
+from ..backends.base import MISS, Backend
+from ..errors import Backpressure, StoreError
+from ..policies import WriteBack
+from ..serializers import Serializer
+from ..stats import Counters
+from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, Op, Store
+from .dirty import DirtyTable, Entry
+
+if TYPE_CHECKING:
+    from .journal import Journal
+
+__all__ = ["WriteBackEngine"]
+
+log = logging.getLogger("cacheway")
+
+
+class WriteBackEngine(Engine):
+    """Write-back for one namespace."""
+
+    def __init__(
+        self,
+        namespace: str,
+        store: Store,
+        backend: Backend,
+        serializer: Serializer,
+        ttl: float | None,
+        counters: Counters,
+        config: WriteBack,
+        journal: Journal | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(namespace, store, backend, serializer, ttl, counters)
+        self.config = config
+        self.journal = journal
+        self._timer = timer
+        self._table = DirtyTable()
+        self._view = self._table.view
+        self._cond = threading.Condition(threading.Lock())
+        self._seq = journal.last_seq if journal is not None else 0
+        self._flush_waiters = 0
+        self._blocked = 0
+        self._stopping = False
+        self._stop_now = False
+        self._local = backend.local
+        self._rand = random.Random()
+        self._last_log = 0.0
+        self._thread = threading.Thread(
+            target=self._run, name=f"cacheway-flusher-{namespace or 'default'}", daemon=True
+        )
+        self._thread.start()
+
+    # -- reads ------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        if key.__class__ is not str:
+            check_key(key)
+        entry = self._view.get(key)
+        if entry is not None:
+            self.counters.hits += 1
+            return default if entry.kind == DELETE else entry.value
+        if self.closed:
+            raise self._closed()
+        bkey = self.prefix + key
+        value = self._backend_get(bkey)
+        if value is not MISS:
+            self.counters.hits += 1
+            return value
+        return self._miss(key, bkey, default)
+
+    def _lookup_pending(self, bkey: str) -> Any:
+        entry = self._view.get(bkey[len(self.prefix):])
+        if entry is None:
+            return MISS
+        return _DELETED if entry.kind == DELETE else entry.value
+
+    def _fill(
+        self, bkey: str, stripe: int, gen: int, value: Any, payload: bytes | None,
+        version: int | None,
+    ) -> None:
+        with self._cond:
+            if self._gens[stripe] == gen and bkey[len(self.prefix):] not in self._view:
+                self._backend_set(bkey, value, payload, self.fill_ttl, version)
+
+    # -- writes -----------------------------------------------------------------------
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        if key.__class__ is not str:
+            check_key(key)
+        payload = self._dumps(value)
+        if ttl is not None:
+            ttl = self._prepare(key, None, ttl)[2]
+        self._accept([(key, SET, value, payload, 0)], ttl if ttl is not None else self.ttl)
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        items = [(check_key(k), SET, v, self._dumps(v), 0) for k, v in mapping.items()]
+        if ttl is not None:
+            ttl = self._prepare("", None, ttl)[2]
+        if items:
+            self._accept(items, ttl if ttl is not None else self.ttl)
+
+    def delete(self, key: str) -> None:
+        self._accept([(check_key(key), DELETE, None, None, 0)], self.ttl)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        items = [(check_key(k), DELETE, None, None, 0) for k in dict.fromkeys(keys)]
+        if items:
+            self._accept(items, self.ttl)
+
+    def incr(self, key: str, delta: int = 1) -> int:
+        key = check_key(key)
+        delta = self._check_delta(delta)
+        loaded = MISS
+        while True:
+            with self._cond:
+                entry = self._view.get(key)
+                if entry is not None or loaded is not MISS:
+                    if entry is not None:
+                        current = 0 if entry.kind == DELETE else entry.value
+                    else:
+                        current = loaded
+                    new = self._as_counter(key, current) + delta
+                    seq = self._accept_locked(
+                        [(key, ADD, new, self._dumps(new), delta)], self.ttl
+                    )
+                    break
+            # Not pending: read it (may load from the store) outside the lock, then retry.
+            loaded = self.get(key)
+            self._as_counter(key, loaded)
+        self._durable(seq)
+        return int(new)
+
+    def _accept(self, items: list[tuple[str, int, Any, bytes | None, int]], ttl: float | None
+                ) -> None:
+        with self._cond:
+            seq = self._accept_locked(items, ttl)
+        self._durable(seq)
+
+    def _durable(self, seq: int) -> None:
+        if self.journal is not None:
+            self.journal.wait(seq)
+
+    def _accept_locked(
+        self, items: list[tuple[str, int, Any, bytes | None, int]], ttl: float | None
+    ) -> int:
+        if self.closed:
+            raise self._closed()
+        table = self._table
+        new_keys = sum(1 for it in items if it[0] not in self._view)
+        if new_keys and len(table) + new_keys > self.config.max_dirty:
+            if self._make_room(new_keys, items, ttl):
+                return self._seq
+        was_empty = not table.dirty
+        now = self._timer()
+        journal = self.journal
+        ns = self.namespace
+        gens, counters, prefix = self._gens, self.counters, self.prefix
+        seq = self._seq
+        for key, kind, value, payload, delta in items:
+            if journal is not None:
+                seq = journal.append(ns, key, kind, payload if kind == SET else b"", delta)
+            else:
+                seq += 1
+            if table.put(key, kind, value, payload, delta, ttl, seq, now):
+                counters.coalesced += 1
+            counters.writes += 1
+            bkey = prefix + key
+            gens[self._stripe(bkey)] += 1
+            if not self._local:
+                # Other processes sharing the backend see the write at once.
+                if kind == DELETE:
+                    self._backend_drop(bkey)
+                else:
+                    self._backend_set(bkey, value, payload, ttl, None)
+        self._seq = seq
+        if was_empty or len(table.dirty) >= self.config.batch_size:
+            self._cond.notify_all()
+        return seq
+
+    def _make_room(self, new_keys: int, items: list[tuple[str, int, Any, bytes | None, int]],
+                   ttl: float | None) -> bool:
+        """Back-pressure at max_dirty; True when the write was done straight to the store."""
+        cfg = self.config
+        table = self._table
+        if cfg.on_full == "raise":
+            raise Backpressure(
+                f"{len(table)} dirty entries reached max_dirty={cfg.max_dirty}; "
+                "the store is not keeping up (flush or raise max_dirty)"
+            )
+        if cfg.on_full == "write_through":
+            self._write_through_locked(items, ttl)
+            return True
+        deadline = time.monotonic() + cfg.block_timeout
+        self._blocked += 1
+        self._cond.notify_all()
+        try:
+            while len(table) + new_keys > cfg.max_dirty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.closed:
+                    raise Backpressure(
+                        f"blocked {cfg.block_timeout:g}s with {len(table)} dirty entries "
+                        f"(max_dirty={cfg.max_dirty}); the store is not keeping up"
+                    )
+                self._cond.wait(remaining)
+        finally:
+            self._blocked -= 1
+        return False
+
+    def _write_through_locked(self, items: list[tuple[str, int, Any, bytes | None, int]],
+                              ttl: float | None) -> None:
+        # Under the table lock: no other write of these keys can be accepted meanwhile,
+        # and none of them is pending (or it would have coalesced), so order holds.
+        ops = [Op(self.namespace, k, kind, p, d, v) for k, kind, v, p, d in items]
+        results = self.store.apply(ops)
+        self.counters.writes += len(ops)
+        self.counters.store_writes += len(ops)
+        for (key, kind, value, payload, _), res in zip(items, results):
+            bkey = self.prefix + key
+            self._gens[self._stripe(bkey)] += 1
+            if kind == DELETE:
+                self._backend_drop(bkey, res.version)
+            else:
+                v = value if kind != ADD or res.value in (None, NOTSET) else res.value
+                self._backend_set(bkey, v, payload if kind == SET else None, ttl, res.version)
+
+    # -- flush, pending, close ----------------------------------------------------------
+    def pending(self) -> int:
+        return len(self._table)
+
+    def flush(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._seq
+            self._flush_waiters += 1
+            self._cond.notify_all()
+            try:
+                while self._table.low_water(target + 1) < target:
+                    if self._stop_now:
+                        break
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                left = len(self._table)
+                done = self._table.low_water(target + 1) >= target
+            finally:
+                self._flush_waiters -= 1
+        if not done:
+            err = self.counters.last_error
+            raise StoreError(
+                f"flush of namespace {self.namespace or 'default'!r} did not finish: "
+                f"{left} entries are still dirty" + (f"; last store error: {err}" if err else "")
+            )
+
+    def close(self, timeout: float | None = None) -> None:
+        with self._cond:
+            if self.closed and not self._thread.is_alive():
+                return
+        try:
+            self.flush(timeout)
+        finally:
+            with self._cond:
+                self.closed = True
+                self._stopping = True
+                if self._table:
+                    self._stop_now = True  # flush gave up: the journal keeps the rest
+                self._cond.notify_all()
+            if self._thread is not threading.current_thread():
+                self._thread.join(5.0)
+
+    # -- the flusher thread -------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                self._write(batch)
+            except BaseException:
+                log.exception("cacheway: flusher of %r crashed", self.namespace or "default")
+                with self._cond:
+                    for entry in batch:
+                        if self._table.inflight.get(entry.key) is entry:
+                            self._table.park(entry, self._timer() + 1.0)
+                    self._cond.notify_all()
+
+    def _next_batch(self) -> list[Entry] | None:
+        cfg, table = self.config, self._table
+        while True:
+            if self._stop_now:
+                return None
+            now = self._timer()
+            timeout: float | None = None
+            if table.dirty or table.parked:
+                oldest = table.oldest_born()
+                due = oldest is not None and (
+                    now - oldest >= cfg.max_delay
+                    or len(table.dirty) >= cfg.batch_size
+                    or self._flush_waiters > 0
+                    or self._blocked > 0
+                    or self._stopping
+                )
+                if due or table.ready_parked(now):
+                    batch = table.take(cfg.batch_size, now)
+                    if batch:
+                        return batch
+                wakes = []
+                if oldest is not None:
+                    wakes.append(oldest + cfg.max_delay)
+                nxt = table.next_parked()
+                if nxt is not None:
+                    wakes.append(nxt)
+                if wakes:
+                    timeout = max(0.0005, min(wakes) - now)
+            elif self._stopping:
+                return None
+            self._cond.wait(timeout)
+
+    def _write(self, batch: list[Entry]) -> None:
+        if any(e.attempts for e in batch):
+            self.counters.retries += 1
+            self._rand.shuffle(batch)  # vary the halves, so two poison entries part ways
+        stack = [batch]
+        failures = 0
+        success = False
+        while stack:
+            part = stack.pop()
+            exc = self._try(part)
+            if exc is None:
+                success = True
+                continue
+            if len(part) == 1:
+                self._failed(part, exc)
+                continue
+            failures += 1
+            if not success and failures >= 3:
+                # Every part fails: the store is down, not one entry poisoned.
+                rest = [e for p in stack for e in p]
+                self._failed(part + rest, exc)
+                return
+            mid = len(part) // 2
+            stack.append(part[mid:])
+            stack.append(part[:mid])
+
+    def _try(self, part: list[Entry]) -> Exception | None:
+        part = sorted(part, key=_last_seq)
+        ns = self.namespace
+        ops = [Op(ns, e.key, e.kind, e.payload, e.delta, e.value) for e in part]
+        mark = None
+        journal = self.journal
+        if journal is not None:
+            with self._cond:
+                low = self._table.low_water(self._seq + 1, {e.key: e for e in part})
+            mark = JournalMark(journal.id, low, [e.last_seq for e in part])
+        try:
+            results = self.store.apply(ops, journal=mark)
+        except Exception as exc:
+            self.counters.flush_errors += 1
+            self.counters.last_error = repr(exc)
+            now = time.monotonic()
+            if now - self._last_log > 5.0:
+                self._last_log = now
+                log.warning(
+                    "cacheway: flush of %d entries of namespace %r failed: %r (will retry)",
+                    len(part), ns or "default", exc,
+                )
+            return exc
+        self._acked(part, results)
+        return None
+
+    def _acked(self, part: list[Entry], results: list[Any]) -> None:
+        table, prefix = self._table, self.prefix
+        with self._cond:
+            for entry, res in zip(part, results):
+                if not table.ack(entry):
+                    continue  # a newer write of this key is pending; it will set the backend
+                bkey = prefix + entry.key
+                self._gens[self._stripe(bkey)] += 1
+                if entry.kind == DELETE:
+                    self._backend_drop(bkey, res.version)
+                elif entry.kind == ADD and res.value is not NOTSET and res.value is not None:
+                    self._backend_set(bkey, res.value, None, entry.ttl, res.version)
+                else:
+                    self._backend_set(bkey, entry.value, entry.payload, entry.ttl, res.version)
+            self.counters.flushes += 1
+            self.counters.store_writes += len(part)
+            low = table.low_water(self._seq + 1)
+            self._cond.notify_all()
+        if self.journal is not None:
+            self.journal.checkpoint(low)
+
+    def _failed(self, entries: list[Entry], exc: Exception) -> None:
+        retry = self.config.retry
+        now = self._timer()
+        attempts = max(e.attempts for e in entries) + 1
+        not_before = now + retry.delay(attempts, self._rand.random)
+        dead: list[Entry] = []
+        with self._cond:
+            for entry in entries:
+                entry.attempts += 1
+                if retry.exhausted(entry.attempts):
+                    dead.append(entry)
+                else:
+                    self._table.park(entry, not_before)
+            self._cond.notify_all()
+        for entry in dead:
+            self._dead_letter(entry, exc)
+
+    def _dead_letter(self, entry: Entry, exc: Exception) -> None:
+        callback = self.config.on_dead_letter
+        value = None if entry.kind == DELETE else entry.value
+        if callback is not None:
+            try:
+                callback(entry.key, value, exc)
+            except Exception:
+                log.exception("cacheway: on_dead_letter raised for key %r", entry.key)
+        else:
+            log.error(
+                "cacheway: dropping write of key %r in namespace %r after %d attempts: %r",
+                entry.key, self.namespace or "default", entry.attempts, exc,
+            )
+        with self._cond:
+            self.counters.dead_letters += 1
+            if self._table.ack(entry):
+                bkey = self.prefix + entry.key
+                self._gens[self._stripe(bkey)] += 1
+                self._backend_drop(bkey)
+            self._cond.notify_all()
+
+
+def _last_seq(entry: Entry) -> int:
+    return entry.last_seq

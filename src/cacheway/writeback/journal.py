@@ -1,0 +1,709 @@
+"""The journal: the write-ahead log that lets a write-back cache survive a crash.
+
+Every accepted ``set``/``delete``/``incr`` is appended as a :class:`Record` before the call
+returns; with ``fsync="always"`` the call also waits until the record is on disk, and
+concurrent writers share one ``fdatasync`` (group commit). After ``kill -9`` or a power
+loss, reopening the journal gives back every acknowledged write with ``records()``.
+
+A journal is a directory::
+
+    app.wal/
+      id                          random id, stable for the journal's life
+      lock                        flock'ed by the one process that has it open
+      checkpoint                  highest seq known to be in the store
+      00000000000000000001.seg    records, named by the seq of their first record
+
+>>> import tempfile, os
+>>> with tempfile.TemporaryDirectory() as tmp, Journal(os.path.join(tmp, "app.wal")) as j:
+...     seq = j.append("", "user:1", SET, b'{"name": "Ada"}')
+...     j.wait(seq)
+...     [r.key for r in j.records()]
+['user:1']
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import re
+import struct
+import threading
+import uuid
+import warnings
+import zlib
+from pathlib import Path
+from types import TracebackType
+
+from cacheway.errors import ConfigError, JournalError
+from cacheway.writeback.journal_format import ADD, DELETE, SET, Record, encode, scan
+
+__all__ = ["ADD", "DELETE", "FSYNC_MODES", "SET", "Journal", "JournalReport", "Record", "inspect"]
+
+logger = logging.getLogger(__name__)
+
+FSYNC_MODES = ("always", "everysec", "never")
+_EVERYSEC_INTERVAL = 1.0  # seconds between background syncs; tests shorten it
+_SEGMENT_RE = re.compile(r"^(\d{20})\.seg$")
+_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_ID, _LOCK, _CHECKPOINT = "id", "lock", "checkpoint"
+_CHECKPOINT_FORMAT = struct.Struct("<4sQI")
+_CHECKPOINT_MAGIC = b"CWCK"
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _datasync(fd: int) -> None:
+    # fdatasync skips the mtime update that fsync also forces: one disk write, not two.
+    if hasattr(os, "fdatasync"):
+        os.fdatasync(fd)
+    else:  # pragma: no cover - macOS
+        os.fsync(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(directory: Path, name: str, data: bytes) -> None:
+    """Replace ``directory/name`` so that a crash leaves the old or the new content."""
+    tmp = directory / f"{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, directory / name)
+    _fsync_dir(directory)
+
+
+def _write_all(fd: int, parts: list[bytes | bytearray | memoryview]) -> None:
+    total = sum(memoryview(part).nbytes for part in parts)
+    done = os.writev(fd, parts)
+    if done < total:  # rare (a signal, a nearly full disk): finish byte by byte
+        rest = memoryview(b"".join(parts))[done:]
+        while rest:
+            rest = rest[os.write(fd, rest) :]
+
+
+def _segment_name(seq: int) -> str:
+    return f"{seq:020d}.seg"
+
+
+def _damaged(directory: Path, damage: list[str]) -> JournalError:
+    more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+    return JournalError(
+        f"journal '{directory}' is damaged: {damage[0]}{more}. Run `cacheway journal inspect "
+        f"{directory}` to see the damage; to start empty, move '{directory}' away (its "
+        "unflushed writes are then lost unless recovered by hand)"
+    )
+
+
+@dataclasses.dataclass
+class _Segment:
+    first_seq: int
+    name: str
+    size: int  # bytes on disk (after open: bytes of intact records)
+    last_seq: int = 0  # last intact seq; first_seq - 1 when empty
+    end: int = 0  # offset past the last intact record
+    live: int = 0  # intact records with seq > checkpoint
+    first_live: int | None = None
+    stale: bool = False  # every record is covered by the checkpoint
+
+
+@dataclasses.dataclass
+class _Analysis:
+    id: str | None
+    checkpoint_seq: int
+    segments: list[_Segment]
+    damage: list[str]
+    torn: tuple[str, int, str] | None  # (segment, offset, why) of a crash's leftover tail
+
+
+def _read_id(directory: Path, damage: list[str]) -> str | None:
+    try:
+        raw = (directory / _ID).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        damage.append(f"{_ID}: cannot read: {exc}")
+        return None
+    text = raw.decode("ascii", "replace").strip()
+    if not _ID_RE.match(text):
+        damage.append(f"{_ID}: offset 0: {raw[:40]!r} is not a journal id")
+        return None
+    return text
+
+
+def _read_checkpoint(directory: Path, damage: list[str]) -> int:
+    try:
+        raw = (directory / _CHECKPOINT).read_bytes()
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        damage.append(f"{_CHECKPOINT}: cannot read: {exc}")
+        return 0
+    if len(raw) == _CHECKPOINT_FORMAT.size:
+        magic, seq, crc = _CHECKPOINT_FORMAT.unpack(raw)
+        if magic == _CHECKPOINT_MAGIC and zlib.crc32(raw[:12]) == crc:
+            return int(seq)
+    damage.append(f"{_CHECKPOINT}: offset 0: not a valid checkpoint ({len(raw)} bytes)")
+    return 0
+
+
+def _analyze(directory: Path) -> _Analysis:
+    """Read everything in the journal directory and say what is intact; never raises."""
+    damage: list[str] = []
+    journal_id = _read_id(directory, damage)
+    checkpoint_seq = _read_checkpoint(directory, damage)
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        return _Analysis(journal_id, checkpoint_seq, [], [f"{directory}: cannot list: {exc}"], None)
+    found = sorted((int(m.group(1)), n) for n in names if (m := _SEGMENT_RE.match(n)))
+    if journal_id is None and (found or _CHECKPOINT in names) and not damage:
+        damage.append(f"{_ID}: file missing next to segments or a checkpoint")
+    segments: list[_Segment] = []
+    torn = None
+    prev_last: int | None = None
+    for i, (first, name) in enumerate(found):
+        is_last = i == len(found) - 1
+        seg = _Segment(first, name, 0, last_seq=first - 1)
+        segments.append(seg)
+        # A segment whose successor starts at or below checkpoint + 1 holds nothing the
+        # store lacks (a crash between checkpoint and deletion left it): skip, even if damaged.
+        if not is_last and found[i + 1][0] - 1 <= checkpoint_seq:
+            seg.stale = True
+            with contextlib.suppress(OSError):
+                seg.size = (directory / name).stat().st_size
+            continue
+        try:
+            data = (directory / name).read_bytes()
+        except OSError as exc:
+            damage.append(f"{name}: cannot read: {exc}")
+            continue
+        seg.size = len(data)
+        result = scan(data)
+        seg.end = result.end
+        for offset, record in result.records:
+            if record.seq != seg.last_seq + 1:
+                damage.append(
+                    f"{name}: offset {offset}: record seq {record.seq} where {seg.last_seq + 1} "
+                    "was expected (a record is missing or out of order)"
+                )
+                seg.end = offset
+                break
+            seg.last_seq = record.seq
+            if record.seq > checkpoint_seq:
+                seg.live += 1
+                seg.first_live = seg.first_live or record.seq
+        else:
+            if result.error is not None and result.torn and is_last:
+                torn = (name, result.end, result.error)
+            elif result.error is not None:
+                where = "last segment" if is_last else "segment that is not the last one"
+                damage.append(
+                    f"{name}: offset {result.end}: {result.error} (intact records follow it "
+                    f"or it is in a {where}, so it is not a torn append)"
+                )
+        if prev_last is None and first - 1 > checkpoint_seq:
+            damage.append(
+                f"{name}: offset 0: starts at seq {first} but the checkpoint is {checkpoint_seq}: "
+                f"records {checkpoint_seq + 1}..{first - 1} are missing (a segment was deleted?)"
+            )
+        elif prev_last is not None and first <= prev_last:
+            damage.append(
+                f"{name}: offset 0: starts at seq {first} but the previous segment ends at {prev_last}"
+            )
+        elif prev_last is not None and first - 1 > max(prev_last, checkpoint_seq):
+            damage.append(
+                f"{name}: offset 0: records {prev_last + 1}..{first - 1} are missing "
+                "(a segment was deleted?)"
+            )
+        prev_last = seg.last_seq
+    return _Analysis(journal_id, checkpoint_seq, segments, damage, torn)
+
+
+@dataclasses.dataclass
+class JournalReport:
+    """What :func:`inspect` found; ``damage`` is empty for a healthy journal."""
+
+    path: str
+    id: str | None
+    segments: list[tuple[str, int]]  # (file name, size in bytes)
+    records: int  # intact records a reopen would replay (seq > checkpoint_seq)
+    first_seq: int | None  # first record to replay
+    last_seq: int
+    checkpoint_seq: int
+    bytes: int
+    damage: list[str]
+
+
+def inspect(path: str | os.PathLike[str]) -> JournalReport:
+    """Describe the journal at ``path`` without locking or changing anything.
+
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     with Journal(os.path.join(tmp, "j"), fsync="never") as j:
+    ...         _ = j.append("", "k", DELETE)
+    ...     inspect(os.path.join(tmp, "j")).records
+    1
+    """
+    directory = Path(os.fspath(path))
+    if not directory.is_dir():
+        raise JournalError(f"no journal at '{directory}' (a journal is a directory)")
+    found = _analyze(directory)
+    damage = list(found.damage)
+    if found.torn is not None:
+        name, offset, why = found.torn
+        damage.append(f"{name}: offset {offset}: {why} (a torn last record; opening drops it)")
+    live = [s for s in found.segments if not s.stale]
+    firsts = [s.first_live for s in live if s.first_live is not None]
+    return JournalReport(
+        path=str(directory),
+        id=found.id,
+        segments=[(s.name, s.size) for s in found.segments],
+        records=sum(s.live for s in live),
+        first_seq=min(firsts) if firsts else None,
+        last_seq=max([found.checkpoint_seq] + [s.last_seq for s in live]),
+        checkpoint_seq=found.checkpoint_seq,
+        bytes=sum(s.size for s in found.segments),
+        damage=damage,
+    )
+
+
+def _lock(directory: Path) -> int:
+    fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        who = "Journal in this process" if holder == str(os.getpid()) else "process"
+        raise JournalError(
+            f"journal '{directory}' is in use by another {who} (pid {holder}); one journal "
+            "has one writer: close the other one, or give this cache its own journal path"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise JournalError(f"cannot lock journal '{directory}': {exc}") from exc
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class Journal:
+    """An append-only, crash-safe log of writes in the directory ``path``.
+
+    ``fsync``: ``"always"`` (``wait(seq)`` returns once the record is on disk; concurrent
+    waiters share one sync), ``"everysec"`` (a background thread syncs once a second) or
+    ``"never"`` (the OS decides). ``segment_bytes``: size at which a new segment starts.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: str = "everysec",
+        segment_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        if fsync not in FSYNC_MODES:
+            raise ConfigError(f"fsync={fsync!r} is not one of {', '.join(map(repr, FSYNC_MODES))}")
+        if isinstance(segment_bytes, bool) or not isinstance(segment_bytes, int) or segment_bytes < 1:
+            raise ConfigError(f"segment_bytes={segment_bytes!r} must be a positive int")
+        self._path = Path(os.fspath(path))
+        self._fsync = fsync
+        self._segment_bytes = segment_bytes
+        self._cond = threading.Condition(threading.Lock())
+        self._checkpoint_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._segments: list[_Segment] = []
+        self._fd: int | None = None  # the last segment, opened O_APPEND
+        self._retired: list[int] = []  # earlier segments' fds, closed after their next sync
+        self._dir_dirty = False  # a segment was created since the last sync
+        self._last_seq = 0
+        self._synced_seq = 0
+        self._checkpoint_seq = 0
+        self._syncs = 0
+        self._syncing = False
+        self._failure: OSError | None = None
+        self._closed = False  # no more appends
+        self._released = False  # fds and lock given back
+        self._id = ""
+        self._make_directory()
+        self._lock_fd = _lock(self._path)
+        try:
+            self._recover()
+        except BaseException:
+            self._release()
+            raise
+        if fsync == "everysec":
+            self._thread = threading.Thread(
+                target=self._sync_every_second, name=f"cacheway-journal-{self._id[:8]}", daemon=True
+            )
+            self._thread.start()
+
+    def _make_directory(self) -> None:
+        if self._path.exists() and not self._path.is_dir():
+            raise JournalError(f"journal path '{self._path}' is a file; a journal is a directory")
+        if not self._path.exists():
+            try:
+                self._path.mkdir(parents=True, exist_ok=True)
+                _fsync_dir(self._path.resolve().parent)
+            except OSError as exc:
+                raise JournalError(f"cannot create journal directory '{self._path}': {exc}") from exc
+
+    def _recover(self) -> None:
+        found = _analyze(self._path)
+        if found.damage:
+            raise _damaged(self._path, found.damage)
+        try:
+            self._recover_files(found)
+        except OSError as exc:
+            raise JournalError(f"cannot open journal '{self._path}': {exc}") from exc
+
+    def _recover_files(self, found: _Analysis) -> None:
+        for name in (f"{_ID}.tmp", f"{_CHECKPOINT}.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                (self._path / name).unlink()  # a crash before os.replace: the old file stands
+        if found.id is None:
+            self._id = uuid.uuid4().hex
+            _write_atomic(self._path, _ID, f"{self._id}\n".encode())
+        else:
+            self._id = found.id
+        if found.torn is not None:
+            name, offset, why = found.torn
+            message = (
+                f"journal '{self._path}': {name}: offset {offset}: {why}; dropping this torn "
+                "last record (left by a crash mid-append, it was never acknowledged as durable)"
+            )
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+            logger.warning("%s", message)
+            fd = os.open(self._path / name, os.O_WRONLY | _O_CLOEXEC)
+            try:
+                os.ftruncate(fd, offset)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._checkpoint_seq = found.checkpoint_seq
+        self._last_seq = max([found.checkpoint_seq] + [s.last_seq for s in found.segments])
+        for seg in found.segments:
+            if seg.stale or seg.last_seq < self._checkpoint_seq:
+                (self._path / seg.name).unlink()
+                continue
+            # What a crashed predecessor wrote may still sit in the page cache only.
+            fd = os.open(self._path / seg.name, os.O_RDONLY | _O_CLOEXEC)
+            try:
+                _datasync(fd)
+                self._syncs += 1
+            finally:
+                os.close(fd)
+            seg.size = seg.end
+            self._segments.append(seg)
+        _fsync_dir(self._path)
+        self._syncs += 1
+        self._synced_seq = self._last_seq
+        if self._segments:
+            last = self._path / self._segments[-1].name
+            self._fd = os.open(last, os.O_WRONLY | os.O_APPEND | _O_CLOEXEC)
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """Random id (uuid4 hex) made with the journal; stores key applied seqs by it."""
+        return self._id
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def last_seq(self) -> int:
+        """Highest seq appended (or checkpointed) so far; 0 for a new journal."""
+        return self._last_seq
+
+    @property
+    def checkpoint_seq(self) -> int:
+        """Every record up to this seq is in the store."""
+        return self._checkpoint_seq
+
+    @property
+    def synced_seq(self) -> int:
+        """Every record up to this seq is on disk."""
+        return self._synced_seq
+
+    @property
+    def syncs(self) -> int:
+        """fsync/fdatasync calls made since open (journal_syncs in stats)."""
+        return self._syncs
+
+    @property
+    def bytes(self) -> int:
+        """Total size of the live segment files (journal_bytes in stats)."""
+        with self._cond:
+            return sum(seg.size for seg in self._segments)
+
+    def records(self) -> list[Record]:
+        """Every intact record with seq > checkpoint_seq, in seq order (the replay)."""
+        with self._cond:
+            if self._released:
+                raise JournalError(f"journal '{self._path}' is closed")
+            segments = [(seg.name, seg.size) for seg in self._segments]
+            checkpoint_seq = self._checkpoint_seq
+        out: list[Record] = []
+        for name, size in segments:
+            try:
+                with open(self._path / name, "rb") as file:
+                    data = file.read(size)
+            except FileNotFoundError:
+                continue  # a concurrent checkpoint deleted it: all covered
+            except OSError as exc:
+                raise JournalError(f"cannot read journal segment '{self._path / name}': {exc}") from exc
+            result = scan(data)
+            if result.error is not None:
+                raise _damaged(self._path, [f"{name}: offset {result.end}: {result.error}"])
+            out.extend(record for _, record in result.records if record.seq > checkpoint_seq)
+        return out
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(
+        self,
+        namespace: str,
+        key: str,
+        kind: int,
+        payload: builtins.bytes | bytearray | memoryview = b"",
+        delta: int = 0,
+    ) -> int:
+        """Hand one record to the OS (not yet durable: see :meth:`wait`) and return its seq."""
+        encoded = encode(namespace, key, kind, payload, delta)
+        with self._cond:
+            if self._closed:
+                raise JournalError(f"journal '{self._path}' is closed")
+            self._raise_if_failed()
+            seq = self._last_seq + 1
+            if self._fd is None or self._segments[-1].size >= self._segment_bytes:
+                self._rotate(seq)
+            assert self._fd is not None
+            segment = self._segments[-1]
+            try:
+                _write_all(self._fd, encoded.frame(seq))
+            except OSError as exc:
+                try:  # take back a partial record so later appends stay readable
+                    os.ftruncate(self._fd, segment.size)
+                except OSError:
+                    self._fail(exc)
+                    self._raise_if_failed()
+                raise JournalError(f"cannot append to journal '{self._path}': {exc}") from exc
+            segment.size += encoded.size
+            self._last_seq = seq
+            return seq
+
+    def _rotate(self, seq: int) -> None:
+        name = _segment_name(seq)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | _O_CLOEXEC
+        try:
+            fd = os.open(self._path / name, flags, 0o644)
+        except OSError as exc:
+            raise JournalError(f"cannot create journal segment '{self._path / name}': {exc}") from exc
+        if self._fd is not None:
+            self._retired.append(self._fd)
+        self._fd = fd
+        self._segments.append(_Segment(seq, name, 0))
+        self._dir_dirty = True  # the new file's name is durable only after a directory sync
+
+    def wait(self, seq: int) -> None:
+        """Return once record ``seq`` is as durable as the fsync mode promises."""
+        if self._fsync == "always":
+            self._wait_synced(seq)
+        elif self._failure is not None:
+            with self._cond:
+                self._raise_if_failed()
+
+    def sync(self) -> None:
+        """Make everything appended so far durable now, whatever the fsync mode."""
+        self._wait_synced(self._last_seq)
+
+    def _wait_synced(self, seq: int) -> None:
+        with self._cond:
+            if seq > self._last_seq:
+                raise ConfigError(f"seq {seq} was never appended (last_seq is {self._last_seq})")
+            while True:
+                self._raise_if_failed()
+                if self._synced_seq >= seq:
+                    return
+                if self._released:
+                    raise JournalError(f"journal '{self._path}' is closed")
+                if self._syncing:
+                    self._cond.wait()
+                else:
+                    self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        """Sync everything written so far; called (and returns) with ``_cond`` held.
+
+        The lock is dropped during the disk I/O, so writers keep appending while a sync
+        runs; whoever waits when it ends starts the next one, covering them all at once.
+        """
+        target = self._last_seq
+        fds = [*self._retired, *([self._fd] if self._fd is not None else [])]
+        retired, self._retired = self._retired, []
+        dir_dirty, self._dir_dirty = self._dir_dirty, False
+        self._syncing = True
+        self._cond.release()
+        done = 0
+        failure: OSError | None = None
+        try:
+            for fd in fds:
+                _datasync(fd)
+                done += 1
+            if dir_dirty:
+                _fsync_dir(self._path)
+                done += 1
+        except OSError as exc:
+            failure = exc
+        finally:
+            self._cond.acquire()
+            self._syncing = False
+            self._syncs += done
+            for fd in retired:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if failure is not None:
+                self._fail(failure)
+            else:
+                self._synced_seq = max(self._synced_seq, target)
+            self._cond.notify_all()
+        self._raise_if_failed()
+
+    def _fail(self, exc: OSError) -> None:
+        # Never retry a failed fsync: the kernel may have dropped the dirty pages and marked
+        # them clean, so a second fsync can "succeed" without the data (the fsyncgate lesson).
+        if self._failure is None:
+            self._failure = exc
+            logger.error("journal '%s' failed and takes no more writes: %s", self._path, exc)
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise JournalError(
+                f"journal '{self._path}' failed: {self._failure}; writes appended since its "
+                "last successful sync may not be on disk. Close it and reopen the journal "
+                "(after fixing the disk) to replay what is there"
+            ) from self._failure
+
+    def _sync_every_second(self) -> None:
+        while not self._stop.wait(_EVERYSEC_INTERVAL):
+            with self._cond:
+                if self._closed or self._failure is not None:
+                    return
+                pending = self._last_seq > self._synced_seq or self._dir_dirty or self._retired
+                if self._syncing or not pending:
+                    continue
+                with contextlib.suppress(JournalError):  # _fail has logged it
+                    self._sync_locked()
+
+    def checkpoint(self, seq: int) -> None:
+        """Record that every record with seq <= ``seq`` is in the store; drop covered segments.
+
+        A ``seq`` above ``last_seq`` (the store is ahead of the journal, e.g. the unsynced
+        tail was lost in a power cut) moves ``last_seq`` up, so no later record reuses a seq
+        the store has already applied.
+        """
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise ConfigError(f"checkpoint seq {seq!r} must be an int >= 0")
+        with self._checkpoint_lock:
+            persisted = False
+            with self._cond:
+                if self._closed:
+                    raise JournalError(f"journal '{self._path}' is closed")
+                if seq <= self._checkpoint_seq:
+                    return
+                if seq > self._last_seq:
+                    # Persist under the lock: an append between the two would get a seq
+                    # the checkpoint claims is already in the store.
+                    self._persist_checkpoint(seq)
+                    self._syncs += 2
+                    persisted = True
+                    self._last_seq = self._synced_seq = seq
+                    if self._fd is not None:
+                        self._retired.append(self._fd)  # the next record starts a segment
+                        self._fd = None
+            if not persisted:
+                self._persist_checkpoint(seq)
+            with self._cond:
+                if not persisted:
+                    self._syncs += 2
+                self._checkpoint_seq = max(self._checkpoint_seq, seq)
+                segments = self._segments
+                # The segment being appended to stays; an earlier one goes once the
+                # checkpoint reaches the seq just before its successor's first record.
+                last = len(segments) if self._fd is None else len(segments) - 1
+                doomed = [
+                    s for i, s in enumerate(segments[:last])
+                    if i + 1 == len(segments) or segments[i + 1].first_seq - 1 <= seq
+                ]
+                self._segments = [s for s in segments if s not in doomed]
+        for seg in doomed:
+            try:
+                (self._path / seg.name).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # harmless: the next open deletes it as stale
+                logger.warning("journal '%s': cannot delete %s: %s", self._path, seg.name, exc)
+
+    def _persist_checkpoint(self, seq: int) -> None:
+        head = struct.pack("<4sQ", _CHECKPOINT_MAGIC, seq)
+        try:
+            _write_atomic(self._path, _CHECKPOINT, head + struct.pack("<I", zlib.crc32(head)))
+        except OSError as exc:
+            raise JournalError(f"cannot write the checkpoint of journal '{self._path}': {exc}") from exc
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Sync what was appended (unless the journal failed), stop, release the lock."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._cond:
+            while self._syncing:
+                self._cond.wait()
+            if self._failure is None and (self._synced_seq < self._last_seq or self._retired):
+                with contextlib.suppress(JournalError):
+                    self._sync_locked()
+            self._release()
+
+    def _release(self) -> None:
+        self._released = self._closed = True
+        for fd in [*self._retired, *([self._fd] if self._fd is not None else []), self._lock_fd]:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing the lock file's fd releases the flock
+        self._retired, self._fd = [], None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fsync={self._fsync!r}"
+        return f"<Journal {str(self._path)!r} last_seq={self._last_seq} {state}>"

@@ -1,0 +1,163 @@
+"""Shared fixtures of the contract tests: policies, a recording callback store, polling."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import cacheway as cw
+
+POLICIES: dict[str, Callable[[], Any]] = {
+    "write-through": lambda: cw.WriteThrough(),
+    "write-back": lambda: cw.WriteBack(max_delay=0.05),
+    "write-around": lambda: cw.WriteAround(),
+}
+
+
+@pytest.fixture(params=list(POLICIES))
+def make_policy(request: pytest.FixtureRequest) -> Callable[[], Any]:
+    """A factory of a fresh policy object, once per policy (write-through/back/around)."""
+    return POLICIES[request.param]
+
+
+@pytest.fixture
+def db_path(tmp_path: Any) -> str:
+    return str(tmp_path / "app.db")
+
+
+@pytest.fixture
+def autoclose() -> Iterator[Callable[[Any], Any]]:
+    """Register caches to close at teardown even when the test failed half way."""
+    caches: list[Any] = []
+
+    def register(cache: Any) -> Any:
+        caches.append(cache)
+        return cache
+
+    yield register
+    for cache in reversed(caches):
+        try:
+            cache.close(timeout=5)
+        except TypeError:
+            try:
+                cache.close()
+            except Exception:
+                pass
+        except Exception:
+            pass
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it is true or a generous deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return bool(predicate())
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., bool]:
+    return wait_until
+
+
+class DictStore:
+    """A ``cw.CallbackStore`` over a dict that records every call it gets.
+
+    Failure and blocking knobs (all off by default):
+    ``fail_writes`` raise on the next N write calls; ``failing`` raise while true;
+    ``poison`` raise when that key is in a write batch; ``write_gate`` (an Event)
+    writes wait for it; ``load_delay`` seconds slept in ``load_many`` after reading;
+    ``load_hook(keys)`` called after reading and before returning.
+    """
+
+    def __init__(self, data: dict[str, Any] | None = None, *, add_many: bool = False) -> None:
+        self.data: dict[str, Any] = dict(data or {})
+        self.lock = threading.Lock()
+        self.load_calls: list[list[str]] = []
+        self.save_calls: list[list[tuple[str, Any]]] = []
+        self.delete_calls: list[list[str]] = []
+        self.add_calls: list[list[tuple[str, int]]] = []
+        self.write_attempts = 0
+        self.failed_writes = 0
+        self.fail_writes = 0
+        self.failing = False
+        self.poison: str | None = None
+        self.write_gate: threading.Event | None = None
+        self.write_entered = threading.Event()  # set when a write call starts
+        # which calling threads wait for write_gate (default: all of them)
+        self.gate_threads: Callable[[], bool] = lambda: True
+        self.load_delay = 0.0
+        self.load_hook: Callable[[list[str]], None] | None = None
+        self.store = cw.CallbackStore(
+            load_many=self._load_many,
+            save_many=self._save_many,
+            delete_many=self._delete_many,
+            add_many=self._add_many if add_many else None,
+        )
+
+    def _load_many(self, keys: list[str]) -> dict[str, Any]:
+        keys = list(keys)
+        with self.lock:
+            self.load_calls.append(keys)
+            found = {k: self.data[k] for k in keys if k in self.data}
+        if self.load_delay:
+            time.sleep(self.load_delay)
+        if self.load_hook is not None:
+            self.load_hook(keys)
+        return found
+
+    def _before_write(self, keys: list[str]) -> None:
+        self.write_entered.set()
+        gate = self.write_gate
+        if gate is not None and self.gate_threads():
+            gate.wait(10)
+        with self.lock:
+            self.write_attempts += 1
+            fail = self.failing or (self.poison is not None and self.poison in keys)
+            if not fail and self.fail_writes > 0:
+                self.fail_writes -= 1
+                fail = True
+            if fail:
+                self.failed_writes += 1
+        if fail:
+            raise ConnectionError(f"store is down (batch of {len(keys)})")
+
+    def _save_many(self, items: list[tuple[str, Any]]) -> None:
+        items = [(k, v) for k, v in items]
+        self._before_write([k for k, _ in items])
+        with self.lock:
+            self.save_calls.append(items)
+            self.data.update(items)
+
+    def _delete_many(self, keys: list[str]) -> None:
+        keys = list(keys)
+        self._before_write(keys)
+        with self.lock:
+            self.delete_calls.append(keys)
+            for k in keys:
+                self.data.pop(k, None)
+
+    def _add_many(self, items: list[tuple[str, int]]) -> dict[str, Any]:
+        items = [(k, d) for k, d in items]
+        self._before_write([k for k, _ in items])
+        with self.lock:
+            self.add_calls.append(items)
+            for k, d in items:
+                self.data[k] = self.data.get(k, 0) + d
+            return {k: self.data[k] for k, _ in items}
+
+    @property
+    def saved_rows(self) -> int:
+        return sum(len(c) for c in self.save_calls)
+
+
+@pytest.fixture
+def make_store() -> Callable[..., DictStore]:
+    """``make_store(data=None, add_many=False)`` -> a recording :class:`DictStore`."""
+    return DictStore

@@ -1,0 +1,208 @@
+"""MemoryBackend through the Cache: LRU order, max_entries, max_bytes, TTL with an injected
+timer, evictions in stats(), and object identity vs what the store receives."""
+
+from __future__ import annotations
+
+import pytest
+
+import cacheway as cw
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def loads_of(ds, key: str) -> int:
+    return sum(call.count(key) for call in ds.load_calls)
+
+
+def test_lru_evicts_the_least_recently_used(make_store, autoclose) -> None:
+    ds = make_store({k: k.upper() for k in "abcdef"})
+    cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(max_entries=3),
+                               policy=cw.WriteThrough()))
+    for k in "abc":
+        assert cache.get(k) == k.upper()  # fills a, b, c
+    assert cache.get("a") == "A"  # a is now the most recently used
+    assert cache.get("d") == "D"  # fills d and evicts b, the least recently used
+    assert [loads_of(ds, k) for k in "abcd"] == [1, 1, 1, 1]
+    for k in "acd":
+        assert cache.get(k) == k.upper()
+    assert [loads_of(ds, k) for k in "acd"] == [1, 1, 1], "a recently used key was evicted"
+    assert cache.get("b") == "B"
+    assert loads_of(ds, "b") == 2, "b should have been evicted"
+    assert cache.stats().evictions == 2  # b to make room for d, then a for b
+
+
+def test_max_entries_bounds_the_backend(make_store, autoclose) -> None:
+    ds = make_store({f"k{i}": i for i in range(30)})
+    cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(max_entries=10),
+                               policy=cw.WriteThrough()))
+    for i in range(30):
+        assert cache.get(f"k{i}") == i
+    assert cache.stats().evictions == 20
+    before = len(ds.load_calls)
+    for i in range(20, 30):
+        assert cache.get(f"k{i}") == i  # the last 10 are still cached
+    assert len(ds.load_calls) == before
+    assert cache.get("k0") == 0
+    assert len(ds.load_calls) == before + 1
+
+
+def test_max_bytes_bounds_the_backend(make_store, autoclose) -> None:
+    value = "x" * 200
+    ds = make_store({f"k{i:03d}": value for i in range(100)})
+    cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(max_bytes=5000),
+                               policy=cw.WriteThrough()))
+    for i in range(100):
+        assert cache.get(f"k{i:03d}") == value
+    # at most 25 values of 200 bytes fit in 5000 bytes, whatever the per-entry overhead
+    assert cache.stats().evictions >= 75
+    before = len(ds.load_calls)
+    assert cache.get("k099") == value  # the most recent one is still cached
+    assert len(ds.load_calls) == before
+    assert cache.get("k000") == value
+    assert len(ds.load_calls) == before + 1
+
+
+def test_value_larger_than_max_bytes_is_still_served(make_store, autoclose) -> None:
+    big = "y" * 10_000
+    ds = make_store({"big": big})
+    cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(max_bytes=1000),
+                               policy=cw.WriteThrough()))
+    assert cache.get("big") == big
+    assert cache.get("big") == big
+
+
+def test_ttl_expires_with_an_injected_timer(make_store, autoclose, clock) -> None:
+    ds = make_store({"k": "v"})
+    cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(timer=clock),
+                               policy=cw.WriteThrough(), ttl=10))
+    assert cache.get("k") == "v"
+    clock.advance(9)
+    assert cache.get("k") == "v"
+    assert loads_of(ds, "k") == 1, "expired before its ttl"
+    clock.advance(2)
+    assert cache.get("k") == "v"
+    assert loads_of(ds, "k") == 2, "still cached after its ttl"
+    assert cache.stats().evictions >= 1
+
+
+def test_no_ttl_never_expires(make_store, autoclose, clock) -> None:
+    ds = make_store({"k": "v"})
+    cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(timer=clock),
+                               policy=cw.WriteThrough()))
+    assert cache.get("k") == "v"
+    clock.advance(10 ** 7)
+    assert cache.get("k") == "v"
+    assert loads_of(ds, "k") == 1
+
+
+def test_per_call_ttl_overrides_the_default(db_path: str, autoclose, clock) -> None:
+    cache = autoclose(cw.Cache(store=cw.SQLiteStore(db_path),
+                               backend=cw.MemoryBackend(timer=clock),
+                               policy=cw.WriteThrough(), ttl=10))
+    cache.set("short", 1)
+    cache.set("long", 2, ttl=100)
+    cache.set_many({"many": 3}, ttl=100)
+    misses = cache.stats().misses
+    clock.advance(50)
+    assert cache.get("long") == 2
+    assert cache.get("many") == 3
+    assert cache.stats().misses == misses, "per-call ttl=100 expired after 50 s"
+    assert cache.get("short") == 1  # from the store again
+    assert cache.stats().misses == misses + 1
+    clock.advance(51)
+    assert cache.get("long") == 2
+    assert cache.stats().misses == misses + 2
+
+
+def test_namespace_ttl(make_store, autoclose, clock) -> None:
+    ds = make_store({"views:k": "v"})
+    cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(timer=clock),
+                               policy=cw.WriteThrough()))
+    views = cache.namespace("views", ttl=5)
+    assert views.get("k") == "v"
+    clock.advance(4)
+    assert views.get("k") == "v"
+    assert loads_of(ds, "views:k") == 1
+    clock.advance(2)
+    assert views.get("k") == "v"
+    assert loads_of(ds, "views:k") == 2
+
+
+def test_write_around_fill_ttl(make_store, autoclose, clock) -> None:
+    ds = make_store({"k": "v"})
+    cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(timer=clock),
+                               policy=cw.WriteAround(fill_ttl=5)))
+    assert cache.get("k") == "v"
+    clock.advance(4)
+    assert cache.get("k") == "v"
+    assert loads_of(ds, "k") == 1
+    clock.advance(2)
+    assert cache.get("k") == "v"
+    assert loads_of(ds, "k") == 2
+
+
+def test_ttl_expiry_of_a_dirty_entry_keeps_it_readable(make_store, autoclose, clock) -> None:
+    ds = make_store()
+    cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(timer=clock),
+                               policy=cw.WriteBack(max_delay=60), ttl=1))
+    cache.set("k", "dirty")
+    clock.advance(5)
+    assert cache.get("k") == "dirty"
+    cache.flush()
+    assert ds.data == {"k": "dirty"}
+
+
+@pytest.mark.parametrize("policy", [cw.WriteThrough, lambda: cw.WriteBack(max_delay=60)],
+                         ids=["write-through", "write-back"])
+def test_memory_backend_keeps_the_object_itself(db_path: str, autoclose, policy) -> None:
+    cache = autoclose(cw.Cache(store=cw.SQLiteStore(db_path), backend=cw.MemoryBackend(),
+                               policy=policy()))
+    obj = {"a": [1, 2]}
+    cache.set("k", obj)
+    assert cache.get("k") is obj
+    assert cache.get_many(["k"])["k"] is obj
+
+
+@pytest.mark.parametrize("policy", [cw.WriteThrough, lambda: cw.WriteBack(max_delay=60)],
+                         ids=["write-through", "write-back"])
+def test_store_gets_what_was_serialized_at_set_time(db_path: str, autoclose, policy) -> None:
+    cache = autoclose(cw.Cache(store=cw.SQLiteStore(db_path), backend=cw.MemoryBackend(),
+                               policy=policy()))
+    obj = {"a": [1, 2]}
+    cache.set("k", obj)
+    obj["a"].append(3)
+    obj["b"] = "later"
+    cache.flush()
+    assert cw.SQLiteStore(db_path).load("k") == {"a": [1, 2]}
+
+
+def test_callback_store_gets_what_was_serialized_at_set_time(make_store, autoclose) -> None:
+    ds = make_store()
+    cache = autoclose(cw.Cache(store=ds.store, policy=cw.WriteBack(max_delay=60)))
+    obj = {"a": 1}
+    cache.set("k", obj)
+    obj["a"] = 2
+    cache.flush()
+    assert ds.data == {"k": {"a": 1}}
+    assert ds.data["k"] is not obj
+
+
+def test_timer_must_be_callable() -> None:
+    with pytest.raises(cw.ConfigError):
+        cw.MemoryBackend(timer=5)

@@ -1,0 +1,221 @@
+"""SQLiteStore: its table, versions, identifier validation, concurrent creation, options."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+import traceback
+
+import pytest
+
+import cacheway as cw
+
+
+def columns(db_path: str, table: str) -> dict[str, int]:
+    """Column name -> position in the primary key (0 when not part of it)."""
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
+    finally:
+        conn.close()
+    return {row[1]: row[5] for row in rows}
+
+
+def row(db_path: str, key: str, namespace: str = "", table: str = "cacheway"):
+    conn = sqlite3.connect(db_path)
+    try:
+        return conn.execute(
+            f'SELECT version, updated_at FROM "{table}" WHERE namespace = ? AND key = ?',
+            (namespace, key),
+        ).fetchone()
+    finally:
+        conn.close()
+
+
+def test_creates_its_table_with_the_contract_columns(db_path: str) -> None:
+    store = cw.SQLiteStore(db_path)
+    store.close()
+    cols = columns(db_path, "cacheway")
+    assert {"namespace", "key", "value", "version", "updated_at"} <= set(cols)
+    assert cols["namespace"] == 1 and cols["key"] == 2, "primary key is not (namespace, key)"
+
+
+def test_custom_table_name(db_path: str) -> None:
+    store = cw.SQLiteStore(db_path, table="my_items_1")
+    store.save_many({"a": 1})
+    assert store.load("a") == 1
+    store.close()
+    assert "version" in columns(db_path, "my_items_1")
+    assert columns(db_path, "cacheway") == {}
+
+
+def test_store_methods(db_path: str) -> None:
+    store = cw.SQLiteStore(db_path)
+    store.save_many([("a", 1), ("b", {"x": [1]})])
+    store.save_many({"c": None})
+    assert store.load("a") == 1
+    assert store.load("b") == {"x": [1]}
+    assert store.load("missing") is None
+    assert store.load_many(["a", "b", "c", "missing"]) == {"a": 1, "b": {"x": [1]}, "c": None}
+    store.delete_many(["a", "missing"])
+    assert store.load_many(["a", "b"]) == {"b": {"x": [1]}}
+    store.save_many({"a": "ns"}, namespace="views")
+    assert store.load("a", namespace="views") == "ns"
+    assert store.load_many(["a"]) == {}
+    store.close()
+
+
+def test_namespace_is_a_column(db_path: str, autoclose) -> None:
+    cache = autoclose(cw.Cache(store=cw.SQLiteStore(db_path), policy=cw.WriteThrough()))
+    cache.namespace("views").set("k", 1)
+    cache.set("k", 2)
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = sorted(conn.execute('SELECT namespace, key FROM "cacheway"').fetchall())
+    finally:
+        conn.close()
+    assert len(rows) == 2
+    assert rows[1] == ("views", "k")
+    assert rows[0][1] == "k" and rows[0][0] != "views"
+
+
+def test_versions_increase_across_writes_and_survive_deletes(db_path: str) -> None:
+    store = cw.SQLiteStore(db_path)
+    store.save_many({"a": 1})
+    v1 = row(db_path, "a")[0]
+    store.save_many({"a": 2})
+    v2 = row(db_path, "a")[0]
+    assert v2 > v1
+    store.save_many({"b": 1})
+    vb = row(db_path, "b")[0]
+    assert vb > v2, "versions come from one per-table source"
+    store.delete_many(["a", "b"])  # the table is empty now
+    assert row(db_path, "a") is None
+    store.save_many({"a": 3})
+    v3 = row(db_path, "a")[0]
+    assert v3 > vb, "versions restarted after the rows were deleted"
+    store.close()
+    reopened = cw.SQLiteStore(db_path)
+    reopened.delete_many(["a"])
+    reopened.save_many({"a": 4})
+    assert row(db_path, "a")[0] > v3, "versions restarted after reopening"
+    reopened.close()
+
+
+def test_versions_through_the_cache(db_path: str, autoclose) -> None:
+    cache = autoclose(cw.Cache(store=cw.SQLiteStore(db_path), policy=cw.WriteThrough()))
+    seen = []
+    for i in range(5):
+        cache.set("k", i)
+        seen.append(row(db_path, "k")[0])
+        cache.delete("k")
+    assert seen == sorted(seen)
+    assert len(set(seen)) == 5
+
+
+def test_updated_at_is_stamped(db_path: str) -> None:
+    store = cw.SQLiteStore(db_path)
+    store.save_many({"a": 1})
+    updated_at = row(db_path, "a")[1]
+    assert updated_at is not None
+    assert abs(float(updated_at) - time.time()) < 86_400, "updated_at is not a unix time"
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "table", ["x;y", "a b", "1abc", 'q"uote', "", "t-1", "drop table cacheway;--", "é"]
+)
+def test_table_names_are_validated(db_path: str, table: str) -> None:
+    with pytest.raises(cw.ConfigError):
+        cw.SQLiteStore(db_path, table=table)
+    conn = sqlite3.connect(db_path)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
+    finally:
+        conn.close()
+    assert names == [] or table not in names
+
+
+def test_bad_table_error_names_the_table(db_path: str) -> None:
+    with pytest.raises(cw.ConfigError, match="x;y"):
+        cw.SQLiteStore(db_path, table="x;y")
+
+
+def _create_and_write(path: str, table: str, n: int, barrier, errors) -> None:
+    try:
+        barrier.wait(30)
+        store = cw.SQLiteStore(path, table=table)
+        store.save_many({f"p{n}": n})
+        store.close()
+    except BaseException:
+        errors.put(traceback.format_exc())
+
+
+def test_many_processes_create_the_same_table_at_once(tmp_path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    errors = ctx.Queue()
+    n = 4
+    path = str(tmp_path / "shared.db")
+    tables = ["shared_a", "shared_b"]
+    for table in tables:
+        barrier = ctx.Barrier(n)
+        procs = [ctx.Process(target=_create_and_write, args=(path, table, i, barrier, errors))
+                 for i in range(n)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    problems = []
+    while not errors.empty():
+        problems.append(errors.get())
+    assert not problems, "\n".join(problems)
+    for table in tables:
+        store = cw.SQLiteStore(path, table=table)
+        assert store.load_many([f"p{i}" for i in range(n)]) == {f"p{i}": i for i in range(n)}
+        store.close()
+
+
+def test_two_stores_in_one_process_create_the_same_table(db_path: str) -> None:
+    one = cw.SQLiteStore(db_path)
+    two = cw.SQLiteStore(db_path)
+    one.save_many({"a": 1})
+    assert two.load("a") == 1
+    one.close()
+    two.close()
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL", "normal"])
+def test_synchronous_option_is_accepted(db_path: str, synchronous: str) -> None:
+    store = cw.SQLiteStore(db_path, synchronous=synchronous)
+    store.save_many({"a": 1})
+    assert store.load("a") == 1
+    store.close()
+
+
+def test_synchronous_rejects_unknown_values(db_path: str) -> None:
+    with pytest.raises(cw.ConfigError):
+        cw.SQLiteStore(db_path, synchronous="SOMETIMES")
+
+
+def test_default_journal_mode_is_wal(db_path: str) -> None:
+    store = cw.SQLiteStore(db_path)
+    store.save_many({"a": 1})
+    conn = sqlite3.connect(db_path)
+    try:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+    store.close()
+    assert mode.lower() == "wal"
+
+
+def test_store_used_by_a_cache_and_directly(db_path: str, autoclose) -> None:
+    store = cw.SQLiteStore(db_path)
+    cache = autoclose(cw.Cache(store=store, policy=cw.WriteBack(max_delay=60)))
+    cache.set("a", [1])
+    cache.flush()
+    assert store.load("a") == [1]
+    store.save_many({"b": 2})
+    assert cache.get("b") == 2
