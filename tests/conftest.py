@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,10 +44,8 @@ def autoclose() -> Iterator[Callable[[Any], Any]]:
         try:
             cache.close(timeout=5)
         except TypeError:
-            try:
+            with contextlib.suppress(Exception):
                 cache.close()
-            except Exception:
-                pass
         except Exception:
             pass
 

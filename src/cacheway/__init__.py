@@ -13,8 +13,8 @@ from ._urls import open
 from .backends.memory import MemoryBackend
 from .cache import Cache, Namespace
 from .errors import (
-    Backpressure,
     BackendError,
+    Backpressure,
     CachewayError,
     ClosedError,
     ConfigError,

@@ -70,7 +70,7 @@ class WriteThroughEngine(Engine):
                 stack.enter_context(lock)
             results = self._apply(ops, bkeys)
             self.counters.writes += len(ops)
-            for (k, p, t), (_, v), bkey, res in zip(prepared, items, bkeys, results):
+            for (_, p, t), (_, v), bkey, res in zip(prepared, items, bkeys, results):
                 self._publish(bkey, v, p, t, res.version)
 
     def delete(self, key: str) -> None:

@@ -32,7 +32,7 @@ _STRIPES = 1024  # power of two
 def check_key(key: object) -> str:
     if key.__class__ is not str and not isinstance(key, str):
         raise InvalidKeyError(f"keys must be str, not {type(key).__name__} ({key!r:.60})")
-    return key  # type: ignore[return-value]
+    return key
 
 
 def check_ttl(ttl: object) -> float | None:
@@ -178,14 +178,14 @@ class Engine:
         """Set a cached copy; a failing backend loses the copy, never the write."""
         try:
             self.backend.set(bkey, value, payload, ttl, version)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any backend failure: drop the copy, keep the write
             log.warning("cacheway: backend set of %r failed (%r); dropping the copy", bkey, exc)
             self._backend_drop(bkey)
 
     def _backend_drop(self, bkey: str, version: int | None = None) -> None:
         try:
             self.backend.delete(bkey, version)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged; the store already has the truth
             log.error("cacheway: backend delete of %r failed: %r", bkey, exc)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from .policies import Policy, policy_from_name
 from .stores.base import Store
 from .stores.sqlite import SQLiteStore
 
-__all__ = ["open", "backend_from_url", "store_from_url"]
+__all__ = ["backend_from_url", "open", "store_from_url"]
 
 _STORE_SCHEMES = "sqlite:///path, postgresql://..., or an SQLAlchemy URL (mysql+pymysql://...)"
 _BACKEND_SCHEMES = "memory://, redis://host:port/db or rediss://"
@@ -84,7 +84,7 @@ def backend_from_url(url: str) -> Backend:
     raise ConfigError(f"unknown backend URL {url!r}: use {_BACKEND_SCHEMES}")
 
 
-def open(  # noqa: A001 - mirrors builtins.open on purpose: cw.open(...)
+def open(
     store: str | Store = "sqlite:///cacheway.db",
     backend: str | Backend = "memory://",
     policy: str | Policy = "write-through",

@@ -47,13 +47,13 @@ class _Front:
 
     def _bind(self, engine: Engine) -> None:
         self._engine = engine
-        self.get = engine.get
-        self.get_many = engine.get_many
-        self.set = engine.set
-        self.set_many = engine.set_many
-        self.delete = engine.delete
-        self.delete_many = engine.delete_many
-        self.incr = engine.incr
+        self.get = engine.get  # type: ignore[method-assign]
+        self.get_many = engine.get_many  # type: ignore[method-assign]
+        self.set = engine.set  # type: ignore[method-assign]
+        self.set_many = engine.set_many  # type: ignore[method-assign]
+        self.delete = engine.delete  # type: ignore[method-assign]
+        self.delete_many = engine.delete_many  # type: ignore[method-assign]
+        self.incr = engine.incr  # type: ignore[method-assign]
 
     def get(self, key: str, default: Any = None) -> Any:
         """Read-through: the cached value, else the store's (filling the cache), else
@@ -329,7 +329,7 @@ class Cache(_Front):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 engine.close(remaining)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - close the rest, then raise the first
                 error = error or exc
         for journal in self._journals:
             journal.close()

@@ -9,8 +9,8 @@ configuration), so ``except TypeError`` keeps working next to
 from __future__ import annotations
 
 __all__ = [
-    "Backpressure",
     "BackendError",
+    "Backpressure",
     "CachewayError",
     "ClosedError",
     "ConfigError",

@@ -82,7 +82,7 @@ class MemoryBackend:
         if item[1] is not None and item[1] <= self._timer():
             self._expire(key, item)
             return MISS
-        try:
+        try:  # noqa: SIM105 - contextlib.suppress costs a call on the hot path
             self._data.move_to_end(key)
         except KeyError:  # evicted by another thread since the lookup; still a valid read
             pass

@@ -116,7 +116,11 @@ class StoreBase:
 
     serializer: Serializer = JSONSerializer()
     versioned = False
-    atomic_add = True
+
+    @property
+    def atomic_add(self) -> bool:
+        """True when the store adds counter deltas itself (atomically)."""
+        return True
 
     def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
         raise NotImplementedError

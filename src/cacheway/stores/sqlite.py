@@ -188,7 +188,7 @@ class SQLiteStore(StoreBase):
             raise StoreError(f"SQLite write to {self.table!r} failed: {exc}") from exc
 
     def _apply_locked(self, ops: Sequence[Op], journal: JournalMark | None) -> list[Applied]:
-        conn, t, m = self._conn, self.table, self._meta
+        conn, m = self._conn, self._meta
         n = len(ops)
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")

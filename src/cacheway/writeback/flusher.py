@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = ["WriteBackEngine"]
 
+# (key, kind, value, payload, delta) of one accepted write
+_Item = tuple[str, int, Any, "bytes | None", int]
+
 log = logging.getLogger("cacheway")
 
 
@@ -110,7 +113,9 @@ class WriteBackEngine(Engine):
         self._accept([(key, SET, value, payload, 0)], ttl if ttl is not None else self.ttl)
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
-        items = [(check_key(k), SET, v, self._dumps(v), 0) for k, v in mapping.items()]
+        items: list[_Item] = [
+            (check_key(k), SET, v, self._dumps(v), 0) for k, v in mapping.items()
+        ]
         if ttl is not None:
             ttl = self._prepare("", None, ttl)[2]
         if items:
@@ -120,7 +125,9 @@ class WriteBackEngine(Engine):
         self._accept([(check_key(key), DELETE, None, None, 0)], self.ttl)
 
     def delete_many(self, keys: Iterable[str]) -> None:
-        items = [(check_key(k), DELETE, None, None, 0) for k in dict.fromkeys(keys)]
+        items: list[_Item] = [
+            (check_key(k), DELETE, None, None, 0) for k in dict.fromkeys(keys)
+        ]
         if items:
             self._accept(items, self.ttl)
 
@@ -147,7 +154,7 @@ class WriteBackEngine(Engine):
         self._durable(seq)
         return int(new)
 
-    def _accept(self, items: list[tuple[str, int, Any, bytes | None, int]], ttl: float | None
+    def _accept(self, items: list[_Item], ttl: float | None
                 ) -> None:
         with self._cond:
             seq = self._accept_locked(items, ttl)
@@ -158,14 +165,15 @@ class WriteBackEngine(Engine):
             self.journal.wait(seq)
 
     def _accept_locked(
-        self, items: list[tuple[str, int, Any, bytes | None, int]], ttl: float | None
+        self, items: list[_Item], ttl: float | None
     ) -> int:
         if self.closed:
             raise self._closed()
         table = self._table
-        new_keys = sum(1 for it in items if it[0] not in self._view)
-        if new_keys and len(table) + new_keys > self.config.max_dirty:
-            if self._make_room(new_keys, items, ttl):
+        if len(table) + len(items) > self.config.max_dirty:
+            new_keys = sum(1 for it in items if it[0] not in self._view)
+            full = new_keys and len(table) + new_keys > self.config.max_dirty
+            if full and self._make_room(new_keys, items, ttl):
                 return self._seq
         was_empty = not table.dirty
         now = self._timer()
@@ -175,7 +183,7 @@ class WriteBackEngine(Engine):
         seq = self._seq
         for key, kind, value, payload, delta in items:
             if journal is not None:
-                seq = journal.append(ns, key, kind, payload if kind == SET else b"", delta)
+                seq = journal.append(ns, key, kind, payload if kind == SET and payload else b"", delta)
             else:
                 seq += 1
             if table.put(key, kind, value, payload, delta, ttl, seq, now):
@@ -194,7 +202,7 @@ class WriteBackEngine(Engine):
             self._cond.notify_all()
         return seq
 
-    def _make_room(self, new_keys: int, items: list[tuple[str, int, Any, bytes | None, int]],
+    def _make_room(self, new_keys: int, items: list[_Item],
                    ttl: float | None) -> bool:
         """Back-pressure at max_dirty; True when the write was done straight to the store."""
         cfg = self.config
@@ -223,7 +231,7 @@ class WriteBackEngine(Engine):
             self._blocked -= 1
         return False
 
-    def _write_through_locked(self, items: list[tuple[str, int, Any, bytes | None, int]],
+    def _write_through_locked(self, items: list[_Item],
                               ttl: float | None) -> None:
         # Under the table lock: no other write of these keys can be accepted meanwhile,
         # and none of them is pending (or it would have coalesced), so order holds.
@@ -372,7 +380,7 @@ class WriteBackEngine(Engine):
             mark = JournalMark(journal.id, low, [e.last_seq for e in part])
         try:
             results = self.store.apply(ops, journal=mark)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any store failure is retried, never lost
             self.counters.flush_errors += 1
             self.counters.last_error = repr(exc)
             now = time.monotonic()

@@ -25,21 +25,35 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import dataclasses
 import fcntl
 import logging
 import os
-import re
-import struct
 import threading
 import uuid
 import warnings
-import zlib
 from pathlib import Path
 from types import TracebackType
 
 from cacheway.errors import ConfigError, JournalError
-from cacheway.writeback.journal_format import ADD, DELETE, SET, Record, encode, scan
+from cacheway.writeback.journal_format import (
+    ADD,
+    CHECKPOINT_FILE,
+    DELETE,
+    ID_FILE,
+    LOCK_FILE,
+    SET,
+    JournalReport,
+    Layout,
+    Record,
+    SegmentInfo,
+    analyze,
+    damaged_error,
+    encode,
+    encode_checkpoint,
+    inspect,
+    scan,
+    segment_name,
+)
 
 __all__ = ["ADD", "DELETE", "FSYNC_MODES", "SET", "Journal", "JournalReport", "Record", "inspect"]
 
@@ -47,11 +61,6 @@ logger = logging.getLogger(__name__)
 
 FSYNC_MODES = ("always", "everysec", "never")
 _EVERYSEC_INTERVAL = 1.0  # seconds between background syncs; tests shorten it
-_SEGMENT_RE = re.compile(r"^(\d{20})\.seg$")
-_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-_ID, _LOCK, _CHECKPOINT = "id", "lock", "checkpoint"
-_CHECKPOINT_FORMAT = struct.Struct("<4sQI")
-_CHECKPOINT_MAGIC = b"CWCK"
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
@@ -93,194 +102,8 @@ def _write_all(fd: int, parts: list[bytes | bytearray | memoryview]) -> None:
             rest = rest[os.write(fd, rest) :]
 
 
-def _segment_name(seq: int) -> str:
-    return f"{seq:020d}.seg"
-
-
-def _damaged(directory: Path, damage: list[str]) -> JournalError:
-    more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
-    return JournalError(
-        f"journal '{directory}' is damaged: {damage[0]}{more}. Run `cacheway journal inspect "
-        f"{directory}` to see the damage; to start empty, move '{directory}' away (its "
-        "unflushed writes are then lost unless recovered by hand)"
-    )
-
-
-@dataclasses.dataclass
-class _Segment:
-    first_seq: int
-    name: str
-    size: int  # bytes on disk (after open: bytes of intact records)
-    last_seq: int = 0  # last intact seq; first_seq - 1 when empty
-    end: int = 0  # offset past the last intact record
-    live: int = 0  # intact records with seq > checkpoint
-    first_live: int | None = None
-    stale: bool = False  # every record is covered by the checkpoint
-
-
-@dataclasses.dataclass
-class _Analysis:
-    id: str | None
-    checkpoint_seq: int
-    segments: list[_Segment]
-    damage: list[str]
-    torn: tuple[str, int, str] | None  # (segment, offset, why) of a crash's leftover tail
-
-
-def _read_id(directory: Path, damage: list[str]) -> str | None:
-    try:
-        raw = (directory / _ID).read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        damage.append(f"{_ID}: cannot read: {exc}")
-        return None
-    text = raw.decode("ascii", "replace").strip()
-    if not _ID_RE.match(text):
-        damage.append(f"{_ID}: offset 0: {raw[:40]!r} is not a journal id")
-        return None
-    return text
-
-
-def _read_checkpoint(directory: Path, damage: list[str]) -> int:
-    try:
-        raw = (directory / _CHECKPOINT).read_bytes()
-    except FileNotFoundError:
-        return 0
-    except OSError as exc:
-        damage.append(f"{_CHECKPOINT}: cannot read: {exc}")
-        return 0
-    if len(raw) == _CHECKPOINT_FORMAT.size:
-        magic, seq, crc = _CHECKPOINT_FORMAT.unpack(raw)
-        if magic == _CHECKPOINT_MAGIC and zlib.crc32(raw[:12]) == crc:
-            return int(seq)
-    damage.append(f"{_CHECKPOINT}: offset 0: not a valid checkpoint ({len(raw)} bytes)")
-    return 0
-
-
-def _analyze(directory: Path) -> _Analysis:
-    """Read everything in the journal directory and say what is intact; never raises."""
-    damage: list[str] = []
-    journal_id = _read_id(directory, damage)
-    checkpoint_seq = _read_checkpoint(directory, damage)
-    try:
-        names = os.listdir(directory)
-    except OSError as exc:
-        return _Analysis(journal_id, checkpoint_seq, [], [f"{directory}: cannot list: {exc}"], None)
-    found = sorted((int(m.group(1)), n) for n in names if (m := _SEGMENT_RE.match(n)))
-    if journal_id is None and (found or _CHECKPOINT in names) and not damage:
-        damage.append(f"{_ID}: file missing next to segments or a checkpoint")
-    segments: list[_Segment] = []
-    torn = None
-    prev_last: int | None = None
-    for i, (first, name) in enumerate(found):
-        is_last = i == len(found) - 1
-        seg = _Segment(first, name, 0, last_seq=first - 1)
-        segments.append(seg)
-        # A segment whose successor starts at or below checkpoint + 1 holds nothing the
-        # store lacks (a crash between checkpoint and deletion left it): skip, even if damaged.
-        if not is_last and found[i + 1][0] - 1 <= checkpoint_seq:
-            seg.stale = True
-            with contextlib.suppress(OSError):
-                seg.size = (directory / name).stat().st_size
-            continue
-        try:
-            data = (directory / name).read_bytes()
-        except OSError as exc:
-            damage.append(f"{name}: cannot read: {exc}")
-            continue
-        seg.size = len(data)
-        result = scan(data)
-        seg.end = result.end
-        for offset, record in result.records:
-            if record.seq != seg.last_seq + 1:
-                damage.append(
-                    f"{name}: offset {offset}: record seq {record.seq} where {seg.last_seq + 1} "
-                    "was expected (a record is missing or out of order)"
-                )
-                seg.end = offset
-                break
-            seg.last_seq = record.seq
-            if record.seq > checkpoint_seq:
-                seg.live += 1
-                seg.first_live = seg.first_live or record.seq
-        else:
-            if result.error is not None and result.torn and is_last:
-                torn = (name, result.end, result.error)
-            elif result.error is not None:
-                where = "last segment" if is_last else "segment that is not the last one"
-                damage.append(
-                    f"{name}: offset {result.end}: {result.error} (intact records follow it "
-                    f"or it is in a {where}, so it is not a torn append)"
-                )
-        if prev_last is None and first - 1 > checkpoint_seq:
-            damage.append(
-                f"{name}: offset 0: starts at seq {first} but the checkpoint is {checkpoint_seq}: "
-                f"records {checkpoint_seq + 1}..{first - 1} are missing (a segment was deleted?)"
-            )
-        elif prev_last is not None and first <= prev_last:
-            damage.append(
-                f"{name}: offset 0: starts at seq {first} but the previous segment ends at {prev_last}"
-            )
-        elif prev_last is not None and first - 1 > max(prev_last, checkpoint_seq):
-            damage.append(
-                f"{name}: offset 0: records {prev_last + 1}..{first - 1} are missing "
-                "(a segment was deleted?)"
-            )
-        prev_last = seg.last_seq
-    return _Analysis(journal_id, checkpoint_seq, segments, damage, torn)
-
-
-@dataclasses.dataclass
-class JournalReport:
-    """What :func:`inspect` found; ``damage`` is empty for a healthy journal."""
-
-    path: str
-    id: str | None
-    segments: list[tuple[str, int]]  # (file name, size in bytes)
-    records: int  # intact records a reopen would replay (seq > checkpoint_seq)
-    first_seq: int | None  # first record to replay
-    last_seq: int
-    checkpoint_seq: int
-    bytes: int
-    damage: list[str]
-
-
-def inspect(path: str | os.PathLike[str]) -> JournalReport:
-    """Describe the journal at ``path`` without locking or changing anything.
-
-    >>> import tempfile, os
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     with Journal(os.path.join(tmp, "j"), fsync="never") as j:
-    ...         _ = j.append("", "k", DELETE)
-    ...     inspect(os.path.join(tmp, "j")).records
-    1
-    """
-    directory = Path(os.fspath(path))
-    if not directory.is_dir():
-        raise JournalError(f"no journal at '{directory}' (a journal is a directory)")
-    found = _analyze(directory)
-    damage = list(found.damage)
-    if found.torn is not None:
-        name, offset, why = found.torn
-        damage.append(f"{name}: offset {offset}: {why} (a torn last record; opening drops it)")
-    live = [s for s in found.segments if not s.stale]
-    firsts = [s.first_live for s in live if s.first_live is not None]
-    return JournalReport(
-        path=str(directory),
-        id=found.id,
-        segments=[(s.name, s.size) for s in found.segments],
-        records=sum(s.live for s in live),
-        first_seq=min(firsts) if firsts else None,
-        last_seq=max([found.checkpoint_seq] + [s.last_seq for s in live]),
-        checkpoint_seq=found.checkpoint_seq,
-        bytes=sum(s.size for s in found.segments),
-        damage=damage,
-    )
-
-
 def _lock(directory: Path) -> int:
-    fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -316,7 +139,11 @@ class Journal:
     ) -> None:
         if fsync not in FSYNC_MODES:
             raise ConfigError(f"fsync={fsync!r} is not one of {', '.join(map(repr, FSYNC_MODES))}")
-        if isinstance(segment_bytes, bool) or not isinstance(segment_bytes, int) or segment_bytes < 1:
+        if (
+            isinstance(segment_bytes, bool)
+            or not isinstance(segment_bytes, int)
+            or segment_bytes < 1
+        ):
             raise ConfigError(f"segment_bytes={segment_bytes!r} must be a positive int")
         self._path = Path(os.fspath(path))
         self._fsync = fsync
@@ -325,7 +152,7 @@ class Journal:
         self._checkpoint_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._segments: list[_Segment] = []
+        self._segments: list[SegmentInfo] = []
         self._fd: int | None = None  # the last segment, opened O_APPEND
         self._retired: list[int] = []  # earlier segments' fds, closed after their next sync
         self._dir_dirty = False  # a segment was created since the last sync
@@ -359,24 +186,26 @@ class Journal:
                 self._path.mkdir(parents=True, exist_ok=True)
                 _fsync_dir(self._path.resolve().parent)
             except OSError as exc:
-                raise JournalError(f"cannot create journal directory '{self._path}': {exc}") from exc
+                raise JournalError(
+                    f"cannot create journal directory '{self._path}': {exc}"
+                ) from exc
 
     def _recover(self) -> None:
-        found = _analyze(self._path)
+        found = analyze(self._path)
         if found.damage:
-            raise _damaged(self._path, found.damage)
+            raise damaged_error(self._path, found.damage)
         try:
             self._recover_files(found)
         except OSError as exc:
             raise JournalError(f"cannot open journal '{self._path}': {exc}") from exc
 
-    def _recover_files(self, found: _Analysis) -> None:
-        for name in (f"{_ID}.tmp", f"{_CHECKPOINT}.tmp"):
+    def _recover_files(self, found: Layout) -> None:
+        for name in (f"{ID_FILE}.tmp", f"{CHECKPOINT_FILE}.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 (self._path / name).unlink()  # a crash before os.replace: the old file stands
         if found.id is None:
             self._id = uuid.uuid4().hex
-            _write_atomic(self._path, _ID, f"{self._id}\n".encode())
+            _write_atomic(self._path, ID_FILE, f"{self._id}\n".encode())
         else:
             self._id = found.id
         if found.torn is not None:
@@ -467,10 +296,12 @@ class Journal:
             except FileNotFoundError:
                 continue  # a concurrent checkpoint deleted it: all covered
             except OSError as exc:
-                raise JournalError(f"cannot read journal segment '{self._path / name}': {exc}") from exc
+                raise JournalError(
+                    f"cannot read journal segment '{self._path / name}': {exc}"
+                ) from exc
             result = scan(data)
             if result.error is not None:
-                raise _damaged(self._path, [f"{name}: offset {result.end}: {result.error}"])
+                raise damaged_error(self._path, [f"{name}: offset {result.end}: {result.error}"])
             out.extend(record for _, record in result.records if record.seq > checkpoint_seq)
         return out
 
@@ -509,16 +340,18 @@ class Journal:
             return seq
 
     def _rotate(self, seq: int) -> None:
-        name = _segment_name(seq)
+        name = segment_name(seq)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | _O_CLOEXEC
         try:
             fd = os.open(self._path / name, flags, 0o644)
         except OSError as exc:
-            raise JournalError(f"cannot create journal segment '{self._path / name}': {exc}") from exc
+            raise JournalError(
+                f"cannot create journal segment '{self._path / name}': {exc}"
+            ) from exc
         if self._fd is not None:
             self._retired.append(self._fd)
         self._fd = fd
-        self._segments.append(_Segment(seq, name, 0))
+        self._segments.append(SegmentInfo(seq, name, 0))
         self._dir_dirty = True  # the new file's name is durable only after a directory sync
 
     def wait(self, seq: int) -> None:
@@ -648,7 +481,8 @@ class Journal:
                 # checkpoint reaches the seq just before its successor's first record.
                 last = len(segments) if self._fd is None else len(segments) - 1
                 doomed = [
-                    s for i, s in enumerate(segments[:last])
+                    s
+                    for i, s in enumerate(segments[:last])
                     if i + 1 == len(segments) or segments[i + 1].first_seq - 1 <= seq
                 ]
                 self._segments = [s for s in segments if s not in doomed]
@@ -661,11 +495,12 @@ class Journal:
                 logger.warning("journal '%s': cannot delete %s: %s", self._path, seg.name, exc)
 
     def _persist_checkpoint(self, seq: int) -> None:
-        head = struct.pack("<4sQ", _CHECKPOINT_MAGIC, seq)
         try:
-            _write_atomic(self._path, _CHECKPOINT, head + struct.pack("<I", zlib.crc32(head)))
+            _write_atomic(self._path, CHECKPOINT_FILE, encode_checkpoint(seq))
         except OSError as exc:
-            raise JournalError(f"cannot write the checkpoint of journal '{self._path}': {exc}") from exc
+            raise JournalError(
+                f"cannot write the checkpoint of journal '{self._path}': {exc}"
+            ) from exc
 
     # -- closing -------------------------------------------------------------------------
 

@@ -20,11 +20,16 @@ Record(seq=7, namespace='ns', key='k', kind=2, payload=b'', delta=-3)
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
+import re
 import struct
 import zlib
+from pathlib import Path
 from typing import NamedTuple
 
-from cacheway.errors import ConfigError, InvalidKeyError
+from cacheway.errors import ConfigError, InvalidKeyError, JournalError
 
 __all__ = [
     "ADD",
@@ -111,15 +116,24 @@ def encode(
         raise ConfigError(f"journal delta must be an int, not {type(delta).__name__}")
     if len(ns_bytes) > 0xFFFF:
         raise ConfigError(f"namespace of {len(ns_bytes)} bytes is longer than 65535 bytes")
-    delta_bytes = b"" if delta == 0 else delta.to_bytes((delta.bit_length() + 8) // 8, "little", signed=True)
+    delta_bytes = (
+        b"" if delta == 0 else delta.to_bytes((delta.bit_length() + 8) // 8, "little", signed=True)
+    )
     if len(delta_bytes) > _MAX_DELTA_BYTES:
         raise ConfigError(f"counter delta of {delta.bit_length()} bits is too large to journal")
     payload_len = payload.nbytes if isinstance(payload, memoryview) else len(payload)
-    length = _FIXED.size + len(ns_bytes) + len(key_bytes) + len(delta_bytes) + payload_len + _SEQ.size
+    length = (
+        _FIXED.size + len(ns_bytes) + len(key_bytes) + len(delta_bytes) + payload_len + _SEQ.size
+    )
     if length > _MAX_BODY:
         raise ConfigError(f"journal record of {length} bytes is larger than 4 GiB")
     prefix = b"".join(
-        (_FIXED.pack(kind, len(ns_bytes), len(key_bytes), len(delta_bytes)), ns_bytes, key_bytes, delta_bytes)
+        (
+            _FIXED.pack(kind, len(ns_bytes), len(key_bytes), len(delta_bytes)),
+            ns_bytes,
+            key_bytes,
+            delta_bytes,
+        )
     )
     crc = zlib.crc32(payload, zlib.crc32(prefix, zlib.crc32(MAGIC + _LENGTH.pack(length))))
     return Encoded(prefix, payload, length, crc)
@@ -209,3 +223,206 @@ def scan(data: bytes) -> Scan:
         records.append((pos, found[0]))
         pos += found[1]
     return Scan(records, pos, None, False)
+
+
+# -- the journal directory ------------------------------------------------------------------
+
+ID_FILE, LOCK_FILE, CHECKPOINT_FILE = "id", "lock", "checkpoint"
+_SEGMENT_RE = re.compile(r"^(\d{20})\.seg$")
+_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_CHECKPOINT_FORMAT = struct.Struct("<4sQI")
+_CHECKPOINT_MAGIC = b"CWCK"
+
+
+def segment_name(seq: int) -> str:
+    """Segments are named by their first seq, zero-padded so names sort like numbers."""
+    return f"{seq:020d}.seg"
+
+
+def encode_checkpoint(seq: int) -> bytes:
+    head = struct.pack("<4sQ", _CHECKPOINT_MAGIC, seq)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+@dataclasses.dataclass
+class SegmentInfo:
+    first_seq: int
+    name: str
+    size: int  # bytes on disk (after open: bytes of intact records)
+    last_seq: int = 0  # last intact seq; first_seq - 1 when empty
+    end: int = 0  # offset past the last intact record
+    live: int = 0  # intact records with seq > checkpoint
+    first_live: int | None = None
+    stale: bool = False  # every record is covered by the checkpoint
+
+
+@dataclasses.dataclass
+class Layout:
+    id: str | None
+    checkpoint_seq: int
+    segments: list[SegmentInfo]
+    damage: list[str]
+    torn: tuple[str, int, str] | None  # (segment, offset, why) of a crash's leftover tail
+
+
+def _read_id(directory: Path, damage: list[str]) -> str | None:
+    try:
+        raw = (directory / ID_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        damage.append(f"{ID_FILE}: cannot read: {exc}")
+        return None
+    text = raw.decode("ascii", "replace").strip()
+    if not _ID_RE.match(text):
+        damage.append(f"{ID_FILE}: offset 0: {raw[:40]!r} is not a journal id")
+        return None
+    return text
+
+
+def _read_checkpoint(directory: Path, damage: list[str]) -> int:
+    try:
+        raw = (directory / CHECKPOINT_FILE).read_bytes()
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        damage.append(f"{CHECKPOINT_FILE}: cannot read: {exc}")
+        return 0
+    if len(raw) == _CHECKPOINT_FORMAT.size:
+        magic, seq, crc = _CHECKPOINT_FORMAT.unpack(raw)
+        if magic == _CHECKPOINT_MAGIC and zlib.crc32(raw[:12]) == crc:
+            return int(seq)
+    damage.append(f"{CHECKPOINT_FILE}: offset 0: not a valid checkpoint ({len(raw)} bytes)")
+    return 0
+
+
+def analyze(directory: Path) -> Layout:
+    """Read everything in the journal directory and say what is intact; never raises."""
+    damage: list[str] = []
+    journal_id = _read_id(directory, damage)
+    checkpoint_seq = _read_checkpoint(directory, damage)
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        return Layout(journal_id, checkpoint_seq, [], [f"{directory}: cannot list: {exc}"], None)
+    found = sorted((int(m.group(1)), n) for n in names if (m := _SEGMENT_RE.match(n)))
+    if journal_id is None and (found or CHECKPOINT_FILE in names) and not damage:
+        damage.append(f"{ID_FILE}: file missing next to segments or a checkpoint")
+    segments: list[SegmentInfo] = []
+    torn = None
+    prev_last: int | None = None
+    for i, (first, name) in enumerate(found):
+        is_last = i == len(found) - 1
+        seg = SegmentInfo(first, name, 0, last_seq=first - 1)
+        segments.append(seg)
+        # A segment whose successor starts at or below checkpoint + 1 holds nothing the
+        # store lacks (a crash between checkpoint and deletion left it): skip, even if damaged.
+        if not is_last and found[i + 1][0] - 1 <= checkpoint_seq:
+            seg.stale = True
+            with contextlib.suppress(OSError):
+                seg.size = (directory / name).stat().st_size
+            continue
+        try:
+            data = (directory / name).read_bytes()
+        except OSError as exc:
+            damage.append(f"{name}: cannot read: {exc}")
+            continue
+        seg.size = len(data)
+        result = scan(data)
+        seg.end = result.end
+        for offset, record in result.records:
+            if record.seq != seg.last_seq + 1:
+                damage.append(
+                    f"{name}: offset {offset}: record seq {record.seq} where {seg.last_seq + 1} "
+                    "was expected (a record is missing or out of order)"
+                )
+                seg.end = offset
+                break
+            seg.last_seq = record.seq
+            if record.seq > checkpoint_seq:
+                seg.live += 1
+                seg.first_live = seg.first_live or record.seq
+        else:
+            if result.error is not None and result.torn and is_last:
+                torn = (name, result.end, result.error)
+            elif result.error is not None:
+                where = "last segment" if is_last else "segment that is not the last one"
+                damage.append(
+                    f"{name}: offset {result.end}: {result.error} (intact records follow it "
+                    f"or it is in a {where}, so it is not a torn append)"
+                )
+        if prev_last is None and first - 1 > checkpoint_seq:
+            damage.append(
+                f"{name}: offset 0: starts at seq {first} but the checkpoint is {checkpoint_seq}: "
+                f"records {checkpoint_seq + 1}..{first - 1} are missing (a segment was deleted?)"
+            )
+        elif prev_last is not None and first <= prev_last:
+            damage.append(
+                f"{name}: offset 0: starts at seq {first} but the previous segment "
+                f"ends at {prev_last}"
+            )
+        elif prev_last is not None and first - 1 > max(prev_last, checkpoint_seq):
+            damage.append(
+                f"{name}: offset 0: records {prev_last + 1}..{first - 1} are missing "
+                "(a segment was deleted?)"
+            )
+        prev_last = seg.last_seq
+    return Layout(journal_id, checkpoint_seq, segments, damage, torn)
+
+
+def damaged_error(directory: Path, damage: list[str]) -> JournalError:
+    more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+    return JournalError(
+        f"journal '{directory}' is damaged: {damage[0]}{more}. Run `cacheway journal inspect "
+        f"{directory}` to see the damage; to start empty, move '{directory}' away (its "
+        "unflushed writes are then lost unless recovered by hand)"
+    )
+
+
+@dataclasses.dataclass
+class JournalReport:
+    """What :func:`inspect` found; ``damage`` is empty for a healthy journal."""
+
+    path: str
+    id: str | None
+    segments: list[tuple[str, int]]  # (file name, size in bytes)
+    records: int  # intact records a reopen would replay (seq > checkpoint_seq)
+    first_seq: int | None  # first record to replay
+    last_seq: int
+    checkpoint_seq: int
+    bytes: int
+    damage: list[str]
+
+
+def inspect(path: str | os.PathLike[str]) -> JournalReport:
+    """Describe the journal at ``path`` without locking or changing anything.
+
+    >>> import tempfile, os
+    >>> from cacheway.writeback.journal import Journal
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     with Journal(os.path.join(tmp, "j"), fsync="never") as j:
+    ...         _ = j.append("", "k", DELETE)
+    ...     inspect(os.path.join(tmp, "j")).records
+    1
+    """
+    directory = Path(os.fspath(path))
+    if not directory.is_dir():
+        raise JournalError(f"no journal at '{directory}' (a journal is a directory)")
+    found = analyze(directory)
+    damage = list(found.damage)
+    if found.torn is not None:
+        name, offset, why = found.torn
+        damage.append(f"{name}: offset {offset}: {why} (a torn last record; opening drops it)")
+    live = [s for s in found.segments if not s.stale]
+    firsts = [s.first_live for s in live if s.first_live is not None]
+    return JournalReport(
+        path=str(directory),
+        id=found.id,
+        segments=[(s.name, s.size) for s in found.segments],
+        records=sum(s.live for s in live),
+        first_seq=min(firsts) if firsts else None,
+        last_seq=max([found.checkpoint_seq] + [s.last_seq for s in live]),
+        checkpoint_seq=found.checkpoint_seq,
+        bytes=sum(s.size for s in found.segments),
+        damage=damage,
+    )
