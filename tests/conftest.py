@@ -160,3 +160,25 @@ class DictStore:
 def make_store() -> Callable[..., DictStore]:
     """``make_store(data=None, add_many=False)`` -> a recording :class:`DictStore`."""
     return DictStore
+
+
+# -- real servers (see tests/services.py) -------------------------------------------------
+from services import MARIADB_URL, POSTGRES_DSN, REDIS_URL, require  # noqa: E402
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require("redis")
+    return REDIS_URL
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    require("postgresql")
+    return POSTGRES_DSN
+
+
+@pytest.fixture
+def mariadb_url() -> str:
+    require("mariadb")
+    return MARIADB_URL

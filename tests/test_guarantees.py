@@ -226,7 +226,10 @@ def test_guarantee3_per_key_order_with_deletes(db_path: str, autoclose) -> None:
 
 
 def _hammer(cache, keys: list[str], n_threads: int, n_ops: int, seed: int) -> None:
-    barrier = threading.Barrier(n_threads)
+    """n_threads threads doing random set/delete/get, plus readers that keep filling until
+    the last write is done (a stale fill then has nothing after it to hide it)."""
+    barrier = threading.Barrier(n_threads + 2)
+    writers_done = threading.Event()
     errors: list[BaseException] = []
 
     def worker(t: int) -> None:
@@ -245,10 +248,23 @@ def _hammer(cache, keys: list[str], n_threads: int, n_ops: int, seed: int) -> No
         except BaseException as exc:
             errors.append(exc)
 
+    def reader() -> None:
+        try:
+            barrier.wait(10)
+            while not writers_done.is_set():
+                for key in keys:
+                    cache.get(key)
+        except BaseException as exc:
+            errors.append(exc)
+
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
-    for th in threads:
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for th in threads + readers:
         th.start()
     for th in threads:
+        th.join(60)
+    writers_done.set()
+    for th in readers:
         th.join(60)
     assert not errors, errors
 
@@ -276,6 +292,7 @@ def test_guarantee4_concurrent_writers_callback_store(make_store, autoclose,
                                                       policy_name: str) -> None:
     keys = [f"k{i}" for i in range(7)]
     ds = make_store()
+    ds.load_delay = 0.0005  # widen the window between a fill's store read and its landing
     cache = autoclose(cw.Cache(store=ds.store, policy=new_policy(policy_name)))
     _hammer(cache, keys, n_threads=8, n_ops=300, seed=5)
     cache.flush(timeout=20)

@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .backends.base import MISS, Backend
-from .errors import ClosedError, ConfigError, InvalidKeyError, SerializationError, StoreError
+from .errors import (
+    BackendError,
+    ClosedError,
+    ConfigError,
+    InvalidKeyError,
+    SerializationError,
+    StoreError,
+)
 from .serializers import Serializer
 from .stats import Counters
 from .stores.base import NOTSET, Loaded, Store
@@ -81,6 +89,7 @@ class Engine:
         self._flights: dict[str, _Flight] = {}
         self._flight_lock = threading.Lock()
         self._backend_get = backend.get
+        self._backend_logged = 0.0
 
     # -- helpers ----------------------------------------------------------------------
     def _closed(self) -> ClosedError:
@@ -120,11 +129,22 @@ class Engine:
         if self.closed:
             raise self._closed()
         bkey = self.prefix + key
-        value = self._backend_get(bkey)
+        try:
+            value = self._backend_get(bkey)
+        except BackendError as exc:
+            value = self._backend_down(exc)
         if value is not MISS:
             self.counters.hits += 1
             return value
         return self._miss(key, bkey, default)
+
+    def _backend_down(self, exc: BackendError) -> Any:
+        """A backend that fails a read makes it a miss: the store still has the truth."""
+        now = time.monotonic()
+        if now - self._backend_logged > 5.0:
+            self._backend_logged = now
+            log.warning("cacheway: backend read failed, reading the store instead: %s", exc)
+        return MISS
 
     def _miss(self, key: str, bkey: str, default: Any) -> Any:
         stripe = self._stripe(bkey)
@@ -199,7 +219,10 @@ class Engine:
             bkey = prefix + key
             value = self._lookup_pending(bkey)
             if value is MISS:
-                value = self._backend_get(bkey)
+                try:
+                    value = self._backend_get(bkey)
+                except BackendError as exc:
+                    value = self._backend_down(exc)
             if value is MISS:
                 missing.append(key)
             else:

@@ -177,6 +177,9 @@ class Cache(_Front):
         self.policy = policy
         self.ttl = check_ttl(ttl)
         self.serializer: Serializer = serializer if serializer is not None else store.serializer
+        bind = getattr(backend, "bind_serializer", None)
+        if bind is not None:
+            bind(self.serializer)  # a remote backend keeps the same bytes as the store
         self._timer = timer
         self._lock = threading.Lock()
         self._closed = False

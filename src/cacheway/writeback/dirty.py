@@ -22,6 +22,7 @@ entry, which is what reads see.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from ..stores.base import ADD, DELETE, SET
@@ -154,10 +155,13 @@ class DirtyTable:
                     del self.parked[key]
                     batch.append(entry)
         dirty = self.dirty
-        while dirty and len(batch) < batch_size:
-            key = next(iter(dirty))
-            entry = dirty.pop(key)
-            batch.append(entry)
+        room = batch_size - len(batch)
+        if room > 0 and dirty:
+            # One pass over the front: popping the first key one at a time would rescan the
+            # dict's deleted slots each time (quadratic on a long backlog).
+            keys = list(islice(dirty, room))
+            for key in keys:
+                batch.append(dirty.pop(key))
         for entry in batch:
             self.inflight[entry.key] = entry
         batch.sort(key=_last_seq)

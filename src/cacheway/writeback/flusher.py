@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._engine import _DELETED, Engine, check_key
 from ..backends.base import MISS, Backend
-from ..errors import Backpressure, StoreError
+from ..errors import BackendError, Backpressure, StoreError
 from ..policies import WriteBack
 from ..serializers import Serializer
 from ..stats import Counters
@@ -83,7 +83,10 @@ class WriteBackEngine(Engine):
         if self.closed:
             raise self._closed()
         bkey = self.prefix + key
-        value = self._backend_get(bkey)
+        try:
+            value = self._backend_get(bkey)
+        except BackendError as exc:
+            value = self._backend_down(exc)
         if value is not MISS:
             self.counters.hits += 1
             return value
@@ -183,7 +186,8 @@ class WriteBackEngine(Engine):
         seq = self._seq
         for key, kind, value, payload, delta in items:
             if journal is not None:
-                seq = journal.append(ns, key, kind, payload if kind == SET and payload else b"", delta)
+                body = payload if kind == SET and payload is not None else b""
+                seq = journal.append(ns, key, kind, body, delta)
             else:
                 seq += 1
             if table.put(key, kind, value, payload, delta, ttl, seq, now):
@@ -191,15 +195,15 @@ class WriteBackEngine(Engine):
             counters.writes += 1
             bkey = prefix + key
             gens[self._stripe(bkey)] += 1
-            if not self._local:
-                # Other processes sharing the backend see the write at once.
-                if kind == DELETE:
-                    self._backend_drop(bkey)
-                else:
-                    self._backend_set(bkey, value, payload, ttl, None)
+            # The backend sees the write at once (other processes sharing it too);
+            # only the store lags. Reads here answer from the dirty table first.
+            if kind == DELETE:
+                self._backend_drop(bkey)
+            else:
+                self._backend_set(bkey, value, payload, ttl, None)
         self._seq = seq
-        if was_empty or len(table.dirty) >= self.config.batch_size:
-            self._cond.notify_all()
+        if was_empty or len(table.dirty) == self.config.batch_size:
+            self._cond.notify_all()  # start the max_delay clock / a full batch is ready
         return seq
 
     def _make_room(self, new_keys: int, items: list[_Item],
@@ -395,19 +399,24 @@ class WriteBackEngine(Engine):
         return None
 
     def _acked(self, part: list[Entry], results: list[Any]) -> None:
-        table, prefix = self._table, self.prefix
+        table, prefix, local = self._table, self.prefix, self._local
         with self._cond:
             for entry, res in zip(part, results):
                 if not table.ack(entry):
-                    continue  # a newer write of this key is pending; it will set the backend
+                    continue  # a newer write of this key is pending; it set the backend
                 bkey = prefix + entry.key
-                self._gens[self._stripe(bkey)] += 1
-                if entry.kind == DELETE:
-                    self._backend_drop(bkey, res.version)
-                elif entry.kind == ADD and res.value is not NOTSET and res.value is not None:
+                if entry.kind == ADD and res.value is not NOTSET and res.value is not None:
+                    # The store summed deltas from every process: its total is the truth.
+                    self._gens[self._stripe(bkey)] += 1
                     self._backend_set(bkey, res.value, None, entry.ttl, res.version)
-                else:
-                    self._backend_set(bkey, entry.value, entry.payload, entry.ttl, res.version)
+                elif not local:
+                    # Stamp the store's version on the shared copy (set-if-newer).
+                    self._gens[self._stripe(bkey)] += 1
+                    if entry.kind == DELETE:
+                        self._backend_drop(bkey, res.version)
+                    else:
+                        self._backend_set(bkey, entry.value, entry.payload, entry.ttl,
+                                          res.version)
             self.counters.flushes += 1
             self.counters.store_writes += len(part)
             low = table.low_water(self._seq + 1)

@@ -29,6 +29,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -161,6 +162,7 @@ class Journal:
         self._checkpoint_seq = 0
         self._syncs = 0
         self._syncing = False
+        self._waiting = 0  # threads blocked in wait() for a running sync
         self._failure: OSError | None = None
         self._closed = False  # no more appends
         self._released = False  # fds and lock given back
@@ -358,18 +360,19 @@ class Journal:
         """Return once record ``seq`` is as durable as the fsync mode promises."""
         if self._fsync == "always":
             self._wait_synced(seq)
-        elif self._failure is not None:
-            with self._cond:
-                self._raise_if_failed()
+            return
+        with self._cond:
+            self._check_appended(seq)
+            self._raise_if_failed()
 
     def sync(self) -> None:
         """Make everything appended so far durable now, whatever the fsync mode."""
         self._wait_synced(self._last_seq)
 
     def _wait_synced(self, seq: int) -> None:
+        yielded = False
         with self._cond:
-            if seq > self._last_seq:
-                raise ConfigError(f"seq {seq} was never appended (last_seq is {self._last_seq})")
+            self._check_appended(seq)
             while True:
                 self._raise_if_failed()
                 if self._synced_seq >= seq:
@@ -377,9 +380,22 @@ class Journal:
                 if self._released:
                     raise JournalError(f"journal '{self._path}' is closed")
                 if self._syncing:
+                    self._waiting += 1
                     self._cond.wait()
+                    self._waiting -= 1
+                elif self._waiting and not yielded:
+                    # Others are queued behind us: let the writers the last sync just woke
+                    # append first, so this sync covers them too (bigger groups).
+                    yielded = True
+                    self._cond.release()
+                    time.sleep(0)
+                    self._cond.acquire()
                 else:
                     self._sync_locked()
+
+    def _check_appended(self, seq: int) -> None:
+        if seq > self._last_seq:
+            raise ConfigError(f"seq {seq} was never appended (last_seq is {self._last_seq})")
 
     def _sync_locked(self) -> None:
         """Sync everything written so far; called (and returns) with ``_cond`` held.
