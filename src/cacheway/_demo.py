@@ -24,7 +24,6 @@ from urllib.parse import parse_qsl, urlsplit
 from . import _demo_workloads as wl
 from ._demo_textbook import TextbookWriteBack, TextbookWriteThrough
 from ._urls import open as cw_open
-from ._urls import store_from_url
 from .stores.base import StoreBase
 
 __all__ = [
@@ -151,21 +150,38 @@ def counts_of(subject: Subject) -> tuple[int, int, int, int]:
     return t.hits, t.misses, t.writes, t.store_writes
 
 
-def prepare(workload: str, target: Target, strategy: Strategy) -> None:
-    """Preload the store for ``workload`` (and create the table the baselines write)."""
+def prepare(workload: str, target: Target, subject: Subject | None) -> None:
+    """Preload the store for ``workload``: through the cache's own store when given (so
+    ``sqlite://:memory:`` works), else the SQLite file a textbook baseline writes."""
     data = wl.preload(workload, target.prefix)
-    if strategy.textbook is not None:
-        from .stores.sqlite import SQLiteStore
-
-        assert target.sqlite_path is not None
-        store: Any = SQLiteStore(target.sqlite_path)
-    else:
-        store = store_from_url(target.store_url)
-    try:
+    store: Any = getattr(subject, "store", None)
+    if store is not None:
         if data and isinstance(store, StoreBase):
             store.save_many(data)
-    finally:
-        store.close()
+        return
+    from .stores.sqlite import SQLiteStore
+
+    assert target.sqlite_path is not None
+    with SQLiteStore(target.sqlite_path) as sqlite:  # also creates the table
+        if data:
+            sqlite.save_many(data)
+
+
+def open_prepared(strategy: Strategy, workload: str, target: Target) -> Subject:
+    """:func:`open_subject` with the store preloaded for ``workload`` (raises Skip)."""
+    capacity = wl.spec(workload).capacity
+    if strategy.textbook is not None:
+        if target.sqlite_path is None:
+            raise Skip("textbook baselines write SQLite only")
+        prepare(workload, target, None)
+        return open_subject(strategy, target, capacity)
+    subject = open_subject(strategy, target, capacity)
+    try:
+        prepare(workload, target, subject)
+    except BaseException:
+        subject.close()
+        raise
+    return subject
 
 
 @dataclass
@@ -241,11 +257,7 @@ def measure(subject: Subject, ops: Sequence[wl.Op], preloaded: dict[str, Any]) -
 def measure_target(strategy: Strategy, workload: str, ops: int, seed: int, target: Target
                    ) -> Measured:
     """Prepare ``target``, open the subject, run the workload, close (raises Skip)."""
-    spec = wl.spec(workload)
-    if strategy.textbook is not None and target.sqlite_path is None:
-        raise Skip("textbook baselines write SQLite only")
-    prepare(workload, target, strategy)
-    subject = open_subject(strategy, target, spec.capacity)
+    subject = open_prepared(strategy, workload, target)
     try:
         return measure(subject, wl.generate(workload, ops, seed, target.prefix),
                        wl.preload(workload, target.prefix))
@@ -364,7 +376,6 @@ def run(cfg: RunConfig, advance: Callable[[str], None] = lambda _: None) -> list
     for workload in cfg.workloads:
         for name in cfg.strategies:
             strategy = STRATEGIES[name]
-            advance(f"{workload}: {name}")
             row = Row(workload, name)
             rows.append(row)
             try:
@@ -375,9 +386,11 @@ def run(cfg: RunConfig, advance: Callable[[str], None] = lambda _: None) -> list
                                        target_for(cfg, workload, strategy, run_id))
             except Skip as exc:
                 row.note = str(exc)
+                advance(f"{workload}: {name} (skipped)")
                 continue
             row.metrics = summarize(m)
             row.samples = {"write": m.write_ns, "read": m.read_ns}
+            advance(f"{workload}: {name}")
     if cfg.crash:
         crash_trials(cfg, [r for r in rows if r.note is None], advance)
     return rows

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from . import _demo_workloads as wl
-from ._demo import STRATEGIES, Skip, Target, measure_target, open_subject, prepare
+from ._demo import STRATEGIES, Skip, Target, measure_target, open_prepared
 
 
 def _measure(job: dict[str, Any]) -> int:
@@ -36,9 +36,8 @@ def _crash(job: dict[str, Any]) -> int:
     target = Target(**job["target"])
     strategy = STRATEGIES[job["strategy"]]
     workload = job["workload"]
-    prepare(workload, target, strategy)
     try:
-        subject = open_subject(strategy, target, wl.spec(workload).capacity)
+        subject = open_prepared(strategy, workload, target)
     except Skip as exc:
         os.write(1, f"skip\t{exc}\n".encode())
         return 3

@@ -77,10 +77,15 @@ def replay(journal: Journal, store: Store, *, batch_size: int = 500) -> ReplayRe
     One journal serves one namespace's engine, so one store gets all its records.
     """
     report = ReplayReport()
+    low, applied = store.applied_state(journal.id)
+    top = max([low, *applied.values()])
+    if top > journal.last_seq:
+        # The store applied records the journal lost (a power cut under fsync="everysec"):
+        # continue numbering after them, or new records would be skipped as applied.
+        journal.checkpoint(top)
     records = journal.records()
     if not records:
         return report
-    low, applied = store.applied_state(journal.id)
     pending = _coalesce(records, low, applied, store, report)
     items = sorted(pending.items(), key=lambda kv: kv[1].last_seq)
     for i in range(0, len(items), batch_size):
