@@ -157,22 +157,27 @@ def test_many_processes_create_the_same_table_at_once(tmp_path) -> None:
     ctx = multiprocessing.get_context("spawn")
     errors = ctx.Queue()
     n = 4
-    path = str(tmp_path / "shared.db")
-    tables = ["shared_a", "shared_b"]
-    for table in tables:
+    # three fresh files (the race on creating the file and switching it to WAL) and a new
+    # table in a file that already exists; all rounds run at the same time
+    rounds = [(str(tmp_path / f"fresh{r}.db"), "shared") for r in range(3)]
+    existing = str(tmp_path / "existing.db")
+    cw.SQLiteStore(existing).close()
+    rounds.append((existing, "shared_b"))
+    procs = []
+    for path, table in rounds:
         barrier = ctx.Barrier(n)
-        procs = [ctx.Process(target=_create_and_write, args=(path, table, i, barrier, errors))
-                 for i in range(n)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(60)
-        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+        procs += [ctx.Process(target=_create_and_write, args=(path, table, i, barrier, errors))
+                  for i in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     problems = []
     while not errors.empty():
         problems.append(errors.get())
-    assert not problems, "\n".join(problems)
-    for table in tables:
+    assert not problems, f"{len(problems)} of {len(procs)} processes failed:\n" + problems[0]
+    for path, table in rounds:
         store = cw.SQLiteStore(path, table=table)
         assert store.load_many([f"p{i}" for i in range(n)]) == {f"p{i}": i for i in range(n)}
         store.close()

@@ -29,8 +29,8 @@ from .stores.base import StoreBase
 __all__ = [
     "STRATEGIES",
     "Measured",
-    "RunConfig",
     "Row",
+    "RunConfig",
     "Skip",
     "Strategy",
     "Target",
@@ -68,7 +68,7 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
-class Skip(Exception):  # noqa: N818 - a signal, not an error: the row is left out with a note
+class Skip(Exception):
     """A strategy cannot run here (e.g. the journal module is missing)."""
 
 
@@ -132,7 +132,7 @@ def open_subject(strategy: Strategy, target: Target, capacity: int) -> Subject:
         assert target.journal is not None
         options = {"journal": target.journal, "fsync": strategy.fsync}
     try:
-        return cw_open(  # type: ignore[return-value]
+        return cw_open(
             store=target.store_url, backend=target.backend_url, policy=strategy.policy,
             **options,
         )
@@ -355,7 +355,8 @@ def _measure_processes(cfg: RunConfig, workload: str, strategy: Strategy, run_id
     for child in children:
         out, err = child.communicate()
         if child.returncode != 0:
-            errors.append(err.strip().splitlines()[-1] if err.strip() else f"exit {child.returncode}")
+            lines = err.strip().splitlines()
+            errors.append(lines[-1] if lines else f"exit {child.returncode}")
             continue
         answer = json.loads(out)
         if "skip" in answer:

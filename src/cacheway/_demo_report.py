@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from ._demo import RunConfig, Row
+    from ._demo import Row, RunConfig
 
 __all__ = ["print_tables", "to_json", "write_json", "write_plot"]
 
@@ -189,10 +189,13 @@ def write_plot(path: str, rows: Sequence[Row], cfg: RunConfig) -> None:
         width = 0.4
         stale = [row.metrics.get("stale_reads", 0) for row in done]
         lost = [row.metrics.get("lost_writes", 0) for row in done]
-        ax.bar([x - width / 2 for x in xs_bar], stale, width, label="stale reads",
-               color="tab:orange")
-        ax.bar([x + width / 2 for x in xs_bar], lost, width, label="writes lost after kill -9",
-               color="tab:red")
+        bars = ax.bar([x - width / 2 for x in xs_bar], stale, width, label="stale reads",
+                      color="tab:orange")
+        ax.bar_label(bars, fontsize=7)
+        bars = ax.bar([x + width / 2 for x in xs_bar], lost, width,
+                      label="keys whose last acked write was lost after kill -9", color="tab:red")
+        ax.bar_label(bars, fontsize=7)
+        ax.set_yscale("symlog", linthresh=1)
         ax.set_xticks(xs_bar, labels, rotation=35, ha="right", fontsize=7)
         ax.set_ylabel("count (keys / reads)")
         ax.set_title(f"{workload}: stale reads and lost writes (0 is correct)")
@@ -202,6 +205,6 @@ def write_plot(path: str, rows: Sequence[Row], cfg: RunConfig) -> None:
         f"cacheway write policies, measured ({cfg.ops:,} ops per workload, seed {cfg.seed})",
         fontsize=14,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=90)
     plt.close(fig)

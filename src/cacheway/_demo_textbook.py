@@ -53,6 +53,9 @@ class _Textbook:
         conn.execute(_UPSERT, (key, json.dumps(value).encode(), self.version, time.time()))
         self.store_writes += 1
 
+    def set(self, key: str, value: Any) -> None:
+        raise NotImplementedError
+
     def get(self, key: str, default: Any = None) -> Any:
         if key in self.data:
             self.hits += 1

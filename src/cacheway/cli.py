@@ -20,14 +20,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .errors import CachewayError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ._demo import RunConfig, Row
+    from ._demo import Row, RunConfig
 
 __all__ = ["main"]
 

@@ -1,0 +1,549 @@
+"""SQLAlchemyStore: any database SQLAlchemy 2 speaks to (MySQL/MariaDB, PostgreSQL, SQLite, ...).
+
+>>> import tempfile, os
+>>> store = SQLAlchemyStore("sqlite:///" + os.path.join(tempfile.mkdtemp(), "app.db"))
+>>> store.save_many({"a": 1})
+>>> store.load("a")
+1
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ClosedError, ConfigError, StoreError
+from ..serializers import JSONSerializer, Serializer
+from .base import (
+    ADD,
+    DELETE,
+    NOTSET,
+    SET,
+    Applied,
+    JournalMark,
+    Loaded,
+    Op,
+    StoreBase,
+    validate_identifier,
+)
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+__all__ = ["SQLAlchemyStore"]
+
+_EXTRA = "pip install 'cacheway[sqlalchemy]'"
+_CHUNK = 500
+_NS_LEN = 255
+_NS_LEN_MYSQL = 191  # 191 utf8mb4 characters = 764 bytes, under InnoDB's 767-byte prefix
+_JOURNAL_LEN = 64
+_MYSQL_KEY_BYTES = 3072  # InnoDB's limit on one index with DYNAMIC rows
+# "_applied" is the longest suffix; PostgreSQL cuts names at 63 bytes, MySQL at 64.
+_MAX_TABLE = 63 - len("_applied")
+_VERSION = "version"
+
+Key = tuple[str, str]
+Merge = Callable[[Any, Any], Any]
+
+
+def _import_sqlalchemy() -> Any:
+    try:
+        import sqlalchemy
+    except ImportError as exc:
+        raise ConfigError(f"SQLAlchemyStore needs SQLAlchemy 2: {_EXTRA}") from exc
+    if int(sqlalchemy.__version__.split(".")[0]) < 2:
+        raise ConfigError(
+            f"SQLAlchemyStore needs SQLAlchemy 2, found {sqlalchemy.__version__}: {_EXTRA}"
+        )
+    return sqlalchemy
+
+
+def _bytes(value: Any) -> bytes | None:
+    return value if value is None or isinstance(value, bytes) else bytes(value)
+
+
+class SQLAlchemyStore(StoreBase):
+    """Keys and values in one table ``(namespace, key, value, version, updated_at)`` of any
+    database SQLAlchemy 2 Core reaches; tested on MariaDB, PostgreSQL and SQLite.
+
+    Every applied write and delete is stamped with a version from a counter row in
+    ``{table}_meta`` that only grows (so versions survive deletes); each batch is one
+    transaction that locks that row first, so counters added from many processes sum
+    correctly and journal marks land with the batch they describe.
+
+    ``engine_or_url`` is an ``sqlalchemy.Engine`` (it stays the caller's: ``close()``
+    leaves it open) or a URL such as ``"mysql+pymysql://user:pw@host/db"`` (the store
+    builds the engine and disposes of it on ``close()``). ``key_length`` is the width of
+    the key column when the table is created (at most 513 on MySQL/MariaDB, where
+    utf8mb4 keys must fit InnoDB's index limit). Keys compare byte for byte on every
+    database (MySQL/MariaDB get a binary, no-pad collation), so ``"A"``, ``"a"`` and
+    ``"a "`` are three keys.
+
+    >>> import tempfile, os, sqlalchemy
+    >>> engine = sqlalchemy.create_engine("sqlite:///" + os.path.join(tempfile.mkdtemp(), "x.db"))
+    >>> with SQLAlchemyStore(engine, table="items") as store:
+    ...     store.save_many({"a": [1, 2]}, namespace="views")
+    ...     store.load("a", namespace="views")
+    [1, 2]
+    """
+
+    versioned = True
+
+    def __init__(
+        self,
+        engine_or_url: sa.Engine | str,
+        table: str = "cacheway",
+        *,
+        serializer: Serializer | None = None,
+        key_length: int = 255,
+    ) -> None:
+        sa_ = _import_sqlalchemy()
+        self.table = validate_identifier(table)
+        if len(table) > _MAX_TABLE:
+            raise ConfigError(
+                f"table name {table!r} is too long: at most {_MAX_TABLE} characters, so that "
+                f"'{table}_applied' fits the 63-character limit of PostgreSQL and MySQL"
+            )
+        if isinstance(key_length, bool) or not isinstance(key_length, int) or key_length < 1:
+            raise ConfigError(f"key_length must be an int >= 1, not {key_length!r}")
+        self.key_length = key_length
+        self.serializer = serializer if serializer is not None else JSONSerializer()
+        self._error_type: type[Exception] = sa_.exc.SQLAlchemyError
+        self._lock = threading.Lock()
+        self._closed = False
+        self._batches = itertools.count(1)
+        self._engine, self._owned = self._make_engine(sa_, engine_or_url)
+        url = self._engine.url
+        self.url: str = url.render_as_string(hide_password=True)
+        self._password: str | None = url.password
+        try:
+            self._open(sa_)
+        except BaseException as exc:
+            if self._owned:
+                self._engine.dispose()
+            if isinstance(exc, sa_.exc.SQLAlchemyError):
+                raise self._error(f"cannot open table {self.table!r} at", exc) from exc
+            raise
+
+    def __repr__(self) -> str:
+        return f"SQLAlchemyStore({self.url!r}, table={self.table!r})"
+
+    # -- engine and tables -------------------------------------------------------------
+    @staticmethod
+    def _make_engine(sa_: Any, given: object) -> tuple[sa.Engine, bool]:
+        if isinstance(given, sa_.Engine):
+            return given, False
+        if not isinstance(given, (str, sa_.URL)):
+            raise ConfigError(
+                "SQLAlchemyStore needs an sqlalchemy.Engine or a URL such as "
+                f"'mysql+pymysql://user:password@host/db', not {type(given).__name__}"
+            )
+        try:
+            url = sa_.make_url(given)
+        except sa_.exc.ArgumentError:
+            # The message would echo the string, password and all.
+            raise ConfigError(
+                "the store URL is not a SQLAlchemy URL: use dialect+driver://user:password@"
+                "host:port/database, e.g. 'mysql+pymysql://root@127.0.0.1/test'"
+            ) from None
+        shown = url.render_as_string(hide_password=True)
+        try:
+            # pre_ping: a pooled connection the server dropped is replaced, not failed.
+            return sa_.create_engine(url, pool_pre_ping=True), True
+        except sa_.exc.NoSuchModuleError:
+            raise ConfigError(
+                f"store URL {shown!r}: SQLAlchemy has no dialect/driver {url.drivername!r}"
+            ) from None
+        except ImportError as exc:
+            raise ConfigError(
+                f"store URL {shown!r}: the driver module {exc.name!r} is not installed "
+                f"(for MySQL/MariaDB: {_EXTRA})"
+            ) from exc
+        except sa_.exc.ArgumentError as exc:
+            raise ConfigError(f"store URL {shown!r}: {exc}") from None
+
+    def _open(self, sa_: Any) -> None:
+        with self._engine.connect():
+            pass  # reach the server first: its dialect (MariaDB or MySQL) picks the collation
+        dialect = self._engine.dialect
+        self._kind = dialect.name if dialect.name in ("postgresql", "sqlite") else "other"
+        if dialect.name in ("mysql", "mariadb"):
+            self._kind = "mysql"
+        self._ns_len = _NS_LEN_MYSQL if self._kind == "mysql" else _NS_LEN
+        table_kw: dict[str, str] = {}
+        if self._kind == "mysql":
+            most = (_MYSQL_KEY_BYTES // 4) - self._ns_len - _JOURNAL_LEN
+            if self.key_length > most:
+                raise ConfigError(
+                    f"key_length={self.key_length} is too long for MySQL/MariaDB: at most "
+                    f"{most} utf8mb4 characters fit InnoDB's {_MYSQL_KEY_BYTES}-byte key limit"
+                )
+            table_kw = {
+                "mysql_engine": "InnoDB",
+                "mysql_charset": "utf8mb4",
+                "mysql_collate": self._mysql_collation(),
+            }
+        self._define(sa_, table_kw)
+        self._create(sa_)
+
+    def _mysql_collation(self) -> str:
+        # Keys compare byte for byte: a *_ci collation would merge "A" and "a", and a
+        # PAD SPACE one "a" and "a ".
+        dialect: Any = self._engine.dialect
+        if getattr(dialect, "is_mariadb", False):
+            return "utf8mb4_nopad_bin"
+        if (dialect.server_version_info or (0,)) >= (8, 0, 17):
+            return "utf8mb4_0900_bin"
+        return "utf8mb4_bin"
+
+    def _define(self, sa_: Any, table_kw: dict[str, str]) -> None:
+        from sqlalchemy.dialects import mysql
+
+        md = sa_.MetaData()
+        string = sa_.String
+        big = sa_.BigInteger
+        col = sa_.Column
+        blob = sa_.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+        t = sa_.Table(
+            self.table, md,
+            col("namespace", string(self._ns_len), primary_key=True, nullable=False),
+            col("key", string(self.key_length), primary_key=True, nullable=False),
+            col("value", blob, nullable=True),
+            col("version", big, nullable=False),
+            col("updated_at", sa_.Double(), nullable=False),
+            **table_kw,
+        )
+        m = sa_.Table(
+            f"{self.table}_meta", md,
+            col("name", string(_NS_LEN_MYSQL), primary_key=True, nullable=False),
+            col("value", big, nullable=False),
+            **table_kw,
+        )
+        a = sa_.Table(
+            f"{self.table}_applied", md,
+            col("journal", string(_JOURNAL_LEN), primary_key=True, nullable=False),
+            col("namespace", string(self._ns_len), primary_key=True, nullable=False),
+            col("key", string(self.key_length), primary_key=True, nullable=False),
+            col("seq", big, nullable=False),
+            **table_kw,
+        )
+        self._md, self._t, self._m, self._a = md, t, m, a
+        bind = sa_.bindparam
+        keys = bind("keys", expanding=True)
+        in_ns = (t.c.namespace == bind("ns")) & t.c.key.in_(keys)
+        self._select = sa_.select(t.c.key, t.c.value, t.c.version).where(in_ns)
+        # FOR UPDATE: MySQL's REPEATABLE READ would otherwise read an older snapshot.
+        self._select_locked = sa_.select(t.c.key, t.c.value).where(in_ns).with_for_update()
+        self._delete = sa_.delete(t).where(in_ns)
+        self._greatest: Merge = sa_.func.max if self._kind == "sqlite" else sa_.func.greatest
+        self._upsert_rows = self._upsert(
+            sa_, t, {c: (lambda old, new: new) for c in ("value", "version", "updated_at")}
+        )
+        self._upsert_meta = self._upsert(sa_, m, {"value": self._greatest})
+        self._upsert_applied = self._upsert(sa_, a, {"seq": self._greatest})
+
+    def _upsert(self, sa_: Any, table: sa.Table, merge: dict[str, Merge]) -> Any:
+        """An INSERT that merges into an existing row, or None where the dialect has none."""
+        if self._kind == "mysql":
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            ins = mysql_insert(table)
+            return ins.on_duplicate_key_update(
+                {c: f(table.c[c], ins.inserted[c]) for c, f in merge.items()}
+            )
+        if self._kind in ("postgresql", "sqlite"):
+            if self._kind == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            ins = insert(table)
+            return ins.on_conflict_do_update(
+                index_elements=list(table.primary_key.columns),
+                set_={c: f(table.c[c], ins.excluded[c]) for c, f in merge.items()},
+            )
+        return None
+
+    def _create(self, sa_: Any) -> None:
+        tables = [self._t, self._m, self._a]
+        for attempt in range(6):
+            try:
+                self._md.create_all(self._engine, checkfirst=True)
+                break
+            except sa_.exc.DBAPIError:
+                # Another process created a table between the check and our CREATE.
+                inspector = sa_.inspect(self._engine)
+                if all(inspector.has_table(t.name) for t in tables):
+                    break
+                if attempt == 5:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        m, t = self._m, self._t
+        with self._engine.begin() as conn:
+            if conn.execute(sa_.select(m.c.value).where(m.c.name == _VERSION)).first():
+                return
+            # Start above any version already in the table (a meta table dropped by hand).
+            top = conn.execute(sa_.select(sa_.func.max(t.c.version))).scalar() or 0
+        row = {"name": _VERSION, "value": int(top)}
+        with self._engine.begin() as conn:
+            if self._upsert_meta is not None:
+                conn.execute(self._upsert_meta, [row])
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa_.insert(m), [row])
+            except sa_.exc.IntegrityError:
+                pass  # another process inserted it first
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed")
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        orig = getattr(exc, "orig", None)
+        detail = f"{type(orig).__name__}: {orig}" if orig is not None else str(exc)
+        if self._password:
+            detail = detail.replace(self._password, "***")
+        return StoreError(f"SQLAlchemyStore {what} {self.url} failed: {detail}")
+
+    # -- the store protocol ------------------------------------------------------------
+    def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
+        self._check()
+        out: dict[str, Loaded] = {}
+        if not keys:
+            return out
+        wanted = list(dict.fromkeys(keys))
+        try:
+            with self._engine.connect() as conn:
+                for i in range(0, len(wanted), _CHUNK):
+                    params = {"ns": namespace, "keys": wanted[i : i + _CHUNK]}
+                    for key, value, version in conn.execute(self._select, params):
+                        out[key] = Loaded(_bytes(value), NOTSET, int(version))
+        except self._error_type as exc:
+            raise self._error(f"load from {self.table!r} at", exc) from exc
+        return out
+
+    def apply(
+        self, ops: Sequence[Op], *, journal: JournalMark | None = None
+    ) -> list[Applied]:
+        self._check()
+        if not ops and journal is None:
+            return []
+        self._check_ops(ops, journal)
+        try:
+            with self._engine.begin() as conn:
+                return self._apply_in(conn, ops, journal)
+        except self._error_type as exc:
+            raise self._error(f"write to {self.table!r} at", exc) from exc
+
+    def _check_ops(self, ops: Sequence[Op], journal: JournalMark | None) -> None:
+        for op in ops:
+            if op.kind not in (SET, DELETE, ADD):
+                raise ConfigError(f"unknown op kind {op.kind!r}")
+            if len(op.key) > self.key_length:
+                raise StoreError(
+                    f"key {op.key[:40]!r}... has {len(op.key)} characters; table "
+                    f"{self.table!r} keeps keys of at most key_length={self.key_length}"
+                )
+            if len(op.namespace) > self._ns_len:
+                raise StoreError(
+                    f"namespace {op.namespace[:40]!r}... is longer than {self._ns_len} characters"
+                )
+        if journal is not None:
+            if len(journal.seqs) != len(ops):
+                raise ConfigError(
+                    f"journal mark has {len(journal.seqs)} seqs for a batch of {len(ops)} ops"
+                )
+            if len(journal.journal_id) > _JOURNAL_LEN:
+                raise ConfigError(f"journal id {journal.journal_id!r} is over {_JOURNAL_LEN} chars")
+
+    def _apply_in(
+        self, conn: sa.Connection, ops: Sequence[Op], journal: JournalMark | None
+    ) -> list[Applied]:
+        version = self._advance(conn, len(ops))
+        now = time.time()
+        stored = self._lock_rows(conn, {(op.namespace, op.key) for op in ops if op.kind == ADD})
+        # Only a key's last op reaches the table, so a batch holding one key twice
+        # (SET then DELETE, two SETs) ends as it would applied one op at a time.
+        final: dict[Key, tuple[bytes | None, int] | None] = {}
+        results: list[Applied] = []
+        for op in ops:
+            version += 1
+            k = (op.namespace, op.key)
+            if op.kind == SET:
+                final[k] = (op.payload, version)
+                results.append(Applied(version))
+            elif op.kind == DELETE:
+                final[k] = None
+                results.append(Applied(version))
+            else:
+                if k in final:
+                    last = final[k]
+                    current = self._counter(op.key, last[0] if last is not None else None,
+                                            last is not None)
+                else:
+                    current = self._counter(op.key, stored.get(k), k in stored)
+                new = current + op.delta
+                final[k] = (self.serializer.dumps(new), version)
+                results.append(Applied(version, new))
+        self._write(conn, now, final)
+        if journal is not None:
+            self._mark(conn, ops, journal)
+        return results
+
+    def _advance(self, conn: sa.Connection, n: int) -> int:
+        """Lock the version counter row, advance it by ``n``; the value before."""
+        import sqlalchemy as sa_
+
+        m = self._m
+        is_version = m.c.name == _VERSION
+        bump = sa_.update(m).where(is_version).values(value=m.c.value + n)
+        top: int | None
+        if self._engine.dialect.update_returning:
+            # On SQLite this UPDATE also opens the write transaction, so it goes first.
+            top = conn.execute(bump.returning(m.c.value)).scalar()
+        else:
+            cur = conn.execute(sa_.select(m.c.value).where(is_version).with_for_update())
+            before = cur.scalar()
+            top = None
+            if before is not None:
+                conn.execute(bump)
+                top = int(before) + n
+        if top is None:
+            raise StoreError(
+                f"the version counter row of {m.name!r} is missing; reopen the store to "
+                "recreate it"
+            )
+        return int(top) - n
+
+    def _lock_rows(self, conn: sa.Connection, keys: set[Key]) -> dict[Key, bytes | None]:
+        found: dict[Key, bytes | None] = {}
+        for ns, names in _by_namespace(keys).items():
+            for i in range(0, len(names), _CHUNK):
+                params = {"ns": ns, "keys": names[i : i + _CHUNK]}
+                for key, value in conn.execute(self._select_locked, params):
+                    found[(ns, key)] = _bytes(value)
+        return found
+
+    def _counter(self, key: str, payload: bytes | None, exists: bool) -> int:
+        if not exists:
+            return 0
+        try:
+            current = self.serializer.loads(payload) if payload is not None else None
+        except Exception as exc:  # noqa: BLE001 - any undecodable value is "not an integer"
+            raise StoreError(f"cannot add to key {key!r}: its stored value does not decode: "
+                             f"{exc!r}") from exc
+        if isinstance(current, bool) or not isinstance(current, int):
+            raise StoreError(
+                f"cannot add to key {key!r}: its stored value {current!r} is not an integer"
+            )
+        return current
+
+    def _write(
+        self, conn: sa.Connection, now: float, final: dict[Key, tuple[bytes | None, int] | None]
+    ) -> None:
+        import sqlalchemy as sa_
+
+        rows = [
+            {"namespace": ns, "key": key, "value": v[0], "version": v[1], "updated_at": now}
+            for (ns, key), v in final.items()
+            if v is not None
+        ]
+        gone = {k for k, v in final.items() if v is None}
+        if rows and self._upsert_rows is None:
+            gone.update((r["namespace"], r["key"]) for r in rows)  # delete, then insert
+        for ns, names in _by_namespace(gone).items():
+            for i in range(0, len(names), _CHUNK):
+                conn.execute(self._delete, {"ns": ns, "keys": names[i : i + _CHUNK]})
+        if rows:
+            conn.execute(
+                self._upsert_rows if self._upsert_rows is not None else sa_.insert(self._t), rows
+            )
+
+    def _mark(self, conn: sa.Connection, ops: Sequence[Op], mark: JournalMark) -> None:
+        import sqlalchemy as sa_
+
+        jid = mark.journal_id
+        seqs: dict[Key, int] = {}
+        for op, seq in zip(ops, mark.seqs):
+            k = (op.namespace, op.key)
+            seqs[k] = max(seq, seqs.get(k, seq))
+        self._merge_max(conn, self._m, self._upsert_meta,
+                        [{"name": "journal:" + jid, "value": mark.low_water}], "value")
+        applied = [
+            {"journal": jid, "namespace": ns, "key": key, "seq": seq}
+            for (ns, key), seq in seqs.items()
+        ]
+        self._merge_max(conn, self._a, self._upsert_applied, applied, "seq")
+        if next(self._batches) % 64 == 0:
+            # Rows at or under the low water say nothing a replay needs.
+            a = self._a
+            conn.execute(
+                sa_.delete(a).where(a.c.journal == jid, a.c.seq <= mark.low_water)
+            )
+
+    def _merge_max(
+        self, conn: sa.Connection, table: sa.Table, upsert: Any, rows: list[dict[str, Any]],
+        column: str,
+    ) -> None:
+        """Insert ``rows``, keeping the larger ``column`` where a row exists."""
+        import sqlalchemy as sa_
+
+        if not rows:
+            return
+        if upsert is not None:
+            conn.execute(upsert, rows)
+            return
+        col = table.c[column]
+        new = sa_.bindparam("new_" + column)
+        pk = [c.name for c in table.primary_key.columns]
+        match = sa_.and_(*(table.c[name] == sa_.bindparam("pk_" + name) for name in pk))
+        stmt = sa_.update(table).where(match).values(
+            {column: sa_.case((col > new, col), else_=new)}
+        )
+        for row in rows:
+            params = {"pk_" + name: row[name] for name in pk}
+            params["new_" + column] = row[column]
+            # Writers are serialized by the version row, so update-or-insert cannot race.
+            if conn.execute(stmt, params).rowcount == 0:
+                conn.execute(sa_.insert(table), [row])
+
+    def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
+        self._check()
+        m, a = self._m, self._a
+        import sqlalchemy as sa_
+
+        try:
+            with self._engine.connect() as conn:
+                low_row = conn.execute(
+                    sa_.select(m.c.value).where(m.c.name == "journal:" + journal_id)
+                ).scalar()
+                low = 0 if low_row is None else int(low_row)
+                rows = conn.execute(
+                    sa_.select(a.c.namespace, a.c.key, a.c.seq).where(
+                        a.c.journal == journal_id, a.c.seq > low
+                    )
+                ).all()
+        except self._error_type as exc:
+            raise self._error("read of journal marks from", exc) from exc
+        return low, {(ns, key): int(seq) for ns, key, seq in rows}
+
+    def close(self) -> None:
+        """Stop using the store; an engine built from a URL is disposed of, one passed
+        in is left to its owner."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._owned:
+            self._engine.dispose()
+
+
+def _by_namespace(keys: Iterable[Key]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for ns, key in keys:
+        out.setdefault(ns, []).append(key)
+    return out
