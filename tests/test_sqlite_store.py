@@ -164,8 +164,8 @@ def test_many_processes_create_the_same_table_at_once(tmp_path) -> None:
     cw.SQLiteStore(existing).close()
     rounds.append((existing, "shared_b"))
     procs = []
-    for path, table in rounds:
-        barrier = ctx.Barrier(n)
+    barriers = [ctx.Barrier(n) for _ in rounds]  # kept alive until every child has started
+    for (path, table), barrier in zip(rounds, barriers):
         procs += [ctx.Process(target=_create_and_write, args=(path, table, i, barrier, errors))
                   for i in range(n)]
     for p in procs:

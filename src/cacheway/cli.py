@@ -310,11 +310,15 @@ def _journal_replay(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ._urls import store_from_url
-    from .writeback.journal import Journal
+    from .writeback.journal import Journal, inspect
     from .writeback.recovery import replay
 
     if not os.path.isdir(args.path):
         raise _UsageError(f"no journal at {args.path!r} (a journal is a directory)")
+    found = inspect(args.path)
+    if found.id is None and not found.segments:
+        # opening would turn any directory into an empty journal: refuse instead
+        raise _UsageError(f"no journal at {args.path!r} (the directory holds no journal)")
     store = store_from_url(args.store)
     try:
         with Journal(args.path) as journal:

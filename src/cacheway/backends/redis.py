@@ -413,7 +413,8 @@ class RedisBackend:
                     old = script.sha
                     script.sha = self._client.script_load(script.script)
                     shas[old] = script.sha
-                results = self._run([(c[0], shas.get(c[1], c[1]), *c[2:]) for c in retry])
+                again = self._run([(c[0], shas.get(c[1], c[1]), *c[2:]) for c in retry])
+                results = [r for r in results if not isinstance(r, self._noscript)] + again
         except self._errors as exc:
             raise self._fail(what, exc) from exc
         for r in results:

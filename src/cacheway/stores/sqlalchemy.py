@@ -132,6 +132,11 @@ class SQLAlchemyStore(StoreBase):
     def __repr__(self) -> str:
         return f"SQLAlchemyStore({self.url!r}, table={self.table!r})"
 
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine the store runs on (yours if you passed it in)."""
+        return self._engine
+
     # -- engine and tables -------------------------------------------------------------
     @staticmethod
     def _make_engine(sa_: Any, given: object) -> tuple[sa.Engine, bool]:
@@ -182,11 +187,10 @@ class SQLAlchemyStore(StoreBase):
                     f"key_length={self.key_length} is too long for MySQL/MariaDB: at most "
                     f"{most} utf8mb4 characters fit InnoDB's {_MYSQL_KEY_BYTES}-byte key limit"
                 )
-            table_kw = {
-                "mysql_engine": "InnoDB",
-                "mysql_charset": "utf8mb4",
-                "mysql_collate": self._mysql_collation(),
-            }
+            # A "mariadb://" URL reads the mariadb_ spelling, "mysql://" the mysql_ one.
+            options = {"engine": "InnoDB", "charset": "utf8mb4",
+                       "collate": self._mysql_collation()}
+            table_kw = {f"{p}_{k}": v for k, v in options.items() for p in ("mysql", "mariadb")}
         self._define(sa_, table_kw)
         self._create(sa_)
 
@@ -255,17 +259,16 @@ class SQLAlchemyStore(StoreBase):
             return ins.on_duplicate_key_update(
                 {c: f(table.c[c], ins.inserted[c]) for c, f in merge.items()}
             )
-        if self._kind in ("postgresql", "sqlite"):
-            if self._kind == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
-            ins = insert(table)
-            return ins.on_conflict_do_update(
-                index_elements=list(table.primary_key.columns),
-                set_={c: f(table.c[c], ins.excluded[c]) for c, f in merge.items()},
-            )
-        return None
+        if self._kind not in ("postgresql", "sqlite"):
+            return None
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect: Any = postgresql if self._kind == "postgresql" else sqlite
+        conflict = dialect.insert(table)
+        return conflict.on_conflict_do_update(
+            index_elements=list(table.primary_key.columns),
+            set_={c: f(table.c[c], conflict.excluded[c]) for c, f in merge.items()},
+        )
 
     def _create(self, sa_: Any) -> None:
         tables = [self._t, self._m, self._a]
@@ -401,17 +404,15 @@ class SQLAlchemyStore(StoreBase):
         m = self._m
         is_version = m.c.name == _VERSION
         bump = sa_.update(m).where(is_version).values(value=m.c.value + n)
+        # The UPDATE goes first: it takes the row lock (MySQL, PostgreSQL) or the write
+        # lock (SQLite, whose driver opens the transaction only at a write), so the value
+        # read back is the latest and no other batch can take the same versions.
         top: int | None
         if self._engine.dialect.update_returning:
-            # On SQLite this UPDATE also opens the write transaction, so it goes first.
             top = conn.execute(bump.returning(m.c.value)).scalar()
         else:
-            cur = conn.execute(sa_.select(m.c.value).where(is_version).with_for_update())
-            before = cur.scalar()
-            top = None
-            if before is not None:
-                conn.execute(bump)
-                top = int(before) + n
+            conn.execute(bump)
+            top = conn.execute(sa_.select(m.c.value).where(is_version).with_for_update()).scalar()
         if top is None:
             raise StoreError(
                 f"the version counter row of {m.name!r} is missing; reopen the store to "
@@ -433,7 +434,7 @@ class SQLAlchemyStore(StoreBase):
             return 0
         try:
             current = self.serializer.loads(payload) if payload is not None else None
-        except Exception as exc:  # noqa: BLE001 - any undecodable value is "not an integer"
+        except Exception as exc:  # any undecodable value is "not an integer"
             raise StoreError(f"cannot add to key {key!r}: its stored value does not decode: "
                              f"{exc!r}") from exc
         if isinstance(current, bool) or not isinstance(current, int):
@@ -454,7 +455,7 @@ class SQLAlchemyStore(StoreBase):
         ]
         gone = {k for k, v in final.items() if v is None}
         if rows and self._upsert_rows is None:
-            gone.update((r["namespace"], r["key"]) for r in rows)  # delete, then insert
+            gone.update(k for k, v in final.items() if v is not None)  # delete, then insert
         for ns, names in _by_namespace(gone).items():
             for i in range(0, len(names), _CHUNK):
                 conn.execute(self._delete, {"ns": ns, "keys": names[i : i + _CHUNK]})
@@ -498,7 +499,7 @@ class SQLAlchemyStore(StoreBase):
             conn.execute(upsert, rows)
             return
         col = table.c[column]
-        new = sa_.bindparam("new_" + column)
+        new: Any = sa_.bindparam("new_" + column)
         pk = [c.name for c in table.primary_key.columns]
         match = sa_.and_(*(table.c[name] == sa_.bindparam("pk_" + name) for name in pk))
         stmt = sa_.update(table).where(match).values(

@@ -17,14 +17,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._engine import _DELETED, Engine, check_key
+from .._engine import _DELETED, _STRIPES, Engine, check_key, check_ttl
 from ..backends.base import MISS, Backend
-from ..errors import BackendError, Backpressure, StoreError
+from ..errors import BackendError, Backpressure, SerializationError, StoreError
 from ..policies import WriteBack
 from ..serializers import Serializer
 from ..stats import Counters
 from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, Op, Store
 from .dirty import DirtyTable, Entry
+
+_MASK = _STRIPES - 1
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -58,7 +60,12 @@ class WriteBackEngine(Engine):
         self._timer = timer
         self._table = DirtyTable()
         self._view = self._table.view
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._serialize = serializer.dumps
+        self._backend_set_raw = backend.set
+        self._max_dirty = config.max_dirty
+        self._batch_size = config.batch_size
         self._seq = journal.last_seq if journal is not None else 0
         self._flush_waiters = 0
         self._blocked = 0
@@ -108,12 +115,59 @@ class WriteBackEngine(Engine):
 
     # -- writes -----------------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        # The hot path, inlined: the general one is _accept/_accept_locked.
         if key.__class__ is not str:
             check_key(key)
-        payload = self._dumps(value)
-        if ttl is not None:
-            ttl = self._prepare(key, None, ttl)[2]
-        self._accept([(key, SET, value, payload, 0)], ttl if ttl is not None else self.ttl)
+        try:
+            payload = self._serialize(value)
+        except SerializationError:
+            raise
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise SerializationError(f"cannot serialize value: {exc}") from exc
+        ttl = self.ttl if ttl is None else check_ttl(ttl)
+        table = self._table
+        dirty = table.dirty
+        journal = self.journal
+        with self._lock:
+            slow = (
+                self.closed
+                or table.parked
+                or len(dirty) + len(table.inflight) >= self._max_dirty
+            )
+            if not slow:
+                if journal is None:
+                    seq = self._seq + 1
+                else:
+                    seq = journal.append(self.namespace, key, SET, payload, 0)
+                self._seq = seq
+                entry = dirty.get(key)
+                counters = self.counters
+                if entry is None:
+                    entry = Entry(key, SET, value, payload, 0, ttl, seq, self._timer())
+                    dirty[key] = entry
+                    self._view[key] = entry
+                    n = len(dirty)
+                    if n == 1 or n == self._batch_size:
+                        self._cond.notify_all()
+                else:
+                    entry.kind = SET
+                    entry.value = value
+                    entry.payload = payload
+                    entry.delta = 0
+                    entry.ttl = ttl
+                    entry.last_seq = seq
+                    counters.coalesced += 1
+                counters.writes += 1
+                bkey = self.prefix + key
+                self._gens[hash(bkey) & _MASK] += 1
+                try:
+                    self._backend_set_raw(bkey, value, payload, ttl, None)
+                except Exception:  # noqa: BLE001 - the general path logs and drops the copy
+                    self._backend_set(bkey, value, payload, ttl, None)
+        if slow:
+            self._accept([(key, SET, value, payload, 0)], ttl)
+        elif journal is not None:
+            journal.wait(seq)
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         items: list[_Item] = [

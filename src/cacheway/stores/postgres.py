@@ -1,0 +1,559 @@
+"""PostgresStore: PostgreSQL as the store, on psycopg 3 and psycopg_pool.
+
+Key/value mode (the default) keeps every namespace in one table it creates when missing::
+
+    table (namespace text, key text, value jsonb | bytea, version bigint,
+           updated_at timestamptz, primary key (namespace, key))
+
+with a sequence ``{table}_version_seq`` (versions survive deletes) and the journal-mark
+tables ``{table}_meta`` and ``{table}_applied``. Row mode (``key_column=``, ``columns=``)
+maps dict values onto the columns of an existing table instead (see
+:mod:`cacheway.stores.postgres_rows`).
+
+>>> store = PostgresStore("postgresql://postgres@127.0.0.1/test", table="doctest_kv")
+... # doctest: +SKIP
+>>> store.save_many({"a": {"n": 1}}); store.load("a")  # doctest: +SKIP
+{'n': 1}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import ClosedError, ConfigError, StoreError
+from ..serializers import JSONSerializer, Serializer
+from .base import (
+    ADD,
+    DELETE,
+    NOTSET,
+    SET,
+    Applied,
+    JournalMark,
+    Loaded,
+    Op,
+    StoreBase,
+    validate_identifier,
+)
+
+if TYPE_CHECKING:
+    from psycopg import Connection, Cursor
+    from psycopg_pool import ConnectionPool
+
+    from .postgres_rows import RowMapper
+
+__all__ = ["PostgresStore"]
+
+_T = TypeVar("_T")
+_INSTALL = "pip install 'cacheway[postgres]'"
+# Advisory-lock class id of cacheway's DDL ("cw"), so user locks on the same hash differ.
+LOCK_CLASS = 0x6377
+
+
+def _modules() -> tuple[Any, Any]:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError as exc:  # the driver is an extra
+        raise ConfigError(f"PostgresStore needs psycopg 3 and psycopg_pool: {_INSTALL}") from exc
+    return psycopg, psycopg_pool
+
+
+def _secrets(dsn: str) -> list[str]:
+    """Every spelling of a password in ``dsn``, also when it is malformed (libpq quotes
+    the broken part of a DSN in its error messages)."""
+    found = re.findall(r"[^\s:/@=]*:([^@\s]+)@", dsn)
+    found += re.findall(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn)
+    return sorted({s.strip("'") for s in found if s.strip("'")}, key=len, reverse=True)
+
+
+def _scrub(message: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    return message
+
+
+class _Attempt:
+    """One try of a unit of work: whether COMMIT was sent (after that, a broken
+    connection leaves the outcome unknown, so the work must not be retried)."""
+
+    __slots__ = ("committing",)
+
+    def __init__(self) -> None:
+        self.committing = False
+
+
+class PostgresStore(StoreBase):
+    """A PostgreSQL table as the store: batched versioned upserts, atomic counter adds.
+
+    ``dsn_or_pool`` is a libpq DSN/URL (the store builds a pool of ``min_size`` to
+    ``max_size`` connections and closes it in :meth:`close`) or a
+    ``psycopg_pool.ConnectionPool`` (the caller's: left open). ``timeout`` is how long a
+    call waits for a pooled connection.
+
+    Each :meth:`apply` is one transaction with at most one statement per kind of op
+    (``unnest`` arrays: sets, deletes, adds; plus one for the journal mark). Versions
+    come from ``nextval`` of the table's sequence, drawn after the row lock on updates
+    and deletes, so a key's versions follow its commit order across processes. Counter
+    adds happen in SQL (``jsonb``) or read-modify-write under the row lock (``bytea``,
+    for non-JSON serializers). A JSON value holding a NUL character (``"\\u0000"``) is
+    refused by ``jsonb``: the write fails with :class:`StoreError`.
+
+    Row mode (``key_column=``, ``columns=``, ``version_column=``) maps dict values to
+    the columns of an existing table; it has no namespace column, so the namespace of
+    an op is ignored (give each namespace its own table); counters are not supported.
+    """
+
+    versioned = True
+
+    def __init__(
+        self,
+        dsn_or_pool: str | ConnectionPool[Any],
+        table: str = "cacheway",
+        *,
+        key_column: str | None = None,
+        columns: Sequence[str] | None = None,
+        version_column: str | None = None,
+        serializer: Serializer | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+    ) -> None:
+        psycopg, psycopg_pool = _modules()
+        self._pg = psycopg
+        self.table = validate_identifier(table)
+        self.serializer = serializer if serializer is not None else JSONSerializer()
+        if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
+            raise ConfigError(f"min_size must be an int >= 0, not {min_size!r}")
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < max(
+                1, min_size):
+            raise ConfigError(f"max_size must be an int >= max(1, min_size), not {max_size!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+        self._timeout = float(timeout)
+        self._rows: RowMapper | None = None
+        if key_column is not None or columns is not None or version_column is not None:
+            if key_column is None or not columns:
+                raise ConfigError("row mode needs both key_column= and columns=[...]")
+            from .postgres_rows import RowMapper
+
+            self._rows = RowMapper(table, key_column, columns, version_column)
+            self.versioned = version_column is not None
+            marks = (f"{table}_cw_meta", f"{table}_cw_applied")
+        else:
+            marks = (f"{table}_meta", f"{table}_applied")
+        companion = marks[1] if self._rows is not None else f"{table}_version_seq"
+        if len(companion) > 63:
+            # PostgreSQL would truncate the name silently, and two tables could share it.
+            raise ConfigError(
+                f"table name {table!r} is too long: its companion object {companion!r} "
+                "would exceed PostgreSQL's 63-character identifiers"
+            )
+        self._meta, self._applied = marks
+        self._seq = f"{table}_version_seq"
+        self._jsonb = False
+        self._marks_ready = False
+        self._mark_lock = threading.Lock()
+        self._batches = 0
+        self._closed = False
+        self._q: dict[str, str] = {}
+        self._secrets: list[str] = []
+        self._where = "the caller's pool"
+        if isinstance(dsn_or_pool, str):
+            self._own = True
+            self._pool = self._open_pool(dsn_or_pool, min_size, max_size, psycopg_pool)
+        elif isinstance(dsn_or_pool, psycopg_pool.ConnectionPool):
+            self._own = False
+            self._pool = dsn_or_pool
+            try:
+                with self._pool.connection(timeout=self._timeout) as conn:
+                    self._setup(conn)
+            except psycopg.Error as exc:
+                raise self._error("setup of", exc) from exc
+        else:
+            raise ConfigError(
+                "PostgresStore needs a DSN string or a psycopg_pool.ConnectionPool, "
+                f"not {type(dsn_or_pool).__name__}"
+            )
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where}, table={self.table!r})"
+
+    @property
+    def atomic_add(self) -> bool:
+        return self._rows is None
+
+    # -- connecting and setting up ------------------------------------------------------
+    def _open_pool(self, dsn: str, min_size: int, max_size: int, psycopg_pool: Any
+                   ) -> ConnectionPool[Any]:
+        psycopg = self._pg
+        self._secrets = _secrets(dsn)
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.Error as exc:
+            raise ConfigError(
+                f"malformed PostgreSQL DSN: {_scrub(str(exc), self._secrets)}"
+            ) from None
+        if params.get("password"):
+            self._secrets = sorted({*self._secrets, str(params["password"])}, key=len,
+                                   reverse=True)
+        host, port = params.get("host", "localhost"), params.get("port", "5432")
+        self._where = f"postgresql://{params.get('user', '')}@{host}:{port}/" + str(
+            params.get("dbname", ""))
+        extra = {} if "connect_timeout" in params else {
+            "connect_timeout": max(1, int(min(self._timeout, 10)))}
+        # Connect once up front: a bad host or password fails here, fast and clearly,
+        # rather than as a pool timeout later.
+        try:
+            conn = psycopg.connect(dsn, autocommit=True, **extra)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {self._where} for table {self.table!r}: "
+                + _scrub(str(exc).strip(), self._secrets)
+            ) from None
+        try:
+            with conn:
+                self._setup(conn)
+        except psycopg.Error as exc:
+            raise self._error("setup of", exc) from exc
+        pool: ConnectionPool[Any] = psycopg_pool.ConnectionPool(
+            dsn, min_size=min_size, max_size=max_size, timeout=self._timeout,
+            kwargs={"autocommit": True, **extra}, open=True, name=f"cacheway-{self.table}",
+        )
+        return pool
+
+    def _setup(self, conn: Connection[Any]) -> None:
+        if self._rows is not None:
+            self._rows.inspect(conn)
+            return
+        sql = self._pg.sql
+        ident = sql.Identifier
+        with conn.transaction():
+            self._ddl_lock(conn)
+            conn.execute(sql.SQL("CREATE SEQUENCE IF NOT EXISTS {}").format(ident(self._seq)))
+            value_type = "jsonb" if self.serializer.name == "json" else "bytea"
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (namespace text NOT NULL, key text NOT NULL, "
+                "value " + value_type + ", version bigint NOT NULL, updated_at timestamptz "
+                "NOT NULL DEFAULT now(), PRIMARY KEY (namespace, key))"
+            ).format(ident(self.table)))
+            self._create_marks(conn)
+            found = dict(conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = %s", (self.table,)
+            ).fetchall())
+        missing = [c for c in ("namespace", "key", "value", "version") if c not in found]
+        if missing:
+            raise ConfigError(
+                f"table {self.table!r} exists without the columns {', '.join(missing)}: "
+                "use another table= (or row mode with key_column=/columns=)"
+            )
+        if found["value"] not in ("jsonb", "bytea"):
+            raise ConfigError(f"column value of {self.table!r} is {found['value']}, "
+                              "not jsonb or bytea")
+        self._jsonb = found["value"] == "jsonb"
+        if self._jsonb and self.serializer.name != "json":
+            raise ConfigError(
+                f"table {self.table!r} keeps jsonb values but the serializer is "
+                f"{self.serializer.name!r}: use the JSON serializer or another table"
+            )
+        self._build_queries(conn)
+
+    def _ddl_lock(self, conn: Connection[Any]) -> None:
+        # CREATE ... IF NOT EXISTS alone races (duplicate pg_type rows): one creator at a time.
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '.' || %s))",
+            (LOCK_CLASS, self.table),
+        )
+
+    def _create_marks(self, conn: Connection[Any]) -> None:
+        sql = self._pg.sql
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value bigint NOT NULL)"
+        ).format(sql.Identifier(self._meta)))
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (journal text NOT NULL, namespace text NOT NULL, "
+            "key text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (journal, namespace, key))"
+        ).format(sql.Identifier(self._applied)))
+        self._marks_ready = True
+
+    def _build_queries(self, conn: Connection[Any]) -> None:
+        sql = self._pg.sql
+        names = {"t": sql.Identifier(self.table), "seq": sql.Literal(self._seq)}
+        vtype = sql.SQL("jsonb" if self._jsonb else "bytea")
+        parts = {
+            "fetch": "SELECT key, value{text}, version FROM {t} "
+                     "WHERE namespace = %s AND key = ANY(%s::text[])",
+            "set": "INSERT INTO {t} AS t (namespace, key, value, version) "
+                   "SELECT u.ns, u.key, u.value::{vtype}, nextval({seq}) "
+                   "FROM unnest(%s::text[], %s::text[], %s::{intype}[]) AS u(ns, key, value) "
+                   "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
+                   "version = nextval({seq}), updated_at = now() "
+                   "RETURNING namespace, key, version",
+            # A key that is not there still gets a version: its tombstone in the backend.
+            "delete": "WITH d AS (DELETE FROM {t} AS t USING unnest(%(ns)s::text[], "
+                      "%(key)s::text[]) AS u(ns, key) WHERE t.namespace = u.ns AND "
+                      "t.key = u.key RETURNING t.namespace, t.key, nextval({seq}) AS version) "
+                      "SELECT u.ns, u.key, coalesce(d.version, nextval({seq})) "
+                      "FROM unnest(%(ns)s::text[], %(key)s::text[]) AS u(ns, key) "
+                      "LEFT JOIN d ON d.namespace = u.ns AND d.key = u.key",
+            # The stored value must be a JSON integer; anything else fails the cast with
+            # this text in the message (plain SQL has no RAISE).
+            "add": "INSERT INTO {t} AS t (namespace, key, value, version) "
+                   "SELECT u.ns, u.key, to_jsonb(u.d), nextval({seq}) "
+                   "FROM unnest(%s::text[], %s::text[], %s::numeric[]) AS u(ns, key, d) "
+                   "ON CONFLICT (namespace, key) DO UPDATE SET value = to_jsonb((CASE WHEN "
+                   "jsonb_typeof(t.value) = 'number' AND (t.value #>> '{{}}') !~ '[.eE]' "
+                   "THEN t.value #>> '{{}}' ELSE 'cacheway: not an integer' END)::numeric "
+                   "+ (excluded.value #>> '{{}}')::numeric), version = nextval({seq}), "
+                   "updated_at = now() RETURNING namespace, key, version, value #>> '{{}}'",
+            # bytea adds: lock (creating a zero row when missing) and read, then write.
+            "add_lock": "INSERT INTO {t} AS t (namespace, key, value, version) "
+                        "SELECT u.ns, u.key, %s::bytea, nextval({seq}) "
+                        "FROM unnest(%s::text[], %s::text[]) AS u(ns, key) "
+                        "ON CONFLICT (namespace, key) DO UPDATE SET namespace = t.namespace "
+                        "RETURNING namespace, key, value",
+            "add_write": "UPDATE {t} AS t SET value = u.value, version = nextval({seq}), "
+                         "updated_at = now() FROM unnest(%s::text[], %s::text[], "
+                         "%s::bytea[]) AS u(ns, key, value) "
+                         "WHERE t.namespace = u.ns AND t.key = u.key "
+                         "RETURNING t.namespace, t.key, t.version",
+        }
+        fmt = {**names, "vtype": vtype, "intype": sql.SQL("text" if self._jsonb else "bytea"),
+               "text": sql.SQL("::text" if self._jsonb else "")}
+        for name, text in parts.items():
+            self._q[name] = sql.SQL(text).format(
+                **{k: v for k, v in fmt.items() if "{" + k + "}" in text}).as_string(conn)
+        self._build_mark_queries(conn)
+
+    def _build_mark_queries(self, conn: Connection[Any]) -> None:
+        sql = self._pg.sql
+        m, a = sql.Identifier(self._meta), sql.Identifier(self._applied)
+        self._q["mark"] = sql.SQL(
+            "WITH m AS (INSERT INTO {m} AS m (name, value) VALUES (%s, %s) ON CONFLICT (name) "
+            "DO UPDATE SET value = greatest(m.value, excluded.value)) "
+            "INSERT INTO {a} AS a (journal, namespace, key, seq) SELECT %s, u.ns, u.key, u.seq "
+            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(ns, key, seq) "
+            "ON CONFLICT (journal, namespace, key) DO UPDATE SET seq = greatest(a.seq, "
+            "excluded.seq)"
+        ).format(m=m, a=a).as_string(conn)
+        self._q["mark_trim"] = sql.SQL(
+            "DELETE FROM {a} WHERE journal = %s AND seq <= %s").format(a=a).as_string(conn)
+        self._q["low"] = sql.SQL("SELECT value FROM {m} WHERE name = %s").format(
+            m=m).as_string(conn)
+        self._q["applied"] = sql.SQL(
+            "SELECT namespace, key, seq FROM {a} WHERE journal = %s AND seq > %s"
+        ).format(a=a).as_string(conn)
+
+    def _ensure_marks(self, conn: Connection[Any]) -> None:
+        """Row mode creates its mark tables at the first journal mark, not before: a
+        store that never sees a journal adds nothing next to the user's table."""
+        with self._mark_lock:
+            if self._marks_ready:
+                return
+            with conn.transaction():
+                self._ddl_lock(conn)
+                self._create_marks(conn)
+            self._build_mark_queries(conn)
+
+    # -- running work on a pooled connection -------------------------------------------
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed")
+
+    def _error(self, doing: str, exc: BaseException) -> StoreError:
+        text = _scrub(str(exc).strip() or type(exc).__name__, self._secrets)
+        return StoreError(f"PostgreSQL {doing} table {self.table!r} at {self._where} failed: "
+                          + text)
+
+    def _run(self, doing: str, work: Callable[[Connection[Any], _Attempt], _T]) -> _T:
+        """``work`` on a pooled connection. A connection found broken (the server
+        restarted, a proxy dropped it) is discarded by the pool; the work is tried once
+        more on a checked connection unless COMMIT was already sent."""
+        self._check()
+        psycopg, pool_timeout = self._pg, self._pg_pool_timeout()
+        for attempt_no in (1, 2):
+            attempt = _Attempt()
+            conn: Connection[Any] | None = None
+            try:
+                with self._pool.connection(timeout=self._timeout) as conn:
+                    return work(conn, attempt)
+            except psycopg.Error as exc:
+                broken = conn is not None and conn.broken
+                if attempt_no == 1 and broken and not attempt.committing and not isinstance(
+                        exc, pool_timeout):
+                    with contextlib.suppress(psycopg.Error):  # the retry reports it
+                        self._pool.check()
+                    continue
+                err = self._error(doing, exc)
+                if broken and attempt.committing:
+                    err = StoreError(f"{err} (the connection broke during COMMIT: the "
+                                     "outcome of this batch is unknown)")
+                raise err from exc
+        raise AssertionError("unreachable")
+
+    def _pg_pool_timeout(self) -> type[BaseException]:
+        import psycopg_pool
+
+        return psycopg_pool.PoolTimeout
+
+    # -- the store protocol ------------------------------------------------------------
+    def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
+        if not keys:
+            self._check()
+            return {}
+        keys = list(keys)
+        rows = self._rows
+        if rows is not None:
+            return self._run("load from", lambda conn, _: rows.fetch(conn, keys))
+        query = self._q["fetch"]
+
+        def work(conn: Connection[Any], _: _Attempt) -> dict[str, Loaded]:
+            found = conn.execute(query, (namespace, keys)).fetchall()
+            if self._jsonb:
+                return {k: Loaded(v.encode(), NOTSET, ver) for k, v, ver in found}
+            return {k: Loaded(bytes(v), NOTSET, ver) for k, v, ver in found}
+
+        return self._run("load from", work)
+
+    def apply(
+        self, ops: Sequence[Op], *, journal: JournalMark | None = None
+    ) -> list[Applied]:
+        self._check()
+        if not ops and journal is None:
+            return []
+        for op in ops:
+            if op.kind not in (SET, DELETE, ADD):
+                raise ConfigError(f"unknown op kind {op.kind!r}")
+        rows = self._rows
+        prepared = rows.prepare(ops) if rows is not None else None
+
+        def work(conn: Connection[Any], attempt: _Attempt) -> list[Applied]:
+            if journal is not None and not self._marks_ready:
+                self._ensure_marks(conn)
+            with conn.transaction(), conn.cursor() as cur:
+                out: list[Applied | None] = [None] * len(ops)
+                for segment in _segments(ops):
+                    if rows is not None:
+                        assert prepared is not None
+                        rows.write(cur, ops, prepared, segment, out)
+                    else:
+                        self._write(cur, ops, segment, out)
+                if journal is not None:
+                    self._mark(cur, ops, journal)
+                attempt.committing = True
+            return [a if a is not None else Applied(None) for a in out]
+
+        return self._run("write to", work)
+
+    def _write(self, cur: Cursor[Any], ops: Sequence[Op], segment: list[int],
+               out: list[Applied | None]) -> None:
+        q = self._q
+        sets = [i for i in segment if ops[i].kind == SET]
+        dels = [i for i in segment if ops[i].kind == DELETE]
+        adds = [i for i in segment if ops[i].kind == ADD]
+        if sets:
+            values = [self._payload(ops[i]) for i in sets]
+            cur.execute(q["set"], ([ops[i].namespace for i in sets],
+                                   [ops[i].key for i in sets], values))
+            _fill(out, ops, sets, {(ns, k): Applied(v) for ns, k, v in cur.fetchall()})
+        if dels:
+            cur.execute(q["delete"], {"ns": [ops[i].namespace for i in dels],
+                                      "key": [ops[i].key for i in dels]})
+            _fill(out, ops, dels, {(ns, k): Applied(v) for ns, k, v in cur.fetchall()})
+        if adds:
+            self._add(cur, ops, adds, out)
+
+    def _payload(self, op: Op) -> Any:
+        payload = op.payload if op.payload is not None else self.serializer.dumps(op.value)
+        if not self._jsonb:
+            return payload
+        try:
+            return payload.decode()
+        except UnicodeDecodeError as exc:
+            raise StoreError(f"payload of key {op.key!r} is not UTF-8 JSON: {exc}") from None
+
+    def _add(self, cur: Cursor[Any], ops: Sequence[Op], adds: list[int],
+             out: list[Applied | None]) -> None:
+        nss, keys = [ops[i].namespace for i in adds], [ops[i].key for i in adds]
+        if self._jsonb:
+            try:
+                cur.execute(self._q["add"], (nss, keys, [int(ops[i].delta) for i in adds]))
+            except self._pg.errors.InvalidTextRepresentation as exc:
+                raise StoreError(
+                    f"cannot add to a counter in {self.table!r}: a stored value is not an "
+                    f"integer ({_scrub(str(exc), self._secrets)})"
+                ) from exc
+            got = {(ns, k): Applied(v, int(val)) for ns, k, v, val in cur.fetchall()}
+            _fill(out, ops, adds, got)
+            return
+        cur.execute(self._q["add_lock"], (self.serializer.dumps(0), nss, keys))
+        current = {(ns, k): self.serializer.loads(bytes(v)) for ns, k, v in cur.fetchall()}
+        news: list[int] = []
+        for i in adds:
+            value = current[(ops[i].namespace, ops[i].key)]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise StoreError(f"cannot add to key {ops[i].key!r}: its stored value "
+                                 f"{value!r} is not an integer")
+            news.append(value + ops[i].delta)
+        cur.execute(self._q["add_write"], (nss, keys, [self.serializer.dumps(n) for n in news]))
+        versions = {(ns, k): v for ns, k, v in cur.fetchall()}
+        _fill(out, ops, adds, {(ops[i].namespace, ops[i].key): Applied(
+            versions[(ops[i].namespace, ops[i].key)], n) for i, n in zip(adds, news)})
+
+    def _mark(self, cur: Cursor[Any], ops: Sequence[Op], mark: JournalMark) -> None:
+        last: dict[tuple[str, str], int] = {}
+        for op, seq in zip(ops, mark.seqs):
+            k = (op.namespace, op.key)
+            last[k] = max(seq, last.get(k, seq))
+        jid = mark.journal_id
+        cur.execute(self._q["mark"], (
+            "journal:" + jid, mark.low_water, jid, [k[0] for k in last], [k[1] for k in last],
+            list(last.values())))
+        self._batches += 1
+        if self._batches % 64 == 0:
+            # Rows at or under the low water say nothing a replay needs.
+            cur.execute(self._q["mark_trim"], (jid, mark.low_water))
+
+    def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
+        def work(conn: Connection[Any], _: _Attempt) -> tuple[int, dict[tuple[str, str], int]]:
+            if not self._marks_ready:
+                self._ensure_marks(conn)
+            row = conn.execute(self._q["low"], ("journal:" + journal_id,)).fetchone()
+            low = 0 if row is None else int(row[0])
+            rows = conn.execute(self._q["applied"], (journal_id, low)).fetchall()
+            return low, {(ns, key): int(seq) for ns, key, seq in rows}
+
+        return self._run("read of journal marks of", work)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._own:
+            self._pool.close()
+
+
+def _segments(ops: Sequence[Op]) -> list[list[int]]:
+    """Split a batch where a key repeats, so each part names a key at most once (one
+    upsert cannot touch a row twice) and a key's writes keep their order."""
+    parts: list[list[int]] = [[]]
+    seen: set[tuple[str, str]] = set()
+    for i, op in enumerate(ops):
+        k = (op.namespace, op.key)
+        if k in seen:
+            parts.append([])
+            seen.clear()
+        seen.add(k)
+        parts[-1].append(i)
+    return parts
+
+
+def _fill(out: list[Applied | None], ops: Sequence[Op], idx: list[int],
+          got: dict[tuple[str, str], Applied]) -> None:
+    for i in idx:
+        out[i] = got[(ops[i].namespace, ops[i].key)]
+

@@ -1,0 +1,259 @@
+"""Row mode of :class:`~cacheway.stores.postgres.PostgresStore`: keys map to the rows of
+an existing table, values are dicts of its columns.
+
+``PostgresStore(dsn, table="users", key_column="id", columns=["name", "email"])`` reads
+``{"name": ..., "email": ...}`` for a key and upserts the columns a dict names (columns it
+leaves out keep their current values on update). The table is never created; its key
+column needs a primary key or unique constraint (``ON CONFLICT`` needs one). With
+``version_column=`` every write stamps that column from a sequence
+``{table}_{version_column}_seq`` (created when missing), which gives the store versions.
+
+Rows travel to PostgreSQL as one JSON document per statement
+(``jsonb_populate_recordset``), so each column's own type parses its value: dates as ISO
+strings, numbers into text columns, and so on. This module imports psycopg at the top:
+it is only imported once :mod:`cacheway.stores.postgres` found the driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from psycopg import Connection, Cursor, sql
+
+from ..errors import ConfigError, StoreError
+from .base import ADD, DELETE, NOTSET, SET, Applied, Loaded, Op, validate_identifier
+
+__all__ = ["RowMapper"]
+
+_ORD = '"cacheway ord"'  # a column name no validated identifier can collide with
+_NUMBER_TYPES = ("smallint", "integer", "bigint", "numeric")
+
+
+class RowMapper:
+    """The SQL of row mode for one table; :class:`PostgresStore` runs it on its pool."""
+
+    def __init__(self, table: str, key_column: str, columns: Sequence[str],
+                 version_column: str | None) -> None:
+        if isinstance(columns, str):
+            raise ConfigError(f"columns must be a list of column names, not the string "
+                              f"{columns!r}")
+        self.table = validate_identifier(table)
+        self.key_column = validate_identifier(key_column, "key_column")
+        self.columns = tuple(validate_identifier(c, "column name") for c in columns)
+        self.version_column = (None if version_column is None
+                               else validate_identifier(version_column, "version_column"))
+        named = [self.key_column, *self.columns]
+        if self.version_column is not None:
+            named.append(self.version_column)
+        dupes = sorted({c for c in named if named.count(c) > 1})
+        if dupes:
+            raise ConfigError(
+                f"column(s) {', '.join(dupes)} named twice: key_column, columns and "
+                "version_column must all differ"
+            )
+        self.version_seq = (None if version_column is None
+                            else f"{table}_{version_column}_seq")
+        if self.version_seq is not None and len(self.version_seq) > 63:
+            raise ConfigError(f"sequence name {self.version_seq!r} would exceed PostgreSQL's "
+                              "63-character identifiers: use a shorter table or column name")
+        self._allowed = frozenset(self.columns)
+        self._key_type = "text"
+        self._set_queries: dict[tuple[str, ...], str] = {}
+        self._q: dict[str, str] = {}
+
+    # -- construction-time checks -------------------------------------------------------
+    def inspect(self, conn: Connection[Any]) -> None:
+        """Check the table and columns exist (ConfigError listing what is missing), that
+        the key column is unique, and create the version sequence when missing."""
+        t = self.table
+        found = dict(conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s", (t,)
+        ).fetchall())
+        if not found:
+            raise ConfigError(
+                f"table {t!r} does not exist in the current schema: row mode maps keys to "
+                "an existing table (create it first, or drop key_column=/columns= to get a "
+                "key/value table)"
+            )
+        wanted = [self.key_column, *self.columns]
+        if self.version_column is not None:
+            wanted.append(self.version_column)
+        missing = [c for c in wanted if c not in found]
+        if missing:
+            raise ConfigError(
+                f"table {t!r} has no column(s) {', '.join(missing)} "
+                f"(it has {', '.join(sorted(found))})"
+            )
+        if self.version_column is not None and found[self.version_column] not in _NUMBER_TYPES:
+            raise ConfigError(
+                f"version_column {self.version_column!r} of {t!r} is "
+                f"{found[self.version_column]}, not an integer type"
+            )
+        reg = "format('%%I.%%I', current_schema(), %s::text)::regclass"
+        row = conn.execute(
+            f"SELECT format_type(a.atttypid, a.atttypmod), EXISTS (SELECT 1 FROM pg_index i "
+            "WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indnkeyatts = 1 "
+            "AND i.indpred IS NULL AND i.indkey[0] = a.attnum) "
+            f"FROM pg_attribute a WHERE a.attrelid = {reg} AND a.attname = %s",
+            (t, self.key_column),
+        ).fetchone()
+        assert row is not None
+        self._key_type, unique = str(row[0]), bool(row[1])
+        if not unique:
+            raise ConfigError(
+                f"key_column {self.key_column!r} of {t!r} needs a primary key or unique "
+                "constraint of its own (upserts use ON CONFLICT on it)"
+            )
+        if self.version_seq is not None:
+            from .postgres import LOCK_CLASS
+
+            with conn.transaction():
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '.' || %s))",
+                    (LOCK_CLASS, t),
+                )
+                conn.execute(sql.SQL("CREATE SEQUENCE IF NOT EXISTS {}").format(
+                    sql.Identifier(self.version_seq)))
+        self._build(conn)
+
+    def _names(self) -> dict[str, sql.Composable]:
+        return {
+            "t": sql.Identifier(self.table),
+            "key": sql.Identifier(self.key_column),
+            "ktype": sql.SQL(self._key_type),  # from the catalog's format_type()
+            "vcol": sql.Identifier(self.version_column or "version"),
+            "vseq": sql.Literal(self.version_seq or ""),
+            "cols": sql.SQL(", ").join(
+                sql.SQL("t.{}").format(sql.Identifier(c)) for c in self.columns),
+        }
+
+    def _build(self, conn: Connection[Any]) -> None:
+        n = self._names()
+        versioned = self.version_column is not None
+        fetch = ("SELECT u.k, {cols}" + (", t.{vcol}" if versioned else "") +
+                 " FROM unnest(%s::text[]) AS u(k) JOIN {t} AS t ON t.{key} = u.k::{ktype}")
+        if versioned:
+            delete = ("WITH u AS (SELECT k, n FROM unnest(%s::text[]::{ktype}[]) "
+                      "WITH ORDINALITY AS u(k, n)), "
+                      "d AS (DELETE FROM {t} AS t USING u WHERE t.{key} = u.k "
+                      "RETURNING t.{key} AS k, nextval({vseq}) AS v) "
+                      "SELECT u.n, coalesce(d.v, nextval({vseq})) FROM u "
+                      "LEFT JOIN d ON d.k = u.k")
+        else:
+            delete = "DELETE FROM {t} WHERE {key} = ANY(%s::text[]::{ktype}[])"
+        self._q = {name: sql.SQL(text).format(**n).as_string(conn)
+                   for name, text in (("fetch", fetch), ("delete", delete))}
+
+    def _set_query(self, cols: tuple[str, ...], conn: Connection[Any]) -> str:
+        query = self._set_queries.get(cols)
+        if query is not None:
+            return query
+        n = self._names()
+        ident = sql.Identifier
+        target = sql.SQL(", ").join(ident(c) for c in (self.key_column, *cols))
+        source = sql.SQL(", ").join(
+            sql.SQL("r.{}").format(ident(c)) for c in (self.key_column, *cols))
+        updates = [sql.SQL("{c} = excluded.{c}").format(c=ident(c)) for c in cols]
+        if self.version_column is None:
+            conflict = (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(updates)
+                        if updates else sql.SQL("DO NOTHING"))
+            composed = sql.SQL(
+                "INSERT INTO {t} AS t ({target}) SELECT {source} FROM "
+                "jsonb_populate_recordset(NULL::{t}, %s::jsonb) AS r "
+                "ON CONFLICT ({key}) {conflict}"
+            ).format(target=target, source=source, conflict=conflict, **n)
+        else:
+            updates.append(sql.SQL("{vcol} = nextval({vseq})").format(**n))
+            composed = sql.SQL(
+                "WITH src AS (SELECT e.n AS " + _ORD + ", r.* FROM jsonb_array_elements("
+                "%s::jsonb) WITH ORDINALITY AS e(doc, n), jsonb_populate_record(NULL::{t}, "
+                "e.doc) AS r), w AS (INSERT INTO {t} AS t ({target}, {vcol}) "
+                "SELECT {source}, nextval({vseq}) FROM src AS r ON CONFLICT ({key}) "
+                "DO UPDATE SET {updates} RETURNING t.{key} AS k, t.{vcol} AS v) "
+                "SELECT src." + _ORD + ", w.v FROM src JOIN w ON w.k = src.{key}"
+            ).format(target=target, source=source, updates=sql.SQL(", ").join(updates), **n)
+        query = composed.as_string(conn)
+        self._set_queries[cols] = query
+        return query
+
+    # -- reads and writes ---------------------------------------------------------------
+    def fetch(self, conn: Connection[Any], keys: list[str]) -> dict[str, Loaded]:
+        out: dict[str, Loaded] = {}
+        ncols = len(self.columns)
+        versioned = self.version_column is not None
+        for row in conn.execute(self._q["fetch"], (keys,)).fetchall():
+            value = dict(zip(self.columns, row[1 : 1 + ncols]))
+            out[row[0]] = Loaded(None, value, row[-1] if versioned else None)
+        return out
+
+    def prepare(self, ops: Sequence[Op]) -> list[dict[str, Any] | None]:
+        """Check every op before any SQL runs: one bad value fails the batch at once,
+        with its key and the offending columns named."""
+        rows: list[dict[str, Any] | None] = []
+        for op in ops:
+            if op.kind == ADD:
+                raise StoreError(
+                    f"counters (incr) are not supported by a row-mode PostgresStore "
+                    f"(table {self.table!r}, key {op.key!r})"
+                )
+            if op.kind != SET:
+                rows.append(None)
+                continue
+            value = op.value
+            if value is NOTSET or value is None:
+                raise StoreError(f"row mode of {self.table!r} needs a dict value for key "
+                                 f"{op.key!r}, not {value!r}")
+            if not isinstance(value, dict):
+                raise StoreError(f"row mode of {self.table!r} needs a dict value for key "
+                                 f"{op.key!r}, not {type(value).__name__}")
+            unknown = sorted(str(c) for c in value if c not in self._allowed
+                             and c != self.key_column)
+            if unknown:
+                raise StoreError(
+                    f"value of key {op.key!r} has keys {', '.join(unknown)} that are not "
+                    f"mapped columns of {self.table!r} (columns: {', '.join(self.columns)})"
+                )
+            if self.key_column in value and str(value[self.key_column]) != op.key:
+                raise StoreError(
+                    f"value of key {op.key!r} sets {self.key_column}="
+                    f"{value[self.key_column]!r}: a row's key cannot differ from its cache key"
+                )
+            row = {c: value[c] for c in self.columns if c in value}
+            row[self.key_column] = op.key
+            rows.append(row)
+        return rows
+
+    def write(self, cur: Cursor[Any], ops: Sequence[Op], rows: list[dict[str, Any] | None],
+              segment: list[int], out: list[Applied | None]) -> None:
+        conn = cur.connection
+        groups: dict[tuple[str, ...], list[int]] = {}
+        dels: list[int] = []
+        for i in segment:
+            row = rows[i]
+            if ops[i].kind == DELETE:
+                dels.append(i)
+            elif row is not None:
+                cols = tuple(c for c in self.columns if c in row)
+                groups.setdefault(cols, []).append(i)
+        versioned = self.version_column is not None
+        # A column set is one statement; dicts with the same keys share it.
+        for cols, idx in groups.items():
+            doc = orjson.dumps([rows[i] for i in idx], default=str).decode()
+            cur.execute(self._set_query(cols, conn), (doc,))
+            if versioned:
+                for n, version in cur.fetchall():
+                    out[idx[n - 1]] = Applied(version)
+            else:
+                for i in idx:
+                    out[i] = Applied(None)
+        if dels:
+            cur.execute(self._q["delete"], ([ops[i].key for i in dels],))
+            if versioned:
+                for n, version in cur.fetchall():
+                    out[dels[n - 1]] = Applied(version)
+            else:
+                for i in dels:
+                    out[i] = Applied(None)
