@@ -36,7 +36,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main([
-            "demo", "--ops", "300", "--workload", "read-heavy,counters", "--seed", "3",
+            "demo", "--ops", "200", "--workload", "read-heavy,counters", "--seed", "3",
             "--path", str(out / "data"), "--json", str(json_path), "--plot", str(png_path),
         ])
     return {"code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
@@ -55,7 +55,7 @@ def test_demo_prints_a_table_with_every_strategy(demo_run: dict[str, Any]) -> No
 
 def test_demo_json_means_what_it_says(demo_run: dict[str, Any]) -> None:
     doc = demo_run["json"]
-    assert doc["config"]["ops"] == 300
+    assert doc["config"]["ops"] == 200
     assert set(doc["workloads"]) == {"read-heavy", "counters"}
     for workload, entry in doc["workloads"].items():
         rows = entry["strategies"]
@@ -68,7 +68,7 @@ def test_demo_json_means_what_it_says(demo_run: dict[str, Any]) -> None:
         assert rows["textbook-write-back"]["lost_writes"] > 0, workload
         for name in OURS:
             assert rows[name]["stale_reads"] == 0, (workload, name)
-            assert rows[name]["write_count"] + rows[name]["read_count"] == 300
+            assert rows[name]["write_count"] + rows[name]["read_count"] == 200
             assert rows[name]["app_writes"] == rows[name]["write_count"]
         for name in ALL:
             m = rows[name]

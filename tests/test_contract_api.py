@@ -314,3 +314,25 @@ def test_cache_accepts_default_ttl(db_path: str, autoclose) -> None:
     cache.set("a", 1, ttl=30)
     cache.set_many({"b": 2}, ttl=30)
     assert cache.get_many(["a", "b"]) == {"a": 1, "b": 2}
+
+
+def test_get_many_of_many_missing_keys_is_one_store_load(make_store, autoclose) -> None:
+    ds = make_store({f"k{i}": i for i in range(0, 100, 2)})
+    cache = autoclose(cw.Cache(store=ds.store))
+    got = cache.get_many([f"k{i}" for i in range(100)])
+    assert got == {f"k{i}": i for i in range(0, 100, 2)}
+    assert len(ds.load_calls) == 1
+    assert cache.stats().loads == 1
+    assert cache.stats().misses == 100
+
+
+def test_reads_of_dirty_entries_are_hits(make_store, autoclose) -> None:
+    ds = make_store()
+    cache = autoclose(cw.Cache(store=ds.store, policy=cw.WriteBack(max_delay=60)))
+    cache.set("a", 1)
+    cache.delete("b")
+    assert cache.get("a") == 1
+    assert cache.get("b", default="absent") == "absent"
+    s = cache.stats()
+    assert (s.hits, s.misses, s.loads) == (2, 0, 0)
+    assert ds.load_calls == []

@@ -28,8 +28,9 @@ ALL_KEYS = (*COUNTER_KEYS, VALUE_KEY)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -93,8 +94,9 @@ def reopen(db: Path, wal: Path, batch_size: int) -> dict[str, Any]:
     return the store's contents."""
     store = cw.SQLiteStore(db)
     try:
-        policy = cw.WriteBack(journal=str(wal), fsync="always", max_delay=3600,
-                              batch_size=batch_size)
+        policy = cw.WriteBack(
+            journal=str(wal), fsync="always", max_delay=3600, batch_size=batch_size
+        )
         cw.Cache(store=store, policy=policy).close()
         return store.load_many(ALL_KEYS)
     finally:
@@ -120,8 +122,13 @@ def test_crash_and_replay_keep_every_acknowledged_write(
         db, wal, crash = root / "app.db", root / "app.wal", root / "crash"
         crash.mkdir()
         store = cw.SQLiteStore(db)
-        policy = cw.WriteBack(journal=str(wal), fsync="always", max_delay=3600,
-                              batch_size=batch_size, max_dirty=10_000)
+        policy = cw.WriteBack(
+            journal=str(wal),
+            fsync="always",
+            max_delay=3600,
+            batch_size=batch_size,
+            max_dirty=10_000,
+        )
         cache = cw.Cache(store=store, policy=policy)
         model: dict[str, Any] = {}
         try:

@@ -206,3 +206,17 @@ def test_callback_store_gets_what_was_serialized_at_set_time(make_store, autoclo
 def test_timer_must_be_callable() -> None:
     with pytest.raises(cw.ConfigError):
         cw.MemoryBackend(timer=5)
+
+
+def test_namespace_inherits_the_parent_ttl(make_store, autoclose, clock) -> None:
+    ds = make_store({"views:k": "v"})
+    cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(timer=clock),
+                               policy=cw.WriteThrough(), ttl=5))
+    views = cache.namespace("views")
+    assert views.get("k") == "v"
+    clock.advance(4)
+    assert views.get("k") == "v"
+    assert loads_of(ds, "views:k") == 1
+    clock.advance(2)
+    assert views.get("k") == "v"
+    assert loads_of(ds, "views:k") == 2

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import POLICIES
-from services import unique
 
 import cacheway as cw
 from cacheway.stores.base import ADD, DELETE, SET, JournalMark, Op, StoreBase
 from cacheway.stores.sqlalchemy import SQLAlchemyStore
+from conftest import POLICIES
+from services import unique
 
 
 class Harness:
@@ -264,7 +264,7 @@ def test_versions_increase_and_survive_deletes(harness: Harness, store: Any) -> 
     ):
         seen += [r.version for r in store.apply(ops)]
     assert all(isinstance(v, int) for v in seen)
-    assert seen == sorted(seen) and len(set(seen)) == len(seen), seen
+    assert seen == sorted(set(seen)), seen  # strictly increasing
     assert store.fetch("", ["a"])["a"].version == seen[3]
     # A second store on the same table (another process) keeps counting upward.
     other = harness.store()
@@ -330,7 +330,8 @@ def test_journal_marks_round_trip(store: Any) -> None:
     # A lower watermark (an older flusher) never moves it back.
     store.apply([Op("", "c", DELETE)], journal=JournalMark(jid, 2, [6]))
     low, seqs = store.applied_state(jid)
-    assert low == 4 and seqs[("", "c")] == 6
+    assert low == 4
+    assert seqs[("", "c")] == 6
     # A mark alone (no ops) is recorded too; seqs at or under it are no longer reported.
     store.apply([], journal=JournalMark(jid, 6, []))
     assert store.applied_state(jid) == (6, {("", "a"): 7})
@@ -364,7 +365,8 @@ def test_cache_on_the_store(
     assert cache.get("gone") is None
     views = cache.namespace("views")
     views.set("a", "in views")
-    assert views.get("a") == "in views" and cache.get("a") == {"x": [1, 2]}
+    assert views.get("a") == "in views"
+    assert cache.get("a") == {"x": [1, 2]}
     cache.flush(timeout=10)
     assert cache.pending() == 0
     assert store.load_many(["a", "b", "c", "n", "gone"]) == {

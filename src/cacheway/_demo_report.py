@@ -180,7 +180,8 @@ def write_plot(path: str, rows: Sequence[Row], cfg: RunConfig) -> None:
         xs_bar = list(range(len(done)))
         ax = axes[r][2]
         values = [row.metrics.get("store_writes_per_write") or 0.0 for row in done]
-        ax.bar(xs_bar, values, color=[colors[s] for s in labels])
+        bars = ax.bar(xs_bar, values, color=[colors[s] for s in labels])
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
         ax.set_xticks(xs_bar, labels, rotation=35, ha="right", fontsize=7)
         ax.set_ylabel("store writes per app write")
         ax.set_title(f"{workload}: store writes per application write (lower = coalesced)")
@@ -196,6 +197,7 @@ def write_plot(path: str, rows: Sequence[Row], cfg: RunConfig) -> None:
                       label="keys whose last acked write was lost after kill -9", color="tab:red")
         ax.bar_label(bars, fontsize=7)
         ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(0, max([1, *stale, *lost]) * 6)  # room for the labels and the legend
         ax.set_xticks(xs_bar, labels, rotation=35, ha="right", fontsize=7)
         ax.set_ylabel("count (keys / reads)")
         ax.set_title(f"{workload}: stale reads and lost writes (0 is correct)")

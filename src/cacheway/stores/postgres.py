@@ -431,17 +431,35 @@ class PostgresStore(StoreBase):
         rows = self._rows
         prepared = rows.prepare(ops) if rows is not None else None
 
+        segments = _segments(ops)
+        kinds = {op.kind for op in ops}
+        # One statement needs no BEGIN/COMMIT of its own on an autocommit connection: it
+        # is atomic alone, and saves two round trips (the common write-through case).
+        single = (journal is None and len(segments) == 1 and len(kinds) == 1
+                  and (ADD not in kinds or self._jsonb)
+                  and (prepared is None or len({tuple(r) for r in prepared if r}) <= 1))
+
+        def write(cur: Cursor[Any], out: list[Applied | None]) -> None:
+            for segment in segments:
+                if rows is not None:
+                    assert prepared is not None
+                    rows.write(cur, ops, prepared, segment, out)
+                else:
+                    self._write(cur, ops, segment, out)
+
         def work(conn: Connection[Any], attempt: _Attempt) -> list[Applied]:
+            out: list[Applied | None] = [None] * len(ops)
+            if single and conn.autocommit:
+                # Its commit is the statement itself. Repeating a SET or DELETE whose
+                # outcome is unknown leaves the same rows; repeating an ADD would not.
+                attempt.committing = ADD in kinds
+                with conn.cursor(binary=True) as cur:
+                    write(cur, out)
+                return [a if a is not None else Applied(None) for a in out]
             if journal is not None and not self._marks_ready:
                 self._ensure_marks(conn)
-            with conn.transaction(), conn.cursor() as cur:
-                out: list[Applied | None] = [None] * len(ops)
-                for segment in _segments(ops):
-                    if rows is not None:
-                        assert prepared is not None
-                        rows.write(cur, ops, prepared, segment, out)
-                    else:
-                        self._write(cur, ops, segment, out)
+            with conn.transaction(), conn.cursor(binary=True) as cur:
+                write(cur, out)
                 if journal is not None:
                     self._mark(cur, ops, journal)
                 attempt.committing = True

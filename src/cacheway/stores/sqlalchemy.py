@@ -126,7 +126,7 @@ class SQLAlchemyStore(StoreBase):
             if self._owned:
                 self._engine.dispose()
             if isinstance(exc, sa_.exc.SQLAlchemyError):
-                raise self._error(f"cannot open table {self.table!r} at", exc) from exc
+                raise self._error(f"opening table {self.table!r} at", exc) from exc
             raise
 
     def __repr__(self) -> str:
@@ -165,8 +165,9 @@ class SQLAlchemyStore(StoreBase):
             ) from None
         except ImportError as exc:
             raise ConfigError(
-                f"store URL {shown!r}: the driver module {exc.name!r} is not installed "
-                f"(for MySQL/MariaDB: {_EXTRA})"
+                f"store URL {shown!r}: the driver module {exc.name!r} is not installed; install "
+                "it or name an installed driver, e.g. 'mysql+pymysql://' "
+                f"({_EXTRA}) or 'postgresql+psycopg://'"
             ) from exc
         except sa_.exc.ArgumentError as exc:
             raise ConfigError(f"store URL {shown!r}: {exc}") from None

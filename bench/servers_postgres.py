@@ -1,0 +1,272 @@
+"""PostgreSQL benchmarks: cacheway's PostgresStore against raw psycopg doing the same work.
+
+    python bench/servers_postgres.py                   # full run
+    python bench/servers_postgres.py --quick           # smoke run
+    python bench/servers_postgres.py --dsn postgresql://postgres@127.0.0.1/test
+
+Two comparisons, each a ratio ours / baseline of time per op (lower is better for us),
+measured in interleaved rounds (see ``_common.py``), each round on a fresh small table:
+
+1. write-back drain: ``Cache(WriteBack(batch_size=1000, max_delay=60))``, ``set`` of 50k
+   distinct keys then ``flush()``, against raw ``unnest`` upserts of the same rows
+   (orjson values, ``nextval`` versions), 1000 rows per transaction.
+2. write-through ``set`` (``MemoryBackend``): against one autocommit upsert
+   (``RETURNING version``) + a dict set per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import orjson
+import psycopg
+
+import cacheway as cw
+from cacheway.stores.postgres import PostgresStore
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (
+    Comparison,
+    RoundResult,
+    environment,
+    perf_ns,
+    print_detail,
+    print_table,
+    run_alternating,
+    time_batches2,
+)
+
+DSN = os.environ.get("CACHEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+# The baseline's table has the store's shape, so both sides write the same rows.
+DDL = (
+    "CREATE SEQUENCE {t}_version_seq; CREATE TABLE {t} (namespace text NOT NULL, "
+    "key text NOT NULL, value jsonb, version bigint NOT NULL, updated_at timestamptz NOT NULL "
+    "DEFAULT now(), PRIMARY KEY (namespace, key))"
+)
+UNNEST_UPSERT = (
+    "INSERT INTO {t} AS t (namespace, key, value, version) "
+    "SELECT '', u.key, u.value::jsonb, nextval('{t}_version_seq') "
+    "FROM unnest(%s::text[], %s::text[]) AS u(key, value) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
+    "version = nextval('{t}_version_seq'), updated_at = now()"
+)
+ONE_UPSERT = (
+    "INSERT INTO {t} AS t (namespace, key, value, version) "
+    "VALUES ('', %s, %s::jsonb, nextval('{t}_version_seq')) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
+    "version = nextval('{t}_version_seq'), updated_at = now() RETURNING version"
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    drain_keys: int
+    wt_ops: int
+
+
+FULL = Sizes(drain_keys=50_000, wt_ops=2_000)
+QUICK = Sizes(drain_keys=5_000, wt_ops=300)
+
+
+class Tables:
+    """Fresh table names for each round, all dropped at the end (and after each round)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.made: list[str] = []
+
+    def name(self) -> str:
+        t = f"cwbench_{uuid.uuid4().hex[:10]}"
+        self.made.append(t)
+        return t
+
+    def create(self) -> str:
+        t = self.name()
+        self.conn.execute(DDL.format(t=t))
+        return t
+
+    def drop(self, t: str) -> None:
+        self.conn.execute(f"DROP TABLE IF EXISTS {t}, {t}_meta, {t}_applied; "
+                          f"DROP SEQUENCE IF EXISTS {t}_version_seq")
+
+    def cleanup(self) -> None:
+        for t in self.made:
+            self.drop(t)
+        self.conn.close()
+
+
+def distinct_mix(rng: random.Random, n: int) -> list[tuple[str, Any]]:
+    order = list(range(n))
+    rng.shuffle(order)
+    return [(f"row:{i}", {"n": i, "name": f"user {i}"}) for i in order]
+
+
+def set_mix(rng: random.Random, nops: int) -> list[tuple[str, Any]]:
+    """70% writes of new keys, 30% rewrites of a recent key."""
+    out: list[tuple[str, Any]] = []
+    fresh = 0
+    for i in range(nops):
+        if fresh and rng.random() < 0.3:
+            k = f"item:{rng.randrange(max(0, fresh - 200), fresh)}"
+        else:
+            k = f"item:{fresh}"
+            fresh += 1
+        out.append((k, {"n": i}))
+    return out
+
+
+# -- 1. write-back drain -----------------------------------------------------------------------
+def bench_drain(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds: int,
+                say: Callable[[str], None]) -> Comparison:
+    items = distinct_mix(rng, sz.drain_keys)
+    n = len(items)
+    comp = Comparison(
+        f"1. write-back drain {n // 1000}k keys",
+        "WriteBack(batch_size=1000): set x N, flush()",
+        "psycopg unnest upsert, 1000 rows per transaction (orjson)",
+        target=1.5, unit="keys", ops_per_round=n, batch=n,
+    )
+
+    def ours() -> RoundResult:
+        t = tables.name()
+        store = PostgresStore(dsn, table=t)
+        cache = cw.Cache(store=store, backend=cw.MemoryBackend(), policy=cw.WriteBack(
+            max_delay=60, batch_size=1000, max_dirty=10_000_000))
+        set_ = cache.set
+        try:
+            t0 = perf_ns()
+            for k, v in items:
+                set_(k, v)
+            t1 = perf_ns()
+            cache.flush()
+            t2 = perf_ns()
+        finally:
+            cache.close()
+            store.close()
+            tables.drop(t)
+        return RoundResult([(t2 - t0) / n], (t2 - t0) / n,
+                           {"set phase/key": (t1 - t0) / n, "flush wait/key": (t2 - t1) / n})
+
+    def base() -> RoundResult:
+        t = tables.create()
+        query = UNNEST_UPSERT.format(t=t)
+        dumps = orjson.dumps
+        try:
+            with psycopg.connect(dsn) as conn:
+                t0 = perf_ns()
+                for start in range(0, n, 1000):
+                    chunk = items[start : start + 1000]
+                    conn.execute(query, ([k for k, _ in chunk],
+                                         [dumps(v).decode() for _, v in chunk]))
+                    conn.commit()
+                t1 = perf_ns()
+        finally:
+            tables.drop(t)
+        return RoundResult([(t1 - t0) / n], (t1 - t0) / n)
+
+    return run_alternating(comp, ours, base, rounds, progress=say)
+
+
+# -- 2. write-through set ----------------------------------------------------------------------
+def bench_writethrough(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds: int,
+                       say: Callable[[str], None]) -> Comparison:
+    items = set_mix(rng, sz.wt_ops)
+    comp = Comparison(
+        "2. write-through set", "Cache(WriteThrough, MemoryBackend).set",
+        "psycopg autocommit upsert RETURNING version + dict set",
+        target=1.2, unit="sets (each a commit)", ops_per_round=len(items), batch=100,
+    )
+
+    def ours() -> RoundResult:
+        t = tables.name()
+        store = PostgresStore(dsn, table=t)
+        cache = cw.Cache(store=store, backend=cw.MemoryBackend(), policy=cw.WriteThrough())
+        try:
+            return time_batches2(cache.set, items, 100)
+        finally:
+            cache.close()
+            store.close()
+            tables.drop(t)
+
+    def base() -> RoundResult:
+        t = tables.create()
+        query = ONE_UPSERT.format(t=t)
+        data: dict[str, Any] = {}
+        conn = psycopg.connect(dsn, autocommit=True)
+        dumps = orjson.dumps
+
+        def set_(key: str, value: Any) -> None:
+            conn.execute(query, (key, dumps(value).decode())).fetchone()
+            data[key] = value
+
+        try:
+            return time_batches2(set_, items, 100)
+        finally:
+            conn.close()
+            tables.drop(t)
+
+    return run_alternating(comp, ours, base, rounds, progress=say)
+
+
+BENCHES = {"drain": bench_drain, "wtset": bench_writethrough}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dsn", default=DSN, help="PostgreSQL DSN (default: %(default)s)")
+    ap.add_argument("--quick", action="store_true", help="fewer ops, for smoke runs")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds per side (default 5)")
+    ap.add_argument("--seed", type=int, default=20240601, help="seed of the operation mixes")
+    ap.add_argument("--only", choices=sorted(BENCHES), action="append",
+                    help="run only these comparisons (repeatable)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
+    sz = QUICK if args.quick else FULL
+    say: Callable[[str], None] = (lambda s: None) if args.quiet else print
+    tables = Tables(args.dsn)
+    server = tables.conn.execute("SHOW server_version").fetchone()
+
+    print("cacheway PostgreSQL benchmarks")
+    for line in environment([
+        ("versions", f"cacheway {cw.__version__}, psycopg {version('psycopg')}, "
+                     f"psycopg_pool {version('psycopg_pool')}, PostgreSQL "
+                     f"{server[0] if server else '?'} on loopback"),
+        ("run", f"{'quick' if args.quick else 'full'}, {args.rounds} rounds per side "
+                f"(+1 warm-up), alternating, seed {args.seed}"),
+    ]):
+        print("  " + line)
+    print()
+    comps: list[Comparison] = []
+    started = time.monotonic()
+    try:
+        for name, bench in BENCHES.items():
+            if args.only and name not in args.only:
+                continue
+            rng = random.Random(f"{args.seed}:{name}")
+            comp = bench(args.dsn, sz, rng, tables, args.rounds, say)
+            if not args.quiet:
+                print()
+            print_detail(comp)
+            comps.append(comp)
+            sys.stdout.flush()
+    finally:
+        tables.cleanup()
+    print_table(comps)
+    print(f"total wall time {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
