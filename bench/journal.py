@@ -30,6 +30,7 @@ import argparse
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -61,7 +62,7 @@ class Sizes:
     keys: int  # distinct keys per thread (b: per round)
 
 
-FULL = Sizes(rounds=9, seconds=1.5, set_ops=40_000, keys=10_000)
+FULL = Sizes(rounds=9, seconds=1.5, set_ops=25_000, keys=10_000)
 QUICK = Sizes(rounds=2, seconds=0.2, set_ops=2_000, keys=1_000)
 
 
@@ -296,6 +297,26 @@ def print_table(results: list[Result]) -> None:
     console.print(table)
 
 
+def source_tree() -> str:
+    """The commit measured (and whether the tree had uncommitted changes)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "../src"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    if not rev:
+        return "unknown"
+    return f"{rev} + uncommitted changes in src" if dirty else rev
+
+
 # -- main -------------------------------------------------------------------------------
 
 
@@ -335,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"# {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     for line in environment(
         [
-            ("cacheway", getattr(cw, "__version__", "dev")),
+            ("cacheway", f"{getattr(cw, '__version__', 'dev')} (git {source_tree()})"),
             (
                 "sizes",
                 f"{rounds} rounds, {seconds:g} s per durable side, {ops} sets per "

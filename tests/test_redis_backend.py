@@ -245,11 +245,6 @@ def test_backend_batches_are_one_round_trip(redis_url: str, prefix: str) -> None
     client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Engine.get_many asks the backend key by key (a GET per key), "
-    "not backend.get_many; see the RedisBackend report",
-)
 def test_cache_get_many_is_one_mget(
     redis_url: str, prefix: str, db_path: str, autoclose: Any,
 ) -> None:

@@ -226,3 +226,14 @@ def test_store_used_by_a_cache_and_directly(db_path: str, autoclose) -> None:
     assert store.load("a") == [1]
     store.save_many({"b": 2})
     assert cache.get("b") == 2
+
+
+def test_a_key_twice_in_one_batch_keeps_its_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cacheway.stores.base import DELETE, SET, Op
+
+    store = cw.SQLiteStore(str(tmp_path / "app.db"))
+    store.apply([Op("", "a", SET, b"1"), Op("", "a", DELETE), Op("", "a", SET, b"2")])
+    assert store.load("a") == 2
+    store.apply([Op("", "a", SET, b"3"), Op("", "a", DELETE)])
+    assert store.load("a") is None
+    store.close()

@@ -52,10 +52,12 @@ class Harness:
         return self.kind != "callback"
 
     def cleanup(self) -> None:
-        for store in self._stores:
-            store.close()
-        for url, prefix in self._drops:
-            drop_tables(url, prefix)
+        try:
+            for store in self._stores:
+                store.close()
+        finally:
+            for url, prefix in self._drops:
+                drop_tables(url, prefix)
 
 
 _ENGINES: dict[str, sa.Engine] = {}  # for dropping tables; one per server and test module

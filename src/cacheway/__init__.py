@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._urls import open
 from .backends.memory import MemoryBackend
+from .backends.redis import RedisBackend
 from .cache import Cache, Namespace
 from .errors import (
     BackendError,
@@ -27,6 +28,8 @@ from .policies import Policy, Retry, WriteAround, WriteBack, WriteThrough
 from .serializers import JSONSerializer, MsgpackSerializer, PickleSerializer, Serializer
 from .stats import Stats
 from .stores.callback import CallbackStore
+from .stores.postgres import PostgresStore
+from .stores.sqlalchemy import SQLAlchemyStore
 from .stores.sqlite import SQLiteStore
 
 __version__ = "0.1.0"
@@ -47,7 +50,10 @@ __all__ = [
     "Namespace",
     "PickleSerializer",
     "Policy",
+    "PostgresStore",
+    "RedisBackend",
     "Retry",
+    "SQLAlchemyStore",
     "SQLiteStore",
     "SerializationError",
     "Serializer",

@@ -334,7 +334,7 @@ def target_for(cfg: RunConfig, workload: str, strategy: Strategy, run_id: str, p
         capacity = wl.spec(workload).capacity
         return Target(f"sqlite:///{path}", f"memory://?max_entries={capacity}", journal, path)
     assert cfg.backend_url is not None
-    prefix = f"{run_id}:{strategy.name}:{proc}:"
+    prefix = f"{run_id}:{workload}:{strategy.name}:{proc}:"
     return Target(cfg.store_url, cfg.backend_url, journal, sqlite_path_of(cfg.store_url), prefix)
 
 

@@ -80,7 +80,8 @@ class Engine:
         self.backend = backend
         self.serializer = serializer
         self.ttl = ttl
-        self.fill_ttl = ttl if fill_ttl is None else fill_ttl
+        # A namespace ttl shorter than the policy's fill_ttl wins: copies never outlive it.
+        self.fill_ttl = ttl if fill_ttl is None else fill_ttl if ttl is None else min(ttl, fill_ttl)
         self.counters = counters
         self.prefix = f"{namespace}:"
         self.closed = False
@@ -213,24 +214,35 @@ class Engine:
             raise self._closed()
         keys = [check_key(k) for k in keys]
         out: dict[str, Any] = {}
-        missing: list[str] = []
         prefix = self.prefix
+        ask: list[str] = []  # not pending: the backend answers them in one call
         for key in dict.fromkeys(keys):
-            bkey = prefix + key
-            value = self._lookup_pending(bkey)
+            value = self._lookup_pending(prefix + key)
             if value is MISS:
-                try:
-                    value = self._backend_get(bkey)
-                except BackendError as exc:
-                    value = self._backend_down(exc)
-            if value is MISS:
-                missing.append(key)
+                ask.append(key)
             else:
                 self.counters.hits += 1
                 if value is not _DELETED:
                     out[key] = value
+        if not ask:
+            return out
+        # Fill tokens are taken before anything is read: a write after this point
+        # makes the fill of its key stand down.
+        gens = {k: self._gens[self._stripe(prefix + k)] for k in ask}
+        try:
+            cached = self.backend.get_many([prefix + k for k in ask])
+        except BackendError as exc:
+            self._backend_down(exc)
+            cached = {}
+        missing: list[str] = []
+        for key in ask:
+            value = cached.get(prefix + key, MISS)
+            if value is MISS:
+                missing.append(key)
+            else:
+                self.counters.hits += 1
+                out[key] = value
         if missing:
-            gens = {k: self._gens[self._stripe(prefix + k)] for k in missing}
             self.counters.misses += len(missing)
             self.counters.loads += 1
             try:

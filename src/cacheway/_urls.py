@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
@@ -26,13 +26,25 @@ _STORE_SCHEMES = "sqlite:///path, postgresql://..., or an SQLAlchemy URL (mysql+
 _BACKEND_SCHEMES = "memory://, redis://host:port/db or rediss://"
 
 
+_SQLALCHEMY_SCHEMES = ("mysql", "mariadb", "oracle", "mssql")
+
+
+def _redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (URLs go into error messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def _int_param(params: dict[str, str], name: str, url: str) -> int | None:
     if name not in params:
         return None
     try:
         return int(params.pop(name))
     except ValueError:
-        raise ConfigError(f"{name} in {url!r} must be an integer") from None
+        raise ConfigError(f"{name} in {_redact(url)!r} must be an integer") from None
 
 
 def store_from_url(url: str, *, table: str | None = None) -> Store:
@@ -58,16 +70,27 @@ def store_from_url(url: str, *, table: str | None = None) -> Store:
         if params:
             raise ConfigError(f"unknown SQLite URL option(s) {sorted(params)} in {url!r}")
         return SQLiteStore(path, **kwargs)
-    if scheme in ("postgresql", "postgres") or "+" in scheme:
-        raise ConfigError(
-            f"store URL {url!r} needs a store that is not available in this version yet; "
-            f"use {_STORE_SCHEMES.split(',')[0]}"
-        )
-    raise ConfigError(f"unknown store URL {url!r}: use {_STORE_SCHEMES}")
+    if scheme in ("postgresql", "postgres"):
+        from .stores.postgres import PostgresStore
+
+        tbl = params.pop("table", "cacheway")
+        # cacheway's own options are not libpq's: pass the DSN on without them
+        rest = "&".join(f"{k}={v}" for k, v in params.items())
+        dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
+        return PostgresStore(dsn, table=tbl)
+    if "+" in scheme or scheme in _SQLALCHEMY_SCHEMES:
+        from .stores.sqlalchemy import SQLAlchemyStore
+
+        tbl = params.pop("table", "cacheway")
+        rest = "&".join(f"{k}={v}" for k, v in params.items())
+        return SQLAlchemyStore(urlunsplit((parts.scheme, parts.netloc, parts.path, rest, "")),
+                               table=tbl)
+    raise ConfigError(f"unknown store URL {_redact(url)!r}: use {_STORE_SCHEMES}")
 
 
 def backend_from_url(url: str) -> Backend:
-    """A backend for ``url``: ``memory://?max_entries=N&max_bytes=N``."""
+    """A backend for ``url``: ``memory://?max_entries=N&max_bytes=N``, or
+    ``redis://[user:password@]host:port/db?prefix=cw:`` (``rediss://`` for TLS)."""
     if not isinstance(url, str):
         raise ConfigError(f"backend URL must be a str, not {url!r}")
     parts = urlsplit(url)
@@ -77,11 +100,17 @@ def backend_from_url(url: str) -> Backend:
         max_entries = _int_param(params, "max_entries", url)
         max_bytes = _int_param(params, "max_bytes", url)
         if params:
-            raise ConfigError(f"unknown memory URL option(s) {sorted(params)} in {url!r}")
+            raise ConfigError(f"unknown memory URL option(s) {sorted(params)} in {_redact(url)!r}")
         return MemoryBackend(max_entries=max_entries, max_bytes=max_bytes)
     if scheme in ("redis", "rediss", "unix"):
-        raise ConfigError(f"backend URL {url!r} needs RedisBackend, not available yet")
-    raise ConfigError(f"unknown backend URL {url!r}: use {_BACKEND_SCHEMES}")
+        from .backends.redis import RedisBackend
+
+        prefix = params.pop("prefix", "cw:")
+        base = url.split("?", 1)[0]
+        if params:  # other options (e.g. ssl_cert_reqs) stay in the URL for redis-py
+            base = url
+        return RedisBackend(base, prefix=prefix)
+    raise ConfigError(f"unknown backend URL {_redact(url)!r}: use {_BACKEND_SCHEMES}")
 
 
 def open(

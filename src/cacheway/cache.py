@@ -201,7 +201,7 @@ class Cache(_Front):
         engine: Engine
         if isinstance(policy, WriteBack):
             journal = self._open_journal(name, policy, store)
-            from .writeback.flusher import WriteBackEngine
+            from .writeback.engine import WriteBackEngine
 
             engine = WriteBackEngine(
                 name, store, self.backend, self.serializer, ttl, counters, policy,
@@ -312,7 +312,10 @@ class Cache(_Front):
             journal = getattr(engine, "journal", None)
             if journal is not None:
                 total = total + Stats(journal_bytes=journal.bytes, journal_syncs=journal.syncs)
-        return total + Stats(evictions=self.backend.evictions)
+        return total + Stats(
+            evictions=self.backend.evictions,
+            decode_errors=int(getattr(self.backend, "decode_errors", 0)),
+        )
 
     @property
     def closed(self) -> bool:

@@ -170,7 +170,8 @@ class SQLAlchemyStore(StoreBase):
                 f"({_EXTRA}) or 'postgresql+psycopg://'"
             ) from exc
         except sa_.exc.ArgumentError as exc:
-            raise ConfigError(f"store URL {shown!r}: {exc}") from None
+            detail = str(exc).replace(url.password, "***") if url.password else str(exc)
+            raise ConfigError(f"store URL {shown!r}: {detail}") from None
 
     def _open(self, sa_: Any) -> None:
         with self._engine.connect():

@@ -201,9 +201,18 @@ class SQLiteStore(StoreBase):
             results: list[Applied] = []
             sets: list[tuple[str, str, bytes | None, int, float]] = []
             dels: list[tuple[str, str]] = []
+            pending: set[tuple[str, str]] = set()  # keys in sets/dels not yet written
             for op in ops:
                 version += 1
                 kind = op.kind
+                ident = (op.namespace, op.key)
+                if ident in pending:
+                    # A key twice in one batch: write what precedes it first, so the
+                    # set/delete order of that key holds.
+                    self._write_sets(conn, sets, dels)
+                    sets, dels = [], []
+                    pending.clear()
+                pending.add(ident)
                 if kind == SET:
                     sets.append((op.namespace, op.key, op.payload, version, now))
                     results.append(Applied(version))
@@ -214,6 +223,7 @@ class SQLiteStore(StoreBase):
                     # Flush the pending sets first so an add reads what precedes it.
                     self._write_sets(conn, sets, dels)
                     sets, dels = [], []
+                    pending.clear()
                     results.append(self._add(conn, op, version, now))
                 else:
                     raise ConfigError(f"unknown op kind {kind!r}")

@@ -1,0 +1,395 @@
+"""The write-back engine: accept writes into the dirty table; its flusher stores them.
+
+Writes return as soon as they are in the dirty table (and, with a journal, appended and
+synced per its fsync policy). One flusher thread per namespace writes batches of up to
+``batch_size`` entries within ``max_delay`` seconds of a write. A failing batch is split
+to isolate a poison entry; when every part fails the store is taken to be down and the
+batch waits for a retry with exponential backoff. Only the flusher writes to the store,
+one batch at a time, so a key never has two batches in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._engine import _DELETED, _STRIPES, check_key, check_ttl
+from ..backends.base import MISS, Backend
+from ..errors import BackendError, Backpressure, SerializationError, StoreError
+from ..policies import WriteBack
+from ..serializers import Serializer
+from ..stats import Counters
+from ..stores.base import ADD, DELETE, NOTSET, SET, Op, Store
+from .dirty import DirtyTable, Entry
+from .flusher import Flusher
+
+_MASK = _STRIPES - 1
+
+if TYPE_CHECKING:
+    from .journal import Journal
+
+__all__ = ["WriteBackEngine"]
+
+# (key, kind, value, payload, delta) of one accepted write
+_Item = tuple[str, int, Any, "bytes | None", int]
+# (backend key, kind, value, payload) of a copy to write to a shared backend
+_Publish = tuple[str, int, Any, "bytes | None"]
+
+log = logging.getLogger("cacheway")
+
+
+class WriteBackEngine(Flusher):
+    """Write-back for one namespace."""
+
+    def __init__(
+        self,
+        namespace: str,
+        store: Store,
+        backend: Backend,
+        serializer: Serializer,
+        ttl: float | None,
+        counters: Counters,
+        config: WriteBack,
+        journal: Journal | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(namespace, store, backend, serializer, ttl, counters)
+        self.config = config
+        self.journal = journal
+        self._timer = timer
+        self._table = DirtyTable()
+        self._view = self._table.view
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._serialize = serializer.dumps
+        self._backend_set_raw = backend.set
+        self._max_dirty = config.max_dirty
+        self._batch_size = config.batch_size
+        self._seq = journal.last_seq if journal is not None else 0
+        self._flush_waiters = 0
+        self._blocked = 0
+        self._stopping = False
+        self._stop_now = False
+        self._local = backend.local
+        self._rand = random.Random()
+        self._last_log = 0.0
+        self._thread = threading.Thread(
+            target=self._run, name=f"cacheway-flusher-{namespace or 'default'}", daemon=True
+        )
+        self._thread.start()
+
+    # -- reads ------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        if key.__class__ is not str:
+            check_key(key)
+        entry = self._view.get(key)
+        if entry is not None:
+            self.counters.hits += 1
+            return default if entry.kind == DELETE else entry.value
+        if self.closed:
+            raise self._closed()
+        bkey = self.prefix + key
+        try:
+            value = self._backend_get(bkey)
+        except BackendError as exc:
+            value = self._backend_down(exc)
+        if value is not MISS:
+            self.counters.hits += 1
+            return value
+        return self._miss(key, bkey, default)
+
+    def _lookup_pending(self, bkey: str) -> Any:
+        entry = self._view.get(bkey[len(self.prefix):])
+        if entry is None:
+            return MISS
+        return _DELETED if entry.kind == DELETE else entry.value
+
+    def _fill(
+        self, bkey: str, stripe: int, gen: int, value: Any, payload: bytes | None,
+        version: int | None,
+    ) -> None:
+        lock = self._cond if self._local else self._locks[stripe]
+        with lock:
+            if self._gens[stripe] == gen and bkey[len(self.prefix):] not in self._view:
+                self._backend_set(bkey, value, payload, self.fill_ttl, version)
+
+    # -- writes -----------------------------------------------------------------------
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        # The hot path, inlined: the general one is _accept/_accept_locked.
+        if key.__class__ is not str:
+            check_key(key)
+        try:
+            payload = self._serialize(value)
+        except SerializationError:
+            raise
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise SerializationError(f"cannot serialize value: {exc}") from exc
+        ttl = self.ttl if ttl is None else check_ttl(ttl)
+        table = self._table
+        dirty = table.dirty
+        journal = self.journal
+        with self._lock:
+            slow = (
+                self.closed
+                or not self._local
+                or table.parked
+                or len(dirty) + len(table.inflight) >= self._max_dirty
+            )
+            if not slow:
+                if journal is None:
+                    seq = self._seq + 1
+                else:
+                    seq = journal.append(self.namespace, key, SET, payload, 0)
+                self._seq = seq
+                entry = dirty.get(key)
+                counters = self.counters
+                if entry is None:
+                    entry = Entry(key, SET, value, payload, 0, ttl, seq, self._timer())
+                    dirty[key] = entry
+                    self._view[key] = entry
+                    n = len(dirty)
+                    if n == 1 or n == self._batch_size:
+                        self._cond.notify_all()
+                else:
+                    entry.kind = SET
+                    entry.value = value
+                    entry.payload = payload
+                    entry.delta = 0
+                    entry.ttl = ttl
+                    entry.last_seq = seq
+                    counters.coalesced += 1
+                counters.writes += 1
+                bkey = self.prefix + key
+                self._gens[hash(bkey) & _MASK] += 1
+                try:
+                    self._backend_set_raw(bkey, value, payload, ttl, None)
+                except Exception:  # noqa: BLE001 - the general path logs and drops the copy
+                    self._backend_set(bkey, value, payload, ttl, None)
+        if slow:
+            self._accept([(key, SET, value, payload, 0)], ttl)
+        elif journal is not None:
+            journal.wait(seq)
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        items: list[_Item] = [
+            (check_key(k), SET, v, self._dumps(v), 0) for k, v in mapping.items()
+        ]
+        if ttl is not None:
+            ttl = self._prepare("", None, ttl)[2]
+        if items:
+            self._accept(items, ttl if ttl is not None else self.ttl)
+
+    def delete(self, key: str) -> None:
+        self._accept([(check_key(key), DELETE, None, None, 0)], self.ttl)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        items: list[_Item] = [
+            (check_key(k), DELETE, None, None, 0) for k in dict.fromkeys(keys)
+        ]
+        if items:
+            self._accept(items, self.ttl)
+
+    def incr(self, key: str, delta: int = 1) -> int:
+        key = check_key(key)
+        delta = self._check_delta(delta)
+        loaded = MISS
+        while True:
+            locks = self._shared_locks([key])
+            publish: list[_Publish] | None = None if self._local else []
+            try:
+                with self._cond:
+                    entry = self._view.get(key)
+                    if entry is not None or loaded is not MISS:
+                        if entry is not None:
+                            current = 0 if entry.kind == DELETE else entry.value
+                        else:
+                            current = loaded
+                        new = self._as_counter(key, current) + delta
+                        seq = self._accept_locked(
+                            [(key, ADD, new, self._dumps(new), delta)], self.ttl, publish
+                        )
+                        break
+            finally:
+                if publish:
+                    self._publish(publish, self.ttl)
+                for lock in locks:
+                    lock.release()
+            # Not pending: read it (may load from the store) outside the lock, then retry.
+            loaded = self.get(key)
+            self._as_counter(key, loaded)
+        self._durable(seq)
+        return int(new)
+
+    def _accept(self, items: list[_Item], ttl: float | None) -> None:
+        if self._local:
+            with self._cond:
+                seq = self._accept_locked(items, ttl)
+        else:
+            # A shared backend is written outside the table lock (a network round trip
+            # must not stall every writer), under the keys' stripe locks so that writers
+            # of one key still reach it in the order the dirty table took them.
+            locks = self._shared_locks([it[0] for it in items])
+            publish: list[_Publish] = []
+            try:
+                with self._cond:
+                    seq = self._accept_locked(items, ttl, publish)
+                self._publish(publish, ttl)
+            finally:
+                for lock in locks:
+                    lock.release()
+        self._durable(seq)
+
+    def _publish(self, publish: list[_Publish], ttl: float | None) -> None:
+        """Unversioned copies of accepted writes, in one round trip where possible."""
+        sets = [(bkey, value, payload, None) for bkey, kind, value, payload in publish
+                if kind != DELETE]
+        drops = [bkey for bkey, kind, _, _ in publish if kind == DELETE]
+        try:
+            if sets:
+                self.backend.set_many(sets, ttl)
+            if drops:
+                self.backend.delete_many(drops)
+        except Exception as exc:  # noqa: BLE001 - drop what may be stale, keep the writes
+            log.warning("cacheway: backend write failed (%r); dropping the copies", exc)
+            for bkey, _, _, _ in publish:
+                self._backend_drop(bkey)
+
+    def _durable(self, seq: int) -> None:
+        if self.journal is not None:
+            self.journal.wait(seq)
+
+    def _accept_locked(
+        self, items: list[_Item], ttl: float | None, publish: list[_Publish] | None = None
+    ) -> int:
+        if self.closed:
+            raise self._closed()
+        table = self._table
+        if len(table) + len(items) > self.config.max_dirty:
+            new_keys = sum(1 for it in items if it[0] not in self._view)
+            full = new_keys and len(table) + new_keys > self.config.max_dirty
+            if full and self._make_room(new_keys, items, ttl):
+                return self._seq
+        was_empty = not table.dirty
+        now = self._timer()
+        journal = self.journal
+        ns = self.namespace
+        gens, counters, prefix = self._gens, self.counters, self.prefix
+        seq = self._seq
+        for key, kind, value, payload, delta in items:
+            if journal is not None:
+                body = payload if kind == SET and payload is not None else b""
+                seq = journal.append(ns, key, kind, body, delta)
+            else:
+                seq += 1
+            if table.put(key, kind, value, payload, delta, ttl, seq, now):
+                counters.coalesced += 1
+            counters.writes += 1
+            bkey = prefix + key
+            gens[self._stripe(bkey)] += 1
+            # The backend sees the write at once (other processes sharing it too);
+            # only the store lags. Reads here answer from the dirty table first.
+            if publish is not None:
+                publish.append((bkey, kind, value, payload))
+            elif kind == DELETE:
+                self._backend_drop(bkey)
+            else:
+                self._backend_set(bkey, value, payload, ttl, None)
+        self._seq = seq
+        if was_empty or len(table.dirty) == self.config.batch_size:
+            self._cond.notify_all()  # start the max_delay clock / a full batch is ready
+        return seq
+
+    def _make_room(self, new_keys: int, items: list[_Item],
+                   ttl: float | None) -> bool:
+        """Back-pressure at max_dirty; True when the write was done straight to the store."""
+        cfg = self.config
+        table = self._table
+        if cfg.on_full == "raise":
+            raise Backpressure(
+                f"{len(table)} dirty entries reached max_dirty={cfg.max_dirty}; "
+                "the store is not keeping up (flush or raise max_dirty)"
+            )
+        if cfg.on_full == "write_through":
+            self._write_through_locked(items, ttl)
+            return True
+        deadline = time.monotonic() + cfg.block_timeout
+        self._blocked += 1
+        self._cond.notify_all()
+        try:
+            while len(table) + new_keys > cfg.max_dirty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.closed:
+                    raise Backpressure(
+                        f"blocked {cfg.block_timeout:g}s with {len(table)} dirty entries "
+                        f"(max_dirty={cfg.max_dirty}); the store is not keeping up"
+                    )
+                self._cond.wait(remaining)
+        finally:
+            self._blocked -= 1
+        return False
+
+    def _write_through_locked(self, items: list[_Item],
+                              ttl: float | None) -> None:
+        # Under the table lock: no other write of these keys can be accepted meanwhile,
+        # and none of them is pending (or it would have coalesced), so order holds.
+        ops = [Op(self.namespace, k, kind, p, d, v) for k, kind, v, p, d in items]
+        results = self.store.apply(ops)
+        self.counters.writes += len(ops)
+        self.counters.store_writes += len(ops)
+        for (key, kind, value, payload, _), res in zip(items, results):
+            bkey = self.prefix + key
+            self._gens[self._stripe(bkey)] += 1
+            if kind == DELETE:
+                self._backend_drop(bkey, res.version)
+            else:
+                v = value if kind != ADD or res.value in (None, NOTSET) else res.value
+                self._backend_set(bkey, v, payload if kind == SET else None, ttl, res.version)
+
+    # -- flush, pending, close ----------------------------------------------------------
+    def pending(self) -> int:
+        return len(self._table)
+
+    def flush(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._seq
+            self._flush_waiters += 1
+            self._cond.notify_all()
+            try:
+                while self._table.low_water(target + 1) < target:
+                    if self._stop_now:
+                        break
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                left = len(self._table)
+                done = self._table.low_water(target + 1) >= target
+            finally:
+                self._flush_waiters -= 1
+        if not done:
+            err = self.counters.last_error
+            raise StoreError(
+                f"flush of namespace {self.namespace or 'default'!r} did not finish: "
+                f"{left} entries are still dirty" + (f"; last store error: {err}" if err else "")
+            )
+
+    def close(self, timeout: float | None = None) -> None:
+        with self._cond:
+            if self.closed and not self._thread.is_alive():
+                return
+        try:
+            self.flush(timeout)
+        finally:
+            with self._cond:
+                self.closed = True
+                self._stopping = True
+                if self._table:
+                    self._stop_now = True  # flush gave up: the journal keeps the rest
+                self._cond.notify_all()
+            if self._thread is not threading.current_thread():
+                self._thread.join(5.0)
