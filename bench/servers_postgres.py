@@ -12,6 +12,10 @@ measured in interleaved rounds (see ``_common.py``), each round on a fresh small
    (orjson values, ``nextval`` versions), 1000 rows per transaction.
 2. write-through ``set`` (``MemoryBackend``): against one autocommit upsert
    (``RETURNING version``) + a dict set per call.
+3. write-through ``set`` with ``RedisBackend`` + ``PostgresStore``: against one autocommit
+   upsert (``RETURNING version``) + a redis-py ``SET`` of the same serialized bytes.
+
+``bench/servers.py`` imports :func:`bench_drain` and :func:`bench_writethrough_redis`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import redis
 
 import cacheway as cw
 from cacheway.stores.postgres import PostgresStore
@@ -46,6 +51,7 @@ from _common import (
 )
 
 DSN = os.environ.get("CACHEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CACHEWAY_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 # The baseline's table has the store's shape, so both sides write the same rows.
 DDL = (
@@ -82,6 +88,7 @@ class Tables:
     """Fresh table names for each round, all dropped at the end (and after each round)."""
 
     def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
         self.conn = psycopg.connect(dsn, autocommit=True)
         self.made: list[str] = []
 
@@ -90,19 +97,30 @@ class Tables:
         self.made.append(t)
         return t
 
+    def _execute(self, query: str) -> None:
+        # The server is shared: another job may restart it or terminate our session.
+        try:
+            self.conn.execute(query)
+        except psycopg.OperationalError:
+            self.conn.close()
+            self.conn = psycopg.connect(self.dsn, autocommit=True)
+            self.conn.execute(query)
+
     def create(self) -> str:
         t = self.name()
-        self.conn.execute(DDL.format(t=t))
+        self._execute(DDL.format(t=t))
         return t
 
     def drop(self, t: str) -> None:
-        self.conn.execute(f"DROP TABLE IF EXISTS {t}, {t}_meta, {t}_applied; "
-                          f"DROP SEQUENCE IF EXISTS {t}_version_seq")
+        self._execute(f"DROP TABLE IF EXISTS {t}, {t}_meta, {t}_applied; "
+                      f"DROP SEQUENCE IF EXISTS {t}_version_seq")
 
     def cleanup(self) -> None:
-        for t in self.made:
-            self.drop(t)
-        self.conn.close()
+        try:
+            for t in self.made:
+                self.drop(t)
+        finally:
+            self.conn.close()
 
 
 def distinct_mix(rng: random.Random, n: int) -> list[tuple[str, Any]]:
@@ -127,12 +145,12 @@ def set_mix(rng: random.Random, nops: int) -> list[tuple[str, Any]]:
 
 # -- 1. write-back drain -----------------------------------------------------------------------
 def bench_drain(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds: int,
-                say: Callable[[str], None]) -> Comparison:
+                say: Callable[[str], None], name: str = "1") -> Comparison:
     items = distinct_mix(rng, sz.drain_keys)
     n = len(items)
     comp = Comparison(
-        f"1. write-back drain {n // 1000}k keys",
-        "WriteBack(batch_size=1000): set x N, flush()",
+        f"{name}. write-back drain {n // 1000}k keys",
+        "Cache(PostgresStore, WriteBack(batch_size=1000)): set x N, flush()",
         "psycopg unnest upsert, 1000 rows per transaction (orjson)",
         target=1.5, unit="keys", ops_per_round=n, batch=n,
     )
@@ -141,7 +159,7 @@ def bench_drain(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds:
         t = tables.name()
         store = PostgresStore(dsn, table=t)
         cache = cw.Cache(store=store, backend=cw.MemoryBackend(), policy=cw.WriteBack(
-            max_delay=60, batch_size=1000, max_dirty=10_000_000))
+            max_delay=60, batch_size=1000, max_dirty=10**6))
         set_ = cache.set
         try:
             t0 = perf_ns()
@@ -218,12 +236,71 @@ def bench_writethrough(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, 
     return run_alternating(comp, ours, base, rounds, progress=say)
 
 
-BENCHES = {"drain": bench_drain, "wtset": bench_writethrough}
+# -- 3. write-through set, Redis + PostgreSQL -----------------------------------------------
+def bench_writethrough_redis(dsn: str, url: str, sz: Sizes, rng: random.Random,
+                             tables: Tables, rounds: int, say: Callable[[str], None],
+                             name: str = "3") -> Comparison:
+    items = set_mix(rng, sz.wt_ops)
+    comp = Comparison(
+        f"{name}. write-through set (Redis + PG)",
+        "Cache(PostgresStore, RedisBackend, WriteThrough).set",
+        "psycopg autocommit upsert RETURNING version + redis-py SET of the same bytes",
+        target=1.2, unit="sets (each a commit + a Redis write)", ops_per_round=len(items),
+        batch=100,
+    )
+    tag = uuid.uuid4().hex[:10]
+    raw_prefix = f"cwbenchraw_{tag}:"
+
+    def ours() -> RoundResult:
+        t = tables.name()
+        store = PostgresStore(dsn, table=t)
+        backend = cw.RedisBackend(url, prefix=f"cwbench_{t}:")
+        cache = cw.Cache(store=store, backend=backend, policy=cw.WriteThrough())
+        try:
+            return time_batches2(cache.set, items, 100)
+        finally:
+            try:
+                backend.clear()
+            finally:
+                cache.close()
+                backend.close()
+                store.close()
+                tables.drop(t)
+
+    def base() -> RoundResult:
+        t = tables.create()
+        query = ONE_UPSERT.format(t=t)
+        conn = psycopg.connect(dsn, autocommit=True)
+        r = redis.Redis.from_url(url)
+        rset = r.set
+        dumps = orjson.dumps
+
+        def set_(key: str, value: Any) -> None:
+            data = dumps(value)
+            conn.execute(query, (key, data.decode())).fetchone()
+            rset(raw_prefix + key, data)
+
+        try:
+            return time_batches2(set_, items, 100)
+        finally:
+            names = list(r.scan_iter(match=raw_prefix + "*", count=1000))
+            if names:
+                r.unlink(*names)
+            r.close()
+            conn.close()
+            tables.drop(t)
+
+    return run_alternating(comp, ours, base, rounds, progress=say)
+
+
+BENCHES = {"drain": bench_drain, "wtset": bench_writethrough, "wtredis": bench_writethrough_redis}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dsn", default=DSN, help="PostgreSQL DSN (default: %(default)s)")
+    ap.add_argument("--redis-url", default=REDIS_URL,
+                    help="Redis URL of the wtredis comparison (default: %(default)s)")
     ap.add_argument("--quick", action="store_true", help="fewer ops, for smoke runs")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per side (default 5)")
     ap.add_argument("--seed", type=int, default=20240601, help="seed of the operation mixes")
@@ -255,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and name not in args.only:
                 continue
             rng = random.Random(f"{args.seed}:{name}")
-            comp = bench(args.dsn, sz, rng, tables, args.rounds, say)
+            if bench is bench_writethrough_redis:
+                comp = bench(args.dsn, args.redis_url, sz, rng, tables, args.rounds, say)
+            else:
+                comp = bench(args.dsn, sz, rng, tables, args.rounds, say)
             if not args.quiet:
                 print()
             print_detail(comp)

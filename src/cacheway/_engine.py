@@ -12,9 +12,10 @@ An engine serves one namespace. Reads go backend -> store (on a miss), with:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .backends.base import MISS, Backend
@@ -35,6 +36,8 @@ __all__ = ["Engine", "check_key", "check_ttl"]
 log = logging.getLogger("cacheway")
 
 _STRIPES = 1024  # power of two
+# lease_get answers (see RedisBackend.lease_get)
+LEASE_VALUE, LEASE_ACQUIRED, LEASE_HELD, LEASE_NOT_FOUND = 0, 1, 2, 3
 
 
 def check_key(key: object) -> str:
@@ -90,6 +93,10 @@ class Engine:
         self._flights: dict[str, _Flight] = {}
         self._flight_lock = threading.Lock()
         self._backend_get = backend.get
+        # Backends shared across processes offer leases for cross-process single flight.
+        self._lease_get: Callable[[str, bytes], tuple[int, Any]] | None = (
+            getattr(backend, "lease_get", None) if getattr(backend, "leases", False) else None)
+        self._lease_wait = float(getattr(backend, "lease_ttl", 10.0))
         self._backend_logged = 0.0
 
     # -- helpers ----------------------------------------------------------------------
@@ -164,12 +171,10 @@ class Engine:
                 raise StoreError(f"load of {key!r} failed: {flight.error}") from flight.error
             return flight.value if flight.found else default
         try:
-            self.counters.loads += 1
-            row = self.store.fetch(self.namespace, [key]).get(key)
-            if row is not None:
-                value, payload = self._decode(row)
-                flight.value, flight.found = value, True
-                self._fill(bkey, stripe, gen, value, payload, row.version)
+            if self._lease_get is not None:
+                flight.found, flight.value = self._leased_load(key, bkey, stripe, gen)
+            else:
+                flight.found, flight.value = self._load(key, bkey, stripe, gen, fill=True)
         except BaseException as exc:
             flight.error = exc
             if isinstance(exc, StoreError):
@@ -183,6 +188,63 @@ class Engine:
                     del self._flights[bkey]
             flight.event.set()
         return flight.value if flight.found else default
+
+    def _load(self, key: str, bkey: str, stripe: int, gen: int, *, fill: bool
+              ) -> tuple[bool, Any]:
+        self.counters.loads += 1
+        row = self.store.fetch(self.namespace, [key]).get(key)
+        if row is None:
+            return False, None
+        value, payload = self._decode(row)
+        if fill:
+            self._fill(bkey, stripe, gen, value, payload, row.version)
+        return True, value
+
+    def _leased_load(self, key: str, bkey: str, stripe: int, gen: int) -> tuple[bool, Any]:
+        """Cross-process single flight: one lease holder loads and fills; the other
+        readers (in any process) poll for its fill, for at most the lease's lifetime,
+        then load by themselves (a dead holder's lease expires meanwhile)."""
+        assert self._lease_get is not None
+        token = os.urandom(12)
+        deadline = time.monotonic() + self._lease_wait
+        delay = 0.001
+        while True:
+            try:
+                state, value = self._lease_get(bkey, token)
+            except BackendError as exc:
+                self._backend_down(exc)
+                return self._load(key, bkey, stripe, gen, fill=False)
+            if state == LEASE_VALUE:
+                return True, value
+            if state == LEASE_NOT_FOUND:
+                return False, None
+            if state == LEASE_ACQUIRED:
+                return self._fill_lease(key, bkey, stripe, gen, token)
+            if time.monotonic() >= deadline:
+                # The holder is slow or gone: load, but only a lease holder may fill.
+                return self._load(key, bkey, stripe, gen, fill=False)
+            time.sleep(delay)
+            delay = min(0.02, delay * 1.5)
+
+    def _fill_lease(self, key: str, bkey: str, stripe: int, gen: int, token: bytes
+                    ) -> tuple[bool, Any]:
+        self.counters.loads += 1
+        row = self.store.fetch(self.namespace, [key]).get(key)
+        value = payload = version = None
+        if row is not None:
+            value, payload = self._decode(row)
+            version = row.version
+        if self._can_fill(bkey, stripe, gen):
+            # Any write since the lease was taken replaced it, so this fill then fails.
+            try:
+                self.backend.lease_fill(  # type: ignore[attr-defined]
+                    bkey, token, value, payload,
+                    self.fill_ttl if row is not None else None, version,
+                    found=row is not None,
+                )
+            except BackendError as exc:
+                self._backend_down(exc)
+        return row is not None, value
 
     def _fill(
         self, bkey: str, stripe: int, gen: int, value: Any, payload: bytes | None,

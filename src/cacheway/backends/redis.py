@@ -39,7 +39,7 @@ log = logging.getLogger("cacheway")
 
 _HEADER = struct.Struct(">QB")
 _HLEN = _HEADER.size  # 9
-_VALUE, _TOMBSTONE = 0, 1
+_VALUE, _TOMBSTONE, _LEASE, _NOT_FOUND = 0, 1, 2, 3
 _VALUE0 = _HEADER.pack(0, _VALUE)  # the header of every unversioned value
 _SCAN_BATCH = 1000
 
@@ -60,7 +60,7 @@ local function current(key)
   if type(cur) ~= 'string' or string.len(cur) < 9 then return nil, nil end
   local flag = string.byte(cur, 9)
   if flag == 1 and string.len(cur) == 9 then return cur, 1 end
-  if flag == 0 then return cur, 0 end
+  if flag == 0 or flag == 2 or flag == 3 then return cur, flag end
   return nil, nil
 end
 local function put(key, value, px)
@@ -89,6 +89,49 @@ if cur and cmp(cur, ARGV[1]) >= 0 then return 0 end
 put(KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+
+
+# Leases (the memcache idea): a reader that misses puts its own placeholder (flag 2 + a
+# random token) in the key; only the holder loads from the store, and its fill lands only
+# if the placeholder is still there, so any write meanwhile (which overwrites it) wins.
+# The placeholder keeps the version of a tombstone it replaces as a floor, so a late
+# write-through set older than that delete stays refused. "Not found" (flag 3) is shared
+# with the waiters for a short while.
+# KEYS[1] key; ARGV[1] token; ARGV[2] lease PX. Returns {1} acquired, {2} held by another,
+# {3} not found, {0, entry} a value.
+_LEASE_GET = _LUA_COMMON + """
+local cur, flag = current(KEYS[1])
+if flag == 0 then return {0, cur} end
+if flag == 2 then return {2} end
+if flag == 3 then return {3} end
+local floor = string.rep('\\0', 8)
+if flag == 1 then floor = string.sub(cur, 1, 8) end
+redis.call('SET', KEYS[1], floor .. '\\2' .. ARGV[1], 'PX', ARGV[2])
+return {1}
+"""
+
+# KEYS[1] key; ARGV[1] token; ARGV[2] entry, or '' for "not found"; ARGV[3] PX or ''.
+_LEASE_FILL = _LUA_COMMON + """
+local cur, flag = current(KEYS[1])
+if flag ~= 2 or string.sub(cur, 10) ~= ARGV[1] then return 0 end
+local entry = ARGV[2]
+if entry == '' then
+  entry = string.sub(cur, 1, 8) .. '\\3'
+elseif cmp(cur, entry) > 0 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+put(KEYS[1], entry, ARGV[3])
+return 1
+"""
+
+# KEYS[1] key; ARGV[1] the exact bytes to remove (an entry that failed to decode).
+_DELETE_IF_SAME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+LEASE_ACQUIRED, LEASE_HELD, LEASE_NOT_FOUND, LEASE_VALUE = 1, 2, 3, 0
 
 
 def _loads_of(serializer: Serializer) -> Callable[[bytes], Any]:
@@ -127,6 +170,10 @@ class RedisBackend:
     password in the URL, TLS options such as ``ssl_ca_certs=`` in ``client_options``),
     or a ``redis.Redis`` the caller owns (``close()`` leaves it open). ``tombstone_ttl``
     is how long a versioned delete blocks older fills; keep it above the longest load.
+    ``leases`` (on by default) make a miss take a lease of ``lease_ttl`` seconds: across
+    processes one reader loads and fills, the others poll for its fill, and a fill that
+    raced with a write fails instead of caching the old value. A "not found" answer is
+    shared for ``not_found_ttl`` seconds.
     Connection errors raise :class:`~cacheway.BackendError`; the pool reconnects on the
     next call once Redis is back.
 
@@ -143,6 +190,9 @@ class RedisBackend:
         *,
         serializer: Serializer | None = None,
         tombstone_ttl: float = 30.0,
+        lease_ttl: float = 10.0,
+        not_found_ttl: float = 1.0,
+        leases: bool = True,
         socket_timeout: float | None = 5.0,
         **client_options: Any,
     ) -> None:
@@ -164,6 +214,9 @@ class RedisBackend:
             raise ConfigError(
                 f"tombstone_ttl must be a number of seconds > 0, not {tombstone_ttl!r}"
             )
+        for name, v in (("lease_ttl", lease_ttl), ("not_found_ttl", not_found_ttl)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ConfigError(f"{name} must be a number of seconds > 0, not {v!r}")
         if serializer is not None and not isinstance(serializer, Serializer):
             raise ConfigError(f"serializer must have dumps/loads/name, not {serializer!r}")
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
@@ -225,6 +278,12 @@ class RedisBackend:
         self._tombstone_px = _px(float(tombstone_ttl))
         self._set_script = client.register_script(_SET_IF_NEWER)
         self._del_script = client.register_script(_DELETE_IF_NEWER)
+        self._lease_script = client.register_script(_LEASE_GET)
+        self._fill_script = client.register_script(_LEASE_FILL)
+        self.lease_ttl = float(lease_ttl)
+        self.leases = bool(leases)
+        self._lease_px = _px(float(lease_ttl))
+        self._not_found_px = _px(float(not_found_ttl))
         self._decode_errors = 0
         self._lock = threading.Lock()
         self._closed = False
@@ -291,7 +350,7 @@ class RedisBackend:
                 return self._loads(raw[_HLEN:])
             except Exception as exc:  # noqa: BLE001 - any decoder failure is a miss, never a crash
                 return self._bad_entry(key, f"{type(exc).__name__}: {exc}"[:200])
-        if flag == _TOMBSTONE and len(raw) == _HLEN:
+        if (flag == _TOMBSTONE and len(raw) == _HLEN) or flag in (_LEASE, _NOT_FOUND):
             return MISS
         return self._bad_entry(key, f"unknown header flag {flag}")
 
@@ -341,6 +400,45 @@ class RedisBackend:
             if value is not MISS:
                 out[key] = value
         return out
+
+    # -- leases (cross-process single flight) -------------------------------------------
+    def lease_get(self, key: str, token: bytes) -> tuple[int, Any]:
+        """One round trip: the value (``LEASE_VALUE``), or the lease for ``token``
+        (``LEASE_ACQUIRED``: load and :meth:`lease_fill`), or ``LEASE_HELD`` (another
+        reader is loading: poll again), or ``LEASE_NOT_FOUND`` (the store has no row)."""
+        name = self._prefix + key
+        try:
+            for _ in range(2):
+                reply = self._lease_script(keys=[name], args=[token, self._lease_px])
+                state = int(reply[0])
+                if state != LEASE_VALUE:
+                    return state, None
+                raw = reply[1]
+                try:
+                    value = self._loads(raw[_HLEN:])
+                except Exception:  # noqa: BLE001 - undecodable: the get() before counted it
+                    value = MISS
+                if value is not MISS:
+                    return LEASE_VALUE, value
+                # Bytes that do not decode (the read before this counted and logged
+                # them) are worth nothing to anyone: remove exactly them, take the lease.
+                self._client.eval(_DELETE_IF_SAME, 1, name, reply[1])
+        except self._errors as exc:
+            raise self._fail(f"lease of {key!r}", exc) from exc
+        return LEASE_HELD, None
+
+    def lease_fill(self, key: str, token: bytes, value: Any, payload: bytes | None,
+                   ttl: float | None, version: int | None, *, found: bool = True) -> bool:
+        """Fill ``key`` only if ``token``'s lease is still there (no write came since)."""
+        entry = self._entry(value, payload, version) if found else b""
+        if found:
+            px: int | str = "" if ttl is None else _px(ttl)
+        else:
+            px = self._not_found_px if ttl is None else min(self._not_found_px, _px(ttl))
+        try:
+            return bool(self._fill_script(keys=[self._prefix + key], args=[token, entry, px]))
+        except self._errors as exc:
+            raise self._fail(f"fill of {key!r}", exc) from exc
 
     # -- writes ------------------------------------------------------------------------
     def set(

@@ -94,9 +94,27 @@ class SQLiteStore(StoreBase):
             self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
         )
         if not self._memory:
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._wal(conn)
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        # Switching to WAL needs an exclusive moment that SQLite's busy timeout does not
+        # always wait for (another process opening or closing the file): retry until the
+        # timeout, and skip the switch when the file is already in WAL mode.
+        deadline = time.monotonic() + self._timeout
+        delay = 0.001
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(0.05, delay * 2)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -114,8 +114,11 @@ class WriteBackEngine(Flusher):
     ) -> None:
         lock = self._cond if self._local else self._locks[stripe]
         with lock:
-            if self._gens[stripe] == gen and bkey[len(self.prefix):] not in self._view:
+            if self._can_fill(bkey, stripe, gen):
                 self._backend_set(bkey, value, payload, self.fill_ttl, version)
+
+    def _can_fill(self, bkey: str, stripe: int, gen: int) -> bool:
+        return self._gens[stripe] == gen and bkey[len(self.prefix):] not in self._view
 
     # -- writes -----------------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:

@@ -1,0 +1,150 @@
+"""Leased fills on Redis: cross-process single flight, and stale fills that cannot land.
+
+Real Redis, real processes. Each test has its own key prefix (tests/services.unique).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import cacheway as cw
+from services import unique
+
+
+def _counting_slow_store(redis_url: str, counter: str, value: Any, delay: float,
+                         gate: threading.Event | None = None) -> cw.CallbackStore:
+    client = redis.Redis.from_url(redis_url)
+
+    def load_many(keys: list[str]) -> dict[str, Any]:
+        client.incr(counter)
+        if gate is not None:
+            gate.wait(10)
+        time.sleep(delay)
+        return {k: value for k in keys} if value is not None else {}
+
+    return cw.CallbackStore(load_many=load_many, save_many=lambda items: None,
+                            delete_many=lambda keys: None)
+
+
+def _stampede_process(redis_url: str, prefix: str, counter: str, start: float,
+                      found: bool, out: Any) -> None:
+    store = _counting_slow_store(redis_url, counter, {"v": 1} if found else None, 0.2)
+    cache = cw.Cache(store=store, backend=cw.RedisBackend(redis_url, prefix=prefix))
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def reader() -> None:
+        value = cache.get("hot", "absent")
+        with lock:
+            results.append(value)
+
+    time.sleep(max(0.0, start - time.time()))
+    threads = [threading.Thread(target=reader) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cache.close()
+    out.put(results)
+
+
+@pytest.mark.parametrize("found", [True, False], ids=["found", "not-found"])
+def test_guarantee5_stampede_across_processes_makes_one_load(redis_url: str, found: bool
+                                                             ) -> None:
+    prefix, counter = unique("cw") + ":", unique("loads")
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start = time.time() + 2.5  # spawned interpreters need a moment to import
+    procs = [ctx.Process(target=_stampede_process,
+                         args=(redis_url, prefix, counter, start, found, out))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    client = redis.Redis.from_url(redis_url)
+    loads = int(client.get(counter) or 0)
+    client.delete(counter)
+    cw.RedisBackend(redis_url, prefix=prefix).clear()
+    expected = {"v": 1} if found else "absent"
+    assert all(r == [expected] * 10 for r in results), results
+    assert loads == 1, f"{loads} store loads for 40 concurrent misses in 4 processes"
+
+
+def _race(redis_url: str, tmp_path: Path, leases: bool) -> Any:
+    """A fill loads the old value, pauses; another process-like cache writes through
+    (invalidating, since a callback store has no versions); the fill then completes."""
+    prefix = unique("cw") + ":"
+    data = {"k": "old"}
+    gate, loading = threading.Event(), threading.Event()
+
+    def load_many(keys: list[str]) -> dict[str, Any]:
+        found = {k: data[k] for k in keys if k in data}  # read the store...
+        loading.set()
+        gate.wait(10)  # ...and pause before the fill
+        return found
+
+    def save_many(items: list[tuple[str, Any]]) -> None:
+        data.update(items)
+
+    reader_store = cw.CallbackStore(load_many=load_many, save_many=save_many,
+                                    delete_many=lambda keys: None)
+    writer_store = cw.CallbackStore(load_many=lambda keys: {k: data[k] for k in keys},
+                                    save_many=save_many, delete_many=lambda keys: None)
+    reader = cw.Cache(store=reader_store,
+                      backend=cw.RedisBackend(redis_url, prefix=prefix, leases=leases))
+    writer = cw.Cache(store=writer_store, backend=cw.RedisBackend(redis_url, prefix=prefix))
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(reader.get("k")))
+    t.start()
+    assert loading.wait(10)
+    writer.set("k", "new")  # store, then invalidate the shared copy
+    gate.set()
+    t.join(10)
+    backend = cw.RedisBackend(redis_url, prefix=prefix)
+    cached = backend.get(":k")
+    backend.clear()
+    reader.close()
+    writer.close()
+    return cached
+
+
+def test_guarantee4_stale_fill_lands_without_leases(redis_url: str, tmp_path: Path) -> None:
+    # The textbook race, shown: without a lease the paused fill puts "old" back after
+    # the writer's invalidation, and it stays there.
+    assert _race(redis_url, tmp_path, leases=False) == "old"
+
+
+def test_guarantee4_stale_fill_cannot_land_with_leases(redis_url: str, tmp_path: Path
+                                                       ) -> None:
+    cached = _race(redis_url, tmp_path, leases=True)
+    assert cached in (cw.backends.base.MISS, "new"), cached
+
+
+def test_a_dead_lease_holder_blocks_readers_only_until_the_lease_expires(
+    redis_url: str, tmp_path: Path
+) -> None:
+    prefix = unique("cw") + ":"
+    backend = cw.RedisBackend(redis_url, prefix=prefix, lease_ttl=0.5)
+    # a holder that died right after taking the lease
+    from cacheway._engine import LEASE_ACQUIRED
+
+    assert backend.lease_get(":k", b"dead-holder")[0] == LEASE_ACQUIRED
+    store = cw.SQLiteStore(tmp_path / "app.db")
+    store.save_many({"k": 42})
+    cache = cw.Cache(store=store, backend=backend)
+    started = time.monotonic()
+    assert cache.get("k") == 42
+    assert time.monotonic() - started < 5.0  # bounded by the lease, not forever
+    assert cache.stats().loads == 1
+    backend.clear()
+    cache.close()
+    store.close()
