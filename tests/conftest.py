@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import warnings
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
