@@ -12,6 +12,7 @@ from __future__ import annotations
 from ._urls import open
 from .backends.memory import MemoryBackend
 from .backends.redis import RedisBackend
+from .backends.two_level import TwoLevelBackend
 from .cache import Cache, Namespace
 from .errors import (
     BackendError,
@@ -59,6 +60,7 @@ __all__ = [
     "Serializer",
     "Stats",
     "StoreError",
+    "TwoLevelBackend",
     "WriteAround",
     "WriteBack",
     "WriteThrough",

@@ -23,7 +23,8 @@ from .stores.sqlite import SQLiteStore
 __all__ = ["backend_from_url", "open", "store_from_url"]
 
 _STORE_SCHEMES = "sqlite:///path, postgresql://..., or an SQLAlchemy URL (mysql+pymysql://...)"
-_BACKEND_SCHEMES = "memory://, redis://host:port/db or rediss://"
+_BACKEND_SCHEMES = ("memory://, redis://host:port/db, rediss://, or redis+l1://host:port/db "
+                    "(process memory in front of Redis)")
 
 
 _SQLALCHEMY_SCHEMES = ("mysql", "mariadb", "oracle", "mssql")
@@ -102,6 +103,25 @@ def backend_from_url(url: str) -> Backend:
         if params:
             raise ConfigError(f"unknown memory URL option(s) {sorted(params)} in {_redact(url)!r}")
         return MemoryBackend(max_entries=max_entries, max_bytes=max_bytes)
+    if scheme in ("redis+l1", "rediss+l1"):
+        from .backends.redis import RedisBackend
+        from .backends.two_level import TwoLevelBackend
+
+        prefix = params.pop("prefix", "cw:")
+        max_entries = _int_param(params, "l1_max_entries", url)
+        l1_ttl = params.pop("l1_ttl", None)
+        if params:
+            raise ConfigError(f"unknown option(s) {sorted(params)} in {_redact(url)!r}")
+        base = urlunsplit((scheme.split("+")[0], parts.netloc, parts.path, "", ""))
+        l2 = RedisBackend(base, prefix=prefix)
+        try:
+            two = TwoLevelBackend(MemoryBackend(max_entries=max_entries), l2,
+                                  l1_ttl=None if l1_ttl is None else float(l1_ttl))
+        except BaseException:
+            l2.close()
+            raise
+        two._owned_l2 = l2  # type: ignore[attr-defined]
+        return two
     if scheme in ("redis", "rediss", "unix"):
         from .backends.redis import RedisBackend
 
@@ -130,6 +150,9 @@ def open(
         be = backend_from_url(backend) if isinstance(backend, str) else backend
         if isinstance(backend, str):
             owned.append(be)
+            l2 = getattr(be, "_owned_l2", None)
+            if l2 is not None:  # a two-level backend leaves its levels to their owner
+                owned.append(l2)
         if isinstance(policy, str):
             pol = policy_from_name(policy, **options)
         elif options:

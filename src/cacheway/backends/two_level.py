@@ -283,6 +283,26 @@ class TwoLevelBackend:
                 out[key] = (value, payload, pttl / 1000 if pttl > 0 else None)
         return out
 
+    # -- leases: the L2's, so cross-process single flight works through an L1 too ----------
+    @property
+    def leases(self) -> bool:
+        return bool(getattr(self._l2, "leases", False))
+
+    @property
+    def lease_ttl(self) -> float:
+        return float(getattr(self._l2, "lease_ttl", 10.0))
+
+    def lease_get(self, key: str, token: bytes) -> tuple[int, Any]:
+        return self._l2.lease_get(key, token)
+
+    def lease_fill(self, key: str, token: bytes, value: Any, payload: bytes | None,
+                   ttl: float | None, version: int | None, *, found: bool = True) -> bool:
+        """Fill the L2 under ``token``'s lease; the next read copies it into the L1."""
+        try:
+            return self._l2.lease_fill(key, token, value, payload, ttl, version, found=found)
+        finally:
+            self._drop([key])
+
     # -- writes ----------------------------------------------------------------------------
     def set(
         self, key: str, value: Any, payload: bytes | None, ttl: float | None,
