@@ -94,7 +94,7 @@ class WriteThroughEngine(Engine):
 
     def incr(self, key: str, delta: int = 1) -> int:
         key = check_key(key)
-        delta = self._check_delta(delta)
+        delta = self._check_delta(key, delta)
         if self.closed:
             raise self._closed()
         bkey = self.prefix + key

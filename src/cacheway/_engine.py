@@ -29,7 +29,7 @@ from .errors import (
 )
 from .serializers import Serializer
 from .stats import Counters
-from .stores.base import NOTSET, Loaded, Store
+from .stores.base import ADD, NOTSET, SET, Loaded, Store
 
 __all__ = ["Engine", "check_key", "check_ttl"]
 
@@ -93,6 +93,10 @@ class Engine:
         self._flights: dict[str, _Flight] = {}
         self._flight_lock = threading.Lock()
         self._backend_get = backend.get
+        # A store may refuse a write at the call that makes it (a dict with an unknown
+        # column, a key too long for its table) rather than later in a flusher.
+        self._validate: Callable[[str, str, Any, int], None] | None = getattr(
+            store, "validate", None)
         # Backends shared across processes offer leases for cross-process single flight.
         self._lease_get: Callable[[str, bytes], tuple[int, Any]] | None = (
             getattr(backend, "lease_get", None) if getattr(backend, "leases", False) else None)
@@ -351,12 +355,15 @@ class Engine:
         if self.closed:
             raise self._closed()
         ttl_ = self.ttl if ttl is None else check_ttl(ttl)
+        if self._validate is not None:
+            self._validate(self.namespace, k, value, SET)
         return k, self._dumps(value), ttl_
 
-    @staticmethod
-    def _check_delta(delta: object) -> int:
+    def _check_delta(self, key: str, delta: object) -> int:
         if isinstance(delta, bool) or not isinstance(delta, int):
             raise ConfigError(f"incr delta must be an int, not {delta!r}")
+        if self._validate is not None:
+            self._validate(self.namespace, key, delta, ADD)
         return delta
 
     @staticmethod

@@ -95,7 +95,13 @@ class Applied(NamedTuple):
 
 @runtime_checkable
 class Store(Protocol):
-    """What a policy needs from a store."""
+    """What a policy needs from a store.
+
+    A store may also offer ``validate(namespace, key, value, kind)``, called by every
+    write before it is accepted, to refuse a write at the call that makes it (a dict
+    with an unknown column, a key longer than the table allows) instead of later in a
+    write-back flusher. It raises :class:`~cacheway.ConfigError` or ``StoreError``.
+    """
 
     serializer: Serializer
     versioned: bool

@@ -125,6 +125,8 @@ class WriteBackEngine(Flusher):
         # The hot path, inlined: the general one is _accept/_accept_locked.
         if key.__class__ is not str:
             check_key(key)
+        if self._validate is not None:
+            self._validate(self.namespace, key, value, SET)
         try:
             payload = self._serialize(value)
         except SerializationError:
@@ -178,11 +180,13 @@ class WriteBackEngine(Flusher):
             journal.wait(seq)
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
-        items: list[_Item] = [
-            (check_key(k), SET, v, self._dumps(v), 0) for k, v in mapping.items()
-        ]
-        if ttl is not None:
-            ttl = self._prepare("", None, ttl)[2]
+        ttl = None if ttl is None else check_ttl(ttl)
+        items: list[_Item] = []
+        for k, v in mapping.items():
+            check_key(k)
+            if self._validate is not None:
+                self._validate(self.namespace, k, v, SET)
+            items.append((k, SET, v, self._dumps(v), 0))
         if items:
             self._accept(items, ttl if ttl is not None else self.ttl)
 
@@ -198,7 +202,7 @@ class WriteBackEngine(Flusher):
 
     def incr(self, key: str, delta: int = 1) -> int:
         key = check_key(key)
-        delta = self._check_delta(delta)
+        delta = self._check_delta(key, delta)
         loaded = MISS
         while True:
             locks = self._shared_locks([key])
