@@ -75,3 +75,21 @@ def test_namespace_asked_twice_is_the_same_view_and_conflicts_are_errors(tmp_pat
             cache.namespace("views", ttl=5)
         with pytest.raises(cw.ConfigError, match="namespace name"):
             cache.namespace("bad:name")
+
+
+def test_atexit_flushes_a_write_back_cache_whose_reference_was_dropped(tmp_path: Path
+                                                                        ) -> None:
+    db = tmp_path / "app.db"
+    code = (
+        "import gc, cacheway as cw\n"
+        "def work():\n"
+        f"    cache = cw.Cache(store=cw.SQLiteStore({str(db)!r}), "
+        "policy=cw.WriteBack(max_delay=3600))\n"
+        "    cache.set('k', 'v')\n"
+        "work()\n"
+        "gc.collect()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    store = cw.SQLiteStore(db)
+    assert store.load("k") == "v"
+    store.close()

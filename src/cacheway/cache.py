@@ -16,7 +16,6 @@ import os
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -36,7 +35,9 @@ log = logging.getLogger("cacheway")
 
 _NS_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _UNSET: Any = object()
-_OPEN: weakref.WeakSet[Cache] = weakref.WeakSet()
+# Strong references: a cache dropped without close() still has dirty writes that its
+# flusher thread holds, and the atexit hook must be able to reach them.
+_OPEN: set[Cache] = set()
 
 
 class _Front:
