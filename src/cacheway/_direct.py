@@ -48,7 +48,7 @@ class WriteThroughEngine(Engine):
             self._backend_set(bkey, value, payload, ttl, version)
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        key, payload, ttl_ = self._prepare(key, value, ttl)
+        key, value, payload, ttl_ = self._prepare(key, value, ttl)
         bkey = self.prefix + key
         with self._locks[self._stripe(bkey)]:
             res = self._apply([Op(self.namespace, key, SET, payload, 0, value)], [bkey])
@@ -56,21 +56,17 @@ class WriteThroughEngine(Engine):
             self._publish(bkey, value, payload, ttl_, res[0].version)
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
-        items = list(mapping.items())
-        prepared = [self._prepare(k, v, ttl) for k, v in items]
+        prepared = [self._prepare(k, v, ttl) for k, v in mapping.items()]
         if not prepared:
             return
-        ops = [
-            Op(self.namespace, k, SET, p, 0, v)
-            for (k, p, _), (_, v) in zip(prepared, items)
-        ]
-        bkeys = [self.prefix + k for k, _, _ in prepared]
+        ops = [Op(self.namespace, k, SET, p, 0, v) for k, v, p, _ in prepared]
+        bkeys = [self.prefix + k for k, _, _, _ in prepared]
         with contextlib.ExitStack() as stack:
             for lock in self._locks_for(bkeys):
                 stack.enter_context(lock)
             results = self._apply(ops, bkeys)
             self.counters.writes += len(ops)
-            for (_, p, t), (_, v), bkey, res in zip(prepared, items, bkeys, results):
+            for (_, v, p, t), bkey, res in zip(prepared, bkeys, results):
                 self._publish(bkey, v, p, t, res.version)
 
     def delete(self, key: str) -> None:

@@ -95,7 +95,7 @@ class Engine:
         self._backend_get = backend.get
         # A store may refuse a write at the call that makes it (a dict with an unknown
         # column, a key too long for its table) rather than later in a flusher.
-        self._validate: Callable[[str, str, Any, int], None] | None = getattr(
+        self._validate: Callable[[str, str, Any, int], Any] | None = getattr(
             store, "validate", None)
         # Backends shared across processes offer leases for cross-process single flight.
         self._lease_get: Callable[[str, bytes], tuple[int, Any]] | None = (
@@ -350,14 +350,15 @@ class Engine:
         self.closed = True
 
     # -- shared write helpers -------------------------------------------------------------
-    def _prepare(self, key: object, value: Any, ttl: object) -> tuple[str, bytes, float | None]:
+    def _prepare(self, key: object, value: Any, ttl: object
+                 ) -> tuple[str, Any, bytes, float | None]:
         k = check_key(key)
         if self.closed:
             raise self._closed()
         ttl_ = self.ttl if ttl is None else check_ttl(ttl)
         if self._validate is not None:
-            self._validate(self.namespace, k, value, SET)
-        return k, self._dumps(value), ttl_
+            value = self._validate(self.namespace, k, value, SET)
+        return k, value, self._dumps(value), ttl_
 
     def _check_delta(self, key: str, delta: object) -> int:
         if isinstance(delta, bool) or not isinstance(delta, int):

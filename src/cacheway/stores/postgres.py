@@ -109,6 +109,12 @@ class PostgresStore(StoreBase):
 
     versioned = True
 
+
+    @property
+    def validate(self) -> Callable[[str, str, Any, int], Any] | None:
+        """In row mode, checks a write at the call and returns the row the cache keeps."""
+        return None if self._rows is None else self._rows.normalize
+
     def __init__(
         self,
         dsn_or_pool: str | ConnectionPool[Any],
@@ -429,6 +435,11 @@ class PostgresStore(StoreBase):
             if op.kind not in (SET, DELETE, ADD):
                 raise ConfigError(f"unknown op kind {op.kind!r}")
         rows = self._rows
+        if rows is not None:
+            # A journal replay carries bytes only: the row needs the decoded dict.
+            loads = self.serializer.loads
+            ops = [op._replace(value=loads(op.payload))
+                   if op.value is NOTSET and op.payload is not None else op for op in ops]
         prepared = rows.prepare(ops) if rows is not None else None
 
         segments = _segments(ops)

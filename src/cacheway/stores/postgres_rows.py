@@ -189,6 +189,14 @@ class RowMapper:
             out[row[0]] = Loaded(None, value, row[-1] if versioned else None)
         return out
 
+    def normalize(self, namespace: str, key: str, value: Any, kind: int) -> Any:
+        """The value a cache keeps for a row-mode write: every mapped column (None where
+        the dict leaves one out), checked at the call as :meth:`prepare` would."""
+        row = self.prepare([Op(namespace, key, kind, None, 0, value)])[0]
+        if row is None:
+            return value
+        return {c: row.get(c) for c in self.columns}
+
     def prepare(self, ops: Sequence[Op]) -> list[dict[str, Any] | None]:
         """Check every op before any SQL runs: one bad value fails the batch at once,
         with its key and the offending columns named."""

@@ -1,5 +1,9 @@
 """SQLAlchemyStore: any database SQLAlchemy 2 speaks to (MySQL/MariaDB, PostgreSQL, SQLite, ...).
 
+Row mode (``key_column=``, ``columns=``, ``version_column=``) maps dict values onto the
+columns of an existing table instead of a key/value table (see
+:mod:`cacheway.stores.sqlalchemy_rows`).
+
 >>> import tempfile, os
 >>> store = SQLAlchemyStore("sqlite:///" + os.path.join(tempfile.mkdtemp(), "app.db"))
 >>> store.save_many({"a": 1})
@@ -33,6 +37,8 @@ from .base import (
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
+
+    from .sqlalchemy_rows import SQLAlchemyRows
 
 __all__ = ["SQLAlchemyStore"]
 
@@ -83,6 +89,11 @@ class SQLAlchemyStore(StoreBase):
     database (MySQL/MariaDB get a binary, no-pad collation), so ``"A"``, ``"a"`` and
     ``"a "`` are three keys.
 
+    Row mode (``key_column=``, ``columns=``, ``version_column=``) maps dict values to
+    the columns of an existing table; it has no namespace column, so the namespace of
+    an op is ignored (give each namespace its own table); counters are not supported;
+    without ``version_column=`` the store is unversioned.
+
     >>> import tempfile, os, sqlalchemy
     >>> engine = sqlalchemy.create_engine("sqlite:///" + os.path.join(tempfile.mkdtemp(), "x.db"))
     >>> with SQLAlchemyStore(engine, table="items") as store:
@@ -98,12 +109,24 @@ class SQLAlchemyStore(StoreBase):
         engine_or_url: sa.Engine | str,
         table: str = "cacheway",
         *,
+        key_column: str | None = None,
+        columns: Sequence[str] | None = None,
+        version_column: str | None = None,
         serializer: Serializer | None = None,
         key_length: int = 255,
     ) -> None:
         sa_ = _import_sqlalchemy()
         self.table = validate_identifier(table)
-        if len(table) > _MAX_TABLE:
+        self.serializer = serializer if serializer is not None else JSONSerializer()
+        self._rows: SQLAlchemyRows | None = None
+        if key_column is not None or columns is not None or version_column is not None:
+            from .sqlalchemy_rows import SQLAlchemyRows
+            from .sqlite_rows import RowSpec
+
+            spec = RowSpec("SQLAlchemyStore", table, key_column, columns, version_column)
+            self._rows = SQLAlchemyRows(spec, self.serializer)
+            self.versioned = spec.versioned
+        elif len(table) > _MAX_TABLE:
             raise ConfigError(
                 f"table name {table!r} is too long: at most {_MAX_TABLE} characters, so that "
                 f"'{table}_applied' fits the 63-character limit of PostgreSQL and MySQL"
@@ -111,7 +134,6 @@ class SQLAlchemyStore(StoreBase):
         if isinstance(key_length, bool) or not isinstance(key_length, int) or key_length < 1:
             raise ConfigError(f"key_length must be an int >= 1, not {key_length!r}")
         self.key_length = key_length
-        self.serializer = serializer if serializer is not None else JSONSerializer()
         self._error_type: type[Exception] = sa_.exc.SQLAlchemyError
         self._lock = threading.Lock()
         self._closed = False
@@ -129,8 +151,22 @@ class SQLAlchemyStore(StoreBase):
                 raise self._error(f"opening table {self.table!r} at", exc) from exc
             raise
 
+
+    @property
+    def validate(self) -> Callable[[str, str, Any, int], Any] | None:
+        """In row mode, checks a write at the call and returns the row the cache keeps."""
+        rows = self._rows
+        if rows is None:
+            return None
+        spec = rows.spec
+        return lambda ns, key, value, kind: spec.normalize(ns, key, value, kind, False)
+
     def __repr__(self) -> str:
         return f"SQLAlchemyStore({self.url!r}, table={self.table!r})"
+
+    @property
+    def atomic_add(self) -> bool:
+        return self._rows is None
 
     @property
     def engine(self) -> sa.Engine:
@@ -193,6 +229,9 @@ class SQLAlchemyStore(StoreBase):
             options = {"engine": "InnoDB", "charset": "utf8mb4",
                        "collate": self._mysql_collation()}
             table_kw = {f"{p}_{k}": v for k, v in options.items() for p in ("mysql", "mariadb")}
+        if self._rows is not None:
+            self._rows.open(self._engine, self._kind, table_kw, self._ns_len, self.key_length)
+            return
         self._define(sa_, table_kw)
         self._create(sa_)
 
@@ -322,6 +361,8 @@ class SQLAlchemyStore(StoreBase):
             return out
         wanted = list(dict.fromkeys(keys))
         try:
+            if self._rows is not None:
+                return self._rows.fetch(wanted)
             with self._engine.connect() as conn:
                 for i in range(0, len(wanted), _CHUNK):
                     params = {"ns": namespace, "keys": wanted[i : i + _CHUNK]}
@@ -337,8 +378,10 @@ class SQLAlchemyStore(StoreBase):
         self._check()
         if not ops and journal is None:
             return []
-        self._check_ops(ops, journal)
         try:
+            if self._rows is not None:
+                return self._rows.apply(ops, journal)
+            self._check_ops(ops, journal)
             with self._engine.begin() as conn:
                 return self._apply_in(conn, ops, journal)
         except self._error_type as exc:
@@ -516,10 +559,12 @@ class SQLAlchemyStore(StoreBase):
 
     def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
         self._check()
-        m, a = self._m, self._a
         import sqlalchemy as sa_
 
         try:
+            if self._rows is not None:
+                return self._rows.applied_state(journal_id)
+            m, a = self._m, self._a
             with self._engine.connect() as conn:
                 low_row = conn.execute(
                     sa_.select(m.c.value).where(m.c.name == "journal:" + journal_id)

@@ -1,5 +1,9 @@
 """SQLiteStore: the embedded default store (stdlib ``sqlite3``, WAL mode, durable on return).
 
+Row mode (``key_column=``, ``columns=``, ``version_column=``) maps dict values onto the
+columns of an existing table instead of a key/value table (see
+:mod:`cacheway.stores.sqlite_rows`).
+
 >>> import tempfile, os
 >>> store = SQLiteStore(os.path.join(tempfile.mkdtemp(), "app.db"))
 >>> store.save_many({"a": 1})
@@ -14,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ClosedError, ConfigError, StoreError
@@ -31,6 +35,7 @@ from .base import (
     StoreBase,
     validate_identifier,
 )
+from .sqlite_rows import RowSpec, SQLiteRows
 
 __all__ = ["SQLiteStore"]
 
@@ -46,6 +51,11 @@ class SQLiteStore(StoreBase):
     counters added from many processes sum correctly. ``synchronous="FULL"`` (the
     default) makes a write durable when ``apply`` returns; ``"NORMAL"`` trades the last
     transactions on power loss for speed.
+
+    Row mode (``key_column=``, ``columns=``, ``version_column=``) maps dict values to
+    the columns of an existing table; it has no namespace column, so the namespace of
+    an op is ignored (give each namespace its own table); counters are not supported;
+    without ``version_column=`` the store is unversioned.
     """
 
     versioned = True
@@ -55,6 +65,9 @@ class SQLiteStore(StoreBase):
         path: str | os.PathLike[str],
         table: str = "cacheway",
         *,
+        key_column: str | None = None,
+        columns: Sequence[str] | None = None,
+        version_column: str | None = None,
         synchronous: str = "FULL",
         timeout: float = 30.0,
         serializer: Serializer | None = None,
@@ -79,14 +92,29 @@ class SQLiteStore(StoreBase):
         self._meta = f"{self.table}_meta"
         self._applied = f"{self.table}_applied"
         self._batches = 0
+        self._rows: SQLiteRows | None = None
+        if key_column is not None or columns is not None or version_column is not None:
+            spec = RowSpec("SQLiteStore", table, key_column, columns, version_column)
+            self._rows = SQLiteRows(spec, self.serializer)
+            self.versioned = spec.versioned
         try:
             self._conn = self._connect()
-            self._create()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        try:
+            self._create()
+        except BaseException as exc:
+            self._conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+            raise
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, table={self.table!r})"
+
+    @property
+    def atomic_add(self) -> bool:
+        return self._rows is None
 
     # -- connections -------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -129,6 +157,9 @@ class SQLiteStore(StoreBase):
         t, m = self.table, self._meta
         with self._lock:
             conn = self._conn
+            if self._rows is not None:
+                self._rows.inspect(conn)
+                return
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(
@@ -150,6 +181,15 @@ class SQLiteStore(StoreBase):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    @property
+    def validate(self) -> Callable[[str, str, Any, int], Any] | None:
+        """In row mode, checks a write at the call and returns the row the cache keeps."""
+        rows = self._rows
+        if rows is None:
+            return None
+        spec = rows.spec
+        return lambda ns, key, value, kind: spec.normalize(ns, key, value, kind, True)
 
     def _check(self) -> None:
         if self._closed:
@@ -174,6 +214,9 @@ class SQLiteStore(StoreBase):
     def _fetch_into(
         self, conn: sqlite3.Connection, ns: str, keys: Sequence[str], out: dict[str, Loaded]
     ) -> None:
+        if self._rows is not None:
+            out.update(self._rows.fetch(conn, keys))
+            return
         t = self.table
         if len(keys) == 1:
             row = conn.execute(
@@ -201,6 +244,8 @@ class SQLiteStore(StoreBase):
             return []
         try:
             with self._lock:
+                if self._rows is not None:
+                    return self._rows.apply(self._conn, ops, journal)
                 return self._apply_locked(ops, journal)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite write to {self.table!r} failed: {exc}") from exc
@@ -316,6 +361,8 @@ class SQLiteStore(StoreBase):
         self._check()
         try:
             with self._lock:
+                if self._rows is not None:
+                    return self._rows.applied_state(self._conn, journal_id)
                 row = self._conn.execute(
                     f'SELECT value FROM "{self._meta}" WHERE name = ?', ("journal:" + journal_id,)
                 ).fetchone()

@@ -126,7 +126,7 @@ class WriteBackEngine(Flusher):
         if key.__class__ is not str:
             check_key(key)
         if self._validate is not None:
-            self._validate(self.namespace, key, value, SET)
+            value = self._validate(self.namespace, key, value, SET)
         try:
             payload = self._serialize(value)
         except SerializationError:
@@ -185,7 +185,7 @@ class WriteBackEngine(Flusher):
         for k, v in mapping.items():
             check_key(k)
             if self._validate is not None:
-                self._validate(self.namespace, k, v, SET)
+                v = self._validate(self.namespace, k, v, SET)
             items.append((k, SET, v, self._dumps(v), 0))
         if items:
             self._accept(items, ttl if ttl is not None else self.ttl)

@@ -1,0 +1,411 @@
+"""Row mode of :class:`~cacheway.stores.sqlalchemy.SQLAlchemyStore`: keys map to the rows
+of an existing table, values are dicts of its columns.
+
+``SQLAlchemyStore(engine, table="users", key_column="id", columns=["name", "email"])``
+reflects the table (it is never created), reads ``{"name": ..., "email": ...}`` for a
+key and upserts the columns a dict names; columns a dict leaves out keep their values on
+update. The key column needs a primary key or a unique constraint/index of its own.
+Upserts are ``INSERT ... ON DUPLICATE KEY UPDATE`` on MySQL/MariaDB (which fires on any
+unique key of the table) and ``INSERT ... ON CONFLICT (key_column)`` on PostgreSQL and
+SQLite; other dialects run UPDATE, then INSERT where no row matched. Deleting a key
+deletes its row; counters (``incr``) are not supported; the namespace of an op is
+ignored (give each namespace its own table).
+
+Values are bound through the reflected column types, so SQLAlchemy converts them as it
+does for any Core insert (a JSON column takes a dict; a ``DATETIME`` column on SQLite
+wants a ``datetime``, and a string fails the write with ``StoreError``). An integer key
+column takes keys that are canonical decimal integers (``"7"``, not ``"07"``) and binds
+them as ``int``; other key columns get the key string. Keys compare as the key column's
+collation says: use a binary collation on MySQL/MariaDB for exact keys.
+
+With ``version_column=`` every applied write and delete takes a version from a counter
+row in ``{table}_cw_meta`` (created with the store, started above the column's current
+maximum), locked and advanced first in each batch's transaction, and sets stamp it into
+that column: the store is then versioned. Journal marks go to ``{table}_cw_meta`` and
+``{table}_cw_applied``, created before the first marked batch (MySQL commits implicitly
+around DDL, so not inside it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, StoreError
+from ..serializers import Serializer
+from .base import DELETE, Applied, JournalMark, Loaded, Op
+from .sqlite_rows import RowSpec, canonical_int
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+__all__ = ["SQLAlchemyRows"]
+
+_CHUNK = 500
+_JOURNAL_LEN = 64
+_NAME_LEN = 191
+_VERSION = "version"
+
+
+class SQLAlchemyRows:
+    """The statements of row mode for one table; :class:`SQLAlchemyStore` calls them and
+    turns ``SQLAlchemyError`` into ``StoreError``."""
+
+    def __init__(self, spec: RowSpec, serializer: Serializer) -> None:
+        if len(spec.applied) > 63:
+            raise ConfigError(
+                f"table name {spec.table!r} is too long for row mode: its companion table "
+                f"{spec.applied!r} would exceed the 63-character names of PostgreSQL and MySQL"
+            )
+        self.spec = spec
+        self.serializer = serializer
+        self.int_key = False
+        self._kind = "other"
+        self._key_length = 255
+        self._ns_len = 255
+        self._marks_ready = False
+        self._mark_lock = threading.Lock()
+        self._batches = 0
+        self._upserts: dict[tuple[str, ...], Any] = {}
+
+    # -- construction -------------------------------------------------------------------
+    def open(self, engine: sa.Engine, kind: str, table_kw: dict[str, str], ns_len: int,
+             key_length: int) -> None:
+        """Reflect and check the table; define the companion tables; with a version
+        column, create ``{table}_cw_meta`` and its counter row."""
+        import sqlalchemy
+
+        sa_: Any = sqlalchemy
+        s = self.spec
+        self._engine, self._kind = engine, kind
+        self._ns_len, self._key_length = ns_len, key_length
+        md = sa_.MetaData()
+        try:
+            t = sa_.Table(s.table, md, autoload_with=engine)
+        except sa_.exc.NoSuchTableError:
+            s.missing([], False)
+            raise  # unreachable: missing() raised
+        s.missing([c.name for c in t.columns], True)
+        key = t.c[s.key_column]
+        self.int_key = isinstance(key.type, sa_.Integer)
+        if s.version_column is not None:
+            vtype = t.c[s.version_column].type
+            numeric_int = (isinstance(vtype, sa_.Numeric) and not isinstance(vtype, sa_.Float)
+                           and getattr(vtype, "scale", None) == 0)
+            if not (isinstance(vtype, sa_.Integer) or numeric_int):
+                raise ConfigError(f"version_column {s.version_column!r} of {s.table!r} is "
+                                  f"{vtype}, not an integer type")
+        if not self._unique(sa_, engine):
+            raise s.not_unique()
+        self._t = t
+        self._m = sa_.Table(
+            s.meta, md,
+            sa_.Column("name", sa_.String(_NAME_LEN), primary_key=True, nullable=False),
+            sa_.Column("value", sa_.BigInteger, nullable=False),
+            **table_kw,
+        )
+        self._a = sa_.Table(
+            s.applied, md,
+            sa_.Column("journal", sa_.String(_JOURNAL_LEN), primary_key=True, nullable=False),
+            sa_.Column("namespace", sa_.String(ns_len), primary_key=True, nullable=False),
+            sa_.Column("key", sa_.String(key_length), primary_key=True, nullable=False),
+            sa_.Column("seq", sa_.BigInteger, nullable=False),
+            **table_kw,
+        )
+        keys = sa_.bindparam("keys", expanding=True)
+        cols = [t.c[c] for c in s.columns]
+        if s.version_column is not None:
+            cols.append(t.c[s.version_column])
+        self._select = sa_.select(key, *cols).where(key.in_(keys))
+        self._delete = sa_.delete(t).where(key.in_(keys))
+        if s.version_column is not None:
+            self._create(sa_, [self._m])
+            self._start_version(sa_)
+
+    def _unique(self, sa_: Any, engine: sa.Engine) -> bool:
+        s = self.spec
+        inspector = sa_.inspect(engine)
+        want = [s.key_column]
+        if list(inspector.get_pk_constraint(s.table).get("constrained_columns") or []) == want:
+            return True
+        try:
+            uniques = inspector.get_unique_constraints(s.table)
+        except NotImplementedError:
+            uniques = []
+        if any(list(u.get("column_names") or []) == want for u in uniques):
+            return True
+        return any(ix.get("unique") and list(ix.get("column_names") or []) == want
+                   and not (ix.get("dialect_options") or {}).get("postgresql_where")
+                   and not (ix.get("dialect_options") or {}).get("sqlite_where")
+                   for ix in inspector.get_indexes(s.table))
+
+    def _create(self, sa_: Any, tables: list[sa.Table]) -> None:
+        md = tables[0].metadata
+        for attempt in range(6):
+            try:
+                md.create_all(self._engine, tables=tables, checkfirst=True)
+                return
+            except sa_.exc.DBAPIError:
+                # Another process created a table between the check and our CREATE.
+                inspector = sa_.inspect(self._engine)
+                if all(inspector.has_table(t.name) for t in tables):
+                    return
+                if attempt == 5:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _start_version(self, sa_: Any) -> None:
+        s, m, t = self.spec, self._m, self._t
+        assert s.version_column is not None
+        with self._engine.begin() as conn:
+            top = int(conn.execute(sa_.select(sa_.func.max(t.c[s.version_column]))).scalar()
+                      or 0)
+            self._merge_max(conn, m, [{"name": _VERSION, "value": top}], "value")
+
+    def _ensure_marks(self) -> None:
+        """Create the journal-mark tables at the first mark, not before: a store that
+        never sees a journal adds nothing next to the user's table (but ``_cw_meta``
+        for versions)."""
+        import sqlalchemy as sa_
+
+        with self._mark_lock:
+            if not self._marks_ready:
+                self._create(sa_, [self._m, self._a])
+                self._marks_ready = True
+
+    # -- keys ---------------------------------------------------------------------------
+    def _bind(self, key: str) -> str | int | None:
+        return canonical_int(key) if self.int_key else key
+
+    # -- reads --------------------------------------------------------------------------
+    def fetch(self, keys: Sequence[str]) -> dict[str, Loaded]:
+        s = self.spec
+        bound: dict[Any, str] = {}
+        for key in keys:
+            b = self._bind(key)
+            if b is not None:
+                bound[b] = key
+        wanted = list(bound)
+        out: dict[str, Loaded] = {}
+        n = len(s.columns)
+        with self._engine.connect() as conn:
+            for i in range(0, len(wanted), _CHUNK):
+                for row in conn.execute(self._select, {"keys": wanted[i : i + _CHUNK]}):
+                    found = bound.get(row[0])
+                    if found is None:
+                        found = bound.get(str(row[0]))
+                    if found is None:
+                        continue
+                    version = row[-1] if s.versioned else None
+                    out[found] = Loaded(None, dict(zip(s.columns, row[1 : 1 + n])),
+                                      None if version is None else int(version))
+        return out
+
+    # -- writes -------------------------------------------------------------------------
+    def apply(self, ops: Sequence[Op], journal: JournalMark | None) -> list[Applied]:
+        """One transaction: the version counter first (when versioned), the ops in order,
+        the journal mark. Every value is checked before it begins."""
+        s = self.spec
+        rows = s.rows(ops, self.serializer, scalars_only=False)
+        keys: list[Any] = []
+        for op in ops:
+            b = self._bind(op.key)
+            if b is None and op.kind != DELETE:  # deleting it is a no-op: no row has it
+                raise StoreError(
+                    f"key {op.key!r} does not fit the integer key column {s.key_column!r} of "
+                    f"{s.table!r}: use the canonical decimal spelling of an integer"
+                )
+            keys.append(b)
+        if journal is not None:
+            self._check_mark(ops, journal)
+            if not self._marks_ready:
+                self._ensure_marks()
+        with self._engine.begin() as conn:
+            version = self._advance(conn, len(ops)) if s.versioned and ops else None
+            results: list[Applied] = []
+            run_key: tuple[str, ...] | None = None  # ("",) = delete, else the set's columns
+            run: list[Any] = []
+            for key, row in zip(keys, rows):
+                if version is not None:
+                    version += 1
+                this = ("",) if row is None else tuple(row)
+                if this != run_key:
+                    self._run(conn, run_key, run)
+                    run_key, run = this, []
+                if row is None:
+                    if key is not None:
+                        run.append(key)
+                else:
+                    params = {s.key_column: key, **row}
+                    if s.version_column is not None:
+                        params[s.version_column] = version
+                    run.append(params)
+                results.append(Applied(version))
+            self._run(conn, run_key, run)
+            if journal is not None:
+                self._mark(conn, ops, journal)
+        return results
+
+    def _check_mark(self, ops: Sequence[Op], journal: JournalMark) -> None:
+        if len(journal.seqs) != len(ops):
+            raise ConfigError(
+                f"journal mark has {len(journal.seqs)} seqs for a batch of {len(ops)} ops")
+        if len(journal.journal_id) > _JOURNAL_LEN:
+            raise ConfigError(f"journal id {journal.journal_id!r} is over {_JOURNAL_LEN} chars")
+        for op in ops:
+            if len(op.key) > self._key_length or len(op.namespace) > self._ns_len:
+                raise StoreError(
+                    f"key {op.key[:40]!r} (namespace {op.namespace[:40]!r}) is too long for "
+                    f"the journal marks of {self.spec.table!r} (key_length="
+                    f"{self._key_length}, namespaces up to {self._ns_len} characters)"
+                )
+
+    def _advance(self, conn: sa.Connection, n: int) -> int:
+        """Lock the version counter row, advance it by ``n``; the value before."""
+        import sqlalchemy as sa_
+
+        m = self._m
+        is_version = m.c.name == _VERSION
+        bump = sa_.update(m).where(is_version).values(value=m.c.value + n)
+        # The UPDATE goes first: it takes the row lock (MySQL, PostgreSQL) or the write
+        # lock (SQLite), so no other batch can take the same versions.
+        top: int | None
+        if self._engine.dialect.update_returning:
+            top = conn.execute(bump.returning(m.c.value)).scalar()
+        else:
+            conn.execute(bump)
+            top = conn.execute(sa_.select(m.c.value).where(is_version).with_for_update()).scalar()
+        if top is None:
+            raise StoreError(f"the version counter row of {m.name!r} is missing; reopen the "
+                             "store to recreate it")
+        return int(top) - n
+
+    def _run(self, conn: sa.Connection, run_key: tuple[str, ...] | None, run: list[Any]
+             ) -> None:
+        """Execute one run of consecutive ops of the same shape."""
+        import sqlalchemy as sa_
+
+        if run_key is None or not run:
+            return
+        if run_key == ("",):
+            for i in range(0, len(run), _CHUNK):
+                conn.execute(self._delete, {"keys": run[i : i + _CHUNK]})
+            return
+        stmt = self._upsert(run_key)
+        if stmt is not None:
+            conn.execute(stmt, run)
+            return
+        # No upsert in this dialect: UPDATE, then INSERT where no row matched.
+        s, t = self.spec, self._t
+        key = t.c[s.key_column]
+        for params in run:
+            values = {c: v for c, v in params.items() if c != s.key_column}
+            matched = 0
+            if values:
+                matched = conn.execute(
+                    sa_.update(t).where(key == params[s.key_column]).values(values)).rowcount
+            elif conn.execute(sa_.select(key).where(key == params[s.key_column])).first():
+                matched = 1
+            if matched == 0:
+                conn.execute(sa_.insert(t), [params])
+
+    def _upsert(self, cols: tuple[str, ...]) -> Any:
+        """The INSERT merging ``cols`` (and the version) into an existing row, or None
+        where the dialect has no upsert."""
+        if cols in self._upserts:
+            return self._upserts[cols]
+        s, t = self.spec, self._t
+        names = [*cols, *([s.version_column] if s.version_column is not None else [])]
+        stmt: Any = None
+        if self._kind == "mysql":
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            ins = mysql_insert(t)
+            # With nothing to merge, "key = key" keeps the row as it is.
+            merge = ({c: ins.inserted[c] for c in names} if names
+                     else {s.key_column: t.c[s.key_column]})
+            stmt = ins.on_duplicate_key_update(merge)
+        elif self._kind in ("postgresql", "sqlite"):
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            dialect: Any = postgresql if self._kind == "postgresql" else sqlite
+            ins = dialect.insert(t)
+            if names:
+                stmt = ins.on_conflict_do_update(
+                    index_elements=[t.c[s.key_column]],
+                    set_={c: ins.excluded[c] for c in names})
+            else:
+                stmt = ins.on_conflict_do_nothing(index_elements=[t.c[s.key_column]])
+        self._upserts[cols] = stmt
+        return stmt
+
+    def _mark(self, conn: sa.Connection, ops: Sequence[Op], mark: JournalMark) -> None:
+        import sqlalchemy as sa_
+
+        jid = mark.journal_id
+        seqs: dict[tuple[str, str], int] = {}
+        for op, seq in zip(ops, mark.seqs):
+            k = (op.namespace, op.key)
+            seqs[k] = max(seq, seqs.get(k, seq))
+        self._merge_max(conn, self._m, [{"name": "journal:" + jid, "value": mark.low_water}],
+                        "value")
+        self._merge_max(conn, self._a, [
+            {"journal": jid, "namespace": ns, "key": key, "seq": seq}
+            for (ns, key), seq in seqs.items()], "seq")
+        self._batches += 1
+        if self._batches % 64 == 0:
+            # Rows at or under the low water say nothing a replay needs.
+            a = self._a
+            conn.execute(sa_.delete(a).where(a.c.journal == jid, a.c.seq <= mark.low_water))
+
+    def _merge_max(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]],
+                   column: str) -> None:
+        """Insert ``rows``, keeping the larger ``column`` where a row exists."""
+        import sqlalchemy as sa_
+
+        if not rows:
+            return
+        col = table.c[column]
+        if self._kind == "mysql":
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            ins = mysql_insert(table)
+            conn.execute(ins.on_duplicate_key_update(
+                {column: sa_.func.greatest(col, ins.inserted[column])}), rows)
+            return
+        if self._kind in ("postgresql", "sqlite"):
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            dialect: Any = postgresql if self._kind == "postgresql" else sqlite
+            biggest = sa_.func.max if self._kind == "sqlite" else sa_.func.greatest
+            ins = dialect.insert(table)
+            conn.execute(ins.on_conflict_do_update(
+                index_elements=list(table.primary_key.columns),
+                set_={column: biggest(col, ins.excluded[column])}), rows)
+            return
+        new: Any = sa_.bindparam("new_" + column)
+        pk = [c.name for c in table.primary_key.columns]
+        match = sa_.and_(*(table.c[name] == sa_.bindparam("pk_" + name) for name in pk))
+        stmt = sa_.update(table).where(match).values(
+            {column: sa_.case((col > new, col), else_=new)})
+        for row in rows:
+            params = {"pk_" + name: row[name] for name in pk}
+            params["new_" + column] = row[column]
+            if conn.execute(stmt, params).rowcount == 0:
+                conn.execute(sa_.insert(table), [row])
+
+    def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
+        import sqlalchemy as sa_
+
+        if not self._marks_ready:
+            self._ensure_marks()
+        m, a = self._m, self._a
+        with self._engine.connect() as conn:
+            low_row = conn.execute(
+                sa_.select(m.c.value).where(m.c.name == "journal:" + journal_id)).scalar()
+            low = 0 if low_row is None else int(low_row)
+            rows = conn.execute(sa_.select(a.c.namespace, a.c.key, a.c.seq).where(
+                a.c.journal == journal_id, a.c.seq > low)).all()
+        return low, {(ns, key): int(seq) for ns, key, seq in rows}
