@@ -371,6 +371,21 @@ BENCHES = {
 }
 
 
+def source_revision() -> str:
+    """The git commit of the cacheway being measured (``+dirty`` with local edits)."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(cw.__file__))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer ops, for smoke runs")
@@ -388,8 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     print("cacheway embedded benchmarks")
     mode = "quick" if args.quick else "full"
     for line in environment([
-        ("versions", f"cacheway {cw.__version__}, cachetools {version('cachetools')}, "
-                     f"orjson {version('orjson')}"),
+        ("versions", f"cacheway {cw.__version__} (source {source_revision()}), "
+                     f"cachetools {version('cachetools')}, orjson {version('orjson')}"),
         ("run", f"{mode}, {args.rounds} rounds per side (+1 warm-up), alternating, "
                 f"seed {args.seed}"),
     ]):

@@ -9,7 +9,8 @@ measured in interleaved rounds (see ``_common.py``), each round on a fresh small
 
 1. write-back drain: ``Cache(WriteBack(batch_size=1000, max_delay=60))``, ``set`` of 50k
    distinct keys then ``flush()``, against raw ``unnest`` upserts of the same rows
-   (orjson values, ``nextval`` versions), 1000 rows per transaction.
+   (orjson values, ``nextval`` versions), 1000 rows per transaction, with ``%s``
+   parameters (text arrays, as most users write it) and with ``%b`` (binary arrays).
 2. write-through ``set`` (``MemoryBackend``): against one autocommit upsert
    (``RETURNING version``) + a dict set per call.
 3. write-through ``set`` with ``RedisBackend`` + ``PostgresStore``: against one autocommit
@@ -145,15 +146,29 @@ def set_mix(rng: random.Random, nops: int) -> list[tuple[str, Any]]:
 
 # -- 1. write-back drain -----------------------------------------------------------------------
 def bench_drain(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds: int,
-                say: Callable[[str], None], name: str = "1") -> Comparison:
+                say: Callable[[str], None], name: str = "1",
+                binary_baseline: bool = False) -> list[Comparison]:
+    """Ours vs the raw ``unnest`` upsert as most users write it (``%s`` parameters:
+    psycopg dumps the ``text[]`` arrays in text format, escaping each element in
+    Python); with ``binary_baseline`` also vs the same upsert with ``%b`` (binary
+    arrays, no escaping), the fastest plain psycopg gets. All sides alternate in each
+    round (order rotating), so they share the machine's drift."""
+    from servers_redis import run_group  # N-way alternation (lives with the Redis benches)
+
     items = distinct_mix(rng, sz.drain_keys)
     n = len(items)
-    comp = Comparison(
-        f"{name}. write-back drain {n // 1000}k keys",
-        "Cache(PostgresStore, WriteBack(batch_size=1000)): set x N, flush()",
-        "psycopg unnest upsert, 1000 rows per transaction (orjson)",
+    ours_label = "Cache(PostgresStore, WriteBack(batch_size=1000)): set x N, flush()"
+    comps = [Comparison(
+        f"{name}. write-back drain {n // 1000}k keys", ours_label,
+        "psycopg unnest upsert, %s params (text arrays), 1000 rows per transaction, orjson",
         target=1.5, unit="keys", ops_per_round=n, batch=n,
-    )
+    )]
+    if binary_baseline:
+        comps.append(Comparison(
+            f"{name}b. write-back drain {n // 1000}k keys", ours_label,
+            "same upsert with %b params (binary arrays): tuned raw psycopg",
+            target=1.5, unit="keys", ops_per_round=n, batch=n,
+        ))
 
     def ours() -> RoundResult:
         t = tables.name()
@@ -175,9 +190,11 @@ def bench_drain(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds:
         return RoundResult([(t2 - t0) / n], (t2 - t0) / n,
                            {"set phase/key": (t1 - t0) / n, "flush wait/key": (t2 - t1) / n})
 
-    def base() -> RoundResult:
+    def base(binary: bool) -> RoundResult:
         t = tables.create()
         query = UNNEST_UPSERT.format(t=t)
+        if binary:
+            query = query.replace("%s::text[]", "%b::text[]")
         dumps = orjson.dumps
         try:
             with psycopg.connect(dsn) as conn:
@@ -192,7 +209,13 @@ def bench_drain(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds:
             tables.drop(t)
         return RoundResult([(t1 - t0) / n], (t1 - t0) / n)
 
-    return run_alternating(comp, ours, base, rounds, progress=say)
+    sides: dict[str, Callable[[], RoundResult]] = {"ours": ours, "base": lambda: base(False)}
+    pairs = [(comps[0], "ours", "base")]
+    if binary_baseline:
+        sides["base_b"] = lambda: base(True)
+        pairs.append((comps[1], "ours", "base_b"))
+    run_group(sides, pairs, rounds, progress=say)
+    return comps
 
 
 # -- 2. write-through set ----------------------------------------------------------------------
@@ -332,14 +355,20 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and name not in args.only:
                 continue
             rng = random.Random(f"{args.seed}:{name}")
+            got: Comparison | list[Comparison]
             if bench is bench_writethrough_redis:
-                comp = bench(args.dsn, args.redis_url, sz, rng, tables, args.rounds, say)
+                got = bench_writethrough_redis(args.dsn, args.redis_url, sz, rng, tables,
+                                               args.rounds, say)
+            elif bench is bench_drain:
+                got = bench_drain(args.dsn, sz, rng, tables, args.rounds, say,
+                                  binary_baseline=True)
             else:
-                comp = bench(args.dsn, sz, rng, tables, args.rounds, say)
+                got = bench_writethrough(args.dsn, sz, rng, tables, args.rounds, say)
             if not args.quiet:
                 print()
-            print_detail(comp)
-            comps.append(comp)
+            for comp in got if isinstance(got, list) else [got]:
+                print_detail(comp)
+                comps.append(comp)
             sys.stdout.flush()
     finally:
         tables.cleanup()
