@@ -114,13 +114,18 @@ class MemoryBackend:
         version: int | None = None,
     ) -> None:
         expires = None if ttl is None else self._timer() + ttl
-        size = self._size(key, value, payload)
+        size = 0 if self.max_bytes is None else self._size(key, value, payload)
         data = self._data
         with self._lock:
-            old = data.pop(key, None)
-            if old is not None:
-                self._bytes -= old[2]
+            old = data.get(key)
             data[key] = (value, expires, size)
+            if old is not None:
+                # Replacing keeps the slot; only its LRU position and size change.
+                data.move_to_end(key)
+                self._bytes += size - old[2]
+                if size > old[2] and self.max_bytes is not None:
+                    self._evict()
+                return
             self._bytes += size
             if (self.max_entries is not None and len(data) > self.max_entries) or (
                 self.max_bytes is not None and self._bytes > self.max_bytes

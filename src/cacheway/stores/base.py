@@ -77,6 +77,17 @@ class JournalMark(NamedTuple):
     seqs: Sequence[int]
 
 
+def _fast(cls: type[Any]) -> Any:
+    """``cls((a, b, ...))`` without the NamedTuple's Python-level ``__new__``: the hot
+    paths build one op or result per entry of every batch."""
+    new = tuple.__new__
+
+    def make(values: tuple[Any, ...]) -> Any:
+        return new(cls, values)
+
+    return make
+
+
 class Loaded(NamedTuple):
     """A row read from a store: ``payload`` bytes and/or the decoded ``value``, and its version."""
 
@@ -177,3 +188,9 @@ class StoreBase:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: ``make_op((namespace, key, kind, payload, delta, value))``: a fast :class:`Op`.
+make_op = _fast(Op)
+#: ``make_applied((version, value))``: a fast :class:`Applied`.
+make_applied = _fast(Applied)

@@ -33,6 +33,7 @@ from .base import (
     Loaded,
     Op,
     StoreBase,
+    make_applied,
     validate_identifier,
 )
 from .sqlite_rows import RowSpec, SQLiteRows
@@ -278,10 +279,10 @@ class SQLiteStore(StoreBase):
                 pending.add(ident)
                 if kind == SET:
                     sets.append((op.namespace, op.key, op.payload, version, now))
-                    results.append(Applied(version))
+                    results.append(make_applied((version, None)))
                 elif kind == DELETE:
                     dels.append((op.namespace, op.key))
-                    results.append(Applied(version))
+                    results.append(make_applied((version, None)))
                 elif kind == ADD:
                     # Flush the pending sets first so an add reads what precedes it.
                     self._write_sets(conn, sets, dels)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._engine import Engine
 from ..policies import WriteBack
-from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, Op
+from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, make_op
 from .dirty import DirtyTable, Entry
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class Flusher(Engine):
     def _try(self, part: list[Entry]) -> Exception | None:
         part = sorted(part, key=_last_seq)
         ns = self.namespace
-        ops = [Op(ns, e.key, e.kind, e.payload, e.delta, e.value) for e in part]
+        ops = [make_op((ns, e.key, e.kind, e.payload, e.delta, e.value)) for e in part]
         mark = None
         journal = self.journal
         if journal is not None:
