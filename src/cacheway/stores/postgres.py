@@ -292,25 +292,25 @@ class PostgresStore(StoreBase):
         vtype = sql.SQL("jsonb" if self._jsonb else "bytea")
         parts = {
             "fetch": "SELECT key, value{text}, version FROM {t} "
-                     "WHERE namespace = %s AND key = ANY(%s::text[])",
+                     "WHERE namespace = %s AND key = ANY(%b::text[])",
             "set": "INSERT INTO {t} AS t (namespace, key, value, version) "
                    "SELECT u.ns, u.key, u.value::{vtype}, nextval({seq}) "
-                   "FROM unnest(%s::text[], %s::text[], %s::{intype}[]) AS u(ns, key, value) "
+                   "FROM unnest(%b::text[], %b::text[], %b::{intype}[]) AS u(ns, key, value) "
                    "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
                    "version = nextval({seq}), updated_at = now() "
                    "RETURNING namespace, key, version",
             # A key that is not there still gets a version: its tombstone in the backend.
-            "delete": "WITH d AS (DELETE FROM {t} AS t USING unnest(%(ns)s::text[], "
-                      "%(key)s::text[]) AS u(ns, key) WHERE t.namespace = u.ns AND "
+            "delete": "WITH d AS (DELETE FROM {t} AS t USING unnest(%(ns)b::text[], "
+                      "%(key)b::text[]) AS u(ns, key) WHERE t.namespace = u.ns AND "
                       "t.key = u.key RETURNING t.namespace, t.key, nextval({seq}) AS version) "
                       "SELECT u.ns, u.key, coalesce(d.version, nextval({seq})) "
-                      "FROM unnest(%(ns)s::text[], %(key)s::text[]) AS u(ns, key) "
+                      "FROM unnest(%(ns)b::text[], %(key)b::text[]) AS u(ns, key) "
                       "LEFT JOIN d ON d.namespace = u.ns AND d.key = u.key",
             # The stored value must be a JSON integer; anything else fails the cast with
             # this text in the message (plain SQL has no RAISE).
             "add": "INSERT INTO {t} AS t (namespace, key, value, version) "
                    "SELECT u.ns, u.key, to_jsonb(u.d), nextval({seq}) "
-                   "FROM unnest(%s::text[], %s::text[], %s::numeric[]) AS u(ns, key, d) "
+                   "FROM unnest(%b::text[], %b::text[], %b::numeric[]) AS u(ns, key, d) "
                    "ON CONFLICT (namespace, key) DO UPDATE SET value = to_jsonb((CASE WHEN "
                    "jsonb_typeof(t.value) = 'number' AND (t.value #>> '{{}}') !~ '[.eE]' "
                    "THEN t.value #>> '{{}}' ELSE 'cacheway: not an integer' END)::numeric "
@@ -319,12 +319,12 @@ class PostgresStore(StoreBase):
             # bytea adds: lock (creating a zero row when missing) and read, then write.
             "add_lock": "INSERT INTO {t} AS t (namespace, key, value, version) "
                         "SELECT u.ns, u.key, %s::bytea, nextval({seq}) "
-                        "FROM unnest(%s::text[], %s::text[]) AS u(ns, key) "
+                        "FROM unnest(%b::text[], %b::text[]) AS u(ns, key) "
                         "ON CONFLICT (namespace, key) DO UPDATE SET namespace = t.namespace "
                         "RETURNING namespace, key, value",
             "add_write": "UPDATE {t} AS t SET value = u.value, version = nextval({seq}), "
-                         "updated_at = now() FROM unnest(%s::text[], %s::text[], "
-                         "%s::bytea[]) AS u(ns, key, value) "
+                         "updated_at = now() FROM unnest(%b::text[], %b::text[], "
+                         "%b::bytea[]) AS u(ns, key, value) "
                          "WHERE t.namespace = u.ns AND t.key = u.key "
                          "RETURNING t.namespace, t.key, t.version",
         }
@@ -342,7 +342,7 @@ class PostgresStore(StoreBase):
             "WITH m AS (INSERT INTO {m} AS m (name, value) VALUES (%s, %s) ON CONFLICT (name) "
             "DO UPDATE SET value = greatest(m.value, excluded.value)) "
             "INSERT INTO {a} AS a (journal, namespace, key, seq) SELECT %s, u.ns, u.key, u.seq "
-            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(ns, key, seq) "
+            "FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS u(ns, key, seq) "
             "ON CONFLICT (journal, namespace, key) DO UPDATE SET seq = greatest(a.seq, "
             "excluded.seq)"
         ).format(m=m, a=a).as_string(conn)
