@@ -23,6 +23,7 @@ Every SQLite file lives in a fresh temporary directory; both sides use
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import random
@@ -43,7 +44,7 @@ import orjson
 import cacheway as cw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (  # noqa: E402 - the helpers live next to this script
+from _common import (
     Comparison,
     RoundResult,
     environment,
@@ -110,10 +111,8 @@ def raw_connection(path: str) -> sqlite3.Connection:
 
 def remove_db(path: str) -> None:
     for suffix in ("", "-wal", "-shm"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(path + suffix)
-        except FileNotFoundError:
-            pass
 
 
 # -- operation mixes (seeded, identical for both sides) -----------------------------------
@@ -178,7 +177,8 @@ def bench_get(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int, say: Cal
         rounds, progress=say,
     )
     st = cache.stats()
-    assert st.misses == 0 and st.hits - hits0 == len(ops) * (rounds + 1), st
+    assert st.misses == 0, st
+    assert st.hits - hits0 == len(ops) * (rounds + 1), st
     cache.close()
     return comp
 
@@ -273,7 +273,8 @@ def bench_flush(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
     items = distinct_mix(rng, sz.flush_keys)
     n = len(items)
     comp = Comparison(
-        f"3. write-back set+flush {n // 1000}k keys", "WriteBack(batch_size=1000): set x N, flush()",
+        f"3. write-back set+flush {n // 1000}k keys",
+        "WriteBack(batch_size=1000): set x N, flush()",
         "sqlite3 executemany upserts, 1000 per transaction (orjson)",
         target=2.0, unit="keys", ops_per_round=n, batch=n,
     )

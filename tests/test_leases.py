@@ -27,7 +27,7 @@ def _counting_slow_store(redis_url: str, counter: str, value: Any, delay: float,
         if gate is not None:
             gate.wait(10)
         time.sleep(delay)
-        return {k: value for k in keys} if value is not None else {}
+        return dict.fromkeys(keys, value) if value is not None else {}
 
     return cw.CallbackStore(load_many=load_many, save_many=lambda items: None,
                             delete_many=lambda keys: None)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 
 import cacheway as cw
 from cacheway.stores.base import ADD, DELETE, NOTSET, SET, Applied, JournalMark, Op
-from conftest import wait_until
 from services import unique
 
 

@@ -22,8 +22,11 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from . import _demo_workloads as wl
+from ._demo_pollution import Residency, TrackingMemoryBackend
 from ._demo_textbook import TextbookWriteBack, TextbookWriteThrough
+from ._urls import backend_from_url
 from ._urls import open as cw_open
+from .backends.memory import MemoryBackend
 from .stores.base import StoreBase
 
 __all__ = [
@@ -131,13 +134,25 @@ def open_subject(strategy: Strategy, target: Target, capacity: int) -> Subject:
     if strategy.fsync is not None:
         assert target.journal is not None
         options = {"journal": target.journal, "fsync": strategy.fsync}
+    backend: Any = target.backend_url
+    if urlsplit(backend).scheme.lower() == "memory":
+        # the same LRU, plus the bookkeeping the pollution column needs
+        plain = backend_from_url(backend)
+        assert isinstance(plain, MemoryBackend)
+        backend = TrackingMemoryBackend(plain.max_entries, plain.max_bytes)
     try:
         return cw_open(
-            store=target.store_url, backend=target.backend_url, policy=strategy.policy,
-            **options,
+            store=target.store_url, backend=backend, policy=strategy.policy, **options,
         )
     except (ImportError, ModuleNotFoundError) as exc:
         raise Skip(f"journal not available: {exc}") from exc
+
+
+def residency_of(subject: Subject) -> Residency | None:
+    """The pollution bookkeeping of ``subject``; None when its backend is not tracked."""
+    owner = getattr(subject, "backend", subject)
+    residency = getattr(owner, "residency", None)
+    return residency if isinstance(residency, Residency) else None
 
 
 def counts_of(subject: Subject) -> tuple[int, int, int, int]:
@@ -199,16 +214,38 @@ class Measured:
     pending: int = 0
     durable_s: float = 0.0
     wall_s: float = 0.0
+    # cache pollution (see _demo_pollution); all None when the backend is not tracked
+    cache_inserts: int | None = None
+    cache_entries_read: int | None = None
+    cache_evicted_unread: int | None = None
+    cache_dropped_unread: int | None = None
+    cache_unread_at_end: int | None = None
 
     def merge(self, other: Measured) -> Measured:
         """Results of concurrent processes as one (times: the slowest)."""
+
+        def add(a: int | None, b: int | None) -> int | None:
+            return None if a is None or b is None else a + b
+
         return Measured(
             self.write_ns + other.write_ns, self.read_ns + other.read_ns,
             self.raw_ns + other.raw_ns, self.hits + other.hits, self.misses + other.misses,
             self.writes + other.writes, self.store_writes + other.store_writes,
             self.stale_reads + other.stale_reads, self.pending + other.pending,
             max(self.durable_s, other.durable_s), max(self.wall_s, other.wall_s),
+            *(add(getattr(self, f), getattr(other, f)) for f in _POLLUTION_FIELDS),
         )
+
+    def pollution(self) -> float | None:
+        """Share of cache entries never read while cached (None: not tracked)."""
+        if self.cache_inserts is None or not self.cache_inserts:
+            return None
+        unread = sum(getattr(self, f) or 0 for f in _POLLUTION_FIELDS[2:])
+        return unread / self.cache_inserts
+
+
+_POLLUTION_FIELDS = ("cache_inserts", "cache_entries_read", "cache_evicted_unread",
+                     "cache_dropped_unread", "cache_unread_at_end")
 
 
 def measure(subject: Subject, ops: Sequence[wl.Op], preloaded: dict[str, Any]) -> Measured:
@@ -218,11 +255,15 @@ def measure(subject: Subject, ops: Sequence[wl.Op], preloaded: dict[str, Any]) -
     model: dict[str, int | None] = {k: wl.seq_of(v) for k, v in preloaded.items()}
     unread: set[str] = set()
     get, set_, incr = subject.get, subject.set, subject.incr
+    residency = residency_of(subject)
+    touch = residency.touch if residency is not None else None
     seq_of, value_for = wl.seq_of, wl.value_for
     start = time.perf_counter()
     for op in ops:
         key = op.key
         if op.kind == "get":
+            if touch is not None:
+                touch(key)  # untimed: is this read served by a cached entry?
             t0 = clock()
             value = get(key)
             dt = clock() - t0
@@ -251,6 +292,10 @@ def measure(subject: Subject, ops: Sequence[wl.Op], preloaded: dict[str, Any]) -
     subject.flush()
     m.durable_s = (clock() - t0) / 1e9
     m.hits, m.misses, m.writes, m.store_writes = counts_of(subject)
+    if residency is not None:
+        for name, value in residency.summary().items():
+            if name in _POLLUTION_FIELDS:
+                setattr(m, name, value)
     return m
 
 
@@ -303,6 +348,8 @@ def summarize(m: Measured) -> dict[str, Any]:
         hits=m.hits, misses=m.misses, app_writes=m.writes, store_writes=m.store_writes,
         store_writes_per_write=m.store_writes / m.writes if m.writes else None,
         stale_reads=m.stale_reads, pending_before_flush=m.pending,
+        cache_pollution=m.pollution(),
+        **{name: getattr(m, name) for name in _POLLUTION_FIELDS},
         durable_after_ms=m.durable_s * 1000.0, workload_s=m.wall_s,
         ops_per_s=(len(m.write_ns) + len(m.read_ns)) / m.wall_s if m.wall_s else None,
     )

@@ -18,6 +18,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from ._demo_pollution import Residency
+
 __all__ = ["TextbookWriteBack", "TextbookWriteThrough"]
 
 _UPSERT = (
@@ -41,12 +43,15 @@ class _Textbook:
         self.capacity = capacity
         self.hits = self.misses = self.writes = self.store_writes = 0
         self.version = 0
+        self.residency = Residency()  # the demo's pollution bookkeeping, not the toy's
 
     def _put(self, key: str, value: Any) -> None:
         self.data[key] = value
         self.data.move_to_end(key)
+        self.residency.admit(key)
         if len(self.data) > self.capacity:
-            self.data.popitem(last=False)
+            evicted, _ = self.data.popitem(last=False)
+            self.residency.leave(evicted, evicted=True)
 
     def _save(self, conn: sqlite3.Connection, key: str, value: Any) -> None:
         self.version += 1

@@ -11,10 +11,12 @@ are opt-in.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import pickle
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigError, SerializationError
@@ -24,6 +26,7 @@ __all__ = [
     "MsgpackSerializer",
     "PickleSerializer",
     "Serializer",
+    "fast_dumps",
     "serializer_from_name",
 ]
 
@@ -48,7 +51,8 @@ class JSONSerializer:
     """JSON: values are ``dict``/``list``/``str``/``int``/``float``/``bool``/``None``.
 
     Tuples come back as lists and non-``str`` dict keys as strings, as with
-    :mod:`json`.
+    :mod:`json`. With orjson installed, integers wider than 64 bits are written (through
+    stdlib json) but read back as floats: keep such numbers as strings.
 
     >>> JSONSerializer().dumps([1, "a"])
     b'[1,"a"]'
@@ -145,6 +149,15 @@ class PickleSerializer:
         if len(sig) != self._SIG or not hmac.compare_digest(sig, good):
             raise SerializationError("pickled bytes carry a bad signature; refusing to load")
         return pickle.loads(body)  # noqa: S301 - signature checked above
+
+
+def fast_dumps(serializer: Serializer) -> Callable[[Any], bytes]:
+    """A quicker ``serializer.dumps`` for hot paths: orjson itself for the stock JSON
+    serializer. It may raise what orjson raises (``TypeError``) where ``dumps`` would
+    still succeed through stdlib json; callers then fall back to ``serializer.dumps``."""
+    if type(serializer) is JSONSerializer and _orjson is not None:
+        return functools.partial(_orjson.dumps, option=_orjson.OPT_NON_STR_KEYS)
+    return serializer.dumps
 
 
 def serializer_from_name(name: str) -> Serializer:

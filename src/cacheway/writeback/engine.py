@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._engine import _DELETED, _STRIPES, check_key, check_ttl
 from ..backends.base import MISS, Backend
-from ..errors import BackendError, Backpressure, SerializationError, StoreError
+from ..errors import BackendError, Backpressure, StoreError
 from ..policies import WriteBack
-from ..serializers import Serializer
+from ..serializers import Serializer, fast_dumps
 from ..stats import Counters
 from ..stores.base import ADD, DELETE, NOTSET, SET, Op, Store
 from .dirty import DirtyTable, Entry
@@ -65,7 +65,7 @@ class WriteBackEngine(Flusher):
         self._view = self._table.view
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._serialize = serializer.dumps
+        self._serialize = fast_dumps(serializer)
         self._backend_set_raw = backend.set
         self._max_dirty = config.max_dirty
         self._batch_size = config.batch_size
@@ -129,10 +129,8 @@ class WriteBackEngine(Flusher):
             value = self._validate(self.namespace, key, value, SET)
         try:
             payload = self._serialize(value)
-        except SerializationError:
-            raise
-        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-            raise SerializationError(f"cannot serialize value: {exc}") from exc
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            payload = self._dumps(value)  # the full serializer: falls back, or says why not
         ttl = self.ttl if ttl is None else check_ttl(ttl)
         table = self._table
         dirty = table.dirty
