@@ -93,6 +93,7 @@ class Engine:
         self._flights: dict[str, _Flight] = {}
         self._flight_lock = threading.Lock()
         self._backend_get = backend.get
+        self._has_pending = False  # write-back engines answer some reads themselves
         # A store may refuse a write at the call that makes it (a dict with an unknown
         # column, a key too long for its table) rather than later in a flusher.
         self._validate: Callable[[str, str, Any, int], Any] | None = getattr(
@@ -278,51 +279,61 @@ class Engine:
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         if self.closed:
             raise self._closed()
-        keys = [check_key(k) for k in keys]
         out: dict[str, Any] = {}
         prefix = self.prefix
+        pending = self._has_pending
         ask: list[str] = []  # not pending: the backend answers them in one call
-        for key in dict.fromkeys(keys):
-            value = self._lookup_pending(prefix + key)
-            if value is MISS:
-                ask.append(key)
-            else:
-                self.counters.hits += 1
-                if value is not _DELETED:
-                    out[key] = value
-        if not ask:
-            return out
-        # Fill tokens are taken before anything is read: a write after this point
-        # makes the fill of its key stand down.
-        gens = {k: self._gens[self._stripe(prefix + k)] for k in ask}
-        try:
-            cached = self.backend.get_many([prefix + k for k in ask])
-        except BackendError as exc:
-            self._backend_down(exc)
-            cached = {}
-        missing: list[str] = []
-        for key in ask:
-            value = cached.get(prefix + key, MISS)
-            if value is MISS:
-                missing.append(key)
-            else:
-                self.counters.hits += 1
-                out[key] = value
-        if missing:
-            self.counters.misses += len(missing)
-            self.counters.loads += 1
+        hits = 0
+        for key in keys:
+            if key.__class__ is not str:
+                check_key(key)
+            if pending:
+                value = self._lookup_pending(prefix + key)
+                if value is not MISS:
+                    hits += 1
+                    if value is not _DELETED:
+                        out[key] = value
+                    continue
+            ask.append(key)
+        if ask:
+            ask = list(dict.fromkeys(ask))
+            bkeys = [prefix + k for k in ask]
             try:
-                rows = self.store.fetch(self.namespace, missing)
-            except StoreError:
-                raise
-            except Exception as exc:
-                raise StoreError(f"load of {len(missing)} keys failed: {exc!r}") from exc
-            for key, row in rows.items():
-                value, payload = self._decode(row)
-                out[key] = value
-                bkey = prefix + key
-                self._fill(bkey, self._stripe(bkey), gens[key], value, payload, row.version)
+                cached = self.backend.get_many(bkeys)
+            except BackendError as exc:
+                self._backend_down(exc)
+                cached = {}
+            missing: list[str] = []
+            for key, bkey in zip(ask, bkeys):
+                value = cached.get(bkey, MISS)
+                if value is MISS:
+                    missing.append(key)
+                else:
+                    hits += 1
+                    out[key] = value
+            if missing:
+                self._load_many(missing, out)
+        self.counters.hits += hits
         return out
+
+    def _load_many(self, missing: list[str], out: dict[str, Any]) -> None:
+        prefix = self.prefix
+        # Fill tokens are taken before the store is read: a write after this point
+        # makes the fill of its key stand down.
+        gens = {k: self._gens[self._stripe(prefix + k)] for k in missing}
+        self.counters.misses += len(missing)
+        self.counters.loads += 1
+        try:
+            rows = self.store.fetch(self.namespace, missing)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"load of {len(missing)} keys failed: {exc!r}") from exc
+        for key, row in rows.items():
+            value, payload = self._decode(row)
+            out[key] = value
+            bkey = prefix + key
+            self._fill(bkey, self._stripe(bkey), gens[key], value, payload, row.version)
 
     # -- writes (policies override) -----------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:

@@ -63,6 +63,7 @@ class WriteBackEngine(Flusher):
         self._timer = timer
         self._table = DirtyTable()
         self._view = self._table.view
+        self._has_pending = True
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._serialize = fast_dumps(serializer)
