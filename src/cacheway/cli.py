@@ -1,4 +1,4 @@
-"""The ``cacheway`` command: ``demo``, ``bench`` and ``journal inspect|replay``.
+"""The ``cacheway`` command: ``demo``, ``bench``, ``check`` and ``journal inspect|replay``.
 
 ``cacheway demo`` measures the write-policy comparison table on an embedded cache
 (memory + SQLite in a temp dir); ``cacheway bench`` runs the same workloads on the
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -53,6 +54,26 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an int >= 1, not {text!r}")
     return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def _namespace(text: str) -> str:
+    if text in ("", "default"):
+        return ""
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a namespace name: 1-64 letters, digits, '_', '-' or '.' "
+            "('' or default for the default namespace)")
+    return text
 
 
 def _workloads(text: str) -> list[str]:
@@ -159,6 +180,30 @@ def _parser() -> _Parser:
     bench.add_argument("--processes", type=_positive_int, default=1, metavar="N",
                        help="concurrent client processes, each on its own keys (default 1)")
     _add_run_options(bench, ops=2000)
+
+    check = sub.add_parser(
+        "check", help="count cached entries that disagree with the store",
+        description="Sample keys cached in the backend (and rows of the store), compare each "
+                    "cached value with the store's, re-check disagreeing ones after a quiet "
+                    "period, and report \"N nines consistent within M seconds\". Exits 0 "
+                    "when every sampled entry agrees, 1 when some disagree.",
+    )
+    check.add_argument("--store", required=True, metavar="URL",
+                       help="store URL, e.g. postgresql://user@host/db?table=cacheway")
+    check.add_argument("--backend", required=True, metavar="URL",
+                       help="backend URL, e.g. redis://127.0.0.1:6379/0?prefix=cw:")
+    check.add_argument("--namespace", dest="namespaces", action="append", type=_namespace,
+                       metavar="NAME",
+                       help="namespace to check, repeatable (default: the default namespace)")
+    check.add_argument("--sample", type=_positive_int, default=1000, metavar="N",
+                       help="keys to sample (default 1000)")
+    check.add_argument("--quiet", type=_seconds, default=1.0, metavar="S",
+                       help="seconds a disagreement may take to settle (default 1.0; above a "
+                            "write-back max_delay)")
+    check.add_argument("--rounds", type=int, default=3, metavar="N",
+                       help="re-checks of disagreeing entries (default 3)")
+    check.add_argument("--seed", type=int, default=None, help="sampling seed")
+    check.add_argument("--json", metavar="FILE", help="also write the report to FILE as JSON")
 
     journal = sub.add_parser("journal", help="look into or replay a write-back journal",
                              description="Inspect or replay a write-back journal directory.")
@@ -285,6 +330,65 @@ def _bench(args: argparse.Namespace) -> int:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _check(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ._urls import _redact, backend_from_url, store_from_url
+    from .check import check
+
+    _check_output(args.json, "--json")
+    if args.rounds < 0:
+        raise _UsageError(f"argument --rounds: must be an int >= 0, not {args.rounds}")
+    namespaces = list(dict.fromkeys(args.namespaces or [""]))
+    store = store_from_url(args.store)
+    closing: list[Callable[[], None]] = [store.close]
+    try:
+        backend = backend_from_url(args.backend)
+        closing[:0] = [backend.close]
+        l2 = getattr(backend, "_owned_l2", None)
+        if l2 is not None:
+            closing.append(l2.close)
+        report = check(store, backend, namespaces=namespaces, sample=args.sample,
+                       quiet=args.quiet, rounds=args.rounds, seed=args.seed)
+    finally:
+        for close in closing:
+            close()
+    out = _console()
+    table = Table(title="cacheway check", title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("store", escape(_redact(args.store)))
+    table.add_row("backend", escape(_redact(args.backend)))
+    table.add_row("namespaces", escape(", ".join(ns or "default" for ns in namespaces)))
+    table.add_row("keys sampled", f"{report.sampled:,}")
+    table.add_row("cached entries compared", f"{report.checked:,}")
+    bad = f"{report.disagreeing:,}"
+    table.add_row("disagreeing", f"[red]{bad}[/]" if report.disagreeing else f"[green]{bad}[/]")
+    table.add_row("nines", f"{report.nines:.2f}")
+    table.add_row("quiet period", f"{report.within_seconds:g} s")
+    table.add_row("re-check rounds used", str(report.rounds))
+    out.print(table)
+    if report.examples:
+        ex = Table(title="disagreeing entries (first few)", title_justify="left")
+        for name in ("level", "namespace", "key", "cached", "version", "stored", "version"):
+            ex.add_column(name)
+        for e in report.examples:
+            stored = repr(e.stored) if e.stored_found else "(no row)"
+            ex.add_row(e.level, e.namespace or "default", escape(e.key),
+                       escape(repr(e.cached)[:60]), str(e.cached_version),
+                       escape(stored[:60]), str(e.stored_version))
+        out.print(ex)
+    out.print(str(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report.to_dict(), f, indent=2, default=repr)
+        out.print(f"wrote {args.json}")
+    return 1 if report.disagreeing else 0
+
+
 def _journal_inspect(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -342,6 +446,7 @@ def _journal_replay(args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _demo,
     "bench": _bench,
+    "check": _check,
     "journal inspect": _journal_inspect,
     "journal replay": _journal_replay,
 }

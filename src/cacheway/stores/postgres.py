@@ -19,13 +19,24 @@ maps dict values onto the columns of an existing table instead (see
 from __future__ import annotations
 
 import contextlib
-import re
+import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ClosedError, ConfigError, StoreError
 from ..serializers import JSONSerializer, Serializer
+from ._pg_helpers import (
+    _CONFLICT_RETRIES,
+    _Attempt,
+    _fill,
+    _key_order,
+    _modules,
+    _scrub,
+    _secrets,
+    _segments,
+)
 from .base import (
     ADD,
     DELETE,
@@ -48,42 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 _T = TypeVar("_T")
-_INSTALL = "pip install 'cacheway[postgres]'"
 # Advisory-lock class id of cacheway's DDL ("cw"), so user locks on the same hash differ.
 LOCK_CLASS = 0x6377
-
-
-def _modules() -> tuple[Any, Any]:
-    try:
-        import psycopg
-        import psycopg_pool
-    except ImportError as exc:  # the driver is an extra
-        raise ConfigError(f"PostgresStore needs psycopg 3 and psycopg_pool: {_INSTALL}") from exc
-    return psycopg, psycopg_pool
-
-
-def _secrets(dsn: str) -> list[str]:
-    """Every spelling of a password in ``dsn``, also when it is malformed (libpq quotes
-    the broken part of a DSN in its error messages)."""
-    found = re.findall(r"[^\s:/@=]*:([^@\s]+)@", dsn)
-    found += re.findall(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn)
-    return sorted({s.strip("'") for s in found if s.strip("'")}, key=len, reverse=True)
-
-
-def _scrub(message: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        message = message.replace(secret, "***")
-    return message
-
-
-class _Attempt:
-    """One try of a unit of work: whether COMMIT was sent (after that, a broken
-    connection leaves the outcome unknown, so the work must not be retried)."""
-
-    __slots__ = ("committing",)
-
-    def __init__(self) -> None:
-        self.committing = False
 
 
 class PostgresStore(StoreBase):
@@ -381,13 +358,24 @@ class PostgresStore(StoreBase):
         more on a checked connection unless COMMIT was already sent."""
         self._check()
         psycopg, pool_timeout = self._pg, self._pg_pool_timeout()
-        for attempt_no in (1, 2):
+        retryable = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+        attempt_no = 0
+        conflicts = 0
+        while True:
+            attempt_no += 1
             attempt = _Attempt()
             conn: Connection[Any] | None = None
             try:
                 with self._pool.connection(timeout=self._timeout) as conn:
                     return work(conn, attempt)
             except psycopg.Error as exc:
+                if isinstance(exc, retryable) and conflicts < _CONFLICT_RETRIES:
+                    # The server rolled the whole transaction back (another process
+                    # locked the same rows in another order): nothing applied, repeat.
+                    conflicts += 1
+                    time.sleep(random.uniform(0.001, 0.01) * conflicts)
+                    attempt_no -= 1
+                    continue
                 broken = conn is not None and conn.broken
                 if attempt_no == 1 and broken and not attempt.committing and not isinstance(
                         exc, pool_timeout):
@@ -399,7 +387,6 @@ class PostgresStore(StoreBase):
                     err = StoreError(f"{err} (the connection broke during COMMIT: the "
                                      "outcome of this batch is unknown)")
                 raise err from exc
-        raise AssertionError("unreachable")
 
     def _pg_pool_timeout(self) -> type[BaseException]:
         import psycopg_pool
@@ -434,6 +421,22 @@ class PostgresStore(StoreBase):
         for op in ops:
             if op.kind not in (SET, DELETE, ADD):
                 raise ConfigError(f"unknown op kind {op.kind!r}")
+        order = _key_order(ops)
+        if order is not None:
+            # Rows locked in one order by every process: concurrent batches over the
+            # same keys wait for each other instead of deadlocking.
+            ops = [ops[i] for i in order]
+            if journal is not None:
+                journal = journal._replace(seqs=[journal.seqs[i] for i in order])
+            applied = self._apply_ordered(ops, journal)
+            out: list[Applied] = [applied[0]] * len(ops)
+            for pos, i in enumerate(order):
+                out[i] = applied[pos]
+            return out
+        return self._apply_ordered(ops, journal)
+
+    def _apply_ordered(self, ops: Sequence[Op], journal: JournalMark | None
+                       ) -> list[Applied]:
         rows = self._rows
         if rows is not None:
             # A journal replay carries bytes only: the row needs the decoded dict.
@@ -564,25 +567,3 @@ class PostgresStore(StoreBase):
         self._closed = True
         if self._own:
             self._pool.close()
-
-
-def _segments(ops: Sequence[Op]) -> list[list[int]]:
-    """Split a batch where a key repeats, so each part names a key at most once (one
-    upsert cannot touch a row twice) and a key's writes keep their order."""
-    parts: list[list[int]] = [[]]
-    seen: set[tuple[str, str]] = set()
-    for i, op in enumerate(ops):
-        k = (op.namespace, op.key)
-        if k in seen:
-            parts.append([])
-            seen.clear()
-        seen.add(k)
-        parts[-1].append(i)
-    return parts
-
-
-def _fill(out: list[Applied | None], ops: Sequence[Op], idx: list[int],
-          got: dict[tuple[str, str], Applied]) -> None:
-    for i in idx:
-        out[i] = got[(ops[i].namespace, ops[i].key)]
-
