@@ -110,9 +110,9 @@ class TrackingMemoryBackend(MemoryBackend):
 
     def set(
         self, key: str, value: Any, payload: bytes | None, ttl: float | None,
-        version: int | None = None,
+        version: int | None = None, *, delta: float = 0.0,
     ) -> None:
-        super().set(key, value, payload, ttl, version)
+        super().set(key, value, payload, ttl, version, delta=delta)
         if key in self._data:  # max_bytes may have evicted it at once
             self.residency.admit(key)
 

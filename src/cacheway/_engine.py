@@ -16,8 +16,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ._refresh import ReadOptions, should_refresh
 from .backends.base import MISS, Backend
 from .errors import (
     BackendError,
@@ -77,6 +79,7 @@ class Engine:
         ttl: float | None,
         counters: Counters,
         fill_ttl: float | None = None,
+        read: ReadOptions | None = None,
     ) -> None:
         self.namespace = namespace
         self.store = store
@@ -93,6 +96,12 @@ class Engine:
         self._flights: dict[str, _Flight] = {}
         self._flight_lock = threading.Lock()
         self._backend_get = backend.get
+        self._read = read if read is not None else ReadOptions()
+        self._jitter = self._read.ttl_jitter
+        self._meta = False  # fills record their load time (early refresh needs it)
+        self._refreshing: set[str] = set()
+        self._refresher: ThreadPoolExecutor | None = None
+        self._setup_read_options(backend)
         self._has_pending = False  # write-back engines answer some reads themselves
         # A store may refuse a write at the call that makes it (a dict with an unknown
         # column, a key too long for its table) rather than later in a flusher.
@@ -135,6 +144,25 @@ class Engine:
     def _can_fill(self, bkey: str, stripe: int, gen: int) -> bool:
         return self._gens[stripe] == gen
 
+    def _setup_read_options(self, backend: Backend) -> None:
+        opts = self._read
+        if opts.early_refresh is not None:
+            if not hasattr(backend, "get_meta"):
+                raise ConfigError(
+                    f"early_refresh needs a backend that keeps entry ages ({backend!r} "
+                    "does not): use cw.MemoryBackend"
+                )
+            self._meta = True
+            self._backend_meta = backend.get_meta
+            self.get = self._get_early  # type: ignore[method-assign]
+        if opts.stale_if_error is not None:
+            if not hasattr(backend, "get_stale"):
+                raise ConfigError(
+                    f"stale_if_error needs a backend that can keep expired entries "
+                    f"({backend!r} cannot): use cw.MemoryBackend"
+                )
+            backend.keep_stale(opts.stale_if_error)  # type: ignore[attr-defined]
+
     # -- reads ------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         if key.__class__ is not str:
@@ -150,6 +178,71 @@ class Engine:
             self.counters.hits += 1
             return value
         return self._miss(key, bkey, default)
+
+    def _get_early(self, key: str, default: Any = None) -> Any:
+        """``get`` with XFetch: a hit that should_refresh() picks reloads in the
+        background while this (and every other) reader still gets the cached value."""
+        if key.__class__ is not str:
+            check_key(key)
+        if self.closed:
+            raise self._closed()
+        bkey = self.prefix + key
+        if self._has_pending:
+            value = self._lookup_pending(bkey)
+            if value is not MISS:
+                self.counters.hits += 1
+                return default if value is _DELETED else value
+        try:
+            meta = self._backend_meta(bkey)
+        except BackendError as exc:
+            meta = self._backend_down(exc)
+        if meta is MISS:
+            return self._miss(key, bkey, default)
+        value, left, delta = meta
+        self.counters.hits += 1
+        opts = self._read
+        assert opts.early_refresh is not None
+        if left is not None and delta > 0 and should_refresh(
+                left, delta, opts.early_refresh, opts.rand):
+            self._refresh_later(key, bkey)
+        return value
+
+    def _refresh_later(self, key: str, bkey: str) -> None:
+        with self._flight_lock:
+            if bkey in self._refreshing or self.closed:
+                return
+            self._refreshing.add(bkey)
+            if self._refresher is None:
+                self._refresher = ThreadPoolExecutor(
+                    max_workers=2, thread_name_prefix="cacheway-refresh")
+            refresher = self._refresher
+        refresher.submit(self._refresh, key, bkey)
+
+    def _refresh(self, key: str, bkey: str) -> None:
+        try:
+            stripe = self._stripe(bkey)
+            self._load(key, bkey, stripe, self._gens[stripe], fill=True)
+        except Exception as exc:  # noqa: BLE001 - the old copy keeps serving; say why
+            log.warning("cacheway: early refresh of %r failed: %r", bkey, exc)
+        finally:
+            with self._flight_lock:
+                self._refreshing.discard(bkey)
+
+    def _stale(self, key: str, bkey: str, exc: BaseException) -> Any:
+        """The expired copy of ``bkey`` a failing store lets us serve (stale_if_error)."""
+        max_age = self._read.stale_if_error
+        if max_age is None:
+            return MISS
+        value = self.backend.get_stale(bkey, max_age)  # type: ignore[attr-defined]
+        if value is not MISS:
+            log.warning("cacheway: store failed (%s); serving the stale copy of %r", exc, key)
+        return value
+
+    def _stop_refresher(self) -> None:
+        with self._flight_lock:
+            refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.shutdown(wait=True)
 
     def _backend_down(self, exc: BackendError) -> Any:
         """A backend that fails a read makes it a miss: the store still has the truth."""
@@ -176,10 +269,16 @@ class Engine:
                 raise StoreError(f"load of {key!r} failed: {flight.error}") from flight.error
             return flight.value if flight.found else default
         try:
-            if self._lease_get is not None:
-                flight.found, flight.value = self._leased_load(key, bkey, stripe, gen)
-            else:
-                flight.found, flight.value = self._load(key, bkey, stripe, gen, fill=True)
+            try:
+                if self._lease_get is not None:
+                    flight.found, flight.value = self._leased_load(key, bkey, stripe, gen)
+                else:
+                    flight.found, flight.value = self._load(key, bkey, stripe, gen, fill=True)
+            except Exception as exc:
+                stale = self._stale(key, bkey, exc)
+                if stale is MISS:
+                    raise
+                flight.found, flight.value = True, stale
         except BaseException as exc:
             flight.error = exc
             if isinstance(exc, StoreError):
@@ -197,12 +296,14 @@ class Engine:
     def _load(self, key: str, bkey: str, stripe: int, gen: int, *, fill: bool
               ) -> tuple[bool, Any]:
         self.counters.loads += 1
+        started = time.monotonic()
         row = self.store.fetch(self.namespace, [key]).get(key)
         if row is None:
             return False, None
         value, payload = self._decode(row)
         if fill:
-            self._fill(bkey, stripe, gen, value, payload, row.version)
+            self._fill(bkey, stripe, gen, value, payload, row.version,
+                       time.monotonic() - started)
         return True, value
 
     def _leased_load(self, key: str, bkey: str, stripe: int, gen: int) -> tuple[bool, Any]:
@@ -253,19 +354,25 @@ class Engine:
 
     def _fill(
         self, bkey: str, stripe: int, gen: int, value: Any, payload: bytes | None,
-        version: int | None,
+        version: int | None, delta: float = 0.0,
     ) -> None:
         with self._locks[stripe]:
             if self._can_fill(bkey, stripe, gen):
-                self._backend_set(bkey, value, payload, self.fill_ttl, version)
+                self._backend_set(bkey, value, payload, self.fill_ttl, version, delta)
 
     def _backend_set(
         self, bkey: str, value: Any, payload: bytes | None, ttl: float | None,
-        version: int | None,
+        version: int | None, delta: float = 0.0,
     ) -> None:
         """Set a cached copy; a failing backend loses the copy, never the write."""
+        if self._jitter and ttl is not None:
+            ttl *= 1.0 - self._jitter * self._read.rand()
         try:
-            self.backend.set(bkey, value, payload, ttl, version)
+            if self._meta:
+                self.backend.set(bkey, value, payload, ttl, version,
+                                 delta=delta)  # type: ignore[call-arg]
+            else:
+                self.backend.set(bkey, value, payload, ttl, version)
         except Exception as exc:  # noqa: BLE001 - any backend failure: drop the copy, keep the write
             log.warning("cacheway: backend set of %r failed (%r); dropping the copy", bkey, exc)
             self._backend_drop(bkey)
@@ -359,6 +466,7 @@ class Engine:
 
     def close(self, timeout: float | None = None) -> None:
         self.closed = True
+        self._stop_refresher()
 
     # -- shared write helpers -------------------------------------------------------------
     def _prepare(self, key: object, value: Any, ttl: object

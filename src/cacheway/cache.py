@@ -21,6 +21,7 @@ from typing import Any
 
 from ._direct import WriteAroundEngine, WriteThroughEngine
 from ._engine import Engine, check_ttl
+from ._refresh import ReadOptions
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
 from .errors import ClosedError, ConfigError
@@ -150,6 +151,13 @@ class Cache(_Front):
     ``ttl`` is the default lifetime (seconds) of cached copies. ``serializer`` turns
     values into the bytes the store, journal and shared backends keep (JSON by default:
     the store's own). ``timer`` (``time.monotonic``) drives write-back deadlines.
+
+    Read-through options (every namespace): ``early_refresh=beta`` reloads hot entries
+    in the background shortly before they expire (XFetch; 1.0 is the usual beta),
+    ``stale_if_error=seconds`` serves a copy that expired less than that long ago when
+    the store fails, ``ttl_jitter=fraction`` shortens each copy's ttl by a random share
+    up to it so that copies written together do not expire together. ``random``
+    (``random.random``) is injectable for tests. The first two need a MemoryBackend.
     """
 
     def __init__(
@@ -161,6 +169,10 @@ class Cache(_Front):
         *,
         serializer: Serializer | None = None,
         timer: Callable[[], float] = time.monotonic,
+        early_refresh: float | None = None,
+        stale_if_error: float | None = None,
+        ttl_jitter: float = 0.0,
+        random: Callable[[], float] | None = None,
     ) -> None:
         _check_store(store)
         if backend is None:
@@ -182,6 +194,8 @@ class Cache(_Front):
         if bind is not None:
             bind(self.serializer)  # a remote backend keeps the same bytes as the store
         self._timer = timer
+        self._read = ReadOptions(early_refresh, stale_if_error, ttl_jitter,
+                                 *(() if random is None else (random,)))
         self._lock = threading.Lock()
         self._closed = False
         self._owned: list[Any] = []  # what open() built from URLs; closed with the cache
@@ -206,15 +220,16 @@ class Cache(_Front):
 
             engine = WriteBackEngine(
                 name, store, self.backend, self.serializer, ttl, counters, policy,
-                journal=journal, timer=self._timer,
+                journal=journal, timer=self._timer, read=self._read,
             )
         elif isinstance(policy, WriteAround):
             engine = WriteAroundEngine(
                 name, store, self.backend, self.serializer, ttl, counters,
-                fill_ttl=policy.fill_ttl,
+                fill_ttl=policy.fill_ttl, read=self._read,
             )
         elif isinstance(policy, WriteThrough):
-            engine = WriteThroughEngine(name, store, self.backend, self.serializer, ttl, counters)
+            engine = WriteThroughEngine(name, store, self.backend, self.serializer, ttl, counters,
+                                        read=self._read)
         else:
             raise ConfigError(f"unknown policy {policy!r}")
         self._engines[name] = engine

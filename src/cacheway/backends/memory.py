@@ -51,8 +51,9 @@ class MemoryBackend:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._timer = timer
-        # key -> (value, expires_at or None, size)
-        self._data: OrderedDict[str, tuple[Any, float | None, int]] = OrderedDict()
+        # key -> (value, expires_at or None, size, load time in seconds)
+        self._data: OrderedDict[str, tuple[Any, float | None, int, float]] = OrderedDict()
+        self._grace = 0.0
         self._lock = threading.Lock()
         self._bytes = 0
         self._evictions = 0
@@ -88,7 +89,40 @@ class MemoryBackend:
             pass
         return item[0]
 
-    def _expire(self, key: str, item: tuple[Any, float | None, int]) -> None:
+    # -- entry metadata: early refresh and stale-if-error ------------------------------
+    def get_meta(self, key: str) -> Any:
+        """``(value, seconds left or None, load time)`` of a live entry, or MISS."""
+        item = self._data.get(key)
+        if item is None:
+            return MISS
+        left = None
+        if item[1] is not None:
+            left = item[1] - self._timer()
+            if left <= 0:
+                self._expire(key, item)
+                return MISS
+        try:  # noqa: SIM105 - as in get()
+            self._data.move_to_end(key)
+        except KeyError:
+            pass
+        return item[0], left, item[3]
+
+    def keep_stale(self, seconds: float) -> None:
+        """Keep expired entries ``seconds`` longer for :meth:`get_stale` (stale-if-error)."""
+        self._grace = max(self._grace, float(seconds))
+
+    def get_stale(self, key: str, max_age: float) -> Any:
+        """The entry's value even if it expired less than ``max_age`` seconds ago."""
+        item = self._data.get(key)
+        if item is None:
+            return MISS
+        if item[1] is not None and self._timer() - item[1] > max_age:
+            return MISS
+        return item[0]
+
+    def _expire(self, key: str, item: tuple[Any, float | None, int, float]) -> None:
+        if self._grace and item[1] is not None and self._timer() < item[1] + self._grace:
+            return  # expired for readers, kept a while for stale-if-error
         with self._lock:
             if self._data.get(key) is item:
                 del self._data[key]
@@ -111,14 +145,14 @@ class MemoryBackend:
 
     def set(
         self, key: str, value: Any, payload: bytes | None, ttl: float | None,
-        version: int | None = None,
+        version: int | None = None, *, delta: float = 0.0,
     ) -> None:
         expires = None if ttl is None else self._timer() + ttl
         size = 0 if self.max_bytes is None else self._size(key, value, payload)
         data = self._data
         with self._lock:
             old = data.get(key)
-            data[key] = (value, expires, size)
+            data[key] = (value, expires, size, delta)
             if old is not None:
                 # Replacing keeps the slot; only its LRU position and size change.
                 data.move_to_end(key)

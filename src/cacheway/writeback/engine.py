@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._engine import _DELETED, _STRIPES, check_key, check_ttl
+from .._refresh import ReadOptions
 from ..backends.base import MISS, Backend
 from ..errors import BackendError, Backpressure, StoreError
 from ..policies import WriteBack
@@ -56,8 +57,9 @@ class WriteBackEngine(Flusher):
         config: WriteBack,
         journal: Journal | None = None,
         timer: Callable[[], float] = time.monotonic,
+        read: ReadOptions | None = None,
     ) -> None:
-        super().__init__(namespace, store, backend, serializer, ttl, counters)
+        super().__init__(namespace, store, backend, serializer, ttl, counters, read=read)
         self.config = config
         self.journal = journal
         self._timer = timer
@@ -111,12 +113,12 @@ class WriteBackEngine(Flusher):
 
     def _fill(
         self, bkey: str, stripe: int, gen: int, value: Any, payload: bytes | None,
-        version: int | None,
+        version: int | None, delta: float = 0.0,
     ) -> None:
         lock = self._cond if self._local else self._locks[stripe]
         with lock:
             if self._can_fill(bkey, stripe, gen):
-                self._backend_set(bkey, value, payload, self.fill_ttl, version)
+                self._backend_set(bkey, value, payload, self.fill_ttl, version, delta)
 
     def _can_fill(self, bkey: str, stripe: int, gen: int) -> bool:
         return self._gens[stripe] == gen and bkey[len(self.prefix):] not in self._view
@@ -399,3 +401,4 @@ class WriteBackEngine(Flusher):
                 self._cond.notify_all()
             if self._thread is not threading.current_thread():
                 self._thread.join(5.0)
+            self._stop_refresher()
