@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import cacheway as cw  # noqa: E402
+import cacheway as cw
 
 KEYS = 1000
 TTL = 1.0
