@@ -381,3 +381,23 @@ def test_writeback_store_equals_model_of_last_writes(ops, add_many: bool,
         assert cache.get_many(["a", "b", "c", "d"]) == model
     finally:
         cache.close()
+
+
+def test_a_write_the_store_can_never_take_is_dead_lettered_at_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Retry(attempts=None) retries a failing store forever, but not a write whose content
+    # the store refuses (here a counter over a value another process made a string):
+    # that goes to on_dead_letter at once, and flush() returns.
+    store = cw.SQLiteStore(str(tmp_path / "app.db"))
+    dead: list[tuple[str, object, BaseException]] = []
+    cache = cw.Cache(store=store, policy=cw.WriteBack(
+        max_delay=3600, on_dead_letter=lambda k, v, e: dead.append((k, v, e))))
+    cache.incr("c", 5)
+    cache.set("other", 1)
+    store.save_many({"c": "text"})  # another writer, behind the cache's back
+    cache.flush(timeout=30)
+    assert [(k, v) for k, v, _ in dead] == [("c", 5)]
+    assert isinstance(dead[0][2], cw.InvalidWriteError)
+    assert store.load("other") == 1, "the rest of the batch landed"
+    assert cache.stats().dead_letters == 1
+    cache.close()
+    store.close()

@@ -15,6 +15,7 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "InvalidKeyError",
+    "InvalidWriteError",
     "JournalError",
     "SerializationError",
     "StoreError",
@@ -27,6 +28,12 @@ class CachewayError(Exception):
 
 class StoreError(CachewayError):
     """The store (the system of record) failed or did not answer in time."""
+
+
+class InvalidWriteError(StoreError):
+    """The store refuses what a write holds (a counter over a non-integer, a row with an
+    unknown column): repeating it cannot help, so a write-back flusher hands the entry to
+    ``on_dead_letter`` at once instead of retrying it."""
 
 
 class BackendError(CachewayError):

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import ClosedError, ConfigError, StoreError
+from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
 from ._pg_helpers import (
     _CONFLICT_RETRIES,
@@ -515,7 +515,7 @@ class PostgresStore(StoreBase):
             try:
                 cur.execute(self._q["add"], (nss, keys, [int(ops[i].delta) for i in adds]))
             except self._pg.errors.InvalidTextRepresentation as exc:
-                raise StoreError(
+                raise InvalidWriteError(
                     f"cannot add to a counter in {self.table!r}: a stored value is not an "
                     f"integer ({_scrub(str(exc), self._secrets)})"
                 ) from exc
@@ -528,7 +528,7 @@ class PostgresStore(StoreBase):
         for i in adds:
             value = current[(ops[i].namespace, ops[i].key)]
             if isinstance(value, bool) or not isinstance(value, int):
-                raise StoreError(f"cannot add to key {ops[i].key!r}: its stored value "
+                raise InvalidWriteError(f"cannot add to key {ops[i].key!r}: its stored value "
                                  f"{value!r} is not an integer")
             news.append(value + ops[i].delta)
         cur.execute(self._q["add_write"], (nss, keys, [self.serializer.dumps(n) for n in news]))

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from psycopg import Connection, Cursor, sql
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, InvalidWriteError
 from .base import ADD, DELETE, NOTSET, SET, Applied, Loaded, Op, validate_identifier
 
 __all__ = ["RowMapper"]
@@ -203,7 +203,7 @@ class RowMapper:
         rows: list[dict[str, Any] | None] = []
         for op in ops:
             if op.kind == ADD:
-                raise StoreError(
+                raise InvalidWriteError(
                     f"counters (incr) are not supported by a row-mode PostgresStore "
                     f"(table {self.table!r}, key {op.key!r})"
                 )
@@ -212,20 +212,20 @@ class RowMapper:
                 continue
             value = op.value
             if value is NOTSET or value is None:
-                raise StoreError(f"row mode of {self.table!r} needs a dict value for key "
+                raise InvalidWriteError(f"row mode of {self.table!r} needs a dict value for key "
                                  f"{op.key!r}, not {value!r}")
             if not isinstance(value, dict):
-                raise StoreError(f"row mode of {self.table!r} needs a dict value for key "
+                raise InvalidWriteError(f"row mode of {self.table!r} needs a dict value for key "
                                  f"{op.key!r}, not {type(value).__name__}")
             unknown = sorted(str(c) for c in value if c not in self._allowed
                              and c != self.key_column)
             if unknown:
-                raise StoreError(
+                raise InvalidWriteError(
                     f"value of key {op.key!r} has keys {', '.join(unknown)} that are not "
                     f"mapped columns of {self.table!r} (columns: {', '.join(self.columns)})"
                 )
             if self.key_column in value and str(value[self.key_column]) != op.key:
-                raise StoreError(
+                raise InvalidWriteError(
                     f"value of key {op.key!r} sets {self.key_column}="
                     f"{value[self.key_column]!r}: a row's key cannot differ from its cache key"
                 )

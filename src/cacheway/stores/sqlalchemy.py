@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ClosedError, ConfigError, StoreError
+from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
 from .base import (
     ADD,
@@ -483,7 +483,7 @@ class SQLAlchemyStore(StoreBase):
             raise StoreError(f"cannot add to key {key!r}: its stored value does not decode: "
                              f"{exc!r}") from exc
         if isinstance(current, bool) or not isinstance(current, int):
-            raise StoreError(
+            raise InvalidWriteError(
                 f"cannot add to key {key!r}: its stored value {current!r} is not an integer"
             )
         return current

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import ClosedError, ConfigError, StoreError
+from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
 from .base import (
     ADD,
@@ -326,7 +326,7 @@ class SQLiteStore(StoreBase):
         ).fetchone()
         current: Any = 0 if row is None else self.serializer.loads(row[0])
         if isinstance(current, bool) or not isinstance(current, int):
-            raise StoreError(
+            raise InvalidWriteError(
                 f"cannot add to key {op.key!r}: its stored value {current!r} is not an integer"
             )
         new = current + op.delta

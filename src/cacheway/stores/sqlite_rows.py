@@ -36,7 +36,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, InvalidWriteError, StoreError
 from ..serializers import Serializer
 from .base import ADD, DELETE, NOTSET, SET, Applied, JournalMark, Loaded, Op, validate_identifier
 
@@ -154,7 +154,7 @@ class RowSpec:
         out: list[dict[str, Any] | None] = []
         for op in ops:
             if op.kind == ADD:
-                raise StoreError(
+                raise InvalidWriteError(
                     f"counters (incr) are not supported by a row-mode {self.store} "
                     f"(table {self.table!r}, key {op.key!r})"
                 )
@@ -168,17 +168,17 @@ class RowSpec:
                 value = serializer.loads(op.payload)
             if not isinstance(value, dict):
                 shown = repr(value) if value is None or value is NOTSET else type(value).__name__
-                raise StoreError(f"row mode of {self.table!r} needs a dict value for key "
+                raise InvalidWriteError(f"row mode of {self.table!r} needs a dict value for key "
                                  f"{op.key!r}, not {shown}")
             unknown = sorted(str(c) for c in value
                              if c not in self._allowed and c != self.key_column)
             if unknown:
-                raise StoreError(
+                raise InvalidWriteError(
                     f"value of key {op.key!r} has keys {', '.join(unknown)} that are not "
                     f"mapped columns of {self.table!r} (columns: {', '.join(self.columns)})"
                 )
             if self.key_column in value and str(value[self.key_column]) != op.key:
-                raise StoreError(
+                raise InvalidWriteError(
                     f"value of key {op.key!r} sets {self.key_column}="
                     f"{value[self.key_column]!r}: a row's key cannot differ from its cache key"
                 )
@@ -187,7 +187,7 @@ class RowSpec:
                 bad = sorted(c for c, v in row.items() if not isinstance(v, _SCALARS) or (
                     isinstance(v, int) and not _INT64[0] <= v <= _INT64[1]))
                 if bad:
-                    raise StoreError(
+                    raise InvalidWriteError(
                         f"value of key {op.key!r}: column(s) {', '.join(bad)} of {self.table!r} "
                         "need None, bool, int (64-bit), float, str or bytes, not "
                         + ", ".join(type(row[c]).__name__ for c in bad)

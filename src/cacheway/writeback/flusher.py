@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._engine import Engine
+from ..errors import InvalidWriteError
 from ..policies import WriteBack
 from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, make_op
 from .dirty import DirtyTable, Entry
@@ -220,9 +221,10 @@ class Flusher(Engine):
         not_before = now + retry.delay(attempts, self._rand.random)
         dead: list[Entry] = []
         with self._cond:
+            hopeless = len(entries) == 1 and isinstance(exc, InvalidWriteError)
             for entry in entries:
                 entry.attempts += 1
-                if retry.exhausted(entry.attempts):
+                if hopeless or retry.exhausted(entry.attempts):
                     dead.append(entry)
                 else:
                     self._table.park(entry, not_before)
