@@ -101,10 +101,9 @@ def test_demo_pollution_column(demo_run: dict[str, Any]) -> None:
         # the runner found cached entries under the backend's key names
         assert read_heavy[name]["cache_entries_read"] > 0, name
     counters = doc["workloads"]["counters"]["strategies"]
-    # write-around: every incr drops the copy the last read filled, before anyone reads it
+    # write-around: an incr drops the copy a read filled, often before anyone reads it
     around, through = counters["write-around"], counters["write-through"]
     assert around["cache_dropped_unread"] > 0
-    assert around["cache_inserts"] > through["cache_inserts"]
     assert around["cache_pollution"] > through["cache_pollution"]
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._engine import Engine, check_key
-from .errors import StoreError
+from .backends.base import MISS
+from .errors import BackendError, StoreError
 from .stores.base import ADD, DELETE, NOTSET, SET, Applied, Op
 
 __all__ = ["WriteAroundEngine", "WriteThroughEngine"]
@@ -96,8 +97,10 @@ class WriteThroughEngine(Engine):
         bkey = self.prefix + key
         with self._locks[self._stripe(bkey)]:
             # Read under the lock: a store without atomic adds gets the absolute value,
-            # which is only right if no other in-process incr slips in between.
-            current = self._as_counter(key, self.get(key))
+            # which is only right if no other in-process incr slips in between. Not
+            # through get(): a single-flight load of this key would need this lock to
+            # fill, and we would wait for it forever.
+            current = self._as_counter(key, self._read_locked(key, bkey))
             new = current + delta
             op = Op(self.namespace, key, ADD, self._dumps(new), delta, new)
             res = self._apply([op], [bkey])[0]
@@ -105,6 +108,20 @@ class WriteThroughEngine(Engine):
             value = new if res.value is NOTSET or res.value is None else res.value
             self._publish(bkey, value, None, self.ttl, res.version)
         return int(value)
+
+
+    def _read_locked(self, key: str, bkey: str) -> Any:
+        try:
+            value = self._backend_get(bkey)
+        except BackendError as exc:
+            value = self._backend_down(exc)
+        if value is not MISS:
+            self.counters.hits += 1
+            return value
+        self.counters.misses += 1
+        self.counters.loads += 1
+        row = self.store.fetch(self.namespace, [key]).get(key)
+        return None if row is None else self._decode(row)[0]
 
 
 class WriteAroundEngine(WriteThroughEngine):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .._engine import _DELETED, _STRIPES, check_key, check_ttl
 from .._refresh import ReadOptions
 from ..backends.base import MISS, Backend
-from ..errors import BackendError, Backpressure, StoreError
+from ..errors import BackendError, Backpressure, ConfigError, StoreError
 from ..policies import WriteBack
 from ..serializers import Serializer, fast_dumps
 from ..stats import Counters
@@ -37,6 +37,10 @@ __all__ = ["WriteBackEngine"]
 
 # (key, kind, value, payload, delta) of one accepted write
 _Item = tuple[str, int, Any, "bytes | None", int]
+class _NeedRoom(Exception):
+    """The dirty table is full and the caller holds stripe locks: wait without them."""
+
+
 # (backend key, kind, value, payload) of a copy to write to a shared backend
 _Publish = tuple[str, int, Any, "bytes | None"]
 
@@ -89,12 +93,12 @@ class WriteBackEngine(Flusher):
     def get(self, key: str, default: Any = None) -> Any:
         if key.__class__ is not str:
             check_key(key)
+        if self.closed:
+            raise self._closed()
         entry = self._view.get(key)
         if entry is not None:
             self.counters.hits += 1
             return default if entry.kind == DELETE else entry.value
-        if self.closed:
-            raise self._closed()
         bkey = self.prefix + key
         try:
             value = self._backend_get(bkey)
@@ -205,28 +209,41 @@ class WriteBackEngine(Flusher):
         key = check_key(key)
         delta = self._check_delta(key, delta)
         loaded = MISS
+        stripe = self._stripe(self.prefix + key)
+        seen = -1  # the stripe's generation when `loaded` was read
+        deadline: float | None = None
         while True:
             locks = self._shared_locks([key])
             publish: list[_Publish] | None = None if self._local else []
+            need_room = done = False
             try:
                 with self._cond:
                     entry = self._view.get(key)
-                    if entry is not None or loaded is not MISS:
-                        if entry is not None:
-                            current = 0 if entry.kind == DELETE else entry.value
-                        else:
-                            current = loaded
+                    # A value read before another write of the key was accepted (and
+                    # maybe already flushed) is stale: read again.
+                    fresh = loaded is not MISS and self._gens[stripe] == seen
+                    if entry is not None or fresh:
+                        current = (0 if entry.kind == DELETE else entry.value
+                                   ) if entry is not None else loaded
                         new = self._as_counter(key, current) + delta
-                        seq = self._accept_locked(
-                            [(key, ADD, new, self._dumps(new), delta)], self.ttl, publish
-                        )
-                        break
-            finally:
+                        try:
+                            seq = self._accept_locked(
+                                [(key, ADD, new, self._dumps(new), delta)], self.ttl, publish)
+                            done = True
+                        except _NeedRoom:
+                            need_room = True
                 if publish:
                     self._publish(publish, self.ttl)
+            finally:
                 for lock in locks:
                     lock.release()
+            if done:
+                break
+            if need_room:
+                deadline = self._room_outside(1, deadline)
+                continue
             # Not pending: read it (may load from the store) outside the lock, then retry.
+            seen = self._gens[stripe]
             loaded = self.get(key)
             self._as_counter(key, loaded)
         self._durable(seq)
@@ -239,17 +256,36 @@ class WriteBackEngine(Flusher):
         else:
             # A shared backend is written outside the table lock (a network round trip
             # must not stall every writer), under the keys' stripe locks so that writers
-            # of one key still reach it in the order the dirty table took them.
-            locks = self._shared_locks([it[0] for it in items])
-            publish: list[_Publish] = []
-            try:
-                with self._cond:
-                    seq = self._accept_locked(items, ttl, publish)
-                self._publish(publish, ttl)
-            finally:
-                for lock in locks:
-                    lock.release()
+            # of one key still reach it in the order the dirty table took them. Waiting
+            # for room happens without the stripe locks: the flusher needs them to ack.
+            deadline: float | None = None
+            while True:
+                locks = self._shared_locks([it[0] for it in items])
+                publish: list[_Publish] = []
+                need_room = False
+                try:
+                    with self._cond:
+                        try:
+                            seq = self._accept_locked(items, ttl, publish)
+                        except _NeedRoom:
+                            need_room = True
+                    if not need_room:
+                        self._publish(publish, ttl)
+                finally:
+                    for lock in locks:
+                        lock.release()
+                if not need_room:
+                    break
+                deadline = self._room_outside(len(items), deadline)
         self._durable(seq)
+
+    def _room_outside(self, n: int, deadline: float | None) -> float:
+        """Wait (holding no stripe lock) until ``n`` more entries fit; the deadline."""
+        if deadline is None:
+            deadline = time.monotonic() + self.config.block_timeout
+        with self._cond:
+            self._wait_room(n, deadline)
+        return deadline
 
     def _publish(self, publish: list[_Publish], ttl: float | None) -> None:
         """Unversioned copies of accepted writes, in one round trip where possible."""
@@ -278,9 +314,10 @@ class WriteBackEngine(Flusher):
         table = self._table
         if len(table) + len(items) > self.config.max_dirty:
             new_keys = sum(1 for it in items if it[0] not in self._view)
-            full = new_keys and len(table) + new_keys > self.config.max_dirty
-            if full and self._make_room(new_keys, items, ttl):
-                return self._seq
+            if new_keys and len(table) + new_keys > self.config.max_dirty:
+                items = self._make_room(new_keys, items, ttl, publish is not None)
+                if not items:
+                    return self._seq
         was_empty = not table.dirty
         now = self._timer()
         journal = self.journal
@@ -293,6 +330,7 @@ class WriteBackEngine(Flusher):
                 seq = journal.append(ns, key, kind, body, delta)
             else:
                 seq += 1
+            self._seq = seq  # a later item failing must not hide this one from flush()
             if table.put(key, kind, value, payload, delta, ttl, seq, now):
                 counters.coalesced += 1
             counters.writes += 1
@@ -311,9 +349,10 @@ class WriteBackEngine(Flusher):
             self._cond.notify_all()  # start the max_delay clock / a full batch is ready
         return seq
 
-    def _make_room(self, new_keys: int, items: list[_Item],
-                   ttl: float | None) -> bool:
-        """Back-pressure at max_dirty; True when the write was done straight to the store."""
+    def _make_room(self, new_keys: int, items: list[_Item], ttl: float | None,
+                   no_wait: bool) -> list[_Item]:
+        """Back-pressure at max_dirty: raise, wait, or write the new keys straight to the
+        store. Returns the items still to accept into the dirty table."""
         cfg = self.config
         table = self._table
         if cfg.on_full == "raise":
@@ -322,9 +361,18 @@ class WriteBackEngine(Flusher):
                 "the store is not keeping up (flush or raise max_dirty)"
             )
         if cfg.on_full == "write_through":
-            self._write_through_locked(items, ttl)
-            return True
-        deadline = time.monotonic() + cfg.block_timeout
+            # Keys already pending coalesce (they need no room, and writing them around
+            # their pending entry would reorder them); only new keys go to the store.
+            fresh = [it for it in items if it[0] not in self._view]
+            self._write_through_locked(fresh, ttl)
+            return [it for it in items if it[0] in self._view]
+        if no_wait:
+            raise _NeedRoom
+        self._wait_room(new_keys, time.monotonic() + cfg.block_timeout)
+        return items
+
+    def _wait_room(self, new_keys: int, deadline: float) -> None:
+        cfg, table = self.config, self._table
         self._blocked += 1
         self._cond.notify_all()
         try:
@@ -338,14 +386,22 @@ class WriteBackEngine(Flusher):
                 self._cond.wait(remaining)
         finally:
             self._blocked -= 1
-        return False
 
     def _write_through_locked(self, items: list[_Item],
                               ttl: float | None) -> None:
         # Under the table lock: no other write of these keys can be accepted meanwhile,
-        # and none of them is pending (or it would have coalesced), so order holds.
+        # and none of them is pending (the caller kept those), so order holds.
+        if not items:
+            return
         ops = [Op(self.namespace, k, kind, p, d, v) for k, kind, v, p, d in items]
-        results = self.store.apply(ops)
+        try:
+            results = self.store.apply(ops)
+        except Exception:
+            for key, *_ in items:  # the outcome is unknown: no copy may stay
+                bkey = self.prefix + key
+                self._gens[self._stripe(bkey)] += 1
+                self._backend_drop(bkey)
+            raise
         self.counters.writes += len(ops)
         self.counters.store_writes += len(ops)
         for (key, kind, value, payload, _), res in zip(items, results):
@@ -362,6 +418,11 @@ class WriteBackEngine(Flusher):
         return len(self._table)
 
     def flush(self, timeout: float | None = None) -> None:
+        if threading.current_thread() is self._thread:
+            raise ConfigError(
+                "flush() called from the flusher thread (an on_dead_letter callback?) "
+                "would wait for itself"
+            )
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = self._seq
@@ -390,6 +451,9 @@ class WriteBackEngine(Flusher):
         with self._cond:
             if self.closed and not self._thread.is_alive():
                 return
+            # Refuse new writes first: a write accepted while close() flushes would
+            # otherwise be left behind when the flusher stops.
+            self.closed = True
         try:
             self.flush(timeout)
         finally:

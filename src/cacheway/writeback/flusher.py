@@ -104,30 +104,36 @@ class Flusher(Engine):
             self._cond.wait(timeout)
 
     def _write(self, batch: list[Entry]) -> None:
+        """Write ``batch``; when it fails, bisect to isolate poison entries. The store is
+        taken to be down only when two disjoint parts both fail before anything has
+        succeeded (one poison entry can never make two disjoint parts fail)."""
         if any(e.attempts for e in batch):
             self.counters.retries += 1
             self._rand.shuffle(batch)  # vary the halves, so two poison entries part ways
-        stack = [batch]
-        failures = 0
+        exc = self._try(batch)
+        if exc is None:
+            return
+        failing: list[tuple[list[Entry], Exception]] = [(batch, exc)]
         success = False
-        while stack:
-            part = stack.pop()
-            exc = self._try(part)
-            if exc is None:
-                success = True
-                continue
+        while failing:
+            part, exc = failing.pop()
             if len(part) == 1:
                 self._failed(part, exc)
                 continue
-            failures += 1
-            if not success and failures >= 3:
-                # Every part fails: the store is down, not one entry poisoned.
-                rest = [e for p in stack for e in p]
-                self._failed(part + rest, exc)
-                return
             mid = len(part) // 2
-            stack.append(part[mid:])
-            stack.append(part[:mid])
+            left, right = part[:mid], part[mid:]
+            left_exc = self._try(left)
+            right_exc = self._try(right)
+            if left_exc is not None and right_exc is not None and not success:
+                # Both halves fail and nothing got through: the store is down.
+                rest = [e for p, _ in failing for e in p]
+                self._failed(part + rest, left_exc)
+                return
+            success = success or left_exc is None or right_exc is None
+            if left_exc is not None:
+                failing.append((left, left_exc))
+            if right_exc is not None:
+                failing.append((right, right_exc))
 
     def _try(self, part: list[Entry]) -> Exception | None:
         part = sorted(part, key=_last_seq)
