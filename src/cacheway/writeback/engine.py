@@ -50,6 +50,8 @@ log = logging.getLogger("cacheway")
 class WriteBackEngine(Flusher):
     """Write-back for one namespace."""
 
+    answers_pending = True
+
     def __init__(
         self,
         namespace: str,
@@ -70,6 +72,15 @@ class WriteBackEngine(Flusher):
         self._table = DirtyTable()
         self._view = self._table.view
         self._has_pending = True
+        self._mem_set = False
+        if self._fast_memory():
+            self.get = self._get_memory_wb  # type: ignore[method-assign]
+            memory: Any = backend
+            # set() writes the copy inline too (no byte accounting to keep).
+            self._mem_set = memory.max_bytes is None
+            self._mem_lock = memory._lock
+            self._mem_max = memory.max_entries
+            self._mem_backend = memory
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._serialize = fast_dumps(serializer)
@@ -104,6 +115,31 @@ class WriteBackEngine(Flusher):
             value = self._backend_get(bkey)
         except BackendError as exc:
             value = self._backend_down(exc)
+        if value is not MISS:
+            self.counters.hits += 1
+            return value
+        return self._miss(key, bkey, default)
+
+    def _get_memory_wb(self, key: str, default: Any = None) -> Any:
+        # get() with MemoryBackend.get inlined (see Engine._get_memory).
+        if key.__class__ is not str:
+            check_key(key)
+        if self.closed:
+            raise self._closed()
+        entry = self._view.get(key)
+        if entry is not None:
+            self.counters.hits += 1
+            return default if entry.kind == DELETE else entry.value
+        bkey = self.prefix + key
+        item = self._mem_data.get(bkey)
+        if item is not None and (item[1] is None or item[1] > self._mem_timer()):
+            try:  # noqa: SIM105 - as in MemoryBackend.get
+                self._mem_data.move_to_end(bkey)
+            except KeyError:
+                pass
+            self.counters.hits += 1
+            return item[0]
+        value = self._backend_get(bkey)
         if value is not MISS:
             self.counters.hits += 1
             return value
@@ -175,10 +211,22 @@ class WriteBackEngine(Flusher):
                 counters.writes += 1
                 bkey = self.prefix + key
                 self._gens[hash(bkey) & _MASK] += 1
-                try:
-                    self._backend_set_raw(bkey, value, payload, ttl, None)
-                except Exception:  # noqa: BLE001 - the general path logs and drops the copy
-                    self._backend_set(bkey, value, payload, ttl, None)
+                if self._mem_set:
+                    # MemoryBackend.set inlined (no max_bytes: sizes are not kept).
+                    mem = self._mem_data
+                    item = (value, None if ttl is None else self._mem_timer() + ttl, 0, 0.0)
+                    with self._mem_lock:
+                        old = mem.get(bkey)
+                        mem[bkey] = item
+                        if old is not None:
+                            mem.move_to_end(bkey)
+                        elif self._mem_max is not None and len(mem) > self._mem_max:
+                            self._mem_backend._evict()
+                else:
+                    try:
+                        self._backend_set_raw(bkey, value, payload, ttl, None)
+                    except Exception:  # noqa: BLE001 - the general path logs, drops the copy
+                        self._backend_set(bkey, value, payload, ttl, None)
         if slow:
             self._accept([(key, SET, value, payload, 0)], ttl)
         elif journal is not None:
