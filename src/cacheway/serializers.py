@@ -11,7 +11,6 @@ are opt-in.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import json
@@ -156,7 +155,9 @@ def fast_dumps(serializer: Serializer) -> Callable[[Any], bytes]:
     serializer. It may raise what orjson raises (``TypeError``) where ``dumps`` would
     still succeed through stdlib json; callers then fall back to ``serializer.dumps``."""
     if type(serializer) is JSONSerializer and _orjson is not None:
-        return functools.partial(_orjson.dumps, option=_orjson.OPT_NON_STR_KEYS)
+        # Plain orjson.dumps: a value it refuses (non-str dict keys, huge ints) raises
+        # TypeError, and the caller's fallback gives it to serializer.dumps.
+        return _orjson.dumps
     return serializer.dumps
 
 
