@@ -108,6 +108,8 @@ class Engine:
         self._setup_read_options(backend)
         if not self.answers_pending and self._fast_memory():
             self.get = self._get_memory  # type: ignore[method-assign]
+        elif not self.answers_pending and self._fast_two_level():
+            self.get = self._get_two_level  # type: ignore[method-assign]
         self._has_pending = False  # write-back engines answer some reads themselves
         # A store may refuse a write at the call that makes it (a dict with an unknown
         # column, a key too long for its table) rather than later in a flusher.
@@ -193,6 +195,42 @@ class Engine:
         self._mem_data = backend._data
         self._mem_timer = backend._timer
         return True
+
+    def _fast_two_level(self) -> bool:
+        from .backends.two_level import TwoLevelBackend
+
+        backend: Any = self.backend
+        if type(backend) is not TwoLevelBackend or self._read.early_refresh is not None:
+            return False
+        self._two = backend
+        self._mem_data = backend._l1_data
+        self._mem_timer = backend._l1_timer
+        return True
+
+    def _get_two_level(self, key: str, default: Any = None) -> Any:
+        # get() with TwoLevelBackend's L1 hit inlined (while its invalidations flow).
+        if key.__class__ is not str:
+            check_key(key)
+        if self.closed:
+            raise self._closed()
+        bkey = self.prefix + key
+        if self._two._trusted:
+            item = self._mem_data.get(bkey)
+            if item is not None and (item[1] is None or item[1] > self._mem_timer()):
+                try:  # noqa: SIM105 - as in MemoryBackend.get
+                    self._mem_data.move_to_end(bkey)
+                except KeyError:
+                    pass
+                self.counters.hits += 1
+                return item[0]
+        try:
+            value = self._backend_get(bkey)
+        except BackendError as exc:
+            value = self._backend_down(exc)
+        if value is not MISS:
+            self.counters.hits += 1
+            return value
+        return self._miss(key, bkey, default)
 
     def _get_memory(self, key: str, default: Any = None) -> Any:
         # get() with MemoryBackend.get inlined: the hit path is most of what a cache does.
