@@ -178,14 +178,7 @@ class Engine:
         if self.closed:
             raise self._closed()
         bkey = self.prefix + key
-        try:
-            value = self._backend_get(bkey)
-        except BackendError as exc:
-            value = self._backend_down(exc)
-        if value is not MISS:
-            self.counters.hits += 1
-            return value
-        return self._miss(key, bkey, default)
+        return self._read_backend(key, bkey, default)
 
     def _fast_memory(self) -> bool:
         """Bind the inlined MemoryBackend hit path when the backend is a plain one."""
@@ -195,6 +188,17 @@ class Engine:
         self._mem_data = backend._data
         self._mem_timer = backend._timer
         return True
+
+    def _read_backend(self, key: str, bkey: str, default: Any) -> Any:
+        """The backend's answer (a backend failure reads as a miss), else the store's."""
+        try:
+            value = self._backend_get(bkey)
+        except BackendError as exc:
+            value = self._backend_down(exc)
+        if value is not MISS:
+            self.counters.hits += 1
+            return value
+        return self._miss(key, bkey, default)
 
     def _fast_two_level(self) -> bool:
         from .backends.two_level import TwoLevelBackend
@@ -223,14 +227,7 @@ class Engine:
                     pass
                 self.counters.hits += 1
                 return item[0]
-        try:
-            value = self._backend_get(bkey)
-        except BackendError as exc:
-            value = self._backend_down(exc)
-        if value is not MISS:
-            self.counters.hits += 1
-            return value
-        return self._miss(key, bkey, default)
+        return self._read_backend(key, bkey, default)
 
     def _get_memory(self, key: str, default: Any = None) -> Any:
         # get() with MemoryBackend.get inlined: the hit path is most of what a cache does.
@@ -247,11 +244,7 @@ class Engine:
                 pass
             self.counters.hits += 1
             return item[0]
-        value = self._backend_get(bkey)  # expiry, stale-if-error keeping, a race
-        if value is not MISS:
-            self.counters.hits += 1
-            return value
-        return self._miss(key, bkey, default)
+        return self._read_backend(key, bkey, default)
 
     def _get_early(self, key: str, default: Any = None) -> Any:
         """``get`` with XFetch: a hit that should_refresh() picks reloads in the

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .._engine import _DELETED, _STRIPES, check_key, check_ttl
 from .._refresh import ReadOptions
 from ..backends.base import MISS, Backend
-from ..errors import BackendError, Backpressure, ConfigError, StoreError
+from ..errors import Backpressure, ConfigError, StoreError
 from ..policies import WriteBack
 from ..serializers import Serializer, fast_dumps
 from ..stats import Counters
@@ -111,14 +111,7 @@ class WriteBackEngine(Flusher):
             self.counters.hits += 1
             return default if entry.kind == DELETE else entry.value
         bkey = self.prefix + key
-        try:
-            value = self._backend_get(bkey)
-        except BackendError as exc:
-            value = self._backend_down(exc)
-        if value is not MISS:
-            self.counters.hits += 1
-            return value
-        return self._miss(key, bkey, default)
+        return self._read_backend(key, bkey, default)
 
     def _get_memory_wb(self, key: str, default: Any = None) -> Any:
         # get() with MemoryBackend.get inlined (see Engine._get_memory).
@@ -139,11 +132,7 @@ class WriteBackEngine(Flusher):
                 pass
             self.counters.hits += 1
             return item[0]
-        value = self._backend_get(bkey)
-        if value is not MISS:
-            self.counters.hits += 1
-            return value
-        return self._miss(key, bkey, default)
+        return self._read_backend(key, bkey, default)
 
     def _lookup_pending(self, bkey: str) -> Any:
         entry = self._view.get(bkey[len(self.prefix):])
