@@ -121,3 +121,26 @@ def test_guarantee2_replay_twice_is_idempotent(tmp_path: Path) -> None:
     assert replay(journal, store).applied == 0
     assert store.load("c") == 7
     journal.close()
+
+
+def test_guarantee2_namespaces_replay_their_own_journals(tmp_path: Path) -> None:
+    db, wal = tmp_path / "app.db", tmp_path / "app.wal"
+    code = (
+        "import os, cacheway as cw\n"
+        f"cache = cw.Cache(store=cw.SQLiteStore({str(db)!r}), policy=cw.WriteBack("
+        f"max_delay=3600, journal={str(wal)!r}, fsync='always'))\n"
+        "views = cache.namespace('views')\n"
+        "cache.set('a', 1); views.set('a', 2); views.incr('n', 5)\n"
+        "os._exit(0)  # a crash: nothing flushed\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    store = cw.SQLiteStore(db)
+    assert store.load("a") is None, "the child flushed nothing"
+    policy = cw.WriteBack(journal=str(wal), fsync="always")
+    with cw.Cache(store=store, policy=policy) as cache:
+        assert store.load("a") == 1  # the default namespace's journal replayed on open
+        views = cache.namespace("views")  # ...and this one's when the namespace opens
+        assert store.load("a", namespace="views") == 2
+        assert store.load("n", namespace="views") == 5
+        assert views.get("n") == 5
+    store.close()
