@@ -237,3 +237,28 @@ def test_a_key_twice_in_one_batch_keeps_its_order(tmp_path) -> None:  # type: ig
     store.apply([Op("", "a", SET, b"3"), Op("", "a", DELETE)])
     assert store.load("a") is None
     store.close()
+
+
+def test_reader_connections_stay_bounded_with_a_thread_per_request(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    store = cw.SQLiteStore(str(tmp_path / "app.db"))
+    store.save_many({"a": 1})
+    errors: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            for _ in range(5):
+                assert store.load("a") == 1
+        except BaseException as exc:  # collected and re-raised by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    open_files = len(store._readers)  # one SQLite connection each
+    assert open_files <= 8, f"{open_files} reader connections for 100 short-lived threads"
+    store.close()

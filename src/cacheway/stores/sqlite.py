@@ -41,6 +41,7 @@ from .sqlite_rows import RowSpec, SQLiteRows
 __all__ = ["SQLiteStore"]
 
 _SYNC_MODES = ("FULL", "NORMAL", "EXTRA", "OFF")
+_IDLE_READERS = 8  # reader connections kept open between loads
 _CHUNK = 500
 
 
@@ -89,7 +90,7 @@ class SQLiteStore(StoreBase):
         self._lock = threading.Lock()
         self._closed = False
         self._readers: list[sqlite3.Connection] = []
-        self._local = threading.local()
+        self._idle: list[sqlite3.Connection] = []
         self._meta = f"{self.table}_meta"
         self._applied = f"{self.table}_applied"
         self._batches = 0
@@ -145,14 +146,25 @@ class SQLiteStore(StoreBase):
                 time.sleep(delay)
                 delay = min(0.05, delay * 2)
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+    def _borrow(self) -> sqlite3.Connection:
+        # A small pool of reader connections (WAL readers do not block the writer), not
+        # one per thread: servers that start a thread per request would leak them.
+        try:
+            return self._idle.pop()
+        except IndexError:
             conn = self._connect()
-            self._local.conn = conn
             with self._lock:
                 self._readers.append(conn)
-        return conn
+            return conn
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        if len(self._idle) < _IDLE_READERS and not self._closed:
+            self._idle.append(conn)
+            return
+        with self._lock:
+            if conn in self._readers:
+                self._readers.remove(conn)
+        conn.close()
 
     def _create(self) -> None:
         t, m = self.table, self._meta
@@ -207,7 +219,11 @@ class SQLiteStore(StoreBase):
                 with self._lock:
                     self._fetch_into(self._conn, namespace, keys, out)
             else:
-                self._fetch_into(self._reader(), namespace, keys, out)
+                conn = self._borrow()
+                try:
+                    self._fetch_into(conn, namespace, keys, out)
+                finally:
+                    self._give_back(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite load from {self.table!r} failed: {exc}") from exc
         return out
@@ -385,3 +401,4 @@ class SQLiteStore(StoreBase):
             for conn in [*self._readers, self._conn]:
                 conn.close()
             self._readers.clear()
+            self._idle.clear()
