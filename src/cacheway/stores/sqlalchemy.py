@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
+from ._sa_marks import VERSION_ROW, advance, read_marks, write_mark
 from .base import (
     ADD,
     DELETE,
@@ -50,7 +51,6 @@ _JOURNAL_LEN = 64
 _MYSQL_KEY_BYTES = 3072  # InnoDB's limit on one index with DYNAMIC rows
 # "_applied" is the longest suffix; PostgreSQL cuts names at 63 bytes, MySQL at 64.
 _MAX_TABLE = 63 - len("_applied")
-_VERSION = "version"
 
 Key = tuple[str, str]
 Merge = Callable[[Any, Any], Any]
@@ -327,11 +327,11 @@ class SQLAlchemyStore(StoreBase):
                 time.sleep(0.05 * (attempt + 1))
         m, t = self._m, self._t
         with self._engine.begin() as conn:
-            if conn.execute(sa_.select(m.c.value).where(m.c.name == _VERSION)).first():
+            if conn.execute(sa_.select(m.c.value).where(m.c.name == VERSION_ROW)).first():
                 return
             # Start above any version already in the table (a meta table dropped by hand).
             top = conn.execute(sa_.select(sa_.func.max(t.c.version))).scalar() or 0
-        row = {"name": _VERSION, "value": int(top)}
+        row = {"name": VERSION_ROW, "value": int(top)}
         with self._engine.begin() as conn:
             if self._upsert_meta is not None:
                 conn.execute(self._upsert_meta, [row])
@@ -411,7 +411,7 @@ class SQLAlchemyStore(StoreBase):
     def _apply_in(
         self, conn: sa.Connection, ops: Sequence[Op], journal: JournalMark | None
     ) -> list[Applied]:
-        version = self._advance(conn, len(ops))
+        version = advance(conn, self._engine, self._m, len(ops))
         now = time.time()
         stored = self._lock_rows(conn, {(op.namespace, op.key) for op in ops if op.kind == ADD})
         # Only a key's last op reaches the table, so a batch holding one key twice
@@ -439,31 +439,9 @@ class SQLAlchemyStore(StoreBase):
                 results.append(Applied(version, new))
         self._write(conn, now, final)
         if journal is not None:
-            self._mark(conn, ops, journal)
+            write_mark(conn, self._m, self._a, self._upsert_meta, self._upsert_applied, ops,
+                       journal, trim=next(self._batches) % 64 == 0)
         return results
-
-    def _advance(self, conn: sa.Connection, n: int) -> int:
-        """Lock the version counter row, advance it by ``n``; the value before."""
-        import sqlalchemy as sa_
-
-        m = self._m
-        is_version = m.c.name == _VERSION
-        bump = sa_.update(m).where(is_version).values(value=m.c.value + n)
-        # The UPDATE goes first: it takes the row lock (MySQL, PostgreSQL) or the write
-        # lock (SQLite, whose driver opens the transaction only at a write), so the value
-        # read back is the latest and no other batch can take the same versions.
-        top: int | None
-        if self._engine.dialect.update_returning:
-            top = conn.execute(bump.returning(m.c.value)).scalar()
-        else:
-            conn.execute(bump)
-            top = conn.execute(sa_.select(m.c.value).where(is_version).with_for_update()).scalar()
-        if top is None:
-            raise StoreError(
-                f"the version counter row of {m.name!r} is missing; reopen the store to "
-                "recreate it"
-            )
-        return int(top) - n
 
     def _lock_rows(self, conn: sa.Connection, keys: set[Key]) -> dict[Key, bytes | None]:
         found: dict[Key, bytes | None] = {}
@@ -509,75 +487,16 @@ class SQLAlchemyStore(StoreBase):
                 self._upsert_rows if self._upsert_rows is not None else sa_.insert(self._t), rows
             )
 
-    def _mark(self, conn: sa.Connection, ops: Sequence[Op], mark: JournalMark) -> None:
-        import sqlalchemy as sa_
-
-        jid = mark.journal_id
-        seqs: dict[Key, int] = {}
-        for op, seq in zip(ops, mark.seqs):
-            k = (op.namespace, op.key)
-            seqs[k] = max(seq, seqs.get(k, seq))
-        self._merge_max(conn, self._m, self._upsert_meta,
-                        [{"name": "journal:" + jid, "value": mark.low_water}], "value")
-        applied = [
-            {"journal": jid, "namespace": ns, "key": key, "seq": seq}
-            for (ns, key), seq in seqs.items()
-        ]
-        self._merge_max(conn, self._a, self._upsert_applied, applied, "seq")
-        if next(self._batches) % 64 == 0:
-            # Rows at or under the low water say nothing a replay needs.
-            a = self._a
-            conn.execute(
-                sa_.delete(a).where(a.c.journal == jid, a.c.seq <= mark.low_water)
-            )
-
-    def _merge_max(
-        self, conn: sa.Connection, table: sa.Table, upsert: Any, rows: list[dict[str, Any]],
-        column: str,
-    ) -> None:
-        """Insert ``rows``, keeping the larger ``column`` where a row exists."""
-        import sqlalchemy as sa_
-
-        if not rows:
-            return
-        if upsert is not None:
-            conn.execute(upsert, rows)
-            return
-        col = table.c[column]
-        new: Any = sa_.bindparam("new_" + column)
-        pk = [c.name for c in table.primary_key.columns]
-        match = sa_.and_(*(table.c[name] == sa_.bindparam("pk_" + name) for name in pk))
-        stmt = sa_.update(table).where(match).values(
-            {column: sa_.case((col > new, col), else_=new)}
-        )
-        for row in rows:
-            params = {"pk_" + name: row[name] for name in pk}
-            params["new_" + column] = row[column]
-            # Writers are serialized by the version row, so update-or-insert cannot race.
-            if conn.execute(stmt, params).rowcount == 0:
-                conn.execute(sa_.insert(table), [row])
-
     def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
         self._check()
-        import sqlalchemy as sa_
 
         try:
             if self._rows is not None:
                 return self._rows.applied_state(journal_id)
-            m, a = self._m, self._a
             with self._engine.connect() as conn:
-                low_row = conn.execute(
-                    sa_.select(m.c.value).where(m.c.name == "journal:" + journal_id)
-                ).scalar()
-                low = 0 if low_row is None else int(low_row)
-                rows = conn.execute(
-                    sa_.select(a.c.namespace, a.c.key, a.c.seq).where(
-                        a.c.journal == journal_id, a.c.seq > low
-                    )
-                ).all()
+                return read_marks(conn, self._m, self._a, journal_id)
         except self._error_type as exc:
             raise self._error("read of journal marks from", exc) from exc
-        return low, {(ns, key): int(seq) for ns, key, seq in rows}
 
     def close(self) -> None:
         """Stop using the store; an engine built from a URL is disposed of, one passed

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, StoreError
 from ..serializers import Serializer
+from ._sa_marks import VERSION_ROW, advance, merge_max, read_marks, write_mark
 from .base import DELETE, Applied, JournalMark, Loaded, Op
 from .sqlite_rows import RowSpec, canonical_int
 
@@ -46,7 +47,6 @@ __all__ = ["SQLAlchemyRows"]
 _CHUNK = 500
 _JOURNAL_LEN = 64
 _NAME_LEN = 191
-_VERSION = "version"
 
 
 class SQLAlchemyRows:
@@ -162,7 +162,8 @@ class SQLAlchemyRows:
         with self._engine.begin() as conn:
             top = int(conn.execute(sa_.select(sa_.func.max(t.c[s.version_column]))).scalar()
                       or 0)
-            self._merge_max(conn, m, [{"name": _VERSION, "value": top}], "value")
+            merge_max(conn, m, self._max_upsert(m, "value"),
+                      [{"name": VERSION_ROW, "value": top}], "value")
 
     def _ensure_marks(self) -> None:
         """Create the journal-mark tables at the first mark, not before: a store that
@@ -223,7 +224,8 @@ class SQLAlchemyRows:
             if not self._marks_ready:
                 self._ensure_marks()
         with self._engine.begin() as conn:
-            version = self._advance(conn, len(ops)) if s.versioned and ops else None
+            version = (advance(conn, self._engine, self._m, len(ops))
+                       if s.versioned and ops else None)
             results: list[Applied] = []
             run_key: tuple[str, ...] | None = None  # ("",) = delete, else the set's columns
             run: list[Any] = []
@@ -261,26 +263,6 @@ class SQLAlchemyRows:
                     f"the journal marks of {self.spec.table!r} (key_length="
                     f"{self._key_length}, namespaces up to {self._ns_len} characters)"
                 )
-
-    def _advance(self, conn: sa.Connection, n: int) -> int:
-        """Lock the version counter row, advance it by ``n``; the value before."""
-        import sqlalchemy as sa_
-
-        m = self._m
-        is_version = m.c.name == _VERSION
-        bump = sa_.update(m).where(is_version).values(value=m.c.value + n)
-        # The UPDATE goes first: it takes the row lock (MySQL, PostgreSQL) or the write
-        # lock (SQLite), so no other batch can take the same versions.
-        top: int | None
-        if self._engine.dialect.update_returning:
-            top = conn.execute(bump.returning(m.c.value)).scalar()
-        else:
-            conn.execute(bump)
-            top = conn.execute(sa_.select(m.c.value).where(is_version).with_for_update()).scalar()
-        if top is None:
-            raise StoreError(f"the version counter row of {m.name!r} is missing; reopen the "
-                             "store to recreate it")
-        return int(top) - n
 
     def _run(self, conn: sa.Connection, run_key: tuple[str, ...] | None, run: list[Any]
              ) -> None:
@@ -342,70 +324,36 @@ class SQLAlchemyRows:
         return stmt
 
     def _mark(self, conn: sa.Connection, ops: Sequence[Op], mark: JournalMark) -> None:
-        import sqlalchemy as sa_
-
-        jid = mark.journal_id
-        seqs: dict[tuple[str, str], int] = {}
-        for op, seq in zip(ops, mark.seqs):
-            k = (op.namespace, op.key)
-            seqs[k] = max(seq, seqs.get(k, seq))
-        self._merge_max(conn, self._m, [{"name": "journal:" + jid, "value": mark.low_water}],
-                        "value")
-        self._merge_max(conn, self._a, [
-            {"journal": jid, "namespace": ns, "key": key, "seq": seq}
-            for (ns, key), seq in seqs.items()], "seq")
         self._batches += 1
-        if self._batches % 64 == 0:
-            # Rows at or under the low water say nothing a replay needs.
-            a = self._a
-            conn.execute(sa_.delete(a).where(a.c.journal == jid, a.c.seq <= mark.low_water))
+        write_mark(conn, self._m, self._a, self._max_upsert(self._m, "value"),
+                   self._max_upsert(self._a, "seq"), ops, mark,
+                   trim=self._batches % 64 == 0)
 
-    def _merge_max(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]],
-                   column: str) -> None:
-        """Insert ``rows``, keeping the larger ``column`` where a row exists."""
+    def _max_upsert(self, table: sa.Table, column: str) -> Any:
+        """This dialect's insert that keeps the larger ``column`` on conflict, or None
+        (then :func:`merge_max` updates or inserts row by row)."""
         import sqlalchemy as sa_
 
-        if not rows:
-            return
         col = table.c[column]
         if self._kind == "mysql":
             from sqlalchemy.dialects.mysql import insert as mysql_insert
 
             ins = mysql_insert(table)
-            conn.execute(ins.on_duplicate_key_update(
-                {column: sa_.func.greatest(col, ins.inserted[column])}), rows)
-            return
+            return ins.on_duplicate_key_update(
+                {column: sa_.func.greatest(col, ins.inserted[column])})
         if self._kind in ("postgresql", "sqlite"):
             from sqlalchemy.dialects import postgresql, sqlite
 
             dialect: Any = postgresql if self._kind == "postgresql" else sqlite
             biggest = sa_.func.max if self._kind == "sqlite" else sa_.func.greatest
             ins = dialect.insert(table)
-            conn.execute(ins.on_conflict_do_update(
+            return ins.on_conflict_do_update(
                 index_elements=list(table.primary_key.columns),
-                set_={column: biggest(col, ins.excluded[column])}), rows)
-            return
-        new: Any = sa_.bindparam("new_" + column)
-        pk = [c.name for c in table.primary_key.columns]
-        match = sa_.and_(*(table.c[name] == sa_.bindparam("pk_" + name) for name in pk))
-        stmt = sa_.update(table).where(match).values(
-            {column: sa_.case((col > new, col), else_=new)})
-        for row in rows:
-            params = {"pk_" + name: row[name] for name in pk}
-            params["new_" + column] = row[column]
-            if conn.execute(stmt, params).rowcount == 0:
-                conn.execute(sa_.insert(table), [row])
+                set_={column: biggest(col, ins.excluded[column])})
+        return None
 
     def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
-        import sqlalchemy as sa_
-
         if not self._marks_ready:
             self._ensure_marks()
-        m, a = self._m, self._a
         with self._engine.connect() as conn:
-            low_row = conn.execute(
-                sa_.select(m.c.value).where(m.c.name == "journal:" + journal_id)).scalar()
-            low = 0 if low_row is None else int(low_row)
-            rows = conn.execute(sa_.select(a.c.namespace, a.c.key, a.c.seq).where(
-                a.c.journal == journal_id, a.c.seq > low)).all()
-        return low, {(ns, key): int(seq) for ns, key, seq in rows}
+            return read_marks(conn, self._m, self._a, journal_id)

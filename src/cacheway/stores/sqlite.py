@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
+from ._sqlite_marks import read_marks, write_mark
 from .base import (
     ADD,
     DELETE,
@@ -355,24 +356,9 @@ class SQLiteStore(StoreBase):
         return Applied(version, new)
 
     def _mark(self, conn: sqlite3.Connection, ops: Sequence[Op], mark: JournalMark) -> None:
-        jid = mark.journal_id
-        conn.execute(
-            f'INSERT INTO "{self._meta}" (name, value) VALUES (?, ?) ON CONFLICT(name) DO '
-            "UPDATE SET value = max(value, excluded.value)",
-            ("journal:" + jid, mark.low_water),
-        )
-        conn.executemany(
-            f'INSERT INTO "{self._applied}" (journal, namespace, key, seq) VALUES (?, ?, ?, ?) '
-            "ON CONFLICT(journal, namespace, key) DO UPDATE SET seq = max(seq, excluded.seq)",
-            [(jid, op.namespace, op.key, s) for op, s in zip(ops, mark.seqs)],
-        )
         self._batches += 1
-        if self._batches % 64 == 0:
-            # Rows at or under the low water say nothing a replay needs.
-            conn.execute(
-                f'DELETE FROM "{self._applied}" WHERE journal = ? AND seq <= ?',
-                (jid, mark.low_water),
-            )
+        write_mark(conn, f'"{self._meta}"', f'"{self._applied}"', ops, mark,
+                   trim=self._batches % 64 == 0)
 
     def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
         self._check()
@@ -380,18 +366,10 @@ class SQLiteStore(StoreBase):
             with self._lock:
                 if self._rows is not None:
                     return self._rows.applied_state(self._conn, journal_id)
-                row = self._conn.execute(
-                    f'SELECT value FROM "{self._meta}" WHERE name = ?', ("journal:" + journal_id,)
-                ).fetchone()
-                low = 0 if row is None else int(row[0])
-                rows = self._conn.execute(
-                    f'SELECT namespace, key, seq FROM "{self._applied}" '
-                    "WHERE journal = ? AND seq > ?",
-                    (journal_id, low),
-                ).fetchall()
+                return read_marks(self._conn, f'"{self._meta}"', f'"{self._applied}"',
+                                  journal_id)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite read of journal marks failed: {exc}") from exc
-        return low, {(ns, key): int(seq) for ns, key, seq in rows}
 
     def close(self) -> None:
         with self._lock:

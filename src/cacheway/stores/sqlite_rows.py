@@ -38,6 +38,7 @@ from typing import Any
 
 from ..errors import ConfigError, InvalidWriteError, StoreError
 from ..serializers import Serializer
+from ._sqlite_marks import read_marks, write_mark
 from .base import ADD, DELETE, NOTSET, SET, Applied, JournalMark, Loaded, Op, validate_identifier
 
 __all__ = ["RowSpec", "SQLiteRows", "canonical_int"]
@@ -408,22 +409,9 @@ class SQLiteRows:
         return results
 
     def _mark(self, conn: sqlite3.Connection, ops: Sequence[Op], mark: JournalMark) -> None:
-        s, jid = self.spec, mark.journal_id
-        conn.execute(
-            f"INSERT INTO {_q(s.meta)} (name, value) VALUES (?, ?) ON CONFLICT(name) DO "
-            "UPDATE SET value = max(value, excluded.value)",
-            ("journal:" + jid, mark.low_water),
-        )
-        conn.executemany(
-            f"INSERT INTO {_q(s.applied)} (journal, namespace, key, seq) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(journal, namespace, key) DO UPDATE SET seq = max(seq, excluded.seq)",
-            [(jid, op.namespace, op.key, q) for op, q in zip(ops, mark.seqs)],
-        )
         self._batches += 1
-        if self._batches % 64 == 0:
-            # Rows at or under the low water say nothing a replay needs.
-            conn.execute(f"DELETE FROM {_q(s.applied)} WHERE journal = ? AND seq <= ?",
-                         (jid, mark.low_water))
+        write_mark(conn, _q(self.spec.meta), _q(self.spec.applied), ops, mark,
+                   trim=self._batches % 64 == 0)
 
     def applied_state(self, conn: sqlite3.Connection, journal_id: str
                       ) -> tuple[int, dict[tuple[str, str], int]]:
@@ -437,11 +425,4 @@ class SQLiteRows:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        row = conn.execute(f"SELECT value FROM {_q(s.meta)} WHERE name = ?",
-                           ("journal:" + journal_id,)).fetchone()
-        low = 0 if row is None else int(row[0])
-        rows = conn.execute(
-            f"SELECT namespace, key, seq FROM {_q(s.applied)} WHERE journal = ? AND seq > ?",
-            (journal_id, low),
-        ).fetchall()
-        return low, {(ns, key): int(seq) for ns, key, seq in rows}
+        return read_marks(conn, _q(s.meta), _q(s.applied), journal_id)

@@ -1,0 +1,49 @@
+"""Journal marks in SQLite, shared by the key/value and the row mode of SQLiteStore.
+
+``meta`` holds one ``journal:<id>`` row per journal (its low water); ``applied`` holds,
+per journal and key, the last journal seq the store applied. Both are written in the
+same transaction as the batch they describe.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from .base import JournalMark, Op
+
+__all__ = ["read_marks", "write_mark"]
+
+
+def write_mark(conn: sqlite3.Connection, meta: str, applied: str, ops: Sequence[Op],
+               mark: JournalMark, trim: bool) -> None:
+    """Record ``mark`` for the batch ``ops`` (``meta``/``applied``: quoted table names);
+    ``trim`` also drops the rows at or under the low water."""
+    jid = mark.journal_id
+    conn.execute(
+        f"INSERT INTO {meta} (name, value) VALUES (?, ?) ON CONFLICT(name) DO "
+        "UPDATE SET value = max(value, excluded.value)",
+        ("journal:" + jid, mark.low_water),
+    )
+    conn.executemany(
+        f"INSERT INTO {applied} (journal, namespace, key, seq) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(journal, namespace, key) DO UPDATE SET seq = max(seq, excluded.seq)",
+        [(jid, op.namespace, op.key, s) for op, s in zip(ops, mark.seqs)],
+    )
+    if trim:
+        # Rows at or under the low water say nothing a replay needs.
+        conn.execute(f"DELETE FROM {applied} WHERE journal = ? AND seq <= ?",
+                     (jid, mark.low_water))
+
+
+def read_marks(conn: sqlite3.Connection, meta: str, applied: str, journal_id: str
+               ) -> tuple[int, dict[tuple[str, str], int]]:
+    """(low water, {(namespace, key): last applied seq above it}) of a journal."""
+    row = conn.execute(f"SELECT value FROM {meta} WHERE name = ?",
+                       ("journal:" + journal_id,)).fetchone()
+    low = 0 if row is None else int(row[0])
+    rows = conn.execute(
+        f"SELECT namespace, key, seq FROM {applied} WHERE journal = ? AND seq > ?",
+        (journal_id, low),
+    ).fetchall()
+    return low, {(ns, key): int(seq) for ns, key, seq in rows}
