@@ -567,3 +567,14 @@ def test_write_back_flush_lands_rows_and_sums_counters(postgres_dsn: str, table:
     assert cache.get("n") == 1150, "the store's sum is the truth after the flush"
     cache.close()
     store.close()
+
+
+def test_row_mode_takes_a_journal_replay_of_bytes_only(postgres_dsn: str, users: str,
+                                                      sql: Callable[..., Any]) -> None:
+    # A replayed record carries the serialized dict, not the dict itself.
+    from cacheway.stores.base import NOTSET, SET, Op
+
+    with PostgresStore(postgres_dsn, table=users, key_column="id",
+                       columns=["name", "email"]) as s:
+        s.apply([Op("", "u9", SET, b'{"name": "Rae", "email": "r@x"}', 0, NOTSET)])
+        assert s.load("u9") == {"name": "Rae", "email": "r@x"}

@@ -438,12 +438,7 @@ class PostgresStore(StoreBase):
     def _apply_ordered(self, ops: Sequence[Op], journal: JournalMark | None
                        ) -> list[Applied]:
         rows = self._rows
-        if rows is not None:
-            # A journal replay carries bytes only: the row needs the decoded dict.
-            loads = self.serializer.loads
-            ops = [op._replace(value=loads(op.payload))
-                   if op.value is NOTSET and op.payload is not None else op for op in ops]
-        prepared = rows.prepare(ops) if rows is not None else None
+        prepared = rows.prepare(ops, self.serializer) if rows is not None else None
 
         segments = _segments(ops)
         kinds = {op.kind for op in ops}

@@ -22,8 +22,10 @@ from typing import Any
 import orjson
 from psycopg import Connection, Cursor, sql
 
-from ..errors import ConfigError, InvalidWriteError
-from .base import ADD, DELETE, NOTSET, SET, Applied, Loaded, Op, validate_identifier
+from ..errors import ConfigError
+from ..serializers import Serializer
+from .base import DELETE, Applied, Loaded, Op
+from .sqlite_rows import RowSpec
 
 __all__ = ["RowMapper"]
 
@@ -36,29 +38,15 @@ class RowMapper:
 
     def __init__(self, table: str, key_column: str, columns: Sequence[str],
                  version_column: str | None) -> None:
-        if isinstance(columns, str):
-            raise ConfigError(f"columns must be a list of column names, not the string "
-                              f"{columns!r}")
-        self.table = validate_identifier(table)
-        self.key_column = validate_identifier(key_column, "key_column")
-        self.columns = tuple(validate_identifier(c, "column name") for c in columns)
-        self.version_column = (None if version_column is None
-                               else validate_identifier(version_column, "version_column"))
-        named = [self.key_column, *self.columns]
-        if self.version_column is not None:
-            named.append(self.version_column)
-        dupes = sorted({c for c in named if named.count(c) > 1})
-        if dupes:
-            raise ConfigError(
-                f"column(s) {', '.join(dupes)} named twice: key_column, columns and "
-                "version_column must all differ"
-            )
+        # The names and the value checks are row mode's, shared with the other stores.
+        self.spec = spec = RowSpec("PostgresStore", table, key_column, columns, version_column)
+        self.table, self.key_column, self.columns = spec.table, spec.key_column, spec.columns
+        self.version_column = spec.version_column
         self.version_seq = (None if version_column is None
                             else f"{table}_{version_column}_seq")
         if self.version_seq is not None and len(self.version_seq) > 63:
             raise ConfigError(f"sequence name {self.version_seq!r} would exceed PostgreSQL's "
                               "63-character identifiers: use a shorter table or column name")
-        self._allowed = frozenset(self.columns)
         self._key_type = "text"
         self._set_queries: dict[tuple[str, ...], str] = {}
         self._q: dict[str, str] = {}
@@ -190,48 +178,17 @@ class RowMapper:
         return out
 
     def normalize(self, namespace: str, key: str, value: Any, kind: int) -> Any:
-        """The value a cache keeps for a row-mode write: every mapped column (None where
-        the dict leaves one out), checked at the call as :meth:`prepare` would."""
-        row = self.prepare([Op(namespace, key, kind, None, 0, value)])[0]
-        if row is None:
-            return value
-        return {c: row.get(c) for c in self.columns}
+        """The value a cache keeps for a row-mode write (see RowSpec.normalize)."""
+        return self.spec.normalize(namespace, key, value, kind, False)
 
-    def prepare(self, ops: Sequence[Op]) -> list[dict[str, Any] | None]:
-        """Check every op before any SQL runs: one bad value fails the batch at once,
-        with its key and the offending columns named."""
-        rows: list[dict[str, Any] | None] = []
-        for op in ops:
-            if op.kind == ADD:
-                raise InvalidWriteError(
-                    f"counters (incr) are not supported by a row-mode PostgresStore "
-                    f"(table {self.table!r}, key {op.key!r})"
-                )
-            if op.kind != SET:
-                rows.append(None)
-                continue
-            value = op.value
-            if value is NOTSET or value is None:
-                raise InvalidWriteError(f"row mode of {self.table!r} needs a dict value for key "
-                                 f"{op.key!r}, not {value!r}")
-            if not isinstance(value, dict):
-                raise InvalidWriteError(f"row mode of {self.table!r} needs a dict value for key "
-                                 f"{op.key!r}, not {type(value).__name__}")
-            unknown = sorted(str(c) for c in value if c not in self._allowed
-                             and c != self.key_column)
-            if unknown:
-                raise InvalidWriteError(
-                    f"value of key {op.key!r} has keys {', '.join(unknown)} that are not "
-                    f"mapped columns of {self.table!r} (columns: {', '.join(self.columns)})"
-                )
-            if self.key_column in value and str(value[self.key_column]) != op.key:
-                raise InvalidWriteError(
-                    f"value of key {op.key!r} sets {self.key_column}="
-                    f"{value[self.key_column]!r}: a row's key cannot differ from its cache key"
-                )
-            row = {c: value[c] for c in self.columns if c in value}
-            row[self.key_column] = op.key
-            rows.append(row)
+    def prepare(self, ops: Sequence[Op], serializer: Serializer
+                ) -> list[dict[str, Any] | None]:
+        """Check every op before any SQL runs (RowSpec.rows; a journal replay's bytes are
+        decoded with ``serializer``): each SET becomes its row, key column included."""
+        rows = self.spec.rows(ops, serializer, scalars_only=False)
+        for op, row in zip(ops, rows):
+            if row is not None:
+                row[self.key_column] = op.key
         return rows
 
     def write(self, cur: Cursor[Any], ops: Sequence[Op], rows: list[dict[str, Any] | None],
