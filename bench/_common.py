@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import math
 import platform
+import random
 import sqlite3
 import statistics
 import sys
@@ -23,12 +24,14 @@ from typing import Any
 __all__ = [
     "Comparison",
     "RoundResult",
+    "distinct_mix",
     "environment",
     "fmt_ns",
     "percentile",
     "print_detail",
     "print_table",
     "run_alternating",
+    "set_mix",
     "time_batches",
 ]
 
@@ -82,6 +85,29 @@ class Comparison:
     @property
     def passed(self) -> bool:
         return self.ratio <= self.target
+
+
+def set_mix(rng: random.Random, nops: int, window: int) -> list[tuple[str, Any]]:
+    """70% writes of new keys, 30% rewrites of one of the last ``window`` keys;
+    values ``{"n": i}``."""
+    out: list[tuple[str, Any]] = []
+    fresh = 0
+    for i in range(nops):
+        if fresh and rng.random() < 0.3:
+            k = f"item:{rng.randrange(max(0, fresh - window), fresh)}"
+        else:
+            k = f"item:{fresh}"
+            fresh += 1
+        out.append((k, {"n": i}))
+    return out
+
+
+def distinct_mix(rng: random.Random, n: int,
+                 value: Callable[[int], Any] = lambda i: {"n": i}) -> list[tuple[str, Any]]:
+    """``n`` distinct keys ``row:<i>`` in a shuffled order, with ``value(i)``."""
+    order = list(range(n))
+    rng.shuffle(order)
+    return [(f"row:{i}", value(i)) for i in order]
 
 
 def percentile(xs: Sequence[float], p: float) -> float:

@@ -47,11 +47,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (
     Comparison,
     RoundResult,
+    distinct_mix,
     environment,
     perf_ns,
     print_detail,
     print_table,
     run_alternating,
+    set_mix,
     time_batches,
     time_batches2,
 )
@@ -125,26 +127,6 @@ def get_mix(rng: random.Random, nkeys: int, nops: int) -> tuple[list[str], list[
         for _ in range(nops)
     ]
     return keys, ops
-
-
-def set_mix(rng: random.Random, nops: int) -> list[tuple[str, Any]]:
-    """70% writes of new keys, 30% rewrites of a recent key; values ``{"n": i}``."""
-    out: list[tuple[str, Any]] = []
-    fresh = 0
-    for i in range(nops):
-        if fresh and rng.random() < 0.3:
-            k = f"item:{rng.randrange(max(0, fresh - 1000), fresh)}"
-        else:
-            k = f"item:{fresh}"
-            fresh += 1
-        out.append((k, {"n": i}))
-    return out
-
-
-def distinct_mix(rng: random.Random, n: int) -> list[tuple[str, Any]]:
-    order = list(range(n))
-    rng.shuffle(order)
-    return [(f"row:{i}", {"n": i}) for i in order]
 
 
 # -- 1. memory get hit --------------------------------------------------------------------
@@ -236,7 +218,7 @@ class TextbookWriteBehind:
 
 def bench_writeback_set(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
                         say: Callable[[str], None]) -> Comparison:
-    items = set_mix(rng, sz.wb_ops)
+    items = set_mix(rng, sz.wb_ops, window=1000)
     comp = Comparison(
         "2. write-back set", "Cache(WriteBack(batch_size=1000)).set",
         "dict + queue.Queue.put (worker drains to SQLite)",
@@ -327,7 +309,7 @@ def bench_flush(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
 # -- 4. write-through set -----------------------------------------------------------------
 def bench_writethrough(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
                        say: Callable[[str], None]) -> Comparison:
-    items = set_mix(rng, sz.wt_ops)
+    items = set_mix(rng, sz.wt_ops, window=1000)
     comp = Comparison(
         "4. write-through set", "Cache(WriteThrough).set",
         "autocommit sqlite3 upsert + dict set",

@@ -43,11 +43,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (
     Comparison,
     RoundResult,
+    distinct_mix,
     environment,
     perf_ns,
     print_detail,
     print_table,
     run_alternating,
+    set_mix,
     time_batches2,
 )
 
@@ -124,26 +126,6 @@ class Tables:
             self.conn.close()
 
 
-def distinct_mix(rng: random.Random, n: int) -> list[tuple[str, Any]]:
-    order = list(range(n))
-    rng.shuffle(order)
-    return [(f"row:{i}", {"n": i, "name": f"user {i}"}) for i in order]
-
-
-def set_mix(rng: random.Random, nops: int) -> list[tuple[str, Any]]:
-    """70% writes of new keys, 30% rewrites of a recent key."""
-    out: list[tuple[str, Any]] = []
-    fresh = 0
-    for i in range(nops):
-        if fresh and rng.random() < 0.3:
-            k = f"item:{rng.randrange(max(0, fresh - 200), fresh)}"
-        else:
-            k = f"item:{fresh}"
-            fresh += 1
-        out.append((k, {"n": i}))
-    return out
-
-
 # -- 1. write-back drain -----------------------------------------------------------------------
 def bench_drain(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds: int,
                 say: Callable[[str], None], name: str = "1",
@@ -155,7 +137,7 @@ def bench_drain(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds:
     round (order rotating), so they share the machine's drift."""
     from servers_redis import run_group  # N-way alternation (lives with the Redis benches)
 
-    items = distinct_mix(rng, sz.drain_keys)
+    items = distinct_mix(rng, sz.drain_keys, lambda i: {"n": i, "name": f"user {i}"})
     n = len(items)
     ours_label = "Cache(PostgresStore, WriteBack(batch_size=1000)): set x N, flush()"
     comps = [Comparison(
@@ -221,7 +203,7 @@ def bench_drain(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds:
 # -- 2. write-through set ----------------------------------------------------------------------
 def bench_writethrough(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds: int,
                        say: Callable[[str], None]) -> Comparison:
-    items = set_mix(rng, sz.wt_ops)
+    items = set_mix(rng, sz.wt_ops, window=200)
     comp = Comparison(
         "2. write-through set", "Cache(WriteThrough, MemoryBackend).set",
         "psycopg autocommit upsert RETURNING version + dict set",
@@ -263,7 +245,7 @@ def bench_writethrough(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, 
 def bench_writethrough_redis(dsn: str, url: str, sz: Sizes, rng: random.Random,
                              tables: Tables, rounds: int, say: Callable[[str], None],
                              name: str = "3") -> Comparison:
-    items = set_mix(rng, sz.wt_ops)
+    items = set_mix(rng, sz.wt_ops, window=200)
     comp = Comparison(
         f"{name}. write-through set (Redis + PG)",
         "Cache(PostgresStore, RedisBackend, WriteThrough).set",
