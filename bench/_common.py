@@ -28,10 +28,12 @@ __all__ = [
     "environment",
     "fmt_ns",
     "percentile",
+    "plain_table",
     "print_detail",
     "print_table",
     "run_alternating",
     "set_mix",
+    "show_table",
     "time_batches",
 ]
 
@@ -259,23 +261,35 @@ def print_table(comps: list[Comparison]) -> None:
         ]
         for c in comps
     ]
+    show_table("cacheway embedded benchmarks (time per op; ratio = ours / baseline)",
+               header, rows)
+
+
+def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell, a rule under the header."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+def show_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A results table whose last column is a verdict (PASS green, MISS red): with
+    ``rich`` when installed, plain text otherwise."""
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-        line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-        print(line)
-        print("-" * len(line))
-        for r in rows:
-            print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        plain_table(header, rows)
         return
-    table = Table(title="cacheway embedded benchmarks (time per op; ratio = ours / baseline)")
+    table = Table(title=title)
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
-    for r, c in zip(rows, comps):
-        style = "green" if c.passed else "red"
-        table.add_row(*r[:-1], f"[{style}]{r[-1]}[/{style}]")
+    for r in rows:
+        style = {"PASS": "green", "MISS": "red"}.get(r[-1], "")
+        table.add_row(*r[:-1], f"[{style}]{r[-1]}[/{style}]" if style else r[-1])
     # Piped into a file, rich would fall back to 80 columns and wrap the table.
     console = Console() if sys.stdout.isatty() else Console(width=120, no_color=True)
     console.print(table)

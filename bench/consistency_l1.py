@@ -41,6 +41,7 @@ from _common import (  # the helpers live next to this script
     environment,
     fmt_ns,
     percentile,
+    plain_table,
     print_detail,
     run_alternating,
     time_batches,
@@ -206,12 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"({fmt_ns(percentile(d['from_start'], 50))})", "", "<= 10 ms",
                  "PASS" if delay_ok else "MISS"))
     header = ("measure", "ours", "baseline", "ratio", "target", "verdict")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    plain_table(header, rows)
     return 0 if comps[0].passed and delay_ok else 1
 
 

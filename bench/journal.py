@@ -48,6 +48,7 @@ from _common import (  # the helpers live next to this script
     environment,
     fmt_ns,
     percentile,
+    show_table,
 )
 
 perf_ns = time.perf_counter_ns
@@ -274,27 +275,8 @@ def print_table(results: list[Result]) -> None:
         ]
         for r in results
     ]
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-        line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-        print(line)
-        print("-" * len(line))
-        for row in rows:
-            print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
-        return
-    table = Table(title="cacheway journal benchmarks (writes/s; ratio = ours / baseline)")
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row, r in zip(rows, results):
-        style = {"PASS": "green", "MISS": "red"}.get(r.verdict, "")
-        verdict = f"[{style}]{row[-1]}[/{style}]" if style else row[-1]
-        table.add_row(*row[:-1], verdict)
-    # Piped into a file, rich would fall back to 80 columns and wrap the table.
-    console = Console() if sys.stdout.isatty() else Console(width=120, no_color=True)
-    console.print(table)
+    show_table("cacheway journal benchmarks (writes/s; ratio = ours / baseline)", header,
+               rows)
 
 
 def source_tree() -> str:
