@@ -13,7 +13,7 @@ from typing import Any
 
 from ._engine import Engine, check_key
 from .backends.base import MISS
-from .errors import BackendError, StoreError
+from .errors import StoreError
 from .stores.base import ADD, DELETE, NOTSET, SET, Applied, Op
 
 __all__ = ["WriteAroundEngine", "WriteThroughEngine"]
@@ -111,12 +111,8 @@ class WriteThroughEngine(Engine):
 
 
     def _read_locked(self, key: str, bkey: str) -> Any:
-        try:
-            value = self._backend_get(bkey)
-        except BackendError as exc:
-            value = self._backend_down(exc)
+        value = self._cached(bkey)
         if value is not MISS:
-            self.counters.hits += 1
             return value
         self.counters.misses += 1
         self.counters.loads += 1

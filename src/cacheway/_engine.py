@@ -110,7 +110,6 @@ class Engine:
             self.get = self._get_memory  # type: ignore[method-assign]
         elif not self.answers_pending and self._fast_two_level():
             self.get = self._get_two_level  # type: ignore[method-assign]
-        self._has_pending = False  # write-back engines answer some reads themselves
         # A store may refuse a write at the call that makes it (a dict with an unknown
         # column, a key too long for its table) rather than later in a flusher.
         self._validate: Callable[[str, str, Any, int], Any] | None = getattr(
@@ -145,7 +144,7 @@ class Engine:
             value = self.serializer.loads(row.payload)
         return value, row.payload
 
-    def _lookup_pending(self, bkey: str) -> Any:
+    def _lookup_pending(self, key: str) -> Any:
         """Write-back engines answer from their dirty table; MISS means 'not pending'."""
         return MISS
 
@@ -189,16 +188,21 @@ class Engine:
         self._mem_timer = backend._timer
         return True
 
-    def _read_backend(self, key: str, bkey: str, default: Any) -> Any:
-        """The backend's answer (a backend failure reads as a miss), else the store's."""
+    def _cached(self, bkey: str) -> Any:
+        """The backend's copy (counted as a hit), or MISS; a failing backend reads as a
+        miss (the store still has the truth)."""
         try:
             value = self._backend_get(bkey)
         except BackendError as exc:
-            value = self._backend_down(exc)
+            return self._backend_down(exc)
         if value is not MISS:
             self.counters.hits += 1
-            return value
-        return self._miss(key, bkey, default)
+        return value
+
+    def _read_backend(self, key: str, bkey: str, default: Any) -> Any:
+        """The backend's answer, else the store's (read-through)."""
+        value = self._cached(bkey)
+        return value if value is not MISS else self._miss(key, bkey, default)
 
     def _fast_two_level(self) -> bool:
         from .backends.two_level import TwoLevelBackend
@@ -254,8 +258,8 @@ class Engine:
         if self.closed:
             raise self._closed()
         bkey = self.prefix + key
-        if self._has_pending:
-            value = self._lookup_pending(bkey)
+        if self.answers_pending:
+            value = self._lookup_pending(key)
             if value is not MISS:
                 self.counters.hits += 1
                 return default if value is _DELETED else value
@@ -455,14 +459,14 @@ class Engine:
             raise self._closed()
         out: dict[str, Any] = {}
         prefix = self.prefix
-        pending = self._has_pending
+        pending = self.answers_pending
         ask: list[str] = []  # not pending: the backend answers them in one call
         hits = 0
         for key in keys:
             if key.__class__ is not str:
                 check_key(key)
             if pending:
-                value = self._lookup_pending(prefix + key)
+                value = self._lookup_pending(key)
                 if value is not MISS:
                     hits += 1
                     if value is not _DELETED:

@@ -71,7 +71,6 @@ class WriteBackEngine(Flusher):
         self._timer = timer
         self._table = DirtyTable()
         self._view = self._table.view
-        self._has_pending = True
         self._mem_set = False
         if self._fast_memory():
             self.get = self._get_memory_wb  # type: ignore[method-assign]
@@ -134,8 +133,8 @@ class WriteBackEngine(Flusher):
             return item[0]
         return self._read_backend(key, bkey, default)
 
-    def _lookup_pending(self, bkey: str) -> Any:
-        entry = self._view.get(bkey[len(self.prefix):])
+    def _lookup_pending(self, key: str) -> Any:
+        entry = self._view.get(key)
         if entry is None:
             return MISS
         return _DELETED if entry.kind == DELETE else entry.value
