@@ -58,7 +58,7 @@ def test_coalescing_keeps_last_write_and_sums_deltas(steps: list[tuple[Any, ...]
                 new = (model.get(key) or 0) + n
                 model[key] = new
                 table.put(key, ADD, new, b"", n, None, seq, 0.0)
-            view = table.view.get(key)
+            view = table.pending(key)
             assert view is not None
             assert (view.kind == DELETE) == (key not in model)
             if key in model:
@@ -77,11 +77,15 @@ def test_coalescing_keeps_last_write_and_sums_deltas(steps: list[tuple[Any, ...]
             for entry in batch:
                 table.park(entry, 0.0)
             batch = []
-        # reads see the newest pending write of every key
+        # reads see the newest pending write of every key; a key with none is in the store
         for key in KEYS:
-            entry = table.view.get(key)
+            entry = table.pending(key)
             if entry is not None:
                 assert (entry.kind == DELETE) == (key not in model)
+                if key in model:
+                    assert entry.value == model[key]
+            else:
+                assert store.get(key) == model.get(key), f"{key} clean but the store lags"
     # drain: ack what is in flight, then everything else
     for entry in batch:
         _apply_to_store(store, entry)
@@ -94,7 +98,8 @@ def test_coalescing_keeps_last_write_and_sums_deltas(steps: list[tuple[Any, ...]
         assert table.low_water(seq + 1) >= low_before
         acked_seqs.add(low_before)
     assert table.low_water(seq + 1) == seq
-    assert not table.view
+    assert not table.held
+    assert not table.dirty
     assert store == model
 
 

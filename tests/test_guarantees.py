@@ -356,6 +356,24 @@ def test_guarantee4_read_fill_racing_a_write_does_not_land_after_it(
     assert ds.data["k"] == "new"
 
 
+def test_guarantee4_read_fill_racing_a_flushed_write_back_does_not_land_after_it(
+    make_store, autoclose
+) -> None:
+    # The write is accepted *and acknowledged by the store* while the fill is held: the
+    # key is clean again when the fill lands, so only the fill token can stop it.
+    ds = make_store({"k": "old"})
+    cache = autoclose(cw.Cache(store=ds.store, policy=cw.WriteBack(max_delay=60)))
+
+    def write_and_flush() -> None:
+        cache.set("k", "new")
+        cache.flush(timeout=10)
+
+    got = _race_fill_against(ds, cache, write_and_flush)
+    assert got in ("old", "new")
+    assert ds.data["k"] == "new"
+    assert cache.get("k") == "new", "a fill that loaded before a flushed write landed after it"
+
+
 @pytest.mark.parametrize("policy_name", ALL_POLICIES)
 def test_guarantee4_read_fill_racing_a_delete_does_not_resurrect(
     make_store, autoclose, policy_name: str

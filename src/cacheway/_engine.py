@@ -186,6 +186,7 @@ class Engine:
             return False
         self._mem_data = backend._data
         self._mem_timer = backend._timer
+        self._mem_lru = backend._lru
         return True
 
     def _cached(self, bkey: str) -> Any:
@@ -213,6 +214,7 @@ class Engine:
         self._two = backend
         self._mem_data = backend._l1_data
         self._mem_timer = backend._l1_timer
+        self._mem_lru = backend._l1_lru
         return True
 
     def _get_two_level(self, key: str, default: Any = None) -> Any:
@@ -225,10 +227,11 @@ class Engine:
         if self._two._trusted:
             item = self._mem_data.get(bkey)
             if item is not None and (item[1] is None or item[1] > self._mem_timer()):
-                try:  # noqa: SIM105 - as in MemoryBackend.get
-                    self._mem_data.move_to_end(bkey)
-                except KeyError:
-                    pass
+                if self._mem_lru:
+                    try:  # noqa: SIM105 - as in MemoryBackend.get
+                        self._mem_data.move_to_end(bkey)  # type: ignore[attr-defined]
+                    except KeyError:
+                        pass
                 self.counters.hits += 1
                 return item[0]
         return self._read_backend(key, bkey, default)
@@ -242,10 +245,11 @@ class Engine:
         bkey = self.prefix + key
         item = self._mem_data.get(bkey)
         if item is not None and (item[1] is None or item[1] > self._mem_timer()):
-            try:  # noqa: SIM105 - as in MemoryBackend.get
-                self._mem_data.move_to_end(bkey)
-            except KeyError:
-                pass
+            if self._mem_lru:
+                try:  # noqa: SIM105 - as in MemoryBackend.get
+                    self._mem_data.move_to_end(bkey)  # type: ignore[attr-defined]
+                except KeyError:
+                    pass
             self.counters.hits += 1
             return item[0]
         return self._read_backend(key, bkey, default)

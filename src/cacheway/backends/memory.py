@@ -25,6 +25,9 @@ __all__ = ["MemoryBackend"]
 # Per-entry bookkeeping charged against max_bytes, on top of key and payload sizes.
 _OVERHEAD = 64
 
+# (value, expires_at or None, size charged, load time in seconds)
+_Item = tuple[Any, "float | None", int, float]
+
 
 class MemoryBackend:
     """An LRU dict of cached copies with optional ``max_entries``, ``max_bytes`` and TTLs.
@@ -51,10 +54,14 @@ class MemoryBackend:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._timer = timer
-        # key -> (value, expires_at or None, size, load time in seconds)
-        self._data: OrderedDict[str, tuple[Any, float | None, int, float]] = OrderedDict()
+        # key -> (value, expires_at or None, size, load time in seconds). Only a bounded
+        # backend keeps an LRU order; an unbounded one is a plain dict (cheaper to write).
+        self._lru = max_entries is not None or max_bytes is not None
+        self._data: dict[str, _Item] = OrderedDict() if self._lru else {}
         self._grace = 0.0
-        self._lock = threading.Lock()
+        # Reentrant: a write-back engine guards its dirty table with this lock too, and
+        # calls the backend while holding it.
+        self._lock = threading.RLock()
         self._bytes = 0
         self._evictions = 0
 
@@ -83,10 +90,11 @@ class MemoryBackend:
         if item[1] is not None and item[1] <= self._timer():
             self._expire(key, item)
             return MISS
-        try:  # noqa: SIM105 - contextlib.suppress costs a call on the hot path
-            self._data.move_to_end(key)
-        except KeyError:  # evicted by another thread since the lookup; still a valid read
-            pass
+        if self._lru:
+            try:  # noqa: SIM105 - contextlib.suppress costs a call on the hot path
+                self._data.move_to_end(key)  # type: ignore[attr-defined]
+            except KeyError:  # evicted by another thread since the lookup; still valid
+                pass
         return item[0]
 
     # -- entry metadata: early refresh and stale-if-error ------------------------------
@@ -101,10 +109,11 @@ class MemoryBackend:
             if left <= 0:
                 self._expire(key, item)
                 return MISS
-        try:  # noqa: SIM105 - as in get()
-            self._data.move_to_end(key)
-        except KeyError:
-            pass
+        if self._lru:
+            try:  # noqa: SIM105 - as in get()
+                self._data.move_to_end(key)  # type: ignore[attr-defined]
+            except KeyError:
+                pass
         return item[0], left, item[3]
 
     def keep_stale(self, seconds: float) -> None:
@@ -120,7 +129,7 @@ class MemoryBackend:
             return MISS
         return item[0]
 
-    def _expire(self, key: str, item: tuple[Any, float | None, int, float]) -> None:
+    def _expire(self, key: str, item: _Item) -> None:
         if self._grace and item[1] is not None and self._timer() < item[1] + self._grace:
             return  # expired for readers, kept a while for stale-if-error
         with self._lock:
@@ -153,9 +162,11 @@ class MemoryBackend:
         with self._lock:
             old = data.get(key)
             data[key] = (value, expires, size, delta)
+            if not self._lru:
+                return  # unbounded: no order, no sizes
             if old is not None:
                 # Replacing keeps the slot; only its LRU position and size change.
-                data.move_to_end(key)
+                data.move_to_end(key)  # type: ignore[attr-defined]
                 self._bytes += size - old[2]
                 if size > old[2] and self.max_bytes is not None:
                     self._evict()
@@ -173,7 +184,7 @@ class MemoryBackend:
             (max_entries is not None and len(data) > max_entries)
             or (max_bytes is not None and self._bytes > max_bytes)
         ):
-            _, item = data.popitem(last=False)
+            _, item = data.popitem(last=False)  # type: ignore[call-arg]
             self._bytes -= item[2]
             self._evictions += 1
 

@@ -116,6 +116,7 @@ class TwoLevelBackend:
         self._l2 = l2
         self._l1_get = l1.get
         self._l1_data = l1._data
+        self._l1_lru = l1._lru
         self._l1_timer = l1._timer
         self._l1_ttl = None if l1_ttl is None else float(l1_ttl)
         self._size_payload = l1.max_bytes is not None
@@ -220,10 +221,11 @@ class TwoLevelBackend:
             # MemoryBackend.get inlined: its call frame would be a third of an L1 hit.
             item = self._l1_data.get(key)
             if item is not None and (item[1] is None or item[1] > self._l1_timer()):
-                try:  # noqa: SIM105 - contextlib.suppress costs a call on the hot path
-                    self._l1_data.move_to_end(key)
-                except KeyError:  # evicted meanwhile; still a valid read
-                    pass
+                if self._l1_lru:
+                    try:  # noqa: SIM105 - contextlib.suppress costs a call on the hot path
+                        self._l1_data.move_to_end(key)  # type: ignore[attr-defined]
+                    except KeyError:  # evicted meanwhile; still a valid read
+                        pass
                 return item[0]
             value = self._l1_get(key)  # expires the entry with the L1's own bookkeeping
             if value is not MISS:

@@ -16,8 +16,13 @@ ADD a      ADD d       ADD a + d
 
 Entries live in three places: ``dirty`` (accepted, ordered by their first unflushed
 write, so the oldest write leaves first), ``inflight`` (in the batch being written) and
-``parked`` (failed, waiting for a retry). ``view`` maps each key to its newest pending
-entry, which is what reads see.
+``parked`` (failed, waiting for a retry). ``held`` maps each key of the last two to its
+entry. A key's newest pending write is its ``dirty`` entry, else its ``held`` one: that is
+what reads see (:meth:`DirtyTable.pending`).
+
+Readers look without the lock, so every move keeps the entry findable: it enters its
+new place before it leaves the old one, and leaves ``held`` only once the store has it.
+A write of a new key touches ``dirty`` alone (the write path is the hot one).
 """
 
 from __future__ import annotations
@@ -107,10 +112,15 @@ class DirtyTable:
         self.dirty: dict[str, Entry] = {}
         self.inflight: dict[str, Entry] = {}
         self.parked: dict[str, Entry] = {}
-        self.view: dict[str, Entry] = {}
+        self.held: dict[str, Entry] = {}
 
     def __len__(self) -> int:
         return len(self.dirty) + len(self.inflight) + len(self.parked)
+
+    def pending(self, key: str) -> Entry | None:
+        """The entry of ``key``'s newest pending write, or None when it is clean."""
+        entry = self.dirty.get(key)
+        return entry if entry is not None else self.held.get(key)
 
     def put(
         self, key: str, kind: int, value: Any, payload: bytes | None, delta: int,
@@ -127,9 +137,7 @@ class DirtyTable:
         if entry is not None:
             entry.absorb(kind, value, payload, delta, ttl, seq)
             return True
-        entry = Entry(key, kind, value, payload, delta, ttl, seq, now)
-        self.dirty[key] = entry
-        self.view[key] = entry
+        self.dirty[key] = Entry(key, kind, value, payload, delta, ttl, seq, now)
         return False
 
     def ready_parked(self, now: float) -> bool:
@@ -147,45 +155,49 @@ class DirtyTable:
         """Move up to ``batch_size`` ready entries to ``inflight``: retries first, then the
         oldest dirty ones. The batch is in order of each key's last accepted write."""
         batch: list[Entry] = []
+        inflight = self.inflight
         if self.parked:
             for key, entry in list(self.parked.items()):
                 if len(batch) >= batch_size:
                     break
                 if entry.not_before <= now:
-                    del self.parked[key]
+                    del self.parked[key]  # stays in held
+                    inflight[key] = entry
                     batch.append(entry)
-        dirty = self.dirty
+        dirty, held = self.dirty, self.held
         room = batch_size - len(batch)
         if room > 0 and dirty:
             # One pass over the front: popping the first key one at a time would rescan the
             # dict's deleted slots each time (quadratic on a long backlog).
-            keys = list(islice(dirty, room))
-            for key in keys:
-                batch.append(dirty.pop(key))
-        for entry in batch:
-            self.inflight[entry.key] = entry
+            for key in list(islice(dirty, room)):
+                entry = dirty[key]
+                held[key] = inflight[key] = entry
+                del dirty[key]
+                batch.append(entry)
         batch.sort(key=_last_seq)
         return batch
 
     def ack(self, entry: Entry) -> bool:
         """The store has ``entry``; True when no newer write of its key is pending."""
-        del self.inflight[entry.key]
-        if self.view.get(entry.key) is entry:
-            del self.view[entry.key]
-            return True
-        return False
+        key = entry.key
+        del self.inflight[key]
+        if self.held.get(key) is entry:
+            del self.held[key]
+        return key not in self.dirty
 
     def park(self, entry: Entry, not_before: float) -> None:
         """A failed entry waits for a retry, merged with any newer write of its key."""
-        del self.inflight[entry.key]
+        key = entry.key
         entry.not_before = not_before
-        newer = self.dirty.pop(entry.key, None)
+        newer = self.dirty.get(key)
         if newer is not None:
             entry = combine(entry, newer)
             if newer.kind != ADD:
                 entry.not_before = 0.0
-        self.parked[entry.key] = entry
-        self.view[entry.key] = entry
+        self.held[key] = self.parked[key] = entry
+        del self.inflight[key]
+        if newer is not None:
+            del self.dirty[key]
 
     def low_water(self, next_seq: int, exclude: dict[str, Entry] | None = None) -> int:
         """Every write with a sequence number <= the result is acknowledged by the store

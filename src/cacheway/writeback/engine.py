@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._engine import _DELETED, _STRIPES, check_key, check_ttl
+from .._engine import _DELETED, check_key, check_ttl
 from .._refresh import ReadOptions
 from ..backends.base import MISS, Backend
 from ..errors import Backpressure, ConfigError, StoreError
@@ -27,8 +27,6 @@ from ..stats import Counters
 from ..stores.base import ADD, DELETE, NOTSET, SET, Op, Store
 from .dirty import DirtyTable, Entry
 from .flusher import Flusher
-
-_MASK = _STRIPES - 1
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -70,17 +68,20 @@ class WriteBackEngine(Flusher):
         self.journal = journal
         self._timer = timer
         self._table = DirtyTable()
-        self._view = self._table.view
+        self._dirty = self._table.dirty
+        self._held = self._table.held
         self._mem_set = False
         if self._fast_memory():
             self.get = self._get_memory_wb  # type: ignore[method-assign]
             memory: Any = backend
-            # set() writes the copy inline too (no byte accounting to keep).
+            # set() writes the copy inline too (no byte accounting to keep), under the
+            # backend's own lock: one lock guards the dirty table and the copy.
             self._mem_set = memory.max_bytes is None
-            self._mem_lock = memory._lock
             self._mem_max = memory.max_entries
             self._mem_backend = memory
-        self._lock = threading.Lock()
+            self._lock = memory._lock
+        else:
+            self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._serialize = fast_dumps(serializer)
         self._backend_set_raw = backend.set
@@ -105,7 +106,9 @@ class WriteBackEngine(Flusher):
             check_key(key)
         if self.closed:
             raise self._closed()
-        entry = self._view.get(key)
+        entry = self._dirty.get(key)
+        if entry is None:
+            entry = self._held.get(key)
         if entry is not None:
             self.counters.hits += 1
             return default if entry.kind == DELETE else entry.value
@@ -113,28 +116,34 @@ class WriteBackEngine(Flusher):
         return self._read_backend(key, bkey, default)
 
     def _get_memory_wb(self, key: str, default: Any = None) -> Any:
-        # get() with MemoryBackend.get inlined (see Engine._get_memory).
+        # get() with MemoryBackend.get inlined (see Engine._get_memory). The copy comes
+        # first: every accepted write sets or drops it under the table lock, and no fill
+        # lands while its key is pending, so a live copy is the newest value. A pending
+        # key without one (evicted, expired, deleted) is answered from the dirty table.
         if key.__class__ is not str:
             check_key(key)
         if self.closed:
             raise self._closed()
-        entry = self._view.get(key)
-        if entry is not None:
-            self.counters.hits += 1
-            return default if entry.kind == DELETE else entry.value
         bkey = self.prefix + key
         item = self._mem_data.get(bkey)
         if item is not None and (item[1] is None or item[1] > self._mem_timer()):
-            try:  # noqa: SIM105 - as in MemoryBackend.get
-                self._mem_data.move_to_end(bkey)
-            except KeyError:
-                pass
+            if self._mem_lru:
+                try:  # noqa: SIM105 - as in MemoryBackend.get
+                    self._mem_data.move_to_end(bkey)  # type: ignore[attr-defined]
+                except KeyError:
+                    pass
             self.counters.hits += 1
             return item[0]
+        entry = self._dirty.get(key)
+        if entry is None:
+            entry = self._held.get(key)
+        if entry is not None:
+            self.counters.hits += 1
+            return default if entry.kind == DELETE else entry.value
         return self._read_backend(key, bkey, default)
 
     def _lookup_pending(self, key: str) -> Any:
-        entry = self._view.get(key)
+        entry = self._table.pending(key)
         if entry is None:
             return MISS
         return _DELETED if entry.kind == DELETE else entry.value
@@ -149,7 +158,7 @@ class WriteBackEngine(Flusher):
                 self._backend_set(bkey, value, payload, self.fill_ttl, version, delta)
 
     def _can_fill(self, bkey: str, stripe: int, gen: int) -> bool:
-        return self._gens[stripe] == gen and bkey[len(self.prefix):] not in self._view
+        return self._gens[stripe] == gen and self._table.pending(bkey[len(self.prefix):]) is None
 
     # -- writes -----------------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
@@ -182,9 +191,7 @@ class WriteBackEngine(Flusher):
                 entry = dirty.get(key)
                 counters = self.counters
                 if entry is None:
-                    entry = Entry(key, SET, value, payload, 0, ttl, seq, self._timer())
-                    dirty[key] = entry
-                    self._view[key] = entry
+                    dirty[key] = Entry(key, SET, value, payload, 0, ttl, seq, self._timer())
                     n = len(dirty)
                     if n == 1 or n == self._batch_size:
                         self._cond.notify_all()
@@ -197,19 +204,22 @@ class WriteBackEngine(Flusher):
                     entry.last_seq = seq
                     counters.coalesced += 1
                 counters.writes += 1
+                # No generation bump: no fill lands while the key is pending, and the
+                # flusher bumps it when the store acknowledges the write.
                 bkey = self.prefix + key
-                self._gens[hash(bkey) & _MASK] += 1
                 if self._mem_set:
                     # MemoryBackend.set inlined (no max_bytes: sizes are not kept).
                     mem = self._mem_data
                     item = (value, None if ttl is None else self._mem_timer() + ttl, 0, 0.0)
-                    with self._mem_lock:
+                    if self._mem_lru:
                         old = mem.get(bkey)
                         mem[bkey] = item
                         if old is not None:
-                            mem.move_to_end(bkey)
-                        elif self._mem_max is not None and len(mem) > self._mem_max:
+                            mem.move_to_end(bkey)  # type: ignore[attr-defined]
+                        elif len(mem) > self._mem_max:
                             self._mem_backend._evict()
+                    else:
+                        mem[bkey] = item
                 else:
                     try:
                         self._backend_set_raw(bkey, value, payload, ttl, None)
@@ -254,7 +264,7 @@ class WriteBackEngine(Flusher):
             need_room = done = False
             try:
                 with self._cond:
-                    entry = self._view.get(key)
+                    entry = self._table.pending(key)
                     # A value read before another write of the key was accepted (and
                     # maybe already flushed) is stale: read again.
                     fresh = loaded is not MISS and self._gens[stripe] == seen
@@ -349,7 +359,7 @@ class WriteBackEngine(Flusher):
             raise self._closed()
         table = self._table
         if len(table) + len(items) > self.config.max_dirty:
-            new_keys = sum(1 for it in items if it[0] not in self._view)
+            new_keys = sum(1 for it in items if table.pending(it[0]) is None)
             if new_keys and len(table) + new_keys > self.config.max_dirty:
                 items = self._make_room(new_keys, items, ttl, publish is not None)
                 if not items:
@@ -399,9 +409,9 @@ class WriteBackEngine(Flusher):
         if cfg.on_full == "write_through":
             # Keys already pending coalesce (they need no room, and writing them around
             # their pending entry would reorder them); only new keys go to the store.
-            fresh = [it for it in items if it[0] not in self._view]
+            fresh = [it for it in items if table.pending(it[0]) is None]
             self._write_through_locked(fresh, ttl)
-            return [it for it in items if it[0] in self._view]
+            return [it for it in items if table.pending(it[0]) is not None]
         if no_wait:
             raise _NeedRoom
         self._wait_room(new_keys, time.monotonic() + cfg.block_timeout)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._engine import Engine
+from .._engine import _STRIPES, Engine
 from ..errors import InvalidWriteError
 from ..policies import WriteBack
 from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, make_op
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["Flusher"]
 
 log = logging.getLogger("cacheway")
+
+_MASK = _STRIPES - 1
 
 
 class Flusher(Engine):
@@ -167,20 +169,25 @@ class Flusher(Engine):
         stamps: list[tuple[str, int, Any, bytes | None, float | None, int | None]] = []
         try:
             with self._cond:
+                gens = self._gens
                 for entry, res in zip(part, results):
                     if not table.ack(entry):
                         continue  # a newer write of this key is pending; it set the backend
                     bkey = prefix + entry.key
+                    if local:
+                        # The key is clean now: a fill that read the store before this
+                        # write landed must stand down (set() leaves this bump to us).
+                        gens[hash(bkey) & _MASK] += 1
                     if entry.kind == ADD and res.value is not NOTSET and res.value is not None:
                         # The store summed deltas from every process: its total is the truth.
-                        self._gens[self._stripe(bkey)] += 1
                         if local:
                             self._backend_set(bkey, res.value, None, entry.ttl, res.version)
                         else:
+                            gens[hash(bkey) & _MASK] += 1
                             stamps.append((bkey, SET, res.value, None, entry.ttl, res.version))
                     elif not local:
                         # Stamp the store's version on the shared copy (set-if-newer).
-                        self._gens[self._stripe(bkey)] += 1
+                        gens[hash(bkey) & _MASK] += 1
                         stamps.append((bkey, entry.kind, entry.value, entry.payload, entry.ttl,
                                        res.version))
                 self.counters.flushes += 1
