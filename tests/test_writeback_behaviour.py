@@ -352,12 +352,18 @@ OPS = st.lists(
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(ops=OPS, add_many=st.booleans(), max_delay=st.sampled_from([0.001, 60.0]))
+@given(ops=OPS, add_many=st.booleans(), max_delay=st.sampled_from([0.001, 60.0]),
+       max_entries=st.sampled_from([None, 2]))
 def test_writeback_store_equals_model_of_last_writes(ops, add_many: bool,
-                                                     max_delay: float) -> None:
+                                                     max_delay: float,
+                                                     max_entries: int | None) -> None:
+    # max_entries=2: the memory copy of a staged or dirty write is often evicted, so
+    # reads must find it in the dirty table.
     ds = DictStore(add_many=add_many)
     model: dict[str, int] = {}
-    cache = cw.Cache(store=ds.store, policy=cw.WriteBack(max_delay=max_delay))
+    cache = cw.Cache(store=ds.store, backend=cw.MemoryBackend(max_entries=max_entries),
+                     policy=cw.WriteBack(max_delay=max_delay))
+    writes = sum(1 for op, _, _ in ops if op != "flush")
     try:
         for op, key, arg in ops:
             if op == "set":
@@ -375,12 +381,47 @@ def test_writeback_store_equals_model_of_last_writes(ops, add_many: bool,
                 assert ds.data == model
             if key:
                 assert cache.get(key, default=None) == model.get(key)
+        assert cache.stats().writes == writes
         cache.flush(timeout=10)
         assert ds.data == model
         assert cache.pending() == 0
         assert cache.get_many(["a", "b", "c", "d"]) == model
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize("max_entries", [None, 3])
+def test_guarantee1_read_your_writes_while_the_flusher_drains(make_store, autoclose,
+                                                               max_entries: int | None) -> None:
+    # Four writers, each on its own keys, against a flusher that keeps taking small
+    # batches: every read returns the thread's own last write, and the store ends with
+    # each key's last write.
+    ds = make_store()
+    cache = autoclose(cw.Cache(
+        store=ds.store, backend=cw.MemoryBackend(max_entries=max_entries),
+        policy=cw.WriteBack(max_delay=0.001, batch_size=7),
+    ))
+    errors: list[str] = []
+
+    def writer(t: int) -> None:
+        for i in range(1500):
+            cache.set(f"t{t}:{i % 5}", i)
+            # the write before last, whose memory copy other writes may have evicted
+            j = max(0, i - 2)
+            got = cache.get(f"t{t}:{j % 5}")
+            if got != j:
+                errors.append(f"t{t}:{j % 5}: wrote {j}, read {got!r}")
+                return
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors[:5]
+    cache.flush(timeout=30)
+    assert ds.data == {f"t{t}:{j}": 1495 + j for t in range(4) for j in range(5)}
+    assert cache.stats().writes == 4 * 1500
 
 
 def test_a_write_the_store_can_never_take_is_dead_lettered_at_once(tmp_path) -> None:  # type: ignore[no-untyped-def]

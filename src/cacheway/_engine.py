@@ -107,7 +107,8 @@ class Engine:
         self._refresher: ThreadPoolExecutor | None = None
         self._setup_read_options(backend)
         if not self.answers_pending and self._fast_memory():
-            self.get = self._get_memory  # type: ignore[method-assign]
+            self.get = (  # type: ignore[method-assign]
+                self._get_memory_space if self._mem_space else self._get_memory)
         elif not self.answers_pending and self._fast_two_level():
             self.get = self._get_two_level  # type: ignore[method-assign]
         # A store may refuse a write at the call that makes it (a dict with an unknown
@@ -184,9 +185,12 @@ class Engine:
         backend = self.backend
         if type(backend) is not MemoryBackend or self._read.early_refresh is not None:
             return False
-        self._mem_data = backend._data
+        # Unbounded: this namespace's own dict, keyed without the "ns:" prefix. Bounded:
+        # the backend's one LRU dict, keyed by the full key.
+        self._mem_space = not backend._lru
+        self._mem_data: Any = (
+            backend._space(self.namespace) if self._mem_space else backend._data)
         self._mem_timer = backend._timer
-        self._mem_lru = backend._lru
         return True
 
     def _cached(self, bkey: str) -> Any:
@@ -211,10 +215,11 @@ class Engine:
         backend: Any = self.backend
         if type(backend) is not TwoLevelBackend or self._read.early_refresh is not None:
             return False
+        if backend._l1_data is None:
+            return False  # an unbounded L1: its own get() splits namespaces
         self._two = backend
         self._mem_data = backend._l1_data
         self._mem_timer = backend._l1_timer
-        self._mem_lru = backend._l1_lru
         return True
 
     def _get_two_level(self, key: str, default: Any = None) -> Any:
@@ -227,17 +232,17 @@ class Engine:
         if self._two._trusted:
             item = self._mem_data.get(bkey)
             if item is not None and (item[1] is None or item[1] > self._mem_timer()):
-                if self._mem_lru:
-                    try:  # noqa: SIM105 - as in MemoryBackend.get
-                        self._mem_data.move_to_end(bkey)  # type: ignore[attr-defined]
-                    except KeyError:
-                        pass
+                try:  # noqa: SIM105 - as in MemoryBackend.get
+                    self._mem_data.move_to_end(bkey)
+                except KeyError:
+                    pass
                 self.counters.hits += 1
                 return item[0]
         return self._read_backend(key, bkey, default)
 
     def _get_memory(self, key: str, default: Any = None) -> Any:
         # get() with MemoryBackend.get inlined: the hit path is most of what a cache does.
+        # A bounded backend: one LRU dict keyed by the full key.
         if key.__class__ is not str:
             check_key(key)
         if self.closed:
@@ -245,14 +250,25 @@ class Engine:
         bkey = self.prefix + key
         item = self._mem_data.get(bkey)
         if item is not None and (item[1] is None or item[1] > self._mem_timer()):
-            if self._mem_lru:
-                try:  # noqa: SIM105 - as in MemoryBackend.get
-                    self._mem_data.move_to_end(bkey)  # type: ignore[attr-defined]
-                except KeyError:
-                    pass
+            try:  # noqa: SIM105 - as in MemoryBackend.get
+                self._mem_data.move_to_end(bkey)
+            except KeyError:
+                pass
             self.counters.hits += 1
             return item[0]
         return self._read_backend(key, bkey, default)
+
+    def _get_memory_space(self, key: str, default: Any = None) -> Any:
+        # _get_memory for an unbounded backend: this namespace's dict, no LRU order.
+        if key.__class__ is not str:
+            check_key(key)
+        if self.closed:
+            raise self._closed()
+        item = self._mem_data.get(key)
+        if item is not None and (item[1] is None or item[1] > self._mem_timer()):
+            self.counters.hits += 1
+            return item[0]
+        return self._read_backend(key, self.prefix + key, default)
 
     def _get_early(self, key: str, default: Any = None) -> Any:
         """``get`` with XFetch: a hit that should_refresh() picks reloads in the

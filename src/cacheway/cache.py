@@ -317,13 +317,14 @@ class Cache(_Front):
     def _stats_of(self, engines: list[Engine]) -> Stats:
         total = Stats()
         for engine in engines:
+            dirty = engine.pending()  # first: staged writes are counted as they drain
             c = engine.counters
             total = total + Stats(
                 hits=c.hits, misses=c.misses, loads=c.loads, writes=c.writes,
                 store_writes=c.store_writes, coalesced=c.coalesced, flushes=c.flushes,
                 flush_errors=c.flush_errors, retries=c.retries, dead_letters=c.dead_letters,
                 decode_errors=c.decode_errors, last_error=c.last_error,
-                dirty=engine.pending(),
+                dirty=dirty,
             )
             journal = getattr(engine, "journal", None)
             if journal is not None:

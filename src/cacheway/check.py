@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, cast
 
+from .backends.base import MISS
 from .backends.memory import MemoryBackend
 from .backends.redis import RedisBackend
 from .backends.two_level import TwoLevelBackend
@@ -146,24 +147,18 @@ class _MemoryLevel:
         self.name, self._backend, self._normalize = name, backend, normalize
 
     def keys(self, namespaces: set[str]) -> Iterator[tuple[str, str]]:
-        snapshot: list[str] = []
-        for _ in range(100):  # reads move keys to the end without the lock: try again
-            with contextlib.suppress(RuntimeError):
-                snapshot = list(self._backend._data)
-                break
-        for bkey in snapshot:
+        for bkey in self._backend:
             found = _split(bkey, namespaces)
             if found is not None:
                 yield found
 
     def read(self, namespace: str, keys: Sequence[str]) -> dict[str, _Cached]:
-        # Straight from the dict: MemoryBackend.get would reorder the LRU.
-        data, now = self._backend._data, self._backend._timer()
+        # peek(): MemoryBackend.get would reorder the LRU.
         out: dict[str, _Cached] = {}
         for key in keys:
-            item = data.get(f"{namespace}:{key}")
-            if item is not None and (item[1] is None or item[1] > now):
-                out[key] = _Cached(self._normalize(item[0]), None)
+            value = self._backend.peek(f"{namespace}:{key}")
+            if value is not MISS:
+                out[key] = _Cached(self._normalize(value), None)
         return out
 
 

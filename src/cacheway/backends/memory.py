@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import ConfigError
@@ -33,8 +33,13 @@ class MemoryBackend:
     """An LRU dict of cached copies with optional ``max_entries``, ``max_bytes`` and TTLs.
 
     ``timer`` is injectable (``time.monotonic`` by default) so tests control expiry.
-    Reads take no lock: ``OrderedDict`` operations on ``str`` keys are atomic under the
-    GIL, and the only race (a key evicted between lookup and ``move_to_end``) is caught.
+    Reads take no lock: dict operations on ``str`` keys are atomic under the GIL, and the
+    only race (a key evicted between lookup and ``move_to_end``) is caught.
+
+    A bounded backend keeps one LRU order over every key (an ``OrderedDict``). An
+    unbounded one has no order to keep: it holds one plain dict per namespace, keyed by
+    the key within it (``"ns:key"`` is split at its first ``":"``), so a cache's engine
+    reads and writes its namespace's dict without building ``"ns:key"`` strings.
     """
 
     local = True
@@ -54,10 +59,11 @@ class MemoryBackend:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._timer = timer
-        # key -> (value, expires_at or None, size, load time in seconds). Only a bounded
-        # backend keeps an LRU order; an unbounded one is a plain dict (cheaper to write).
         self._lru = max_entries is not None or max_bytes is not None
+        # Bounded: every key, in LRU order. Unbounded: the keys without a ":".
         self._data: dict[str, _Item] = OrderedDict() if self._lru else {}
+        # Unbounded only: namespace -> {key within it: item}
+        self._spaces: dict[str, dict[str, _Item]] = {}
         self._grace = 0.0
         # Reentrant: a write-back engine guards its dirty table with this lock too, and
         # calls the backend while holding it.
@@ -69,10 +75,46 @@ class MemoryBackend:
         return f"MemoryBackend(max_entries={self.max_entries}, max_bytes={self.max_bytes})"
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._data) + sum(len(space) for space in list(self._spaces.values()))
 
     def __contains__(self, key: object) -> bool:
         return self.get(key) is not MISS  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def keys(self) -> list[str]:
+        """Every key held (expired ones not yet dropped too), in no promised order."""
+        out = list(self._data)
+        for name, space in list(self._spaces.items()):
+            out.extend(f"{name}:{key}" for key in list(space))
+        return out
+
+    def _space(self, namespace: str) -> dict[str, _Item]:
+        """The dict of one namespace's entries (unbounded backends only); it lives as
+        long as the backend, so an engine may keep it."""
+        assert not self._lru, "a bounded MemoryBackend keeps one LRU dict"
+        space = self._spaces.get(namespace)
+        if space is None:
+            with self._lock:
+                space = self._spaces.setdefault(namespace, {})
+        return space
+
+    def _where(self, key: str) -> tuple[dict[str, _Item], str]:
+        """The dict holding ``key`` and its key there."""
+        if not self._lru:
+            head, sep, rest = key.partition(":")
+            if sep:
+                return self._space(head), rest
+        return self._data, key
+
+    def peek(self, key: str) -> Any:
+        """The live value of ``key`` or MISS, without touching LRU order or stats."""
+        data, k = self._where(key)
+        item = data.get(k)
+        if item is None or (item[1] is not None and item[1] <= self._timer()):
+            return MISS
+        return item[0]
 
     @property
     def evictions(self) -> int:
@@ -84,11 +126,12 @@ class MemoryBackend:
         return self._bytes
 
     def get(self, key: str) -> Any:
-        item = self._data.get(key)
+        data, k = self._where(key)
+        item = data.get(k)
         if item is None:
             return MISS
         if item[1] is not None and item[1] <= self._timer():
-            self._expire(key, item)
+            self._expire(data, k, item)
             return MISS
         if self._lru:
             try:  # noqa: SIM105 - contextlib.suppress costs a call on the hot path
@@ -100,14 +143,15 @@ class MemoryBackend:
     # -- entry metadata: early refresh and stale-if-error ------------------------------
     def get_meta(self, key: str) -> Any:
         """``(value, seconds left or None, load time)`` of a live entry, or MISS."""
-        item = self._data.get(key)
+        data, k = self._where(key)
+        item = data.get(k)
         if item is None:
             return MISS
         left = None
         if item[1] is not None:
             left = item[1] - self._timer()
             if left <= 0:
-                self._expire(key, item)
+                self._expire(data, k, item)
                 return MISS
         if self._lru:
             try:  # noqa: SIM105 - as in get()
@@ -122,19 +166,20 @@ class MemoryBackend:
 
     def get_stale(self, key: str, max_age: float) -> Any:
         """The entry's value even if it expired less than ``max_age`` seconds ago."""
-        item = self._data.get(key)
+        data, k = self._where(key)
+        item = data.get(k)
         if item is None:
             return MISS
         if item[1] is not None and self._timer() - item[1] > max_age:
             return MISS
         return item[0]
 
-    def _expire(self, key: str, item: _Item) -> None:
+    def _expire(self, data: dict[str, _Item], key: str, item: _Item) -> None:
         if self._grace and item[1] is not None and self._timer() < item[1] + self._grace:
             return  # expired for readers, kept a while for stale-if-error
         with self._lock:
-            if self._data.get(key) is item:
-                del self._data[key]
+            if data.get(key) is item:
+                del data[key]
                 self._bytes -= item[2]
                 self._evictions += 1
 
@@ -157,13 +202,16 @@ class MemoryBackend:
         version: int | None = None, *, delta: float = 0.0,
     ) -> None:
         expires = None if ttl is None else self._timer() + ttl
+        if not self._lru:  # unbounded: no order, no sizes
+            data, k = self._where(key)
+            with self._lock:  # against _expire's check-then-delete
+                data[k] = (value, expires, 0, delta)
+            return
         size = 0 if self.max_bytes is None else self._size(key, value, payload)
         data = self._data
         with self._lock:
             old = data.get(key)
             data[key] = (value, expires, size, delta)
-            if not self._lru:
-                return  # unbounded: no order, no sizes
             if old is not None:
                 # Replacing keeps the slot; only its LRU position and size change.
                 data.move_to_end(key)  # type: ignore[attr-defined]
@@ -195,21 +243,21 @@ class MemoryBackend:
             self.set(key, value, payload, ttl, version)
 
     def delete(self, key: str, version: int | None = None) -> None:
+        data, k = self._where(key)
         with self._lock:
-            old = self._data.pop(key, None)
+            old = data.pop(k, None)
             if old is not None:
                 self._bytes -= old[2]
 
     def delete_many(self, keys: Sequence[str]) -> None:
-        with self._lock:
-            for key in keys:
-                old = self._data.pop(key, None)
-                if old is not None:
-                    self._bytes -= old[2]
+        for key in keys:
+            self.delete(key)
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            for space in self._spaces.values():
+                space.clear()  # emptied, not replaced: engines hold them
             self._bytes = 0
 
     def close(self) -> None:

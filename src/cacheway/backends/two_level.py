@@ -115,8 +115,8 @@ class TwoLevelBackend:
         self._l1 = l1
         self._l2 = l2
         self._l1_get = l1.get
-        self._l1_data = l1._data
-        self._l1_lru = l1._lru
+        # A bounded L1 (the usual kind) is one LRU dict that get() reads inline.
+        self._l1_data: Any = l1._data if l1._lru else None
         self._l1_timer = l1._timer
         self._l1_ttl = None if l1_ttl is None else float(l1_ttl)
         self._size_payload = l1.max_bytes is not None
@@ -219,14 +219,15 @@ class TwoLevelBackend:
     def get(self, key: str) -> Any:
         if self._trusted:
             # MemoryBackend.get inlined: its call frame would be a third of an L1 hit.
-            item = self._l1_data.get(key)
-            if item is not None and (item[1] is None or item[1] > self._l1_timer()):
-                if self._l1_lru:
+            data = self._l1_data
+            if data is not None:
+                item = data.get(key)
+                if item is not None and (item[1] is None or item[1] > self._l1_timer()):
                     try:  # noqa: SIM105 - contextlib.suppress costs a call on the hot path
-                        self._l1_data.move_to_end(key)  # type: ignore[attr-defined]
+                        data.move_to_end(key)
                     except KeyError:  # evicted meanwhile; still a valid read
                         pass
-                return item[0]
+                    return item[0]
             value = self._l1_get(key)  # expires the entry with the L1's own bookkeeping
             if value is not MISS:
                 return value

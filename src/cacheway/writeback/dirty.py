@@ -22,7 +22,13 @@ what reads see (:meth:`DirtyTable.pending`).
 
 Readers look without the lock, so every move keeps the entry findable: it enters its
 new place before it leaves the old one, and leaves ``held`` only once the store has it.
-A write of a new key touches ``dirty`` alone (the write path is the hot one).
+
+``staged`` is the hot path's inbox: a plain ``set`` on a process-local backend appends
+``(key, value, payload, ttl)`` there (one list append, under the caller's lock) and the
+next table operation folds the staged writes into ``dirty`` in order (:meth:`drain`), so
+every method below sees them. The one exception is :meth:`peek`, for readers without the
+lock: it does not see staged writes, which is why a hot-path write also sets the
+backend's copy before it returns, and readers look there first.
 """
 
 from __future__ import annotations
@@ -30,9 +36,13 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any
 
+from ..stats import Counters
 from ..stores.base import ADD, DELETE, SET
 
-__all__ = ["DirtyTable", "Entry", "combine"]
+__all__ = ["DirtyTable", "Entry", "Staged", "combine"]
+
+# (key, value, payload, ttl) of a staged SET
+Staged = tuple[str, Any, "bytes | None", "float | None"]
 
 
 class Entry:
@@ -108,17 +118,50 @@ def combine(old: Entry, new: Entry) -> Entry:
 class DirtyTable:
     """Pending writes of one namespace."""
 
-    def __init__(self) -> None:
+    def __init__(self, counters: Counters | None = None) -> None:
         self.dirty: dict[str, Entry] = {}
         self.inflight: dict[str, Entry] = {}
         self.parked: dict[str, Entry] = {}
         self.held: dict[str, Entry] = {}
+        self.staged: list[Staged] = []  # the list object never changes: writers keep it
+        self.staged_born = 0.0  # when the first of the staged writes was accepted
+        # Staged writes may take the table up to stage_limit entries (0: no staging);
+        # stage_cap is what is left of it as of the last drain.
+        self.stage_limit = 0
+        self.stage_cap = 0
+        self.seq = 0  # the sequence number of the last accepted write
+        self._counters = counters if counters is not None else Counters()
 
     def __len__(self) -> int:
+        if self.staged:
+            self.drain()
         return len(self.dirty) + len(self.inflight) + len(self.parked)
+
+    def drain(self) -> None:
+        """Fold the staged writes into ``dirty``, in the order they were accepted."""
+        staged = self.staged
+        if staged:
+            records = staged.copy()
+            staged.clear()
+            born, seq, coalesced = self.staged_born, self.seq, 0
+            for key, value, payload, ttl in records:
+                seq += 1
+                coalesced += self.put(key, SET, value, payload, 0, ttl, seq, born)
+            self.seq = seq
+            self._counters.writes += len(records)
+            self._counters.coalesced += coalesced
+        held = len(self.dirty) + len(self.inflight) + len(self.parked)
+        self.stage_cap = max(0, self.stage_limit - held)
+
+    def peek(self, key: str) -> Entry | None:
+        """:meth:`pending` for a reader without the lock: staged writes are not seen."""
+        entry = self.dirty.get(key)
+        return entry if entry is not None else self.held.get(key)
 
     def pending(self, key: str) -> Entry | None:
         """The entry of ``key``'s newest pending write, or None when it is clean."""
+        if self.staged:
+            self.drain()
         entry = self.dirty.get(key)
         return entry if entry is not None else self.held.get(key)
 
@@ -127,6 +170,8 @@ class DirtyTable:
         ttl: float | None, seq: int, now: float,
     ) -> bool:
         """Accept a write; True when it was absorbed into an already-dirty entry."""
+        if self.staged:
+            self.drain()  # staged writes came first
         entry = self.dirty.get(key)
         if entry is None:
             entry = self.parked.get(key)
@@ -141,12 +186,18 @@ class DirtyTable:
         return False
 
     def ready_parked(self, now: float) -> bool:
+        if self.staged:
+            self.drain()
         return any(e.not_before <= now for e in self.parked.values())
 
     def next_parked(self) -> float | None:
+        if self.staged:
+            self.drain()
         return min((e.not_before for e in self.parked.values()), default=None)
 
     def oldest_born(self) -> float | None:
+        if self.staged:
+            self.drain()
         for entry in self.dirty.values():
             return entry.born
         return None
@@ -154,6 +205,8 @@ class DirtyTable:
     def take(self, batch_size: int, now: float) -> list[Entry]:
         """Move up to ``batch_size`` ready entries to ``inflight``: retries first, then the
         oldest dirty ones. The batch is in order of each key's last accepted write."""
+        if self.staged:
+            self.drain()
         batch: list[Entry] = []
         inflight = self.inflight
         if self.parked:
@@ -179,6 +232,8 @@ class DirtyTable:
 
     def ack(self, entry: Entry) -> bool:
         """The store has ``entry``; True when no newer write of its key is pending."""
+        if self.staged:
+            self.drain()
         key = entry.key
         del self.inflight[key]
         if self.held.get(key) is entry:
@@ -187,6 +242,8 @@ class DirtyTable:
 
     def park(self, entry: Entry, not_before: float) -> None:
         """A failed entry waits for a retry, merged with any newer write of its key."""
+        if self.staged:
+            self.drain()
         key = entry.key
         entry.not_before = not_before
         newer = self.dirty.get(key)
@@ -202,6 +259,8 @@ class DirtyTable:
     def low_water(self, next_seq: int, exclude: dict[str, Entry] | None = None) -> int:
         """Every write with a sequence number <= the result is acknowledged by the store
         (``exclude``: entries about to be, e.g. the batch being written)."""
+        if self.staged:
+            self.drain()
         low = next_seq
         for entry in self.dirty.values():
             low = min(low, entry.first_seq)

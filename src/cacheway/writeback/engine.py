@@ -67,9 +67,8 @@ class WriteBackEngine(Flusher):
         self.config = config
         self.journal = journal
         self._timer = timer
-        self._table = DirtyTable()
-        self._dirty = self._table.dirty
-        self._held = self._table.held
+        self._table = table = DirtyTable(counters)
+        self._staged = table.staged
         self._mem_set = False
         if self._fast_memory():
             self.get = self._get_memory_wb  # type: ignore[method-assign]
@@ -87,8 +86,14 @@ class WriteBackEngine(Flusher):
         self._backend_set_raw = backend.set
         self._max_dirty = config.max_dirty
         self._batch_size = config.batch_size
-        self._seq = journal.last_seq if journal is not None else 0
+        table.seq = journal.last_seq if journal is not None else 0
+        if journal is None and self._mem_set:
+            # set() stages writes: the journal (when there is one) needs its record
+            # appended in order at the call, and a shared or byte-counted backend is
+            # written through its own set().
+            table.stage_limit = table.stage_cap = config.max_dirty
         self._flush_waiters = 0
+        self._idle = True  # the flusher waits for a first write (no max_delay clock runs)
         self._blocked = 0
         self._stopping = False
         self._stop_now = False
@@ -106,9 +111,7 @@ class WriteBackEngine(Flusher):
             check_key(key)
         if self.closed:
             raise self._closed()
-        entry = self._dirty.get(key)
-        if entry is None:
-            entry = self._held.get(key)
+        entry = self._table.peek(key)  # nothing is staged: the backend is not local
         if entry is not None:
             self.counters.hits += 1
             return default if entry.kind == DELETE else entry.value
@@ -124,26 +127,36 @@ class WriteBackEngine(Flusher):
             check_key(key)
         if self.closed:
             raise self._closed()
-        bkey = self.prefix + key
-        item = self._mem_data.get(bkey)
-        if item is not None and (item[1] is None or item[1] > self._mem_timer()):
-            if self._mem_lru:
+        if self._mem_space:
+            item = self._mem_data.get(key)
+            if item is not None and (item[1] is None or item[1] > self._mem_timer()):
+                self.counters.hits += 1
+                return item[0]
+        else:
+            item = self._mem_data.get(self.prefix + key)
+            if item is not None and (item[1] is None or item[1] > self._mem_timer()):
                 try:  # noqa: SIM105 - as in MemoryBackend.get
-                    self._mem_data.move_to_end(bkey)  # type: ignore[attr-defined]
+                    self._mem_data.move_to_end(self.prefix + key)
                 except KeyError:
                     pass
-            self.counters.hits += 1
-            return item[0]
-        entry = self._dirty.get(key)
-        if entry is None:
-            entry = self._held.get(key)
+                self.counters.hits += 1
+                return item[0]
+        entry = self._pending_entry(key)
         if entry is not None:
             self.counters.hits += 1
             return default if entry.kind == DELETE else entry.value
-        return self._read_backend(key, bkey, default)
+        return self._read_backend(key, self.prefix + key, default)
+
+    def _pending_entry(self, key: str) -> Entry | None:
+        """``key``'s newest pending entry, for a reader that does not hold the lock."""
+        if self._staged:
+            with self._lock:
+                return self._table.pending(key)
+        # Nothing staged: a write staged from now on is newer than this read.
+        return self._table.peek(key)
 
     def _lookup_pending(self, key: str) -> Any:
-        entry = self._table.pending(key)
+        entry = self._pending_entry(key)
         if entry is None:
             return MISS
         return _DELETED if entry.kind == DELETE else entry.value
@@ -162,7 +175,8 @@ class WriteBackEngine(Flusher):
 
     # -- writes -----------------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        # The hot path, inlined: the general one is _accept/_accept_locked.
+        # The hot path: stage the write and set the memory copy, under one lock. The
+        # staged write reaches the dirty table at its next operation (DirtyTable.drain).
         if key.__class__ is not str:
             check_key(key)
         if self._validate is not None:
@@ -172,10 +186,41 @@ class WriteBackEngine(Flusher):
         except (TypeError, ValueError, OverflowError, RecursionError):
             payload = self._dumps(value)  # the full serializer: falls back, or says why not
         ttl = self.ttl if ttl is None else check_ttl(ttl)
+        staged = self._staged
+        with self._lock:
+            if len(staged) < self._table.stage_cap:
+                staged.append((key, value, payload, ttl))
+                # MemoryBackend.set inlined (no max_bytes: sizes are not kept).
+                item = (value, None if ttl is None else self._mem_timer() + ttl, 0, 0.0)
+                if self._mem_space:
+                    self._mem_data[key] = item
+                else:
+                    mem = self._mem_data
+                    bkey = self.prefix + key
+                    old = mem.get(bkey)
+                    mem[bkey] = item
+                    if old is not None:
+                        mem.move_to_end(bkey)
+                    elif len(mem) > self._mem_max:
+                        self._mem_backend._evict()
+                n = len(staged)
+                if n == 1:
+                    self._table.staged_born = self._timer()
+                    if self._idle:
+                        self._cond.notify_all()  # start the max_delay clock
+                elif n == self._batch_size:
+                    self._cond.notify_all()  # a batch is ready
+                return
+        self._set_unstaged(key, value, payload, ttl)
+
+    def _set_unstaged(self, key: str, value: Any, payload: bytes, ttl: float | None) -> None:
+        # set() with a journal, a shared or byte-counted backend, or a full table.
         table = self._table
         dirty = table.dirty
         journal = self.journal
         with self._lock:
+            if table.staged:
+                table.drain()
             slow = (
                 self.closed
                 or not self._local
@@ -184,10 +229,10 @@ class WriteBackEngine(Flusher):
             )
             if not slow:
                 if journal is None:
-                    seq = self._seq + 1
+                    seq = table.seq + 1
                 else:
                     seq = journal.append(self.namespace, key, SET, payload, 0)
-                self._seq = seq
+                table.seq = seq
                 entry = dirty.get(key)
                 counters = self.counters
                 if entry is None:
@@ -207,24 +252,10 @@ class WriteBackEngine(Flusher):
                 # No generation bump: no fill lands while the key is pending, and the
                 # flusher bumps it when the store acknowledges the write.
                 bkey = self.prefix + key
-                if self._mem_set:
-                    # MemoryBackend.set inlined (no max_bytes: sizes are not kept).
-                    mem = self._mem_data
-                    item = (value, None if ttl is None else self._mem_timer() + ttl, 0, 0.0)
-                    if self._mem_lru:
-                        old = mem.get(bkey)
-                        mem[bkey] = item
-                        if old is not None:
-                            mem.move_to_end(bkey)  # type: ignore[attr-defined]
-                        elif len(mem) > self._mem_max:
-                            self._mem_backend._evict()
-                    else:
-                        mem[bkey] = item
-                else:
-                    try:
-                        self._backend_set_raw(bkey, value, payload, ttl, None)
-                    except Exception:  # noqa: BLE001 - the general path logs, drops the copy
-                        self._backend_set(bkey, value, payload, ttl, None)
+                try:
+                    self._backend_set_raw(bkey, value, payload, ttl, None)
+                except Exception:  # noqa: BLE001 - the general path logs, drops the copy
+                    self._backend_set(bkey, value, payload, ttl, None)
         if slow:
             self._accept([(key, SET, value, payload, 0)], ttl)
         elif journal is not None:
@@ -358,25 +389,26 @@ class WriteBackEngine(Flusher):
         if self.closed:
             raise self._closed()
         table = self._table
+        table.drain()  # staged writes precede these
         if len(table) + len(items) > self.config.max_dirty:
             new_keys = sum(1 for it in items if table.pending(it[0]) is None)
             if new_keys and len(table) + new_keys > self.config.max_dirty:
                 items = self._make_room(new_keys, items, ttl, publish is not None)
                 if not items:
-                    return self._seq
+                    return table.seq
         was_empty = not table.dirty
         now = self._timer()
         journal = self.journal
         ns = self.namespace
         gens, counters, prefix = self._gens, self.counters, self.prefix
-        seq = self._seq
+        seq = table.seq
         for key, kind, value, payload, delta in items:
             if journal is not None:
                 body = payload if kind == SET and payload is not None else b""
                 seq = journal.append(ns, key, kind, body, delta)
             else:
                 seq += 1
-            self._seq = seq  # a later item failing must not hide this one from flush()
+            table.seq = seq  # a later item failing must not hide this one from flush()
             if table.put(key, kind, value, payload, delta, ttl, seq, now):
                 counters.coalesced += 1
             counters.writes += 1
@@ -390,7 +422,7 @@ class WriteBackEngine(Flusher):
                 self._backend_drop(bkey)
             else:
                 self._backend_set(bkey, value, payload, ttl, None)
-        self._seq = seq
+        table.seq = seq
         if was_empty or len(table.dirty) == self.config.batch_size:
             self._cond.notify_all()  # start the max_delay clock / a full batch is ready
         return seq
@@ -461,7 +493,8 @@ class WriteBackEngine(Flusher):
 
     # -- flush, pending, close ----------------------------------------------------------
     def pending(self) -> int:
-        return len(self._table)
+        with self._lock:
+            return len(self._table)
 
     def flush(self, timeout: float | None = None) -> None:
         if threading.current_thread() is self._thread:
@@ -471,7 +504,8 @@ class WriteBackEngine(Flusher):
             )
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            target = self._seq
+            self._table.drain()
+            target = self._table.seq
             self._flush_waiters += 1
             self._cond.notify_all()
             try:
@@ -500,6 +534,7 @@ class WriteBackEngine(Flusher):
             # Refuse new writes first: a write accepted while close() flushes would
             # otherwise be left behind when the flusher stops.
             self.closed = True
+            self._table.stage_limit = self._table.stage_cap = 0
         try:
             self.flush(timeout)
         finally:

@@ -41,8 +41,8 @@ class Flusher(Engine):
     _cond: threading.Condition
     _timer: Callable[[], float]
     _rand: random.Random
-    _seq: int
     _flush_waiters: int
+    _idle: bool
     _blocked: int
     _stopping: bool
     _stop_now: bool
@@ -76,6 +76,7 @@ class Flusher(Engine):
     def _next_batch(self) -> list[Entry] | None:
         cfg, table = self.config, self._table
         while True:
+            table.drain()
             if self._stop_now:
                 return None
             now = self._timer()
@@ -103,7 +104,11 @@ class Flusher(Engine):
                     timeout = max(0.0005, min(wakes) - now)
             elif self._stopping:
                 return None
-            self._cond.wait(timeout)
+            self._idle = timeout is None
+            try:
+                self._cond.wait(timeout)
+            finally:
+                self._idle = False
 
     def _write(self, batch: list[Entry]) -> None:
         """Write ``batch``; when it fails, bisect to isolate poison entries. The store is
@@ -145,7 +150,7 @@ class Flusher(Engine):
         journal = self.journal
         if journal is not None:
             with self._cond:
-                low = self._table.low_water(self._seq + 1, {e.key: e for e in part})
+                low = self._table.low_water(self._table.seq + 1, {e.key: e for e in part})
             mark = JournalMark(journal.id, low, [e.last_seq for e in part])
         try:
             results = self.store.apply(ops, journal=mark)
@@ -192,7 +197,7 @@ class Flusher(Engine):
                                        res.version))
                 self.counters.flushes += 1
                 self.counters.store_writes += len(part)
-                low = table.low_water(self._seq + 1)
+                low = table.low_water(table.seq + 1)
                 self._cond.notify_all()
             if stamps:
                 self._stamp(stamps)
