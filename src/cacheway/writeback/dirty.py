@@ -23,8 +23,9 @@ what reads see (:meth:`DirtyTable.pending`).
 Readers look without the lock, so every move keeps the entry findable: it enters its
 new place before it leaves the old one, and leaves ``held`` only once the store has it.
 
-``staged`` is the hot path's inbox: a plain ``set`` on a process-local backend appends
-``(key, value, payload, ttl)`` there (one list append, under the caller's lock) and the
+``staged`` is the hot path's inbox: a plain ``set`` on a process-local backend extends
+it by ``key, value, payload, ttl`` (four slots: no record object to allocate and keep,
+under the caller's lock) and the
 next table operation folds the staged writes into ``dirty`` in order (:meth:`drain`), so
 every method below sees them. The one exception is :meth:`peek`, for readers without the
 lock: it does not see staged writes, which is why a hot-path write also sets the
@@ -41,8 +42,8 @@ from ..stores.base import ADD, DELETE, SET
 
 __all__ = ["DirtyTable", "Entry", "Staged", "combine"]
 
-# (key, value, payload, ttl) of a staged SET
-Staged = tuple[str, Any, "bytes | None", "float | None"]
+# key, value, payload, ttl of each staged SET, flat
+Staged = Any
 
 
 class Entry:
@@ -126,7 +127,7 @@ class DirtyTable:
         self.staged: list[Staged] = []  # the list object never changes: writers keep it
         self.staged_born = 0.0  # when the first of the staged writes was accepted
         # Staged writes may take the table up to stage_limit entries (0: no staging);
-        # stage_cap is what is left of it as of the last drain.
+        # stage_cap is what is left of it as of the last drain, in slots of ``staged``.
         self.stage_limit = 0
         self.stage_cap = 0
         self.seq = 0  # the sequence number of the last accepted write
@@ -141,17 +142,18 @@ class DirtyTable:
         """Fold the staged writes into ``dirty``, in the order they were accepted."""
         staged = self.staged
         if staged:
-            records = staged.copy()
+            slots = iter(staged.copy())
             staged.clear()
-            born, seq, coalesced = self.staged_born, self.seq, 0
-            for key, value, payload, ttl in records:
+            born, seq0, coalesced = self.staged_born, self.seq, 0
+            seq = seq0
+            for key, value, payload, ttl in zip(slots, slots, slots, slots):
                 seq += 1
                 coalesced += self.put(key, SET, value, payload, 0, ttl, seq, born)
             self.seq = seq
-            self._counters.writes += len(records)
+            self._counters.writes += seq - seq0
             self._counters.coalesced += coalesced
         held = len(self.dirty) + len(self.inflight) + len(self.parked)
-        self.stage_cap = max(0, self.stage_limit - held)
+        self.stage_cap = max(0, self.stage_limit - held) * 4
 
     def peek(self, key: str) -> Entry | None:
         """:meth:`pending` for a reader without the lock: staged writes are not seen."""
