@@ -220,3 +220,46 @@ def test_namespace_inherits_the_parent_ttl(make_store, autoclose, clock) -> None
     clock.advance(2)
     assert views.get("k") == "v"
     assert loads_of(ds, "views:k") == 2
+
+
+@pytest.mark.parametrize("max_entries", [None, 100])
+def test_keys_len_peek_and_clear_across_namespaces(make_store, autoclose,
+                                                   max_entries: int | None) -> None:
+    # An unbounded backend keeps one dict per namespace; a bounded one, one LRU dict.
+    # Either way the backend's own view is of full "namespace:key" keys.
+    backend = cw.MemoryBackend(max_entries=max_entries)
+    cache = autoclose(cw.Cache(store=make_store().store, backend=backend,
+                               policy=cw.WriteThrough()))
+    views = cache.namespace("views")
+    cache.set("a:b", 1)
+    views.set("b", 2)
+    backend.set("plain", 3, None, None)  # no namespace at all
+    assert sorted(backend) == sorted(backend.keys()) == [":a:b", "plain", "views:b"]
+    assert len(backend) == 3
+    assert backend.peek(":a:b") == 1
+    assert backend.peek("views:b") == 2
+    assert backend.peek("plain") == 3
+    assert backend.peek("views:a:b") is cw.backends.base.MISS
+    backend.delete("views:b")
+    assert views.get("b") == 2  # a miss: read through again
+    assert backend.peek("views:b") == 2
+    backend.clear()
+    assert len(backend) == 0
+    assert list(backend) == []
+    # the engines still see (and refill) the backend they were given
+    assert cache.get("a:b") == 1
+    assert backend.peek(":a:b") == 1
+
+
+def test_unbounded_backend_expires_per_namespace_entries(make_store, autoclose, clock) -> None:
+    backend = cw.MemoryBackend(timer=clock)
+    ds = make_store()
+    cache = autoclose(cw.Cache(store=ds.store, backend=backend, ttl=5,
+                               policy=cw.WriteBack(max_delay=60)))
+    cache.set("k", "v")
+    assert backend.peek(":k") == "v"
+    clock.advance(6)
+    assert backend.peek(":k") is cw.backends.base.MISS
+    assert cache.get("k") == "v"  # expired copy, still pending: the dirty table answers
+    cache.flush()
+    assert ds.data == {"k": "v"}
