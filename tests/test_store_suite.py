@@ -268,10 +268,27 @@ def test_versions_increase_and_survive_deletes(harness: Harness, store: Any) -> 
     assert all(isinstance(v, int) for v in seen)
     assert seen == sorted(set(seen)), seen  # strictly increasing
     assert store.fetch("", ["a"])["a"].version == seen[3]
+    assert store.fetch("", ["b"]) == {}  # deleted by the fourth batch
     # A second store on the same table (another process) keeps counting upward.
     other = harness.store()
     later = other.apply([Op("", "a", SET, dumps(6), 0, 6)])[0].version
     assert later > seen[-1]
+
+
+def test_a_batch_stamps_each_row_with_its_own_version(store: Any) -> None:
+    # distinct keys (a flusher's batch), then a key twice in one batch: order holds
+    for ops in (
+        [Op("", k, SET, dumps(i), 0, i) for i, k in enumerate("pqrs")],
+        [Op("", "p", SET, dumps(10), 0, 10), Op("", "q", DELETE),
+         Op("", "p", SET, dumps(11), 0, 11)],
+    ):
+        results = store.apply(ops)
+        assert len(results) == len(ops)
+    assert store.load_many(["p", "q", "r", "s"]) == {"p": 11, "r": 2, "s": 3}
+    if versioned(store):
+        rows = store.fetch("", ["p", "r", "s"])
+        assert rows["r"].version < rows["s"].version < rows["p"].version
+        assert rows["p"].version == results[2].version
 
 
 def test_add_ops_sum(store: Any) -> None:

@@ -19,6 +19,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
@@ -279,6 +281,17 @@ class SQLiteStore(StoreBase):
                 (n,),
             ).fetchone()[0]
             version = top - n
+            if _plain_sets(ops):
+                # Every op a SET of a distinct key (a flusher's batch): rows and results
+                # built in C, no per-op bookkeeping of repeated keys.
+                versions = range(version + 1, top + 1)
+                self._write_sets(conn, list(zip(
+                    map(_namespace, ops), map(_key, ops), map(_payload, ops), versions,
+                    repeat(now))), [])
+                if journal is not None:
+                    self._mark(conn, ops, journal)
+                conn.execute("COMMIT")
+                return list(map(make_applied, zip(versions, repeat(None))))
             results: list[Applied] = []
             sets: list[tuple[str, str, bytes | None, int, float]] = []
             dels: list[tuple[str, str]] = []
@@ -380,3 +393,17 @@ class SQLiteStore(StoreBase):
                 conn.close()
             self._readers.clear()
             self._idle.clear()
+
+
+_kind, _namespace, _key, _payload = (
+    attrgetter("kind"), attrgetter("namespace"), attrgetter("key"), attrgetter("payload"))
+
+
+def _plain_sets(ops: Sequence[Op]) -> bool:
+    """Every op a SET, all of one namespace, no key twice."""
+    return (
+        len(ops) > 1
+        and all(kind == SET for kind in map(_kind, ops))
+        and len(set(map(_namespace, ops))) == 1
+        and len(set(map(_key, ops))) == len(ops)
+    )

@@ -35,6 +35,7 @@ backend's copy before it returns, and readers look there first.
 from __future__ import annotations
 
 from itertools import islice
+from operator import attrgetter
 from typing import Any
 
 from ..stats import Counters
@@ -146,9 +147,22 @@ class DirtyTable:
             staged.clear()
             born, seq0, coalesced = self.staged_born, self.seq, 0
             seq = seq0
+            dirty, parked = self.dirty, self.parked
             for key, value, payload, ttl in zip(slots, slots, slots, slots):
                 seq += 1
-                coalesced += self.put(key, SET, value, payload, 0, ttl, seq, born)
+                entry = dirty.get(key)
+                if entry is not None:  # put() inlined for the two common cases
+                    entry.kind = SET
+                    entry.value = value
+                    entry.payload = payload
+                    entry.delta = 0
+                    entry.ttl = ttl
+                    entry.last_seq = seq
+                    coalesced += 1
+                elif not parked:
+                    dirty[key] = Entry(key, SET, value, payload, 0, ttl, seq, born)
+                else:
+                    coalesced += self.put(key, SET, value, payload, 0, ttl, seq, born)
             self.seq = seq
             self._counters.writes += seq - seq0
             self._counters.coalesced += coalesced
@@ -275,8 +289,7 @@ class DirtyTable:
         return low - 1
 
 
-def _last_seq(entry: Entry) -> int:
-    return entry.last_seq
+_last_seq = attrgetter("last_seq")
 
 
 assert (SET, DELETE, ADD) == (0, 1, 2)

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .._engine import _STRIPES, Engine
@@ -197,7 +198,7 @@ class Flusher(Engine):
                                        res.version))
                 self.counters.flushes += 1
                 self.counters.store_writes += len(part)
-                low = table.low_water(table.seq + 1)
+                low = table.low_water(table.seq + 1) if self.journal is not None else 0
                 self._cond.notify_all()
             if stamps:
                 self._stamp(stamps)
@@ -272,5 +273,4 @@ class Flusher(Engine):
             self._cond.notify_all()
 
 
-def _last_seq(entry: Entry) -> int:
-    return entry.last_seq
+_last_seq = attrgetter("last_seq")
