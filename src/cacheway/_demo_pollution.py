@@ -22,7 +22,6 @@ not count at all.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
 from typing import Any
 
 from .backends.memory import MemoryBackend
@@ -80,11 +79,17 @@ class Residency:
 
 
 class _EvictionHook(OrderedDict[str, Any]):
-    """MemoryBackend's LRU dict, reporting the entries it drops for room or TTL."""
+    """MemoryBackend's LRU dict, reporting the entries that come and go: every write into
+    it (a cache's inlined hot path writes the dict itself) and every drop, for room or
+    TTL (``popitem``, ``del``) or by a delete (``pop``)."""
 
     def __init__(self, residency: Residency) -> None:
         super().__init__()
         self.residency = residency
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.residency.admit(key)
 
     def popitem(self, last: bool = True) -> tuple[str, Any]:
         key, item = super().popitem(last)
@@ -95,32 +100,26 @@ class _EvictionHook(OrderedDict[str, Any]):
         super().__delitem__(key)
         self.residency.leave(key, evicted=True)
 
+    def pop(self, key: str, *default: Any) -> Any:
+        found = key in self
+        item = super().pop(key, *default)
+        if found:
+            self.residency.leave(key, evicted=False)
+        return item
+
 
 class TrackingMemoryBackend(MemoryBackend):
     """A :class:`MemoryBackend` that records each entry's stay in a :class:`Residency`.
 
-    Only bookkeeping is added: what it keeps, evicts and returns is MemoryBackend's.
-    The demo drives it from one thread (write-back flushers do not touch a local backend).
+    Only bookkeeping is added: what it keeps, evicts and returns is MemoryBackend's, in
+    one LRU dict whatever the bounds (the hooked one), which caches may still read and
+    write inline (``_inline_safe``), as they do a plain MemoryBackend.
     """
+
+    _inline_safe = True
 
     def __init__(self, max_entries: int | None = None, max_bytes: int | None = None) -> None:
         super().__init__(max_entries=max_entries, max_bytes=max_bytes)
         self.residency = Residency(ENGINE_KEY_PREFIX)
+        self._lru = True  # every key in the hooked dict, also without bounds
         self._data = _EvictionHook(self.residency)
-
-    def set(
-        self, key: str, value: Any, payload: bytes | None, ttl: float | None,
-        version: int | None = None, *, delta: float = 0.0,
-    ) -> None:
-        super().set(key, value, payload, ttl, version, delta=delta)
-        if key in self._data:  # max_bytes may have evicted it at once
-            self.residency.admit(key)
-
-    def delete(self, key: str, version: int | None = None) -> None:
-        super().delete(key, version)
-        self.residency.leave(key, evicted=False)
-
-    def delete_many(self, keys: Sequence[str]) -> None:
-        super().delete_many(keys)
-        for key in keys:
-            self.residency.leave(key, evicted=False)

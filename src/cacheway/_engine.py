@@ -183,8 +183,13 @@ class Engine:
     def _fast_memory(self) -> bool:
         """Bind the inlined MemoryBackend hit path when the backend is a plain one."""
         backend = self.backend
-        if type(backend) is not MemoryBackend or self._read.early_refresh is not None:
+        # A subclass may override get/set, which the inlined paths would bypass: only one
+        # that says (in its own class body) that it keeps MemoryBackend's dicts as they are.
+        kind = type(backend)
+        if (kind is not MemoryBackend and not kind.__dict__.get("_inline_safe", False)) or (
+                self._read.early_refresh is not None):
             return False
+        assert isinstance(backend, MemoryBackend)
         # Unbounded: this namespace's own dict, keyed without the "ns:" prefix. Bounded:
         # the backend's one LRU dict, keyed by the full key.
         self._mem_space = not backend._lru

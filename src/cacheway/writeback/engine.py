@@ -227,7 +227,7 @@ class WriteBackEngine(Flusher):
                         mem[bkey] = item
                         if old is not None:
                             mem.move_to_end(bkey)
-                        elif len(mem) > mem_max:
+                        elif mem_max is not None and len(mem) > mem_max:
                             evict()
                     if n == 0:
                         table.staged_born = timer()
