@@ -268,13 +268,16 @@ def test_reader_connections_stay_bounded_with_a_thread_per_request(tmp_path) -> 
 def test_batch_writes_agree_with_and_without_multirow_statements(
     tmp_path, monkeypatch, contended: bool
 ) -> None:  # type: ignore[no-untyped-def]
-    # While another thread keeps the interpreter busy, a batch is written with multi-row
-    # statements instead of executemany: the rows, versions and results must not differ.
+    # While another thread keeps the interpreter busy, a late batch is written with
+    # multi-row statements instead of executemany: rows, versions and results must not
+    # differ.
     from cacheway.stores import sqlite as sqlite_mod
-    from cacheway.stores.base import DELETE, SET, Op
+    from cacheway.stores.base import DELETE, LATENESS, SET, Op
 
     monkeypatch.setattr(sqlite_mod, "_gil_contended", lambda: contended)
+    monkeypatch.setattr(LATENESS, "late", lambda: True)  # as a flusher says of a late batch
     monkeypatch.setattr(sqlite_mod, "_CHUNK", 3)  # several statements per batch
+    monkeypatch.setattr(sqlite_mod, "_STEP", 4)
     store = cw.SQLiteStore(str(tmp_path / "m.db"))
     try:
         ops = [Op("", f"k{i}", SET, b"%d" % i, 0, i) for i in range(10)]

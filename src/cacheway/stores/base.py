@@ -9,7 +9,8 @@ transaction). Users get the friendlier Python-value methods of :class:`StoreBase
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..errors import ConfigError
@@ -18,6 +19,7 @@ from ..serializers import JSONSerializer, Serializer
 __all__ = [
     "ADD",
     "DELETE",
+    "LATENESS",
     "NOTSET",
     "SET",
     "Applied",
@@ -189,6 +191,25 @@ class StoreBase:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+def _never() -> bool:
+    return False
+
+
+class _Lateness(threading.local):
+    """Per thread: ``late()`` says whether the batch being written is now later than its
+    max_delay (a write-back flusher sets it around each batch; elsewhere never)."""
+
+    def __init__(self) -> None:
+        self.late: Callable[[], bool] = _never
+
+    def clear(self) -> None:
+        self.late = _never
+
+
+#: A store may spend more work to get a late batch through busy writer threads
+#: (SQLiteStore does).
+LATENESS = _Lateness()
 
 #: ``make_op((namespace, key, kind, payload, delta, value))``: a fast :class:`Op`.
 make_op = _fast(Op)

@@ -29,6 +29,7 @@ from ._sqlite_marks import read_marks, write_mark
 from .base import (
     ADD,
     DELETE,
+    LATENESS,
     NOTSET,
     SET,
     Applied,
@@ -339,23 +340,25 @@ class SQLiteStore(StoreBase):
     ) -> None:
         """Upsert ``sets`` and delete ``dels`` (no key twice in either)."""
         t = self.table
-        if len(sets) > 1 and _gil_contended():
-            # executemany releases the GIL around each row and takes it back after;
-            # while another thread keeps the interpreter busy, each take-back waits a
-            # whole switch interval (5 ms), so a flusher would write ~200 rows a
-            # second. A multi-row statement takes it back once per statement, for
-            # some 15% more SQLite work than executemany needs on an idle interpreter.
-            for chunk in _chunks(sets):
-                conn.execute(
-                    f'INSERT INTO "{t}" (namespace, key, value, version, updated_at) VALUES '
-                    + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)) + _UPSERT,
-                    list(chain.from_iterable(chunk)),
-                )
-        elif sets:
+        late = LATENESS.late
+        for start in range(0, len(sets), _STEP):
+            if late() and _gil_contended():
+                # executemany releases the GIL around each row and takes it back after;
+                # while another thread keeps the interpreter busy, each take-back waits
+                # a whole switch interval (5 ms): a flusher would write ~200 rows a
+                # second. A multi-row statement takes it back once, for some 15% more
+                # SQLite work than executemany needs: worth it for a late batch.
+                for chunk in _chunks(sets[start:]):
+                    conn.execute(
+                        f'INSERT INTO "{t}" (namespace, key, value, version, updated_at) '
+                        "VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)) + _UPSERT,
+                        list(chain.from_iterable(chunk)),
+                    )
+                break
             conn.executemany(
                 f'INSERT INTO "{t}" (namespace, key, value, version, updated_at) '
                 "VALUES (?, ?, ?, ?, ?)" + _UPSERT,
-                sets,
+                sets[start : start + _STEP],
             )
         if dels:
             conn.executemany(f'DELETE FROM "{t}" WHERE namespace = ? AND key = ?', dels)
@@ -426,6 +429,8 @@ _UPSERT = (" ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value, "
 # Rows per multi-row statement, within SQLite's limit on parameters per statement (999
 # before 3.32, 32766 since) at 5 parameters a row.
 _CHUNK = 1000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 199
+# Rows per executemany call: between two, a late batch may switch to multi-row statements.
+_STEP = 50
 
 
 def _chunks(rows: list[Any]) -> list[list[Any]]:

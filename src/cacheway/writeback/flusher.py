@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .._engine import _STRIPES, Engine
 from ..errors import InvalidWriteError
 from ..policies import WriteBack
-from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, make_op
+from ..stores.base import ADD, DELETE, LATENESS, NOTSET, SET, JournalMark, make_op
 from .dirty import DirtyTable, Entry
 
 if TYPE_CHECKING:
@@ -153,6 +153,10 @@ class Flusher(Engine):
             with self._cond:
                 low = self._table.low_water(self._table.seq + 1, {e.key: e for e in part})
             mark = JournalMark(journal.id, low, [e.last_seq for e in part])
+        # Once the batch is older than max_delay, the store may work harder to get it
+        # through (see LATENESS).
+        deadline, timer = min(map(_born, part)) + self.config.max_delay, self._timer
+        LATENESS.late = lambda: timer() > deadline
         try:
             results = self.store.apply(ops, journal=mark)
         except Exception as exc:  # noqa: BLE001 - any store failure is retried, never lost
@@ -166,6 +170,8 @@ class Flusher(Engine):
                     len(part), ns or "default", exc,
                 )
             return exc
+        finally:
+            LATENESS.clear()
         self._acked(part, results)
         return None
 
@@ -274,3 +280,4 @@ class Flusher(Engine):
 
 
 _last_seq = attrgetter("last_seq")
+_born = attrgetter("born")
