@@ -25,11 +25,14 @@ new place before it leaves the old one, and leaves ``held`` only once the store 
 
 ``staged`` is the hot path's inbox: a plain ``set`` on a process-local backend extends
 it by ``key, value, payload, ttl`` (four slots: no record object to allocate and keep,
-under the caller's lock) and the
-next table operation folds the staged writes into ``dirty`` in order (:meth:`drain`), so
-every method below sees them. The one exception is :meth:`peek`, for readers without the
-lock: it does not see staged writes, which is why a hot-path write also sets the
-backend's copy before it returns, and readers look there first.
+under the caller's lock). Staged writes are newer than every entry, so they are folded
+into ``dirty``, in order (:meth:`drain`), only where an answer depends on them: what a
+key's newest write is (:meth:`pending`, :meth:`put`, :meth:`ack` of a counter) and how
+many entries are pending (``len``). The flusher folds just enough for its next batch
+(:meth:`fill`): a writer that outruns it does not make it fold writes it cannot flush
+yet. :meth:`peek`, for readers without the lock, does not see staged writes, which is
+why a hot-path write also sets the backend's copy before it returns, and readers look
+there first.
 """
 
 from __future__ import annotations
@@ -139,12 +142,17 @@ class DirtyTable:
             self.drain()
         return len(self.dirty) + len(self.inflight) + len(self.parked)
 
-    def drain(self) -> None:
-        """Fold the staged writes into ``dirty``, in the order they were accepted."""
+    def drain(self, limit: int | None = None) -> None:
+        """Fold the staged writes (the first ``limit`` of them) into ``dirty``, in the
+        order they were accepted."""
         staged = self.staged
         if staged:
-            slots = iter(staged.copy())
-            staged.clear()
+            if limit is None or 4 * limit >= len(staged):
+                slots = iter(staged.copy())
+                staged.clear()
+            else:
+                slots = iter(staged[: 4 * limit])
+                del staged[: 4 * limit]
             born, seq0, coalesced = self.staged_born, self.seq, 0
             seq = seq0
             dirty, parked = self.dirty, self.parked
@@ -168,6 +176,12 @@ class DirtyTable:
             self._counters.coalesced += coalesced
         held = len(self.dirty) + len(self.inflight) + len(self.parked)
         self.stage_cap = max(0, self.stage_limit - held) * 4
+
+    def fill(self, batch_size: int) -> None:
+        """Fold staged writes until ``dirty`` holds ``batch_size`` entries (or none is
+        left): what the flusher's next batch needs."""
+        while self.staged and len(self.dirty) < batch_size:
+            self.drain(batch_size - len(self.dirty))
 
     def peek(self, key: str) -> Entry | None:
         """:meth:`pending` for a reader without the lock: staged writes are not seen."""
@@ -202,27 +216,20 @@ class DirtyTable:
         return False
 
     def ready_parked(self, now: float) -> bool:
-        if self.staged:
-            self.drain()
         return any(e.not_before <= now for e in self.parked.values())
 
     def next_parked(self) -> float | None:
-        if self.staged:
-            self.drain()
         return min((e.not_before for e in self.parked.values()), default=None)
 
     def oldest_born(self) -> float | None:
-        if self.staged:
-            self.drain()
         for entry in self.dirty.values():
             return entry.born
-        return None
+        return self.staged_born if self.staged else None
 
     def take(self, batch_size: int, now: float) -> list[Entry]:
         """Move up to ``batch_size`` ready entries to ``inflight``: retries first, then the
-        oldest dirty ones. The batch is in order of each key's last accepted write."""
-        if self.staged:
-            self.drain()
+        oldest dirty ones (staged writes are newer: see :meth:`fill`). The batch is in
+        order of each key's last accepted write."""
         batch: list[Entry] = []
         inflight = self.inflight
         if self.parked:
@@ -247,8 +254,10 @@ class DirtyTable:
         return batch
 
     def ack(self, entry: Entry) -> bool:
-        """The store has ``entry``; True when no newer write of its key is pending."""
-        if self.staged:
+        """The store has ``entry``; True when no newer write of its key is pending (a
+        staged write is looked for only behind a counter, whose copy the caller then
+        replaces with the store's total)."""
+        if self.staged and entry.kind == ADD:
             self.drain()
         key = entry.key
         del self.inflight[key]
@@ -257,9 +266,8 @@ class DirtyTable:
         return key not in self.dirty
 
     def park(self, entry: Entry, not_before: float) -> None:
-        """A failed entry waits for a retry, merged with any newer write of its key."""
-        if self.staged:
-            self.drain()
+        """A failed entry waits for a retry, merged with any newer write of its key (a
+        staged one joins it when it is folded in: put() looks in ``parked``)."""
         key = entry.key
         entry.not_before = not_before
         newer = self.dirty.get(key)
@@ -274,9 +282,8 @@ class DirtyTable:
 
     def low_water(self, next_seq: int, exclude: dict[str, Entry] | None = None) -> int:
         """Every write with a sequence number <= the result is acknowledged by the store
-        (``exclude``: entries about to be, e.g. the batch being written)."""
-        if self.staged:
-            self.drain()
+        (``exclude``: entries about to be, e.g. the batch being written). Staged writes
+        have no sequence number yet: theirs will be above ``next_seq - 1``."""
         low = next_seq
         for entry in self.dirty.values():
             low = min(low, entry.first_seq)

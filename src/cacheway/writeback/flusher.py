@@ -77,7 +77,7 @@ class Flusher(Engine):
     def _next_batch(self) -> list[Entry] | None:
         cfg, table = self.config, self._table
         while True:
-            table.drain()
+            table.fill(cfg.batch_size)
             if self._stop_now:
                 return None
             now = self._timer()
