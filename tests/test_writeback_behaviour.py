@@ -442,3 +442,22 @@ def test_a_write_the_store_can_never_take_is_dead_lettered_at_once(tmp_path) -> 
     assert cache.stats().dead_letters == 1
     cache.close()
     store.close()
+
+
+def test_a_counter_acked_under_a_newer_staged_set_keeps_the_set(make_store, autoclose) -> None:
+    # The store's total for a counter replaces the cached copy when its batch is acked,
+    # unless a newer write of the key is pending, also one still staged by set().
+    ds = make_store({"n": 100}, add_many=True)
+    cache = autoclose(cw.Cache(store=ds.store, policy=cw.WriteBack(max_delay=60)))
+    assert cache.incr("n", 5) == 105
+    ds.write_gate = threading.Event()
+    flusher = threading.Thread(target=cache.flush, kwargs={"timeout": 10})
+    flusher.start()
+    assert ds.write_entered.wait(10), "the counter's batch never reached the store"
+    cache.set("n", "text")  # accepted while the counter's batch is in flight
+    ds.write_gate.set()
+    flusher.join(10)
+    assert cache.get("n") == "text"
+    cache.flush(timeout=10)
+    assert ds.data["n"] == "text"
+    assert cache.get("n") == "text"
