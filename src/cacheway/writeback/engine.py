@@ -22,7 +22,7 @@ from .._refresh import ReadOptions
 from ..backends.base import MISS, Backend
 from ..errors import Backpressure, ConfigError, StoreError
 from ..policies import WriteBack
-from ..serializers import Serializer, fast_dumps
+from ..serializers import Serializer, compact, fast_dumps
 from ..stats import Counters
 from ..stores.base import ADD, DELETE, NOTSET, SET, Op, Store
 from .dirty import DirtyTable, Entry
@@ -82,7 +82,7 @@ class WriteBackEngine(Flusher):
         else:
             self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._serialize = fast_dumps(serializer)
+        self._serialize, self._compact = fast_dumps(serializer)
         self._backend_set_raw = backend.set
         self._max_dirty = config.max_dirty
         self._batch_size = config.batch_size
@@ -184,6 +184,8 @@ class WriteBackEngine(Flusher):
             value = self._validate(self.namespace, key, value, SET)
         try:
             payload = self._serialize(value)
+            if self._compact:
+                payload = compact(payload)
         except (TypeError, ValueError, OverflowError, RecursionError):
             payload = self._dumps(value)  # the full serializer: falls back, or says why not
         self._set_unstaged(key, value, payload, self.ttl if ttl is None else check_ttl(ttl))
@@ -197,7 +199,8 @@ class WriteBackEngine(Flusher):
         cond, table = self._cond, self._table
         staged = table.staged
         extend = staged.extend
-        serialize, dumps = self._serialize, self._dumps
+        serialize, dumps, compacts = self._serialize, self._dumps, self._compact
+        tobytes = memoryview.tobytes  # compact() inlined
         prefix, default_ttl = self.prefix, self.ttl
         mem, space, mem_timer = self._mem_data, self._mem_space, self._mem_timer
         mem_max, evict = self._mem_max, self._mem_backend._evict
@@ -209,6 +212,8 @@ class WriteBackEngine(Flusher):
                 check_key(key)
             try:
                 payload = serialize(value)
+                if compacts:
+                    payload = tobytes(memoryview(payload))
             except (TypeError, ValueError, OverflowError, RecursionError):
                 payload = dumps(value)  # the full serializer: falls back, or says why not
             ttl = default_ttl if ttl is None else check_ttl(ttl)
