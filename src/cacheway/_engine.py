@@ -183,15 +183,14 @@ class Engine:
     def _fast_memory(self) -> bool:
         """Bind the inlined MemoryBackend hit path when the backend is a plain one."""
         backend = self.backend
-        # A subclass may override get/set, which the inlined paths would bypass: only one
-        # that says (in its own class body) that it keeps MemoryBackend's dicts as they are.
+        # A subclass's get/set would be bypassed: only one that says (in its own class
+        # body) that it keeps MemoryBackend's dicts as they are is inlined.
         kind = type(backend)
         if (kind is not MemoryBackend and not kind.__dict__.get("_inline_safe", False)) or (
                 self._read.early_refresh is not None):
             return False
         assert isinstance(backend, MemoryBackend)
-        # Unbounded: this namespace's own dict, keyed without the "ns:" prefix. Bounded:
-        # the backend's one LRU dict, keyed by the full key.
+        # Unbounded: this namespace's own dict, keyed without "ns:"; bounded: the LRU dict.
         self._mem_space = not backend._lru
         self._mem_data: Any = (
             backend._space(self.namespace) if self._mem_space else backend._data)

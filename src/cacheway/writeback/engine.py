@@ -275,12 +275,7 @@ class WriteBackEngine(Flusher):
                     if n == 1 or n == self._batch_size:
                         self._cond.notify_all()
                 else:
-                    entry.kind = SET
-                    entry.value = value
-                    entry.payload = payload
-                    entry.delta = 0
-                    entry.ttl = ttl
-                    entry.last_seq = seq
+                    entry.absorb(SET, value, payload, 0, ttl, seq)
                     counters.coalesced += 1
                 counters.writes += 1
                 # No generation bump: no fill lands while the key is pending, and the
