@@ -243,6 +243,17 @@ def test_keys_len_peek_and_clear_across_namespaces(make_store, autoclose,
     backend.delete("views:b")
     assert views.get("b") == 2  # a miss: read through again
     assert backend.peek("views:b") == 2
+    # a key that looks namespaced but is no cache's namespace: no dict is made for it
+    backend.set("id123:x", 4, None, None)
+    assert backend.peek("id123:x") == 4
+    assert "id123:x" in list(backend)
+    if max_entries is None:
+        assert set(backend._spaces) == {"", "views"}
+        # ...until a cache's namespace of that name asks for one: the entry moves in
+        ids = cache.namespace("id123")
+        assert set(backend._spaces) == {"", "views", "id123"}
+        assert ids.get("x") == 4
+        assert backend.peek("id123:x") == 4
     backend.clear()
     assert len(backend) == 0
     assert list(backend) == []

@@ -60,9 +60,9 @@ class MemoryBackend:
         self.max_bytes = max_bytes
         self._timer = timer
         self._lru = max_entries is not None or max_bytes is not None
-        # Bounded: every key, in LRU order. Unbounded: the keys without a ":".
+        # Bounded: every key, in LRU order. Unbounded: the keys of no cache's namespace.
         self._data: dict[str, _Item] = OrderedDict() if self._lru else {}
-        # Unbounded only: namespace -> {key within it: item}
+        # Unbounded only: namespace -> {key within it: item}, one per cache namespace
         self._spaces: dict[str, dict[str, _Item]] = {}
         self._grace = 0.0
         # Reentrant: a write-back engine guards its dirty table with this lock too, and
@@ -91,21 +91,32 @@ class MemoryBackend:
         return out
 
     def _space(self, namespace: str) -> dict[str, _Item]:
-        """The dict of one namespace's entries (unbounded backends only); it lives as
-        long as the backend, so an engine may keep it."""
+        """The dict of one namespace's entries (unbounded backends only), made when a
+        cache's engine for that namespace asks for it; it lives as long as the backend,
+        so the engine may keep it. Entries already stored under ``"namespace:..."``
+        move in."""
         assert not self._lru, "a bounded MemoryBackend keeps one LRU dict"
         space = self._spaces.get(namespace)
         if space is None:
             with self._lock:
-                space = self._spaces.setdefault(namespace, {})
+                space = self._spaces.get(namespace)
+                if space is None:
+                    space = {}
+                    head = namespace + ":"
+                    for key in [k for k in self._data if k.startswith(head)]:
+                        space[key[len(head):]] = self._data.pop(key)
+                    self._spaces[namespace] = space
         return space
 
     def _where(self, key: str) -> tuple[dict[str, _Item], str]:
-        """The dict holding ``key`` and its key there."""
+        """The dict holding ``key`` and its key there: a namespace's own dict when an
+        engine made one for it, else the dict of every other key."""
         if not self._lru:
             head, sep, rest = key.partition(":")
             if sep:
-                return self._space(head), rest
+                space = self._spaces.get(head)
+                if space is not None:
+                    return space, rest
         return self._data, key
 
     def peek(self, key: str) -> Any:
