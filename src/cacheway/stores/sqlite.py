@@ -289,40 +289,9 @@ class SQLiteStore(StoreBase):
                 self._write_sets(conn, list(zip(
                     map(_namespace, ops), map(_key, ops), map(_payload, ops), versions,
                     repeat(now))), [])
-                if journal is not None:
-                    self._mark(conn, ops, journal)
-                conn.execute("COMMIT")
-                return list(map(make_applied, zip(versions, repeat(None))))
-            results: list[Applied] = []
-            sets: list[tuple[str, str, bytes | None, int, float]] = []
-            dels: list[tuple[str, str]] = []
-            pending: set[tuple[str, str]] = set()  # keys in sets/dels not yet written
-            for op in ops:
-                version += 1
-                kind = op.kind
-                ident = (op.namespace, op.key)
-                if ident in pending:
-                    # A key twice in one batch: write what precedes it first, so the
-                    # set/delete order of that key holds.
-                    self._write_sets(conn, sets, dels)
-                    sets, dels = [], []
-                    pending.clear()
-                pending.add(ident)
-                if kind == SET:
-                    sets.append((op.namespace, op.key, op.payload, version, now))
-                    results.append(make_applied((version, None)))
-                elif kind == DELETE:
-                    dels.append((op.namespace, op.key))
-                    results.append(make_applied((version, None)))
-                elif kind == ADD:
-                    # Flush the pending sets first so an add reads what precedes it.
-                    self._write_sets(conn, sets, dels)
-                    sets, dels = [], []
-                    pending.clear()
-                    results.append(self._add(conn, op, version, now))
-                else:
-                    raise ConfigError(f"unknown op kind {kind!r}")
-            self._write_sets(conn, sets, dels)
+                results = list(map(make_applied, zip(versions, repeat(None))))
+            else:
+                results = self._write_ops(conn, ops, version, now)
             if journal is not None:
                 self._mark(conn, ops, journal)
             conn.execute("COMMIT")
@@ -330,6 +299,41 @@ class SQLiteStore(StoreBase):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        return results
+
+    def _write_ops(self, conn: sqlite3.Connection, ops: Sequence[Op], version: int,
+                   now: float) -> list[Applied]:
+        """Write ``ops`` in order, stamping versions from ``version + 1`` on."""
+        results: list[Applied] = []
+        sets: list[tuple[str, str, bytes | None, int, float]] = []
+        dels: list[tuple[str, str]] = []
+        pending: set[tuple[str, str]] = set()  # keys in sets/dels not yet written
+        for op in ops:
+            version += 1
+            kind = op.kind
+            ident = (op.namespace, op.key)
+            if ident in pending:
+                # A key twice in one batch: write what precedes it first, so the
+                # set/delete order of that key holds.
+                self._write_sets(conn, sets, dels)
+                sets, dels = [], []
+                pending.clear()
+            pending.add(ident)
+            if kind == SET:
+                sets.append((op.namespace, op.key, op.payload, version, now))
+                results.append(make_applied((version, None)))
+            elif kind == DELETE:
+                dels.append((op.namespace, op.key))
+                results.append(make_applied((version, None)))
+            elif kind == ADD:
+                # Flush the pending sets first so an add reads what precedes it.
+                self._write_sets(conn, sets, dels)
+                sets, dels = [], []
+                pending.clear()
+                results.append(self._add(conn, op, version, now))
+            else:
+                raise ConfigError(f"unknown op kind {kind!r}")
+        self._write_sets(conn, sets, dels)
         return results
 
     def _write_sets(
@@ -340,6 +344,7 @@ class SQLiteStore(StoreBase):
     ) -> None:
         """Upsert ``sets`` and delete ``dels`` (no key twice in either)."""
         t = self.table
+        insert = f'INSERT INTO "{t}" (namespace, key, value, version, updated_at) VALUES '
         late = LATENESS.late
         for start in range(0, len(sets), _STEP):
             if late() and _gil_contended():
@@ -350,16 +355,11 @@ class SQLiteStore(StoreBase):
                 # SQLite work than executemany needs: worth it for a late batch.
                 for chunk in _chunks(sets[start:]):
                     conn.execute(
-                        f'INSERT INTO "{t}" (namespace, key, value, version, updated_at) '
-                        "VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)) + _UPSERT,
+                        insert + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)) + _UPSERT,
                         list(chain.from_iterable(chunk)),
                     )
                 break
-            conn.executemany(
-                f'INSERT INTO "{t}" (namespace, key, value, version, updated_at) '
-                "VALUES (?, ?, ?, ?, ?)" + _UPSERT,
-                sets[start : start + _STEP],
-            )
+            conn.executemany(insert + "(?, ?, ?, ?, ?)" + _UPSERT, sets[start : start + _STEP])
         if dels:
             conn.executemany(f'DELETE FROM "{t}" WHERE namespace = ? AND key = ?', dels)
 
