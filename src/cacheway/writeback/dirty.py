@@ -44,10 +44,7 @@ from typing import Any
 from ..stats import Counters
 from ..stores.base import ADD, DELETE, SET
 
-__all__ = ["DirtyTable", "Entry", "Staged", "combine"]
-
-# key, value, payload, ttl of each staged SET, flat
-Staged = Any
+__all__ = ["DirtyTable", "Entry", "combine"]
 
 
 class Entry:
@@ -128,7 +125,9 @@ class DirtyTable:
         self.inflight: dict[str, Entry] = {}
         self.parked: dict[str, Entry] = {}
         self.held: dict[str, Entry] = {}
-        self.staged: list[Staged] = []  # the list object never changes: writers keep it
+        # key, value, payload, ttl of each staged SET, flat; the list object never
+        # changes: writers keep it
+        self.staged: list[Any] = []
         self.staged_born = 0.0  # when the first of the staged writes was accepted
         # Staged writes may take the table up to stage_limit entries (0: no staging);
         # stage_cap is what is left of it as of the last drain, in slots of ``staged``.

@@ -69,13 +69,13 @@ class WriteBackEngine(Flusher):
         self._timer = timer
         self._table = table = DirtyTable(counters)
         self._staged = table.staged
-        self._mem_set = False
+        inline_copy = False  # set() writes a MemoryBackend copy itself (see _staged_set)
         if self._fast_memory():
             self.get = self._get_memory_wb  # type: ignore[method-assign]
             memory: Any = backend
-            # set() writes the copy inline too (no byte accounting to keep), under the
-            # backend's own lock: one lock guards the dirty table and the copy.
-            self._mem_set = memory.max_bytes is None
+            # One lock, the backend's own, guards the dirty table and the copies; with no
+            # byte accounting to keep, set() can write its copy inline.
+            inline_copy = memory.max_bytes is None
             self._mem_max = memory.max_entries
             self._mem_backend = memory
             self._lock = memory._lock
@@ -87,12 +87,12 @@ class WriteBackEngine(Flusher):
         self._max_dirty = config.max_dirty
         self._batch_size = config.batch_size
         table.seq = journal.last_seq if journal is not None else 0
-        if journal is None and self._mem_set and self._validate is None:
+        if journal is None and inline_copy and self._validate is None:
             # set() stages writes: the journal (when there is one) needs its record
             # appended in order at the call, a shared or byte-counted backend is
             # written through its own set(), and row mode checks each value first.
             table.stage_limit = config.max_dirty
-            table.stage_cap = 4 * config.max_dirty
+            table.drain()  # works out stage_cap
             self.set = self._staged_set()  # type: ignore[method-assign,assignment]
         self._flush_waiters = 0
         self._idle = True  # the flusher waits for a first write (no max_delay clock runs)
