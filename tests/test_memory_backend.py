@@ -130,11 +130,14 @@ def test_per_call_ttl_overrides_the_default(db_path: str, autoclose, clock) -> N
     assert cache.stats().misses == misses + 2
 
 
-def test_namespace_ttl(make_store, autoclose, clock) -> None:
+@pytest.mark.parametrize("ttl_on", ["namespace", "parent"])
+def test_namespace_ttl(make_store, autoclose, clock, ttl_on: str) -> None:
+    # a namespace's own ttl, or the one it inherits from its cache
     ds = make_store({"views:k": "v"})
     cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(timer=clock),
-                               policy=cw.WriteThrough()))
-    views = cache.namespace("views", ttl=5)
+                               policy=cw.WriteThrough(),
+                               ttl=5 if ttl_on == "parent" else None))
+    views = cache.namespace("views", ttl=5) if ttl_on == "namespace" else cache.namespace("views")
     assert views.get("k") == "v"
     clock.advance(4)
     assert views.get("k") == "v"
@@ -206,20 +209,6 @@ def test_callback_store_gets_what_was_serialized_at_set_time(make_store, autoclo
 def test_timer_must_be_callable() -> None:
     with pytest.raises(cw.ConfigError):
         cw.MemoryBackend(timer=5)
-
-
-def test_namespace_inherits_the_parent_ttl(make_store, autoclose, clock) -> None:
-    ds = make_store({"views:k": "v"})
-    cache = autoclose(cw.Cache(store=ds.store, backend=cw.MemoryBackend(timer=clock),
-                               policy=cw.WriteThrough(), ttl=5))
-    views = cache.namespace("views")
-    assert views.get("k") == "v"
-    clock.advance(4)
-    assert views.get("k") == "v"
-    assert loads_of(ds, "views:k") == 1
-    clock.advance(2)
-    assert views.get("k") == "v"
-    assert loads_of(ds, "views:k") == 2
 
 
 @pytest.mark.parametrize("max_entries", [None, 100])
