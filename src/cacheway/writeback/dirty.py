@@ -169,7 +169,9 @@ class DirtyTable:
                 elif not parked:
                     dirty[key] = Entry(key, SET, value, payload, 0, ttl, seq, born)
                 else:
-                    coalesced += self.put(key, SET, value, payload, 0, ttl, seq, born)
+                    # _put, not put: put() would fold the rest of ``staged`` first, ahead
+                    # of this (older) write.
+                    coalesced += self._put(key, SET, value, payload, 0, ttl, seq, born)
             self.seq = seq
             self._counters.writes += seq - seq0
             self._counters.coalesced += coalesced
@@ -201,6 +203,12 @@ class DirtyTable:
         """Accept a write; True when it was absorbed into an already-dirty entry."""
         if self.staged:
             self.drain()  # staged writes came first
+        return self._put(key, kind, value, payload, delta, ttl, seq, now)
+
+    def _put(
+        self, key: str, kind: int, value: Any, payload: bytes | None, delta: int,
+        ttl: float | None, seq: int, now: float,
+    ) -> bool:
         entry = self.dirty.get(key)
         if entry is None:
             entry = self.parked.get(key)

@@ -112,36 +112,53 @@ class Flusher(Engine):
                 self._idle = False
 
     def _write(self, batch: list[Entry]) -> None:
-        """Write ``batch``; when it fails, bisect to isolate poison entries. The store is
-        taken to be down only when two disjoint parts both fail before anything has
-        succeeded (one poison entry can never make two disjoint parts fail)."""
+        """Write ``batch``; when it fails, find out whether the store is down or refuses
+        some entries, and isolate those by bisection.
+
+        A failing batch of several entries is probed with up to three of its entries alone:
+        one that goes through proves the store up, and the rest is then bisected down to
+        the entries that fail on their own, however many there are (two refused entries
+        in different halves used to make both halves fail, which read as "store down" and
+        spent every entry's retry budget). When every probe fails, the store is taken to be
+        down and the whole batch waits for a retry."""
         if any(e.attempts for e in batch):
             self.counters.retries += 1
-            self._rand.shuffle(batch)  # vary the halves, so two poison entries part ways
+            self._rand.shuffle(batch)  # vary the probes and the halves
         exc = self._try(batch)
         if exc is None:
             return
-        failing: list[tuple[list[Entry], Exception]] = [(batch, exc)]
-        success = False
+        if len(batch) == 1:
+            self._failed(batch, exc)
+            return
+        rest = list(batch)
+        up = False
+        for entry in self._rand.sample(batch, min(3, len(batch))):
+            probe_exc = self._try([entry])
+            rest.remove(entry)
+            if probe_exc is None:
+                up = True
+                break
+            if _permanent(probe_exc):
+                self._failed([entry], probe_exc)  # refused for good: dead-lettered now
+            else:
+                rest.append(entry)  # may be the store: tried again with the rest
+            exc = probe_exc
+        if not up:
+            if rest:
+                self._failed(rest, exc)  # the store is down
+            return
+        failing: list[list[Entry]] = [rest] if rest else []
         while failing:
-            part, exc = failing.pop()
+            part = failing.pop()
+            exc = self._try(part)
+            if exc is None:
+                continue
             if len(part) == 1:
                 self._failed(part, exc)
                 continue
             mid = len(part) // 2
-            left, right = part[:mid], part[mid:]
-            left_exc = self._try(left)
-            right_exc = self._try(right)
-            if left_exc is not None and right_exc is not None and not success:
-                # Both halves fail and nothing got through: the store is down.
-                rest = [e for p, _ in failing for e in p]
-                self._failed(part + rest, left_exc)
-                return
-            success = success or left_exc is None or right_exc is None
-            if left_exc is not None:
-                failing.append((left, left_exc))
-            if right_exc is not None:
-                failing.append((right, right_exc))
+            failing.append(part[mid:])
+            failing.append(part[:mid])
 
     def _try(self, part: list[Entry]) -> Exception | None:
         part = sorted(part, key=_last_seq)
@@ -246,7 +263,7 @@ class Flusher(Engine):
         not_before = now + retry.delay(attempts, self._rand.random)
         dead: list[Entry] = []
         with self._cond:
-            hopeless = len(entries) == 1 and isinstance(exc, InvalidWriteError)
+            hopeless = len(entries) == 1 and _permanent(exc)
             for entry in entries:
                 entry.attempts += 1
                 if hopeless or retry.exhausted(entry.attempts):
@@ -277,6 +294,19 @@ class Flusher(Engine):
                 self._gens[self._stripe(bkey)] += 1
                 self._backend_drop(bkey)
             self._cond.notify_all()
+
+
+def _permanent(exc: BaseException) -> bool:
+    """The store refuses this write for good (:class:`InvalidWriteError`, maybe wrapped
+    by a store that reports its own errors): retrying cannot help."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, InvalidWriteError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 _last_seq = attrgetter("last_seq")

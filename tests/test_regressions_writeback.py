@@ -1,0 +1,89 @@
+"""Regressions of issue 10 in the write-back engine: each reproduced the bug before its fix."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import cacheway as cw
+from cacheway.stores.base import SET
+from cacheway.writeback.dirty import DirtyTable
+
+from conftest import DictStore
+
+
+def test_a_partial_fill_folds_staged_writes_in_order_behind_a_parked_entry() -> None:
+    # issue 10 item 1: drain() called put(), which drained the rest of the staged writes
+    # first, so the newer write of "a" was folded before the older one and then lost.
+    table = DirtyTable()
+    table.stage_limit = 100
+    table.drain()
+    table.put("p", SET, "x", b'"x"', 0, None, 1, 0.0)
+    table.seq = 1
+    [entry] = table.take(10, 0.0)
+    table.park(entry, 99.0)  # a failing entry: drain() takes its slow branch
+    table.staged.extend(("a", 1, b"1", None, "a", 2, b"2", None))
+    table.fill(1)  # the flusher folds just enough for a batch of one
+    pending = table.pending("a")
+    assert pending is not None
+    assert pending.value == 2, "the older staged write of 'a' was folded last"
+    assert pending.last_seq == table.seq == 3
+
+
+def test_an_outage_with_a_burst_of_writes_keeps_the_newest_write() -> None:
+    # issue 10 item 1, as a user met it: store down, one thread rewriting a few keys,
+    # a tiny batch and a 3-entry LRU; after the store is back the store held older values.
+    for _ in range(3):
+        dict_store = DictStore()
+        dict_store.failing = True
+        cache = cw.Cache(
+            store=dict_store.store, backend=cw.MemoryBackend(max_entries=3),
+            policy=cw.WriteBack(max_delay=0.001, batch_size=2,
+                                retry=cw.Retry(base_delay=0.001, max_delay=0.01)),
+        )
+        last: dict[str, int] = {}
+        stop = time.monotonic() + 0.3
+        i = 0
+        while time.monotonic() < stop:
+            for key in ("a", "b", "c", "d"):
+                i += 1
+                cache.set(key, i)
+                last[key] = i
+        dict_store.failing = False
+        cache.flush(timeout=30)
+        try:
+            assert {k: dict_store.data.get(k) for k in last} == last
+            assert {k: cache.get(k) for k in last} == last
+        finally:
+            cache.close()
+
+
+def _refusing_store(refused: Any) -> tuple[cw.CallbackStore, dict[str, Any]]:
+    data: dict[str, Any] = {}
+
+    def save_many(items: list[tuple[str, Any]]) -> None:
+        for _, value in items:
+            if value == refused:
+                raise cw.InvalidWriteError(f"refusing {value!r}")
+        data.update(items)
+
+    store = cw.CallbackStore(load_many=lambda keys: {k: data[k] for k in keys if k in data},
+                             save_many=save_many,
+                             delete_many=lambda keys: [data.pop(k, None) for k in keys])
+    return store, data
+
+
+def test_two_refused_entries_in_one_batch_dead_letter_only_themselves() -> None:
+    # issue 10 item 2: with two poison entries in one batch the halves both failed, the
+    # store was taken to be down and, with a small retry budget, every entry was dropped.
+    for attempts in (1, 2, 3):
+        store, data = _refusing_store("BAD")
+        dead: list[str] = []
+        cache = cw.Cache(store=store, policy=cw.WriteBack(
+            max_delay=3600, retry=cw.Retry(attempts=attempts, base_delay=0.001),
+            on_dead_letter=lambda key, value, exc: dead.append(key)))
+        cache.set_many({"g1": "ok", "b1": "BAD", "b2": "BAD", "g2": "ok"})
+        cache.flush(timeout=10)
+        cache.close()
+        assert data == {"g1": "ok", "g2": "ok"}, f"attempts={attempts}"
+        assert sorted(dead) == ["b1", "b2"], f"attempts={attempts}"
