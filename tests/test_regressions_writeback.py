@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 import cacheway as cw
 from cacheway.stores.base import SET
 from cacheway.writeback.dirty import DirtyTable
-
 from conftest import DictStore
 
 
@@ -58,13 +59,14 @@ def test_an_outage_with_a_burst_of_writes_keeps_the_newest_write() -> None:
             cache.close()
 
 
-def _refusing_store(refused: Any) -> tuple[cw.CallbackStore, dict[str, Any]]:
+def _refusing_store(refused: Any, error: type[Exception]
+                    ) -> tuple[cw.CallbackStore, dict[str, Any]]:
     data: dict[str, Any] = {}
 
     def save_many(items: list[tuple[str, Any]]) -> None:
         for _, value in items:
             if value == refused:
-                raise cw.InvalidWriteError(f"refusing {value!r}")
+                raise error(f"refusing {value!r}")
         data.update(items)
 
     store = cw.CallbackStore(load_many=lambda keys: {k: data[k] for k in keys if k in data},
@@ -73,17 +75,19 @@ def _refusing_store(refused: Any) -> tuple[cw.CallbackStore, dict[str, Any]]:
     return store, data
 
 
-def test_two_refused_entries_in_one_batch_dead_letter_only_themselves() -> None:
+@pytest.mark.parametrize("error", [cw.InvalidWriteError, ValueError])
+@pytest.mark.parametrize("attempts", [1, 2, 3])
+def test_two_refused_entries_in_one_batch_dead_letter_only_themselves(
+        attempts: int, error: type[Exception]) -> None:
     # issue 10 item 2: with two poison entries in one batch the halves both failed, the
     # store was taken to be down and, with a small retry budget, every entry was dropped.
-    for attempts in (1, 2, 3):
-        store, data = _refusing_store("BAD")
-        dead: list[str] = []
-        cache = cw.Cache(store=store, policy=cw.WriteBack(
-            max_delay=3600, retry=cw.Retry(attempts=attempts, base_delay=0.001),
-            on_dead_letter=lambda key, value, exc: dead.append(key)))
-        cache.set_many({"g1": "ok", "b1": "BAD", "b2": "BAD", "g2": "ok"})
-        cache.flush(timeout=10)
-        cache.close()
-        assert data == {"g1": "ok", "g2": "ok"}, f"attempts={attempts}"
-        assert sorted(dead) == ["b1", "b2"], f"attempts={attempts}"
+    store, data = _refusing_store("BAD", error)
+    dead: list[str] = []
+    cache = cw.Cache(store=store, policy=cw.WriteBack(
+        max_delay=3600, retry=cw.Retry(attempts=attempts, base_delay=0.001),
+        on_dead_letter=lambda key, value, exc: dead.append(key)))
+    cache.set_many({"g1": "ok", "b1": "BAD", "b2": "BAD", "g2": "ok"})
+    cache.flush(timeout=10)
+    cache.close()
+    assert data == {"g1": "ok", "g2": "ok"}
+    assert sorted(dead) == ["b1", "b2"]
