@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -91,3 +92,87 @@ def test_two_refused_entries_in_one_batch_dead_letter_only_themselves(
     cache.close()
     assert data == {"g1": "ok", "g2": "ok"}
     assert sorted(dead) == ["b1", "b2"]
+
+
+def test_on_full_write_through_does_not_hold_the_table_lock_during_the_store_call() -> None:
+    # issue 10 item 12: a new key's write-through ran under the namespace lock, so during
+    # an outage a write to an already-dirty key waited seconds behind it.
+    dict_store = DictStore()
+    cache = cw.Cache(store=dict_store.store, policy=cw.WriteBack(
+        max_delay=3600, max_dirty=2, on_full="write_through"))
+    try:
+        cache.set("a", 1)
+        cache.set("b", 1)  # full
+        gate = threading.Event()
+        dict_store.write_gate = gate
+        through = threading.Thread(target=cache.set, args=("c", 1), daemon=True)
+        through.start()
+        assert dict_store.write_entered.wait(10), "the write-through never reached the store"
+        coalesced = threading.Thread(target=cache.set, args=("a", 2), daemon=True)
+        coalesced.start()
+        coalesced.join(10)
+        assert not coalesced.is_alive(), "a write to a dirty key waited for the store"
+        assert through.is_alive(), "the write-through returned before the store answered"
+        gate.set()
+        through.join(10)
+        assert dict_store.data == {"c": 1}
+        assert cache.get("a") == 2
+        cache.flush(timeout=10)
+        assert dict_store.data == {"a": 2, "b": 1, "c": 1}
+    finally:
+        dict_store.write_gate = None
+        cache.close(timeout=10)
+
+
+def test_a_write_of_a_key_being_written_through_waits_for_it() -> None:
+    # issue 10 item 12: the write-through runs without the lock; a newer write of the same
+    # key must still reach the store after it.
+    dict_store = DictStore()
+    cache = cw.Cache(store=dict_store.store, policy=cw.WriteBack(
+        max_delay=3600, max_dirty=1, on_full="write_through"))
+    try:
+        cache.set("a", 1)  # full
+        gate = threading.Event()
+        dict_store.write_gate = gate
+        through = threading.Thread(target=cache.set, args=("c", "old"), daemon=True)
+        through.start()
+        assert dict_store.write_entered.wait(10)
+        newer = threading.Thread(target=cache.set, args=("c", "new"), daemon=True)
+        newer.start()
+        newer.join(0.2)
+        assert newer.is_alive(), "a newer write of c was accepted around its write-through"
+        gate.set()
+        through.join(10)
+        newer.join(10)
+        cache.flush(timeout=10)
+        assert dict_store.data["c"] == "new"
+        assert cache.get("c") == "new"
+    finally:
+        dict_store.write_gate = None
+        cache.close(timeout=10)
+
+
+@pytest.mark.parametrize("on_full", ["raise", "block", "write_through"])
+def test_max_dirty_holds_while_a_batch_is_in_flight(on_full: str) -> None:
+    # issue 10 item 12: rewriting the keys of a batch in flight gave each a second entry
+    # without room being asked for: 200 pending with max_dirty=100.
+    dict_store = DictStore()
+    gate = threading.Event()
+    dict_store.write_gate = gate
+    cache = cw.Cache(store=dict_store.store, policy=cw.WriteBack(
+        max_delay=3600, batch_size=4, max_dirty=4, on_full=on_full, block_timeout=0.05))
+    try:
+        cache.set_many(dict.fromkeys("abcd", 1))  # a full batch: the flusher takes it
+        assert dict_store.write_entered.wait(10)
+        refused = 0
+        for key in "abcd":
+            try:
+                cache.set(key, 2)
+            except cw.Backpressure:
+                refused += 1
+            assert cache.pending() <= 4
+        assert refused == 4
+    finally:
+        gate.set()
+        dict_store.write_gate = None
+        cache.close(timeout=10)

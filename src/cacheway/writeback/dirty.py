@@ -133,6 +133,7 @@ class DirtyTable:
         # stage_cap is what is left of it as of the last drain, in slots of ``staged``.
         self.stage_limit = 0
         self.stage_cap = 0
+        self.paused = 0  # while > 0, nothing is staged (stage_cap stays 0)
         self.seq = 0  # the sequence number of the last accepted write
         self._counters = counters if counters is not None else Counters()
 
@@ -176,7 +177,7 @@ class DirtyTable:
             self._counters.writes += seq - seq0
             self._counters.coalesced += coalesced
         held = len(self.dirty) + len(self.inflight) + len(self.parked)
-        self.stage_cap = max(0, self.stage_limit - held) * 4
+        self.stage_cap = 0 if self.paused else max(0, self.stage_limit - held) * 4
 
     def fill(self, batch_size: int) -> None:
         """Fold staged writes until ``dirty`` holds ``batch_size`` entries (or none is
@@ -220,7 +221,14 @@ class DirtyTable:
             entry.absorb(kind, value, payload, delta, ttl, seq)
             return True
         self.dirty[key] = Entry(key, kind, value, payload, delta, ttl, seq, now)
+        self.took_room()
         return False
+
+    def took_room(self) -> None:
+        """A new entry joined outside :meth:`drain`: staged writes get one slot less
+        (without this, writes staged after it could take the table past its limit)."""
+        if self.stage_cap:
+            self.stage_cap = max(0, self.stage_cap - 4)
 
     def ready_parked(self, now: float) -> bool:
         return any(e.not_before <= now for e in self.parked.values())

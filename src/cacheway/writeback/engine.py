@@ -94,6 +94,7 @@ class WriteBackEngine(Flusher):
             table.stage_limit = config.max_dirty
             table.drain()  # works out stage_cap
             self.set = self._staged_set()  # type: ignore[method-assign,assignment]
+        self._through: set[str] = set()  # keys on_full="write_through" is writing
         self._flush_waiters = 0
         self._idle = True  # the flusher waits for a first write (no max_delay clock runs)
         self._blocked = 0
@@ -259,6 +260,7 @@ class WriteBackEngine(Flusher):
                 self.closed
                 or not self._local
                 or table.parked
+                or self._through
                 or len(dirty) + len(table.inflight) >= self._max_dirty
             )
             if not slow:
@@ -271,6 +273,7 @@ class WriteBackEngine(Flusher):
                 counters = self.counters
                 if entry is None:
                     dirty[key] = Entry(key, SET, value, payload, 0, ttl, seq, self._timer())
+                    table.took_room()
                     n = len(dirty)
                     if n == 1 or n == self._batch_size:
                         self._cond.notify_all()
@@ -321,6 +324,7 @@ class WriteBackEngine(Flusher):
         while True:
             locks = self._shared_locks([key])
             publish: list[_Publish] | None = None if self._local else []
+            through: list[_Item] = []
             need_room = done = False
             try:
                 with self._cond:
@@ -334,12 +338,15 @@ class WriteBackEngine(Flusher):
                         new = self._as_counter(key, current) + delta
                         try:
                             seq = self._accept_locked(
-                                [(key, ADD, new, self._dumps(new), delta)], self.ttl, publish)
+                                [(key, ADD, new, self._dumps(new), delta)], self.ttl, publish,
+                                through)
                             done = True
                         except _NeedRoom:
                             need_room = True
                 if publish:
                     self._publish(publish, self.ttl)
+                if through:
+                    self._write_through(through, self.ttl)
             finally:
                 for lock in locks:
                     lock.release()
@@ -356,9 +363,12 @@ class WriteBackEngine(Flusher):
         return int(new)
 
     def _accept(self, items: list[_Item], ttl: float | None) -> None:
+        through: list[_Item] = []  # new keys on_full="write_through" sends to the store
         if self._local:
             with self._cond:
-                seq = self._accept_locked(items, ttl)
+                seq = self._accept_locked(items, ttl, None, through)
+            if through:
+                self._write_through(through, ttl)
         else:
             # A shared backend is written outside the table lock (a network round trip
             # must not stall every writer), under the keys' stripe locks so that writers
@@ -372,11 +382,13 @@ class WriteBackEngine(Flusher):
                 try:
                     with self._cond:
                         try:
-                            seq = self._accept_locked(items, ttl, publish)
+                            seq = self._accept_locked(items, ttl, publish, through)
                         except _NeedRoom:
                             need_room = True
                     if not need_room:
                         self._publish(publish, ttl)
+                        if through:
+                            self._write_through(through, ttl)
                 finally:
                     for lock in locks:
                         lock.release()
@@ -413,18 +425,47 @@ class WriteBackEngine(Flusher):
             self.journal.wait(seq)
 
     def _accept_locked(
-        self, items: list[_Item], ttl: float | None, publish: list[_Publish] | None = None
+        self, items: list[_Item], ttl: float | None, publish: list[_Publish] | None = None,
+        through: list[_Item] | None = None,
     ) -> int:
         if self.closed:
             raise self._closed()
         table = self._table
-        table.drain()  # staged writes precede these
-        if len(table) + len(items) > self.config.max_dirty:
-            new_keys = sum(1 for it in items if table.pending(it[0]) is None)
-            if new_keys and len(table) + new_keys > self.config.max_dirty:
-                items = self._make_room(new_keys, items, ttl, publish is not None)
+        deadline: float | None = None
+        while True:
+            table.drain()  # staged writes precede these
+            if self._through and any(it[0] in self._through for it in items):
+                # A key being written through waits: its write must reach the store first.
+                self._cond.wait()
+                continue
+            if len(table) + len(items) <= self.config.max_dirty:
+                break
+            # A write takes room unless it coalesces into a dirty or parked entry (a key
+            # whose entry is in flight gets a second entry).
+            dirty, parked = table.dirty, table.parked
+            need = [it for it in items if it[0] not in dirty and it[0] not in parked]
+            if not need or len(table) + len(need) <= self.config.max_dirty:
+                break
+            if deadline is None:
+                deadline = time.monotonic() + self.config.block_timeout
+            rest = self._make_room(need, items, through, publish is not None, deadline)
+            if rest is not None:
+                items = rest
                 if not items:
                     return table.seq
+                break
+            # It waited (without the lock): look at the table again.
+        try:
+            return self._put_locked(items, ttl, publish)
+        except BaseException:
+            if through:  # nothing of this call was accepted: no write goes around it
+                self._release_through(through)
+                through.clear()
+            raise
+
+    def _put_locked(self, items: list[_Item], ttl: float | None,
+                    publish: list[_Publish] | None) -> int:
+        table = self._table
         was_empty = not table.dirty
         now = self._timer()
         journal = self.journal
@@ -456,10 +497,12 @@ class WriteBackEngine(Flusher):
             self._cond.notify_all()  # start the max_delay clock / a full batch is ready
         return seq
 
-    def _make_room(self, new_keys: int, items: list[_Item], ttl: float | None,
-                   no_wait: bool) -> list[_Item]:
-        """Back-pressure at max_dirty: raise, wait, or write the new keys straight to the
-        store. Returns the items still to accept into the dirty table."""
+    def _make_room(self, need: list[_Item], items: list[_Item], through: list[_Item] | None,
+                   no_wait: bool, deadline: float) -> list[_Item] | None:
+        """Back-pressure at max_dirty for the ``need`` items that take room: raise; wait
+        (then None: the caller looks again); or reserve the keys with nothing pending for
+        the caller to write straight to the store once it has let go of the table lock
+        (``through``) and return the items still to accept into the dirty table."""
         cfg = self.config
         table = self._table
         if cfg.on_full == "raise":
@@ -467,19 +510,29 @@ class WriteBackEngine(Flusher):
                 f"{len(table)} dirty entries reached max_dirty={cfg.max_dirty}; "
                 "the store is not keeping up (flush or raise max_dirty)"
             )
-        if cfg.on_full == "write_through":
-            # Keys already pending coalesce (they need no room, and writing them around
-            # their pending entry would reorder them); only new keys go to the store.
-            fresh = [it for it in items if table.pending(it[0]) is None]
-            self._write_through_locked(fresh, ttl)
-            return [it for it in items if table.pending(it[0]) is not None]
+        if cfg.on_full == "write_through" and through is not None:
+            # A key with a write in flight keeps its place in the queue (written around
+            # it, the newer write could land first): it waits for room like "block".
+            held = table.held
+            fresh = {it[0] for it in need if it[0] not in held}
+            need = [it for it in need if it[0] not in fresh]
+            if fresh and (not need or len(table) + len(need) <= cfg.max_dirty):
+                through.extend(it for it in items if it[0] in fresh)
+                self._through.update(fresh)
+                table.paused += 1  # no staged write may slip past the reservation
+                table.drain()
+                return [it for it in items if it[0] not in fresh]
         if no_wait:
             raise _NeedRoom
-        self._wait_room(new_keys, time.monotonic() + cfg.block_timeout)
-        return items
+        self._wait_room(len(need), deadline)
+        return None
 
     def _wait_room(self, new_keys: int, deadline: float) -> None:
         cfg, table = self.config, self._table
+        if new_keys > cfg.max_dirty:
+            raise Backpressure(
+                f"a write of {new_keys} new keys can never fit max_dirty={cfg.max_dirty}: "
+                "split it or raise max_dirty")
         self._blocked += 1
         self._cond.notify_all()
         try:
@@ -494,31 +547,38 @@ class WriteBackEngine(Flusher):
         finally:
             self._blocked -= 1
 
-    def _write_through_locked(self, items: list[_Item],
-                              ttl: float | None) -> None:
-        # Under the table lock: no other write of these keys can be accepted meanwhile,
-        # and none of them is pending (the caller kept those), so order holds.
-        if not items:
-            return
+    def _write_through(self, items: list[_Item], ttl: float | None) -> None:
+        """on_full="write_through": write keys reserved by _make_room to the store, holding
+        no lock (a slow store must not stall the writers of other keys); writers of these
+        keys wait for the reservation, so order holds."""
         ops = [Op(self.namespace, k, kind, p, d, v) for k, kind, v, p, d in items]
+        results: list[Any] | None = None
         try:
             results = self.store.apply(ops)
-        except Exception:
-            for key, *_ in items:  # the outcome is unknown: no copy may stay
-                bkey = self.prefix + key
-                self._gens[self._stripe(bkey)] += 1
-                self._backend_drop(bkey)
-            raise
-        self.counters.writes += len(ops)
-        self.counters.store_writes += len(ops)
-        for (key, kind, value, payload, _), res in zip(items, results):
-            bkey = self.prefix + key
-            self._gens[self._stripe(bkey)] += 1
-            if kind == DELETE:
-                self._backend_drop(bkey, res.version)
-            else:
-                v = value if kind != ADD or res.value in (None, NOTSET) else res.value
-                self._backend_set(bkey, v, payload if kind == SET else None, ttl, res.version)
+        finally:
+            with self._cond:
+                for i, (key, kind, value, payload, _) in enumerate(items):
+                    bkey = self.prefix + key
+                    # A fill that read the store before this write must not land after it.
+                    self._gens[self._stripe(bkey)] += 1
+                    if results is None or kind == DELETE:
+                        # On failure the outcome is unknown: no copy may stay.
+                        self._backend_drop(bkey, None if results is None else results[i].version)
+                        continue
+                    res = results[i]
+                    v = value if kind != ADD or res.value in (None, NOTSET) else res.value
+                    self._backend_set(bkey, v, payload if kind == SET else None, ttl,
+                                      res.version)
+                self._release_through(items)
+                if results is not None:
+                    self.counters.writes += len(ops)
+                    self.counters.store_writes += len(ops)
+                self._cond.notify_all()
+
+    def _release_through(self, items: list[_Item]) -> None:
+        self._through.difference_update(it[0] for it in items)
+        self._table.paused -= 1
+        self._cond.notify_all()
 
     # -- flush, pending, close ----------------------------------------------------------
     def pending(self) -> int:
