@@ -176,3 +176,31 @@ def test_max_dirty_holds_while_a_batch_is_in_flight(on_full: str) -> None:
         gate.set()
         dict_store.write_gate = None
         cache.close(timeout=10)
+
+
+def test_draining_resumes_soon_after_the_store_returns_from_a_long_outage() -> None:
+    # issue 10 item 13: after an outage the retry delay had grown to many seconds and the
+    # dirty entries waited for it although the store was back; a probe now finds out.
+    dict_store = DictStore()
+    dict_store.failing = True
+    cache = cw.Cache(store=dict_store.store, policy=cw.WriteBack(
+        max_delay=0.01, retry=cw.Retry(base_delay=0.4, max_delay=60, jitter=False)))
+    try:
+        before = time.time()
+        cache.set("a", 1)
+        # Three failed retries: the next one is 0.4 * 2**3 = 3.2 s after the last.
+        deadline = time.monotonic() + 30
+        while cache.stats().retries < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        down = cache.stats()
+        assert down.retries >= 3
+        assert down.store_down_since is not None
+        assert down.store_down_since >= before
+        assert down.last_error_at is not None
+        dict_store.failing = False
+        cache.flush(timeout=3.0)  # a probe goes within a second; the backoff would not
+        assert dict_store.data == {"a": 1}
+        assert cache.stats().store_down_since is None
+    finally:
+        dict_store.failing = False
+        cache.close(timeout=10)

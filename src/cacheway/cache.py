@@ -324,6 +324,7 @@ class Cache(_Front):
                 store_writes=c.store_writes, coalesced=c.coalesced, flushes=c.flushes,
                 flush_errors=c.flush_errors, retries=c.retries, dead_letters=c.dead_letters,
                 decode_errors=c.decode_errors, last_error=c.last_error,
+                last_error_at=c.last_error_at, store_down_since=c.store_down_since,
                 dirty=dirty,
             )
             journal = getattr(engine, "journal", None)

@@ -21,7 +21,10 @@ class Stats:
     ``dirty``: entries not yet acknowledged by the store, now. ``evictions``: entries the
     backend dropped for room or TTL. ``journal_bytes``/``journal_syncs``: journal size now /
     durable syncs made. ``decode_errors``: cached payloads that failed to decode (served
-    as misses). ``last_error``: the most recent store error seen by a flusher, if any.
+    as misses). ``last_error``: the most recent store error seen by a flusher, if any;
+    ``last_error_at``: when (``time.time()``) it was seen. ``store_down_since``: when the
+    store's current outage began, as a flusher sees it (None while its last call went
+    through).
     """
 
     hits: int = 0
@@ -40,6 +43,8 @@ class Stats:
     journal_syncs: int = 0
     decode_errors: int = 0
     last_error: str | None = None
+    last_error_at: float | None = None
+    store_down_since: float | None = None
 
     @property
     def hit_ratio(self) -> float:
@@ -51,8 +56,18 @@ class Stats:
         values = {}
         for f in dataclasses.fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
-            values[f.name] = (b or a) if f.name == "last_error" else a + b
+            if f.name == "last_error":
+                values[f.name] = b or a
+            elif f.name in _TIMES:
+                # the latest error, the earliest outage still going on
+                values[f.name] = a if b is None else b if a is None else (
+                    max(a, b) if f.name == "last_error_at" else min(a, b))
+            else:
+                values[f.name] = a + b
         return Stats(**values)
+
+
+_TIMES = ("last_error_at", "store_down_since")
 
 
 class Counters:
@@ -66,9 +81,11 @@ class Counters:
         "flushes",
         "hits",
         "last_error",
+        "last_error_at",
         "loads",
         "misses",
         "retries",
+        "store_down_since",
         "store_writes",
         "writes",
     )
@@ -86,3 +103,5 @@ class Counters:
         self.dead_letters = 0
         self.decode_errors = 0
         self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.store_down_since: float | None = None

@@ -268,6 +268,13 @@ class DirtyTable:
         batch.sort(key=_last_seq)
         return batch
 
+    def take_one_parked(self) -> Entry:
+        """Move the oldest parked entry to ``inflight`` (a probe of the store), ready or not."""
+        key = next(iter(self.parked))
+        entry = self.parked.pop(key)  # stays in held
+        self.inflight[key] = entry
+        return entry
+
     def ack(self, entry: Entry) -> bool:
         """The store has ``entry``; True when no newer write of its key is pending (a
         staged write is looked for only behind a counter, whose copy the caller then

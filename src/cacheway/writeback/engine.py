@@ -103,6 +103,8 @@ class WriteBackEngine(Flusher):
         self._local = backend.local
         self._rand = random.Random()
         self._last_log = 0.0
+        self._probe_at = 0.0
+        self._probing = False
         self._thread = threading.Thread(
             target=self._run, name=f"cacheway-flusher-{namespace or 'default'}", daemon=True
         )

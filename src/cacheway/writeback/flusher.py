@@ -31,6 +31,8 @@ __all__ = ["Flusher"]
 log = logging.getLogger("cacheway")
 
 _MASK = _STRIPES - 1
+#: seconds between probes of a store that is down (see Flusher._probe)
+PROBE_EVERY = 1.0
 
 
 class Flusher(Engine):
@@ -49,6 +51,8 @@ class Flusher(Engine):
     _stop_now: bool
     _last_log: float
     _local: bool
+    _probe_at: float  # when the next probe of a store that is down may go
+    _probing: bool  # the batch handed to _write is a probe
 
     def _shared_locks(self, keys: list[str]) -> list[Any]:
         if self._local:
@@ -101,6 +105,14 @@ class Flusher(Engine):
                 nxt = table.next_parked()
                 if nxt is not None:
                     wakes.append(nxt)
+                    if nxt - now > PROBE_EVERY:
+                        # Backing off for longer than a probe interval: one parked entry
+                        # alone tells, once a second, whether the store is back.
+                        if now >= self._probe_at:
+                            self._probe_at = now + PROBE_EVERY
+                            self._probing = True
+                            return [table.take_one_parked()]
+                        wakes.append(self._probe_at)
                 if wakes:
                     timeout = max(0.0005, min(wakes) - now)
             elif self._stopping:
@@ -121,6 +133,10 @@ class Flusher(Engine):
         in different halves used to make both halves fail, which read as "store down" and
         spent every entry's retry budget). When every probe fails, the store is taken to be
         down and the whole batch waits for a retry."""
+        if self._probing:
+            self._probing = False
+            self._probe(batch[0])
+            return
         if any(e.attempts for e in batch):
             self.counters.retries += 1
             self._rand.shuffle(batch)  # vary the probes and the halves
@@ -128,6 +144,8 @@ class Flusher(Engine):
         if exc is None:
             return
         if len(batch) == 1:
+            if not _permanent(exc):
+                self._store_down()
             self._failed(batch, exc)
             return
         rest = list(batch)
@@ -145,7 +163,8 @@ class Flusher(Engine):
             exc = probe_exc
         if not up:
             if rest:
-                self._failed(rest, exc)  # the store is down
+                self._store_down()
+                self._failed(rest, exc)
             return
         failing: list[list[Entry]] = [rest] if rest else []
         while failing:
@@ -159,6 +178,28 @@ class Flusher(Engine):
             mid = len(part) // 2
             failing.append(part[mid:])
             failing.append(part[:mid])
+
+    def _probe(self, entry: Entry) -> None:
+        """A parked entry tried alone while the others back off: when it goes through,
+        the store is back and every parked entry is retried now (an outage of seconds
+        ends in about a second, not after a backoff grown to ``Retry.max_delay``). A
+        failed probe is not an attempt: it keeps its place and its retry time."""
+        exc = self._try([entry])
+        if exc is None:
+            with self._cond:
+                for parked in self._table.parked.values():
+                    parked.not_before = 0.0
+                self._cond.notify_all()
+        elif _permanent(exc):
+            self._failed([entry], exc)
+        else:
+            with self._cond:
+                self._table.park(entry, entry.not_before)
+                self._cond.notify_all()
+
+    def _store_down(self) -> None:
+        if self.counters.store_down_since is None:
+            self.counters.store_down_since = time.time()
 
     def _try(self, part: list[Entry]) -> Exception | None:
         part = sorted(part, key=_last_seq)
@@ -179,6 +220,7 @@ class Flusher(Engine):
         except Exception as exc:  # noqa: BLE001 - any store failure is retried, never lost
             self.counters.flush_errors += 1
             self.counters.last_error = repr(exc)
+            self.counters.last_error_at = time.time()
             now = time.monotonic()
             if now - self._last_log > 5.0:
                 self._last_log = now
@@ -189,6 +231,7 @@ class Flusher(Engine):
             return exc
         finally:
             LATENESS.clear()
+        self.counters.store_down_since = None
         self._acked(part, results)
         return None
 
