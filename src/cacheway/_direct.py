@@ -23,7 +23,7 @@ class WriteThroughEngine(Engine):
     """Store, then set the backend (or invalidate it when the store has no versions
     and the backend is shared, since then only an invalidation is safe across processes)."""
 
-    invalidate = False
+    drops_copies = False  # a write drops the cached copy instead of setting it
 
     def _apply(self, ops: list[Op], bkeys: list[str]) -> list[Applied]:
         try:
@@ -43,7 +43,7 @@ class WriteThroughEngine(Engine):
         self, bkey: str, value: Any, payload: bytes | None, ttl: float | None, version: int | None
     ) -> None:
         self._gens[self._stripe(bkey)] += 1
-        if self.invalidate or not (self.store.versioned or self.backend.local):
+        if self.drops_copies or not (self.store.versioned or self.backend.local):
             self._backend_drop(bkey, version)
         else:
             self._backend_set(bkey, value, payload, ttl, version)
@@ -123,6 +123,6 @@ class WriteThroughEngine(Engine):
 class WriteAroundEngine(WriteThroughEngine):
     """Store, then invalidate the cached copy; reads fill it with ``fill_ttl``."""
 
-    invalidate = True
+    drops_copies = True
 
 

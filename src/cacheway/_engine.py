@@ -451,7 +451,7 @@ class Engine:
         self, bkey: str, stripe: int, gen: int, value: Any, payload: bytes | None,
         version: int | None, delta: float = 0.0,
     ) -> None:
-        with self._locks[stripe]:
+        with self._fill_lock(stripe):
             if self._can_fill(bkey, stripe, gen):
                 self._backend_set(bkey, value, payload, self.fill_ttl, version, delta)
 
@@ -536,6 +536,29 @@ class Engine:
             out[key] = value
             bkey = prefix + key
             self._fill(bkey, self._stripe(bkey), gens[key], value, payload, row.version)
+
+    # -- invalidation ---------------------------------------------------------------------
+    def invalidate(self, key: str) -> None:
+        self.invalidate_many([key])
+
+    def invalidate_many(self, keys: Iterable[str]) -> None:
+        """Drop the cached copies of ``keys`` (the store keeps its rows): every level of
+        the backend, and every process sharing it. A fill that loaded before the call
+        stands down, so it cannot put back a copy read before the store changed."""
+        bkeys = [self.prefix + check_key(k) for k in dict.fromkeys(keys)]
+        if self.closed:
+            raise self._closed()
+        if not bkeys:
+            return
+        for bkey in bkeys:
+            stripe = self._stripe(bkey)
+            with self._fill_lock(stripe):
+                self._gens[stripe] += 1
+        self.backend.delete_many(bkeys)
+
+    def _fill_lock(self, stripe: int) -> Any:
+        """The lock a fill of a key of ``stripe`` checks its token under."""
+        return self._locks[stripe]
 
     # -- writes (policies override) -----------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:

@@ -34,7 +34,7 @@ __all__ = ["Cache", "Namespace"]
 
 log = logging.getLogger("cacheway")
 
-_NS_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_NS_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _UNSET: Any = object()
 # Strong references: a cache dropped without close() still has dirty writes that its
 # flusher thread holds, and the atexit hook must be able to reach them.
@@ -56,6 +56,8 @@ class _Front:
         self.delete = engine.delete  # type: ignore[method-assign]
         self.delete_many = engine.delete_many  # type: ignore[method-assign]
         self.incr = engine.incr  # type: ignore[method-assign]
+        self.invalidate = engine.invalidate  # type: ignore[method-assign]
+        self.invalidate_many = engine.invalidate_many  # type: ignore[method-assign]
 
     def get(self, key: str, default: Any = None) -> Any:
         """Read-through: the cached value, else the store's (filling the cache), else
@@ -86,6 +88,16 @@ class _Front:
         """Add ``delta`` to the int under ``key`` (missing counts as 0); the new value.
         Write-back sums the deltas until the flush; stores add them atomically."""
         return self._engine.incr(key, delta)
+
+    def invalidate(self, key: str) -> None:
+        """Drop the cached copies of ``key`` (every level, every process sharing the
+        backend); the store keeps the row, and the next read loads it. For rows changed
+        in the database behind the cache's back. A pending write-back write stays."""
+        self._engine.invalidate(key)
+
+    def invalidate_many(self, keys: Iterable[str]) -> None:
+        """``invalidate`` for each key, in one backend call."""
+        self._engine.invalidate_many(keys)
 
     def __contains__(self, key: str) -> bool:
         return self._engine.get(key, _UNSET) is not _UNSET
@@ -268,7 +280,7 @@ class Cache(_Front):
         >>> views.set("a", 1)
         [('views:a', 1)]
         """
-        if not isinstance(name, str) or not _NS_NAME.match(name):
+        if not isinstance(name, str) or not _NS_NAME.fullmatch(name):
             raise ConfigError(
                 f"namespace name {name!r} must be 1-64 letters, digits, '_', '-' or '.'"
             )

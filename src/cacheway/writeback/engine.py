@@ -166,14 +166,9 @@ class WriteBackEngine(Flusher):
             return MISS
         return _DELETED if entry.kind == DELETE else entry.value
 
-    def _fill(
-        self, bkey: str, stripe: int, gen: int, value: Any, payload: bytes | None,
-        version: int | None, delta: float = 0.0,
-    ) -> None:
-        lock = self._cond if self._local else self._locks[stripe]
-        with lock:
-            if self._can_fill(bkey, stripe, gen):
-                self._backend_set(bkey, value, payload, self.fill_ttl, version, delta)
+    def _fill_lock(self, stripe: int) -> Any:
+        # A process-local backend's copies are written under the table lock.
+        return self._cond if self._local else self._locks[stripe]
 
     def _can_fill(self, bkey: str, stripe: int, gen: int) -> bool:
         return self._gens[stripe] == gen and self._table.pending(bkey[len(self.prefix):]) is None
