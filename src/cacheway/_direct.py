@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._engine import Engine, check_key
+from ._engine import Engine
 from .backends.base import MISS
 from .errors import StoreError
 from .stores.base import ADD, DELETE, NOTSET, SET, Applied, Op
@@ -74,7 +74,7 @@ class WriteThroughEngine(Engine):
         self.delete_many([key])
 
     def delete_many(self, keys: Iterable[str]) -> None:
-        ks = list(dict.fromkeys(check_key(k) for k in keys))
+        ks = list(dict.fromkeys(self._key(k) for k in keys))
         if self.closed:
             raise self._closed()
         if not ks:
@@ -90,7 +90,7 @@ class WriteThroughEngine(Engine):
                 self._backend_drop(bkey, res.version)
 
     def incr(self, key: str, delta: int = 1) -> int:
-        key = check_key(key)
+        key = self._key(key)
         delta = self._check_delta(key, delta)
         if self.closed:
             raise self._closed()

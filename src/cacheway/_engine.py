@@ -27,6 +27,7 @@ from .errors import (
     ClosedError,
     ConfigError,
     InvalidKeyError,
+    InvalidWriteError,
     SerializationError,
     StoreError,
 )
@@ -43,9 +44,24 @@ _STRIPES = 1024  # power of two
 LEASE_VALUE, LEASE_ACQUIRED, LEASE_HELD, LEASE_NOT_FOUND = 0, 1, 2, 3
 
 
-def check_key(key: object) -> str:
+def check_key(key: object, max_bytes: int | None = None) -> str:
+    """``key`` if it is a ``str`` a store can keep: UTF-8 text (no lone surrogates) of at
+    most ``max_bytes`` bytes when the store has a limit (``Store.max_key_bytes``)."""
     if key.__class__ is not str and not isinstance(key, str):
         raise InvalidKeyError(f"keys must be str, not {type(key).__name__} ({key!r:.60})")
+    if key.isascii():
+        size = len(key)
+    else:
+        try:
+            size = len(key.encode())
+        except UnicodeEncodeError as exc:
+            raise InvalidKeyError(
+                f"key {key!r:.60} is not valid text: {exc.reason} at index {exc.start} "
+                "(a lone surrogate cannot be stored)") from None
+    if max_bytes is not None and size > max_bytes:
+        raise InvalidWriteError(
+            f"key {key[:40]!r}... is {size} bytes long; the store takes keys of at most "
+            f"{max_bytes} bytes")
     return key
 
 
@@ -115,6 +131,8 @@ class Engine:
         # column, a key too long for its table) rather than later in a flusher.
         self._validate: Callable[[str, str, Any, int], Any] | None = getattr(
             store, "validate", None)
+        # The longest key (UTF-8 bytes) the store can keep; writes refuse longer ones.
+        self._max_key: int | None = getattr(store, "max_key_bytes", None)
         # Backends shared across processes offer leases for cross-process single flight.
         self._lease_get: Callable[[str, bytes], tuple[int, Any]] | None = (
             getattr(backend, "lease_get", None) if getattr(backend, "leases", False) else None)
@@ -210,6 +228,8 @@ class Engine:
 
     def _read_backend(self, key: str, bkey: str, default: Any) -> Any:
         """The backend's answer, else the store's (read-through)."""
+        if not key.isascii():
+            check_key(key)  # a key no store can keep is refused, not "not found"
         value = self._cached(bkey)
         return value if value is not MISS else self._miss(key, bkey, default)
 
@@ -589,13 +609,17 @@ class Engine:
     # -- shared write helpers -------------------------------------------------------------
     def _prepare(self, key: object, value: Any, ttl: object
                  ) -> tuple[str, Any, bytes, float | None]:
-        k = check_key(key)
+        k = self._key(key)
         if self.closed:
             raise self._closed()
         ttl_ = self.ttl if ttl is None else check_ttl(ttl)
         if self._validate is not None:
             value = self._validate(self.namespace, k, value, SET)
         return k, value, self._dumps(value), ttl_
+
+    def _key(self, key: object) -> str:
+        """``key`` checked for a write: a str the store can keep."""
+        return check_key(key, self._max_key)
 
     def _check_delta(self, key: str, delta: object) -> int:
         if isinstance(delta, bool) or not isinstance(delta, int):

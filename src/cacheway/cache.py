@@ -24,7 +24,7 @@ from ._engine import Engine, check_ttl
 from ._refresh import ReadOptions
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
-from .errors import ClosedError, ConfigError
+from .errors import CachewayError, ClosedError, ConfigError
 from .policies import Policy, WriteAround, WriteBack, WriteThrough
 from .serializers import Serializer
 from .stats import Counters, Stats
@@ -351,6 +351,16 @@ class Cache(_Front):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def journalled(self) -> bool:
+        """True when every write-back namespace keeps a journal (so nothing accepted is
+        lost when a flush cannot finish)."""
+        return len(self._journals) == sum(
+            isinstance(ns.policy, WriteBack) for ns in self._views())
+
+    def _views(self) -> list[Any]:
+        return [self, *self._namespaces.values()]
+
     def close(self, timeout: float | None = None) -> None:
         """Flush every namespace (``flush(timeout)``), stop the flushers and close what
         this cache built from URLs. On a timeout it raises; the journal keeps the rest."""
@@ -399,11 +409,22 @@ def _check_backend(backend: object) -> None:
             )
 
 
+#: Seconds the exit hook spends flushing caches that were never closed, all together: a
+#: store that is down must not hold the process's exit for long.
+EXIT_FLUSH_TIMEOUT = 10.0
+
+
 @atexit.register
 def _close_forgotten() -> None:
-    """Flush caches the user forgot to close, so write-back data is not lost at exit."""
+    """Flush caches the user forgot to close, so write-back data is not lost at exit;
+    what is still dirty after EXIT_FLUSH_TIMEOUT seconds is logged (and kept by the
+    journal, when there is one)."""
+    deadline = time.monotonic() + EXIT_FLUSH_TIMEOUT
     for cache in list(_OPEN):
         try:
-            cache.close(timeout=30.0)
-        except Exception:
-            log.exception("cacheway: flushing %r at exit failed", cache)
+            cache.close(timeout=max(0.0, deadline - time.monotonic()))
+        except CachewayError as exc:
+            fate = ("the journal keeps them for the next start" if cache.journalled
+                    else "they are lost (no journal)")
+            log.error("cacheway: at exit, %r could not flush within %g s: %s; %s",
+                      cache, EXIT_FLUSH_TIMEOUT, exc, fate)

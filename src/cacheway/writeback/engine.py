@@ -176,8 +176,9 @@ class WriteBackEngine(Flusher):
     # -- writes -----------------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         # Engines that stage replace this with _staged_set() (see __init__).
-        if key.__class__ is not str:
-            check_key(key)
+        if key.__class__ is not str or not key.isascii() or (
+                self._max_key is not None and len(key) > self._max_key):
+            self._key(key)
         if self._validate is not None:
             value = self._validate(self.namespace, key, value, SET)
         try:
@@ -203,11 +204,13 @@ class WriteBackEngine(Flusher):
         mem, space, mem_timer = self._mem_data, self._mem_space, self._mem_timer
         mem_max, evict = self._mem_max, self._mem_backend._evict
         timer, last, unstaged = self._timer, (self._batch_size - 1) * 4, self._set_unstaged
+        max_key = self._max_key
         engine = self
 
         def set(key: str, value: Any, ttl: float | None = None) -> None:
-            if key.__class__ is not str:
-                check_key(key)
+            if key.__class__ is not str or not key.isascii() or (
+                    max_key is not None and len(key) > max_key):
+                check_key(key, max_key)
             try:
                 payload = serialize(value)
                 if compacts:
@@ -294,7 +297,7 @@ class WriteBackEngine(Flusher):
         ttl = None if ttl is None else check_ttl(ttl)
         items: list[_Item] = []
         for k, v in mapping.items():
-            check_key(k)
+            self._key(k)
             if self._validate is not None:
                 v = self._validate(self.namespace, k, v, SET)
             items.append((k, SET, v, self._dumps(v), 0))
@@ -302,17 +305,17 @@ class WriteBackEngine(Flusher):
             self._accept(items, ttl if ttl is not None else self.ttl)
 
     def delete(self, key: str) -> None:
-        self._accept([(check_key(key), DELETE, None, None, 0)], self.ttl)
+        self._accept([(self._key(key), DELETE, None, None, 0)], self.ttl)
 
     def delete_many(self, keys: Iterable[str]) -> None:
         items: list[_Item] = [
-            (check_key(k), DELETE, None, None, 0) for k in dict.fromkeys(keys)
+            (self._key(k), DELETE, None, None, 0) for k in dict.fromkeys(keys)
         ]
         if items:
             self._accept(items, self.ttl)
 
     def incr(self, key: str, delta: int = 1) -> int:
-        key = check_key(key)
+        key = self._key(key)
         delta = self._check_delta(key, delta)
         loaded = MISS
         stripe = self._stripe(self.prefix + key)
