@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
-from services import REDIS_URL, require, unique
 
 import cacheway as cw
+from conftest import wait_until
+from services import REDIS_URL, require, unique
 
 
 def test_invalidate_makes_the_next_read_load_what_the_database_has_now(

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DictStore
 
 import cacheway as cw
+from conftest import DictStore
 
 
 def _limited_store(limit: int) -> DictStore:
