@@ -557,6 +557,22 @@ class Engine:
             bkey = prefix + key
             self._fill(bkey, self._stripe(bkey), gens[key], value, payload, row.version)
 
+    # -- fork -----------------------------------------------------------------------------
+    def before_fork(self) -> None:
+        """Called in the parent just before ``os.fork()`` (see cache.py)."""
+
+    def after_fork_in_parent(self) -> None:
+        """Called in the parent just after ``os.fork()``."""
+
+    def after_fork_in_child(self) -> None:
+        """Called in the child: the parent's other threads are gone, so nothing they held
+        or were doing (stripe locks, single flights, refreshes) may be waited for."""
+        self._locks = [threading.RLock() for _ in range(_STRIPES)]
+        self._flight_lock = threading.Lock()
+        self._flights = {}
+        self._refreshing = set()
+        self._refresher = None
+
     # -- invalidation ---------------------------------------------------------------------
     def invalidate(self, key: str) -> None:
         self.invalidate_many([key])

@@ -14,6 +14,7 @@ import atexit
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -361,6 +362,22 @@ class Cache(_Front):
     def _views(self) -> list[Any]:
         return [self, *self._namespaces.values()]
 
+    def engines(self) -> list[Engine]:
+        """The engine of each namespace (the default one first)."""
+        return list(self._engines.values())
+
+    def after_fork_in_child(self) -> None:
+        """In the child of a fork: each engine gets its own flusher and journal (see
+        WriteBackEngine.after_fork_in_child), and the views their new hot paths."""
+        self._lock = threading.Lock()
+        for engine in self.engines():
+            engine.after_fork_in_child()
+        self._bind(self._engines[""])
+        for name, view in self._namespaces.items():
+            view._bind(self._engines[name])
+        self._journals = [j for j in (getattr(e, "journal", None) for e in self.engines())
+                          if j is not None]
+
     def close(self, timeout: float | None = None) -> None:
         """Flush every namespace (``flush(timeout)``), stop the flushers and close what
         this cache built from URLs. On a timeout it raises; the journal keeps the rest."""
@@ -407,6 +424,60 @@ def _check_backend(backend: object) -> None:
                 f"backend must be a cacheway backend (cw.MemoryBackend, cw.RedisBackend, "
                 f"cw.TwoLevelBackend), not {backend!r}"
             )
+
+
+# -- fork: gunicorn --preload, multiprocessing, Celery prefork ---------------------------
+_FORKING: list[Cache] = []  # the open caches as of the last before-fork hook
+
+
+class _ExitHook:
+    """Registered with multiprocessing's (and billiard's, Celery's) after-fork hooks: their
+    children end with os._exit(), which skips atexit, and they clear the finalizers
+    inherited from the parent before running these."""
+
+    def __init__(self) -> None:
+        self.registered: set[str] = set()
+
+    def __call__(self, _: object) -> None:
+        for name in self.registered:
+            sys.modules[name].Finalize(None, _close_forgotten, exitpriority=100)
+
+    def register(self) -> None:
+        for name in ("multiprocessing.util", "billiard.util"):
+            util: Any = sys.modules.get(name)
+            if util is not None and name not in self.registered:
+                self.registered.add(name)
+                util.register_after_fork(self, _EXIT_HOOK)
+
+
+_EXIT_HOOK = _ExitHook()
+
+
+def _before_fork() -> None:
+    if _OPEN:
+        _EXIT_HOOK.register()
+    _FORKING[:] = list(_OPEN)
+    for cache in _FORKING:
+        for engine in cache.engines():
+            engine.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for cache in _FORKING:
+        for engine in cache.engines():
+            engine.after_fork_in_parent()
+    _FORKING.clear()
+
+
+def _after_fork_in_child() -> None:
+    for cache in _FORKING:
+        cache.after_fork_in_child()
+    _FORKING.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 #: Seconds the exit hook spends flushing caches that were never closed, all together: a

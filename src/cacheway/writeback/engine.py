@@ -94,21 +94,55 @@ class WriteBackEngine(Flusher):
             table.stage_limit = config.max_dirty
             table.drain()  # works out stage_cap
             self.set = self._staged_set()  # type: ignore[method-assign,assignment]
+        self._local = backend.local
+        self._rand = random.Random()
+        self._last_log = 0.0
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
         self._through: set[str] = set()  # keys on_full="write_through" is writing
         self._flush_waiters = 0
         self._idle = True  # the flusher waits for a first write (no max_delay clock runs)
         self._blocked = 0
         self._stopping = False
         self._stop_now = False
-        self._local = backend.local
-        self._rand = random.Random()
-        self._last_log = 0.0
         self._probe_at = 0.0
         self._probing = False
         self._thread = threading.Thread(
-            target=self._run, name=f"cacheway-flusher-{namespace or 'default'}", daemon=True
+            target=self._run, name=f"cacheway-flusher-{self.namespace or 'default'}",
+            daemon=True,
         )
         self._thread.start()
+
+    # -- fork -------------------------------------------------------------------------
+    def before_fork(self) -> None:
+        # The child must not inherit the table lock held by a thread it will not have.
+        self._lock.acquire()
+
+    def after_fork_in_parent(self) -> None:
+        self._lock.release()
+
+    def after_fork_in_child(self) -> None:
+        """The child of a fork gets its own empty dirty table (the parent flushes the
+        entries it accepted, once), its own flusher thread and its own journal."""
+        super().after_fork_in_child()
+        try:
+            if self.closed:
+                return
+            staging = self._table.stage_limit > 0
+            self._table = table = DirtyTable(self.counters)
+            self._staged = table.staged
+            self._cond = threading.Condition(self._lock)  # no waiter of the parent's
+            if self.journal is not None:
+                self.journal = self.journal.for_child()  # type: ignore[attr-defined]
+                table.seq = self.journal.last_seq
+            if staging:
+                table.stage_limit = self.config.max_dirty
+                table.drain()
+                self.set = self._staged_set()  # type: ignore[method-assign,assignment]
+            self._start_flusher()
+        finally:
+            self._lock.release()
 
     # -- reads ------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
