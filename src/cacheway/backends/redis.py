@@ -2,12 +2,17 @@
 
 Each value is stored as a 9-byte header and the serializer's bytes::
 
-    version (8 bytes, big-endian unsigned) | flag (1 byte: 0 value, 1 tombstone) | payload
+    check (1 byte) | version (7 bytes, big-endian) | flag (1 byte: 0 value) | payload
 
-Versions come from the store. A versioned ``set`` is set-if-newer and a versioned
-``delete`` leaves a tombstone, both in one Lua script, so a fill that loaded an old row
-cannot land after a newer write or delete from any process. Unversioned writes (version
-0) are plain ``SET``/``DEL``. Batches are one round trip (``MGET``, pipelines).
+(the layout, the markers and the scripts are in ``_redis_format``). Versions come from
+the store. A versioned ``set`` is set-if-newer and a versioned ``delete`` leaves a
+tombstone, both in one Lua script, so a fill that loaded an old row cannot land after a
+newer write or delete from any process. Unversioned writes (version 0) are plain
+``SET``/``DEL``. Batches are one round trip (``MGET``, pipelines).
+
+Damage cannot stick: an entry whose header fails its check byte (one flipped bit), whose
+version is 2**53 or more, or a marker (tombstone, lease, not-found) that lost its expiry
+counts as absent for every script, so the next write, lease or fill replaces it.
 
 >>> b = RedisBackend("redis://127.0.0.1:6379/0", prefix="doctest:")  # doctest: +SKIP
 >>> b.set("k", [1, 2], None, 60, version=5); b.get("k")  # doctest: +SKIP
@@ -20,7 +25,6 @@ True
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -28,110 +32,34 @@ from urllib.parse import urlsplit
 
 from ..errors import BackendError, ConfigError
 from ..serializers import JSONSerializer, Serializer
+from ._redis_format import (
+    DELETE_IF_NEWER,
+    DELETE_IF_SAME,
+    HLEN,
+    LEASE,
+    LEASE_ACQUIRED,
+    LEASE_FILL,
+    LEASE_GET,
+    LEASE_HELD,
+    LEASE_NOT_FOUND,
+    LEASE_VALUE,
+    NOT_FOUND,
+    SET_IF_NEWER,
+    TOMBSTONE,
+    VALUE,
+    VALUE0,
+    header,
+)
 from .base import MISS
 
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["RedisBackend"]
+__all__ = ["LEASE_ACQUIRED", "LEASE_HELD", "LEASE_NOT_FOUND", "LEASE_VALUE", "RedisBackend"]
 
 log = logging.getLogger("cacheway")
 
-_HEADER = struct.Struct(">QB")
-_HLEN = _HEADER.size  # 9
-_VALUE, _TOMBSTONE, _LEASE, _NOT_FOUND = 0, 1, 2, 3
-_VALUE0 = _HEADER.pack(0, _VALUE)  # the header of every unversioned value
 _SCAN_BATCH = 1000
-
-# Headers are compared byte by byte, not with Lua's `<`: Redis sets LC_COLLATE from the
-# environment and Lua compares strings with strcoll, which is neither bytewise nor safe
-# with the NUL bytes a fixed-width version is full of. Anything at the key that is not
-# one of our well-formed entries (another type, foreign bytes) counts as missing.
-_LUA_COMMON = """
-local function cmp(cur, new)
-  for i = 1, 8 do
-    local a, b = string.byte(cur, i), string.byte(new, i)
-    if a ~= b then if a < b then return -1 else return 1 end end
-  end
-  return 0
-end
-local function current(key)
-  local cur = redis.pcall('GET', key)
-  if type(cur) ~= 'string' or string.len(cur) < 9 then return nil, nil end
-  local flag = string.byte(cur, 9)
-  if flag == 1 and string.len(cur) == 9 then return cur, 1 end
-  if flag == 0 or flag == 2 or flag == 3 then return cur, flag end
-  return nil, nil
-end
-local function put(key, value, px)
-  if px ~= '' then redis.call('SET', key, value, 'PX', px) else redis.call('SET', key, value) end
-end
-"""
-
-# KEYS[1] key; ARGV[1] new entry (header + payload); ARGV[2] PX milliseconds or ''.
-# A stored value of the same version is the same value: left alone. A tombstone of the
-# same version is an invalidation published with the version of the row that replaced
-# it (write-around), so the fill of exactly that row may land; older ones may not.
-_SET_IF_NEWER = _LUA_COMMON + """
-local cur, flag = current(KEYS[1])
-if cur then
-  local c = cmp(cur, ARGV[1])
-  if c > 0 or (c == 0 and flag == 0) then return 0 end
-end
-put(KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-# KEYS[1] key; ARGV[1] tombstone (header only); ARGV[2] PX milliseconds.
-_DELETE_IF_NEWER = _LUA_COMMON + """
-local cur, flag = current(KEYS[1])
-if cur and cmp(cur, ARGV[1]) >= 0 then return 0 end
-put(KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-
-# Leases (the memcache idea): a reader that misses puts its own placeholder (flag 2 + a
-# random token) in the key; only the holder loads from the store, and its fill lands only
-# if the placeholder is still there, so any write meanwhile (which overwrites it) wins.
-# The placeholder keeps the version of a tombstone it replaces as a floor, so a late
-# write-through set older than that delete stays refused. "Not found" (flag 3) is shared
-# with the waiters for a short while.
-# KEYS[1] key; ARGV[1] token; ARGV[2] lease PX. Returns {1} acquired, {2} held by another,
-# {3} not found, {0, entry} a value.
-_LEASE_GET = _LUA_COMMON + """
-local cur, flag = current(KEYS[1])
-if flag == 0 then return {0, cur} end
-if flag == 2 then return {2} end
-if flag == 3 then return {3} end
-local floor = string.rep('\\0', 8)
-if flag == 1 then floor = string.sub(cur, 1, 8) end
-redis.call('SET', KEYS[1], floor .. '\\2' .. ARGV[1], 'PX', ARGV[2])
-return {1}
-"""
-
-# KEYS[1] key; ARGV[1] token; ARGV[2] entry, or '' for "not found"; ARGV[3] PX or ''.
-_LEASE_FILL = _LUA_COMMON + """
-local cur, flag = current(KEYS[1])
-if flag ~= 2 or string.sub(cur, 10) ~= ARGV[1] then return 0 end
-local entry = ARGV[2]
-if entry == '' then
-  entry = string.sub(cur, 1, 8) .. '\\3'
-elseif cmp(cur, entry) > 0 then
-  redis.call('DEL', KEYS[1])
-  return 0
-end
-put(KEYS[1], entry, ARGV[3])
-return 1
-"""
-
-# KEYS[1] key; ARGV[1] the exact bytes to remove (an entry that failed to decode).
-_DELETE_IF_SAME = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-LEASE_ACQUIRED, LEASE_HELD, LEASE_NOT_FOUND, LEASE_VALUE = 1, 2, 3, 0
 
 
 def _loads_of(serializer: Serializer) -> Callable[[bytes], Any]:
@@ -276,10 +204,10 @@ class RedisBackend:
         self._fixed_serializer = serializer is not None
         self._loads = _loads_of(self._serializer)
         self._tombstone_px = _px(float(tombstone_ttl))
-        self._set_script = client.register_script(_SET_IF_NEWER)
-        self._del_script = client.register_script(_DELETE_IF_NEWER)
-        self._lease_script = client.register_script(_LEASE_GET)
-        self._fill_script = client.register_script(_LEASE_FILL)
+        self._set_script = client.register_script(SET_IF_NEWER)
+        self._del_script = client.register_script(DELETE_IF_NEWER)
+        self._lease_script = client.register_script(LEASE_GET)
+        self._fill_script = client.register_script(LEASE_FILL)
         self.lease_ttl = float(lease_ttl)
         self.leases = bool(leases)
         self._lease_px = _px(float(lease_ttl))
@@ -342,15 +270,15 @@ class RedisBackend:
 
     # -- encoding ----------------------------------------------------------------------
     def _decode(self, key: str, raw: bytes) -> Any:
-        if len(raw) < _HLEN:
+        if len(raw) < HLEN:
             return self._bad_entry(key, "shorter than the header")
         flag = raw[8]
-        if flag == _VALUE:
+        if flag == VALUE:
             try:
-                return self._loads(raw[_HLEN:])
+                return self._loads(raw[HLEN:])
             except Exception as exc:  # noqa: BLE001 - any decoder failure is a miss, never a crash
                 return self._bad_entry(key, f"{type(exc).__name__}: {exc}"[:200])
-        if (flag == _TOMBSTONE and len(raw) == _HLEN) or flag in (_LEASE, _NOT_FOUND):
+        if (flag == TOMBSTONE and len(raw) == HLEN) or flag in (LEASE, NOT_FOUND):
             return MISS
         return self._bad_entry(key, f"unknown header flag {flag}")
 
@@ -358,8 +286,8 @@ class RedisBackend:
         if payload is None:
             payload = self._serializer.dumps(value)
         if not version:
-            return _VALUE0 + payload
-        return _HEADER.pack(version, _VALUE) + payload
+            return VALUE0 + payload
+        return header(version, VALUE) + payload
 
     # -- reads -------------------------------------------------------------------------
     def get(self, key: str) -> Any:
@@ -370,9 +298,9 @@ class RedisBackend:
         if raw is None:
             return MISS
         # The hot path: a well-formed value, decoded inline.
-        if len(raw) > _HLEN and raw[8] == _VALUE:
+        if len(raw) > HLEN and raw[8] == VALUE:
             try:
-                return self._loads(raw[_HLEN:])
+                return self._loads(raw[HLEN:])
             except Exception as exc:  # noqa: BLE001 - any decoder failure is a miss
                 return self._bad_entry(key, f"{type(exc).__name__}: {exc}"[:200])
         return self._decode(key, raw)
@@ -390,9 +318,9 @@ class RedisBackend:
         for key, raw in zip(keys, raws):
             if raw is None:
                 continue
-            if len(raw) > _HLEN and raw[8] == _VALUE:  # the hot path, as in get()
+            if len(raw) > HLEN and raw[8] == VALUE:  # the hot path, as in get()
                 try:
-                    out[key] = loads(raw[_HLEN:])
+                    out[key] = loads(raw[HLEN:])
                 except Exception as exc:  # noqa: BLE001 - any decoder failure is a miss
                     self._bad_entry(key, f"{type(exc).__name__}: {exc}"[:200])
                 continue
@@ -415,14 +343,14 @@ class RedisBackend:
                     return state, None
                 raw = reply[1]
                 try:
-                    value = self._loads(raw[_HLEN:])
+                    value = self._loads(raw[HLEN:])
                 except Exception:  # noqa: BLE001 - undecodable: the get() before counted it
                     value = MISS
                 if value is not MISS:
                     return LEASE_VALUE, value
                 # Bytes that do not decode (the read before this counted and logged
                 # them) are worth nothing to anyone: remove exactly them, take the lease.
-                self._client.eval(_DELETE_IF_SAME, 1, name, reply[1])
+                self._client.eval(DELETE_IF_SAME, 1, name, reply[1])
         except self._errors as exc:
             raise self._fail(f"lease of {key!r}", exc) from exc
         return LEASE_HELD, None
@@ -486,7 +414,7 @@ class RedisBackend:
             if not version:
                 self._client.delete(name)
                 return True
-            args: list[bytes | int] = [_HEADER.pack(version, _TOMBSTONE), self._tombstone_px]
+            args: list[bytes | int] = [header(version, TOMBSTONE), self._tombstone_px]
             return bool(self._del_script(keys=[name], args=args))
         except self._errors as exc:
             raise self._fail(f"DEL of {key!r}", exc) from exc
@@ -509,7 +437,7 @@ class RedisBackend:
             raise ConfigError(f"{len(keys)} keys but {len(versions)} versions")
         sha, px = self._del_script.sha, self._tombstone_px
         commands: list[tuple[Any, ...]] = [
-            ("EVALSHA", sha, 1, prefix + k, _HEADER.pack(v, _TOMBSTONE), px)
+            ("EVALSHA", sha, 1, prefix + k, header(v, TOMBSTONE), px)
             if v else ("DEL", prefix + k)
             for k, v in zip(keys, versions)
         ]

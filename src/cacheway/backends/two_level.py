@@ -40,9 +40,10 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..serializers import Serializer
+from ._redis_format import HLEN
 from .base import MISS
 from .memory import MemoryBackend
-from .redis import _HLEN, RedisBackend
+from .redis import RedisBackend
 
 __all__ = ["TwoLevelBackend"]
 
@@ -282,7 +283,7 @@ class TwoLevelBackend:
                 continue
             value = l2._decode(key, raw)
             if value is not MISS:
-                payload = raw[_HLEN:] if self._size_payload else None
+                payload = raw[HLEN:] if self._size_payload else None
                 out[key] = (value, payload, pttl / 1000 if pttl > 0 else None)
         return out
 
