@@ -14,6 +14,7 @@ import pytest
 import redis
 
 import cacheway as cw
+from cacheway.backends.base import MISS
 from cacheway.backends.memory import MemoryBackend
 from cacheway.backends.redis import RedisBackend
 from services import unique
@@ -167,3 +168,89 @@ def test_a_tombstone_without_expiry_gives_way_to_a_fill(
     _marker(backend, raw, prefix, "tombstone")
     assert backend.set("k", "row", None, None, version=1) is True
     assert backend.get("k") == "row"
+
+
+# -- item 15: keys a backend cannot keep raise InvalidKeyError, never a bare Python error ----
+_BACKEND_CALLS: dict[str, Callable[[Any, Any], Any]] = {
+    "get": lambda b, k: b.get(k),
+    "get_many": lambda b, k: b.get_many(["fine", k]),
+    "set": lambda b, k: b.set(k, 1, None, None),
+    "set-versioned": lambda b, k: b.set(k, 1, None, None, version=3),
+    "set_many": lambda b, k: b.set_many([("fine", 1, None, None), (k, 1, None, None)], None),
+    "set_many-versioned": lambda b, k: b.set_many([(k, 1, None, 2)], None),
+    "delete": lambda b, k: b.delete(k),
+    "delete-versioned": lambda b, k: b.delete(k, 3),
+    "delete_many": lambda b, k: b.delete_many(["fine", k]),
+}
+_REMOTE_CALLS: dict[str, Callable[[Any, Any], Any]] = {
+    "delete_many-versioned": lambda b, k: b.delete_many(["fine", k], [None, 3]),
+    "lease_get": lambda b, k: b.lease_get(k, b"tok"),
+    "lease_fill": lambda b, k: b.lease_fill(k, b"tok", 1, None, None, 2),
+}
+_BAD_KEYS: dict[str, tuple[Any, str]] = {
+    "lone surrogate": ("a\ud800", r"'\\ud800' at position 1 is a lone surrogate"),
+    "int": (5, "keys must be str, not int"),
+    "bytes": (b"k", "keys must be str, not bytes"),
+    "unhashable": (["k"], "keys must be str, not list"),
+}
+
+
+@pytest.fixture(params=["redis", "two-level"])
+def remote(request: pytest.FixtureRequest, redis_url: str, prefix: str) -> Iterator[Any]:
+    l2 = RedisBackend(redis_url, prefix=prefix)
+    if request.param == "redis":
+        yield l2
+    else:
+        two = cw.TwoLevelBackend(MemoryBackend(max_entries=10), l2)
+        assert two.wait_ready(5.0)
+        yield two
+        two.close()
+    l2.close()
+
+
+@pytest.mark.parametrize("bad", list(_BAD_KEYS))
+def test_a_key_redis_cannot_take_raises_invalid_key_error_from_every_call(
+    remote: Any, bad: str,
+) -> None:
+    # issue 10 item 15
+    key, message = _BAD_KEYS[bad]
+    for name, call in {**_BACKEND_CALLS, **_REMOTE_CALLS}.items():
+        with pytest.raises(cw.InvalidKeyError, match=message):
+            call(remote, key)
+        assert remote.get("fine") in (MISS, 1), f"{name} left the connection unusable"
+    remote.set("after", 2, None, None)
+    assert remote.get("after") == 2
+
+
+def test_a_prefix_redis_cannot_take_is_a_config_error(redis_url: str) -> None:
+    # issue 10 item 15
+    with pytest.raises(cw.ConfigError, match="prefix"):
+        RedisBackend(redis_url, prefix="p\udfff:")
+
+
+def test_a_key_that_is_not_a_str_raises_invalid_key_error_from_memory() -> None:
+    # issue 10 item 15
+    calls = {**_BACKEND_CALLS,
+             "peek": lambda b, k: b.peek(k), "get_meta": lambda b, k: b.get_meta(k),
+             "get_stale": lambda b, k: b.get_stale(k, 1.0)}
+    for bounds in ({}, {"max_entries": 5}, {"max_bytes": 10_000}):
+        b = MemoryBackend(**bounds)
+        for bad in ("int", "bytes", "unhashable"):
+            key, message = _BAD_KEYS[bad]
+            for call in calls.values():
+                # A bounded LRU dict may hold a hashable key without looking at it; a
+                # failure must be an InvalidKeyError.
+                errors: list[str] = []
+                try:
+                    call(b, key)
+                except cw.InvalidKeyError as exc:
+                    errors.append(str(exc))
+                assert all(message in e for e in errors)
+
+
+def test_memory_keeps_a_lone_surrogate_key_it_never_encodes() -> None:
+    # not a regression test: what item 15 leaves alone (only backends that send keys
+    # as bytes refuse a lone surrogate)
+    b = MemoryBackend()
+    b.set("a\ud800", 1, None, None)
+    assert b.get("a\ud800") == 1

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, CachewayError, ConfigError
 from ..serializers import JSONSerializer, Serializer
 from ._redis_format import (
     DELETE_IF_NEWER,
@@ -50,7 +50,7 @@ from ._redis_format import (
     VALUE0,
     header,
 )
-from .base import MISS
+from .base import MISS, invalid_key
 
 if TYPE_CHECKING:
     import redis
@@ -132,8 +132,8 @@ class RedisBackend:
             raise ConfigError(
                 "RedisBackend needs redis-py: pip install 'cacheway[redis]'"
             ) from exc
-        if not isinstance(prefix, str):
-            raise ConfigError(f"prefix must be a str, not {prefix!r}")
+        if not isinstance(prefix, str) or invalid_key(prefix) is not None:
+            raise ConfigError(f"prefix must be a str that encodes as UTF-8, not {prefix!r}")
         if (
             isinstance(tombstone_ttl, bool)
             or not isinstance(tombstone_ttl, (int, float))
@@ -256,6 +256,15 @@ class RedisBackend:
             f"Redis {what} failed on {self._where}: {self._scrub(f'{type(exc).__name__}: {exc}')}"
         )
 
+    def _refuse(self, keys: Sequence[object], what: str, exc: Exception) -> CachewayError:
+        """The error for a call that failed on its arguments: InvalidKeyError naming the
+        first key that cannot be a Redis key (not a str, not UTF-8), else BackendError."""
+        for key in keys:
+            bad = invalid_key(key)
+            if bad is not None:
+                return bad
+        return self._fail(what, exc)
+
     def _bad_entry(self, key: str, why: str) -> Any:
         with self._lock:
             self._decode_errors += 1
@@ -295,6 +304,8 @@ class RedisBackend:
             raw = self._get(self._prefix + key)
         except self._errors as exc:
             raise self._fail(f"GET of {key!r}", exc) from exc
+        except (TypeError, ValueError) as exc:  # a key redis-py cannot send
+            raise self._refuse([key], f"GET of {key!r}", exc) from exc
         if raw is None:
             return MISS
         # The hot path: a well-formed value, decoded inline.
@@ -313,6 +324,8 @@ class RedisBackend:
             raws = cast("list[bytes | None]", self._client.mget([prefix + k for k in keys]))
         except self._errors as exc:
             raise self._fail(f"MGET of {len(keys)} keys", exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse(keys, f"MGET of {len(keys)} keys", exc) from exc
         out: dict[str, Any] = {}
         loads = self._loads
         for key, raw in zip(keys, raws):
@@ -329,13 +342,45 @@ class RedisBackend:
                 out[key] = value
         return out
 
+    def get_many_ttl(self, keys: Sequence[str], *, payloads: bool = False
+                     ) -> dict[str, tuple[Any, bytes | None, float | None]]:
+        """``{key: (value, payload if payloads else None, seconds left or None)}`` for
+        the keys holding a value, in one round trip (``MGET`` and a ``PTTL`` per key).
+
+        >>> b.get_many_ttl(["k"])  # doctest: +SKIP
+        {'k': ([1, 2], None, 59.998)}
+        """
+        if not keys:
+            return {}
+        what = f"GET of {len(keys)} keys"
+        try:
+            names = [self._prefix + k for k in keys]
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.mget(names)
+                for name in names:
+                    pipe.pttl(name)
+                replies = pipe.execute()
+        except self._errors as exc:
+            raise self._fail(what, exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse(keys, what, exc) from exc
+        out: dict[str, tuple[Any, bytes | None, float | None]] = {}
+        for key, raw, pttl in zip(keys, replies[0], replies[1:]):
+            if raw is None:
+                continue
+            value = self._decode(key, raw)
+            if value is not MISS:
+                out[key] = (value, raw[HLEN:] if payloads else None,
+                            pttl / 1000 if pttl > 0 else None)
+        return out
+
     # -- leases (cross-process single flight) -------------------------------------------
     def lease_get(self, key: str, token: bytes) -> tuple[int, Any]:
         """One round trip: the value (``LEASE_VALUE``), or the lease for ``token``
         (``LEASE_ACQUIRED``: load and :meth:`lease_fill`), or ``LEASE_HELD`` (another
         reader is loading: poll again), or ``LEASE_NOT_FOUND`` (the store has no row)."""
-        name = self._prefix + key
         try:
+            name = self._prefix + key
             for _ in range(2):
                 reply = self._lease_script(keys=[name], args=[token, self._lease_px])
                 state = int(reply[0])
@@ -353,6 +398,8 @@ class RedisBackend:
                 self._client.eval(DELETE_IF_SAME, 1, name, reply[1])
         except self._errors as exc:
             raise self._fail(f"lease of {key!r}", exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse([key], f"lease of {key!r}", exc) from exc
         return LEASE_HELD, None
 
     def lease_fill(self, key: str, token: bytes, value: Any, payload: bytes | None,
@@ -367,6 +414,8 @@ class RedisBackend:
             return bool(self._fill_script(keys=[self._prefix + key], args=[token, entry, px]))
         except self._errors as exc:
             raise self._fail(f"fill of {key!r}", exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse([key], f"fill of {key!r}", exc) from exc
 
     # -- writes ------------------------------------------------------------------------
     def set(
@@ -377,8 +426,8 @@ class RedisBackend:
 
         Returns whether it was stored (always True without a version)."""
         entry = self._entry(value, payload, version)
-        name = self._prefix + key
         try:
+            name = self._prefix + key
             if not version:
                 self._client.set(name, entry, px=None if ttl is None else _px(ttl))
                 return True
@@ -386,6 +435,8 @@ class RedisBackend:
             return bool(self._set_script(keys=[name], args=[entry, px]))
         except self._errors as exc:
             raise self._fail(f"SET of {key!r}", exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse([key], f"SET of {key!r}", exc) from exc
 
     def set_many(
         self, items: Sequence[tuple[str, Any, bytes | None, int | None]], ttl: float | None
@@ -396,21 +447,25 @@ class RedisBackend:
         px = None if ttl is None else _px(ttl)
         prefix = self._prefix
         commands: list[tuple[Any, ...]] = []
+        keys = [it[0] for it in items]
+        what = f"SET of {len(items)} keys"
         for key, value, payload, version in items:
             entry = self._entry(value, payload, version)
+            try:
+                name = prefix + key
+            except TypeError as exc:
+                raise self._refuse([key], what, exc) from exc
             if not version:
-                commands.append(("SET", prefix + key, entry) + (("PX", px) if px else ()))
+                commands.append(("SET", name, entry) + (("PX", px) if px else ()))
             else:
-                commands.append(
-                    ("EVALSHA", self._set_script.sha, 1, prefix + key, entry, px or "")
-                )
-        self._pipeline(commands, f"SET of {len(items)} keys")
+                commands.append(("EVALSHA", self._set_script.sha, 1, name, entry, px or ""))
+        self._pipeline(commands, what, keys)
 
     def delete(self, key: str, version: int | None = None) -> bool:
         """Remove a copy; with ``version``, leave a tombstone that blocks older fills
         for ``tombstone_ttl`` (unless Redis already holds something as new)."""
-        name = self._prefix + key
         try:
+            name = self._prefix + key
             if not version:
                 self._client.delete(name)
                 return True
@@ -418,6 +473,8 @@ class RedisBackend:
             return bool(self._del_script(keys=[name], args=args))
         except self._errors as exc:
             raise self._fail(f"DEL of {key!r}", exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse([key], f"DEL of {key!r}", exc) from exc
 
     def delete_many(
         self, keys: Sequence[str], versions: Sequence[int | None] | None = None
@@ -432,18 +489,25 @@ class RedisBackend:
                 self._client.delete(*[prefix + k for k in keys])
             except self._errors as exc:
                 raise self._fail(f"DEL of {len(keys)} keys", exc) from exc
+            except (TypeError, ValueError) as exc:
+                raise self._refuse(keys, f"DEL of {len(keys)} keys", exc) from exc
             return
         if len(versions) != len(keys):
             raise ConfigError(f"{len(keys)} keys but {len(versions)} versions")
         sha, px = self._del_script.sha, self._tombstone_px
-        commands: list[tuple[Any, ...]] = [
-            ("EVALSHA", sha, 1, prefix + k, header(v, TOMBSTONE), px)
-            if v else ("DEL", prefix + k)
-            for k, v in zip(keys, versions)
-        ]
-        self._pipeline(commands, f"DEL of {len(keys)} keys")
+        what = f"DEL of {len(keys)} keys"
+        try:
+            commands: list[tuple[Any, ...]] = [
+                ("EVALSHA", sha, 1, prefix + k, header(v, TOMBSTONE), px)
+                if v else ("DEL", prefix + k)
+                for k, v in zip(keys, versions)
+            ]
+        except TypeError as exc:
+            raise self._refuse(keys, what, exc) from exc
+        self._pipeline(commands, what, keys)
 
-    def _pipeline(self, commands: list[tuple[Any, ...]], what: str) -> None:
+    def _pipeline(self, commands: list[tuple[Any, ...]], what: str, keys: Sequence[str]
+                  ) -> None:
         # Scripts go in as raw EVALSHA: redis-py's Script in a pipeline would first ask
         # SCRIPT EXISTS, a second round trip on every batch. After a Redis restart
         # (empty script cache) the failed EVALSHAs are loaded and repeated once; they
@@ -461,6 +525,8 @@ class RedisBackend:
                 results = [r for r in results if not isinstance(r, self._noscript)] + again
         except self._errors as exc:
             raise self._fail(what, exc) from exc
+        except (TypeError, ValueError) as exc:  # a key redis-py cannot send
+            raise self._refuse(keys, what, exc) from exc
         for r in results:
             if isinstance(r, Exception):
                 raise self._fail(what, r)
