@@ -103,7 +103,11 @@ class RedisBackend:
     raced with a write fails instead of caching the old value. A "not found" answer is
     shared for ``not_found_ttl`` seconds.
     Connection errors raise :class:`~cacheway.BackendError`; the pool reconnects on the
-    next call once Redis is back.
+    next call once Redis is back. Built from a URL, every call is bounded: ``timeout``
+    (5 s; None waits for ever) is redis-py's ``socket_timeout`` and
+    ``socket_connect_timeout``, which ``client_options`` or the URL's query
+    (``?socket_timeout=2``) override; a call that times out raises ``BackendError`` and
+    is not repeated. A client passed in keeps the timeouts its owner gave it.
 
     >>> cache = cw.Cache(store=cw.SQLiteStore("app.db"),
     ...                  backend=RedisBackend("redis://127.0.0.1:6379/0"))  # doctest: +SKIP
@@ -121,7 +125,7 @@ class RedisBackend:
         lease_ttl: float = 10.0,
         not_found_ttl: float = 1.0,
         leases: bool = True,
-        socket_timeout: float | None = 5.0,
+        timeout: float | None = 5.0,
         **client_options: Any,
     ) -> None:
         try:
@@ -142,7 +146,8 @@ class RedisBackend:
             raise ConfigError(
                 f"tombstone_ttl must be a number of seconds > 0, not {tombstone_ttl!r}"
             )
-        for name, v in (("lease_ttl", lease_ttl), ("not_found_ttl", not_found_ttl)):
+        for name, v in (("lease_ttl", lease_ttl), ("not_found_ttl", not_found_ttl),
+                        ("timeout", 1.0 if timeout is None else timeout)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ConfigError(f"{name} must be a number of seconds > 0, not {v!r}")
         if serializer is not None and not isinstance(serializer, Serializer):
@@ -155,12 +160,15 @@ class RedisBackend:
             self._where = _redact(url)
             self._password = urlsplit(url).password if "@" in url else None
             options: dict[str, Any] = {
-                "socket_timeout": socket_timeout,
-                "socket_connect_timeout": socket_timeout,
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
                 # One quick reconnect covers a pooled socket that died with a Redis
                 # restart or CLIENT KILL; redis-py's default (10 tries, up to 1 s apart)
-                # would stall a cache read for seconds while Redis is really down.
-                "retry": Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),
+                # would stall a cache read for seconds while Redis is really down. A
+                # timeout is not retried: a stalled server would make each call wait
+                # three timeouts instead of one.
+                "retry": Retry(ExponentialBackoff(cap=0.05, base=0.005), 2,
+                               supported_errors=(redis.ConnectionError,)),
             }
             options.update(client_options)
             if options.get("decode_responses"):

@@ -155,6 +155,12 @@ class TwoLevelBackend:
         # invalidations ordinary pub/sub replies.
         kwargs.update(retry=Retry(NoBackoff(), 0), protocol=2, health_check_interval=0,
                       client_name=f"cacheway-l1-{self._id}")
+        # The connection is ours, so it is bounded even when the caller's client waits
+        # for ever: a handshake on a stalled or half-open socket (a server that vanished)
+        # times out and the loop reconnects, instead of leaving the L1 bypassed for good.
+        bound = max(self._health_interval + self._health_timeout, 0.5)
+        for option in ("socket_timeout", "socket_connect_timeout"):
+            kwargs[option] = kwargs.get(option) or bound
         self._conn_class: Any = pool.connection_class
         self._conn_kwargs = kwargs
         self._thread = threading.Thread(
