@@ -363,11 +363,14 @@ def test_client_kill_then_the_next_operations_work(
     assert cache.get_many(["k"]) == {"k": "before"}
 
     def kill() -> None:
-        ids = [c["id"] for c in _connections(raw, name)]
+        ids = {c["id"] for c in _connections(raw, name)}
         assert ids
         for cid in ids:  # CLIENT KILL TYPE normal, narrowed to this test's connections
             raw.execute_command("CLIENT", "KILL", "ID", cid, "TYPE", "normal")
-        assert not _connections(raw, name)
+        # issue 10 item 16: only the killed connections must be gone. A write-back
+        # flusher stamps versions on Redis after flush() returned, and may open a fresh
+        # connection between the kill and this check (it failed 1 run in a full suite).
+        assert not ids & {c["id"] for c in _connections(raw, name)}
 
     kill()
     cache.set("k", "after")  # the first command on the dead socket reconnects
