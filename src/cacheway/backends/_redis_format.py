@@ -31,12 +31,13 @@ from operator import mul
 from ..errors import BackendError
 
 __all__ = [
-    "DELETE_IF_NEWER", "DELETE_IF_SAME", "HLEN", "LEASE_ACQUIRED", "LEASE_FILL", "LEASE_GET",
-    "LEASE_HELD", "LEASE_NOT_FOUND", "LEASE_VALUE", "MAX_VERSION", "NOT_FOUND", "SET_IF_NEWER",
-    "TOMBSTONE", "VALUE", "VALUE0", "header",
+    "CLOCK", "DELETE_IF_NEWER", "DELETE_IF_SAME", "HLEN", "LEASE_ACQUIRED", "LEASE_FILL",
+    "LEASE_GET", "LEASE_HELD", "LEASE_NOT_FOUND", "LEASE_VALUE", "MAX_VERSION", "NOT_FOUND",
+    "PUBLISH", "SET_IF_NEWER", "TOMBSTONE", "VALUE", "VALUE0", "header",
 ]
 
 HLEN = 9
+CLOCK = "~clock"  # the hybrid clock's key under the prefix (no engine key lacks a ':')
 VALUE, TOMBSTONE, LEASE, NOT_FOUND = 0, 1, 2, 3
 MAX_VERSION = 2**53 - 1
 VALUE0 = bytes(HLEN)  # the header of every unversioned value: its check is 0 too
@@ -152,6 +153,50 @@ end
 local err = put(KEYS[1], entry, ARGV[3])
 if err then return err end
 return 1
+"""
+
+# The hybrid clock of a prefix: each accepted write gets
+#     v = max(last + 1, Redis TIME in microseconds, version held at the key + 1)
+# where `last` (kept at the clock key as a decimal string) is the version the previous
+# publish handed out. Versions rise with every write under the prefix, from any process,
+# even when TIME steps back (a failover, NTP) or the clock key was evicted; they stay
+# near TIME (2**50.6 in 2025, exact as Lua numbers up to 2**53) and above every store
+# sequence. A clock (or a version at the key) more than 2**40 us (12.7 days) ahead of
+# TIME, or a clock that holds no number, is damage: it is ignored, so the versions stay
+# far below 2**53. Values take ARGV[1] as PX ('' none), tombstones ARGV[2].
+# KEYS[1] the clock; KEYS[2..n] entries; ARGV[2i+1], ARGV[2i+2] the kind ('1' DELETE,
+# else a value) and payload of KEYS[i+1]. Returns the versions, one per entry.
+PUBLISH = COMMON + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local horizon = now + 1099511627776
+local last = tonumber(redis.call('GET', KEYS[1]) or '')
+if not last or last ~= last or last < 0 or last > horizon then last = 0 end
+last = math.floor(last)
+local out = {}
+for i = 2, #KEYS do
+  local v = math.max(last + 1, now)
+  local cur = current(KEYS[i])
+  if cur then
+    local held = 0
+    for j = 2, 8 do held = held * 256 + string.byte(cur, j) end
+    if held < horizon then v = math.max(v, held + 1) end
+  end
+  local ver, n = {}, v
+  for j = 7, 1, -1 do ver[j] = n % 256; n = math.floor(n / 256) end
+  ver = string.char(unpack(ver))
+  local err
+  if ARGV[2 * i - 1] == '1' then
+    err = put(KEYS[i], header(ver, 1), ARGV[2])
+  else
+    err = put(KEYS[i], header(ver, 0) .. ARGV[2 * i], ARGV[1])
+  end
+  if err then return err end
+  last = v
+  out[#out + 1] = v
+end
+redis.call('SET', KEYS[1], string.format('%.0f', last))
+return out
 """
 
 # KEYS[1] key; ARGV[1] the exact bytes to remove (an entry that failed to decode).

@@ -28,11 +28,12 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit
 
 from ..errors import BackendError, CachewayError, ConfigError
 from ..serializers import JSONSerializer, Serializer
+from ._redis_client import connect, scrub
 from ._redis_format import (
+    CLOCK,
     DELETE_IF_NEWER,
     DELETE_IF_SAME,
     HLEN,
@@ -44,6 +45,7 @@ from ._redis_format import (
     LEASE_NOT_FOUND,
     LEASE_VALUE,
     NOT_FOUND,
+    PUBLISH,
     SET_IF_NEWER,
     TOMBSTONE,
     VALUE,
@@ -75,20 +77,6 @@ def _loads_of(serializer: Serializer) -> Callable[[bytes], Any]:
 
 def _px(ttl: float) -> int:
     return max(1, int(ttl * 1000))
-
-
-def _redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rpartition("@")[2]
-        user = parts.username or ""
-        return parts._replace(netloc=f"{user}:***@{host}").geturl()
-    except ValueError:
-        head, at, tail = url.rpartition("@")
-        return f"{head.partition('://')[0]}://***@{tail}" if at else url
 
 
 class RedisBackend:
@@ -130,8 +118,6 @@ class RedisBackend:
     ) -> None:
         try:
             import redis
-            from redis.backoff import ExponentialBackoff
-            from redis.retry import Retry
         except ImportError as exc:
             raise ConfigError(
                 "RedisBackend needs redis-py: pip install 'cacheway[redis]'"
@@ -154,56 +140,8 @@ class RedisBackend:
             raise ConfigError(f"serializer must have dumps/loads/name, not {serializer!r}")
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self._noscript: type[Exception] = redis.exceptions.NoScriptError
-        self._password: str | None = None
-        if isinstance(url_or_client, str):
-            url = url_or_client
-            self._where = _redact(url)
-            self._password = urlsplit(url).password if "@" in url else None
-            options: dict[str, Any] = {
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-                # One quick reconnect covers a pooled socket that died with a Redis
-                # restart or CLIENT KILL; redis-py's default (10 tries, up to 1 s apart)
-                # would stall a cache read for seconds while Redis is really down. A
-                # timeout is not retried: a stalled server would make each call wait
-                # three timeouts instead of one.
-                "retry": Retry(ExponentialBackoff(cap=0.05, base=0.005), 2,
-                               supported_errors=(redis.ConnectionError,)),
-            }
-            options.update(client_options)
-            if options.get("decode_responses"):
-                raise ConfigError("RedisBackend keeps bytes: decode_responses must be False")
-            try:
-                client = redis.Redis.from_url(url, **options)
-                pool = client.connection_pool
-                # redis-py hands options to each connection lazily; build one (no socket
-                # is opened) so a misspelt option fails here, not at the first read.
-                pool.connection_class(**pool.connection_kwargs)
-            except (ValueError, TypeError) as exc:
-                msg = self._scrub(str(exc))
-                if isinstance(exc, TypeError) and not url.lower().startswith("rediss:"):
-                    msg += " (TLS options such as ssl_ca_certs need a rediss:// URL)"
-                raise ConfigError(f"bad Redis URL or option for {self._where!r}: {msg}") from exc
-            self._owned = True
-        elif isinstance(url_or_client, redis.Redis):
-            if client_options:
-                raise ConfigError(
-                    f"client options {sorted(client_options)} need a URL; "
-                    "configure the redis.Redis you pass in instead"
-                )
-            client = url_or_client
-            kw = client.connection_pool.connection_kwargs
-            if kw.get("decode_responses"):
-                raise ConfigError(
-                    "RedisBackend keeps bytes: pass a client with decode_responses=False"
-                )
-            where = kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
-            self._where = f"{where}/{kw.get('db', 0)}"
-            self._owned = False
-        else:
-            raise ConfigError(
-                f"RedisBackend needs a redis:// URL or a redis.Redis client, not {url_or_client!r}"
-            )
+        client, self._where, self._password, self._owned = connect(
+            url_or_client, timeout, client_options)
         self._client: redis.Redis = client
         # decode_responses is refused above, so replies are bytes, never str.
         self._get = cast(Callable[[str], "bytes | None"], client.get)
@@ -216,6 +154,8 @@ class RedisBackend:
         self._del_script = client.register_script(DELETE_IF_NEWER)
         self._lease_script = client.register_script(LEASE_GET)
         self._fill_script = client.register_script(LEASE_FILL)
+        self._publish_script = client.register_script(PUBLISH)
+        self._clock = prefix + CLOCK
         self.lease_ttl = float(lease_ttl)
         self.leases = bool(leases)
         self._lease_px = _px(float(lease_ttl))
@@ -254,15 +194,9 @@ class RedisBackend:
         return self._decode_errors
 
     # -- errors ------------------------------------------------------------------------
-    def _scrub(self, text: str) -> str:
-        if self._password:
-            text = text.replace(self._password, "***")
-        return text
-
     def _fail(self, what: str, exc: Exception) -> BackendError:
-        return BackendError(
-            f"Redis {what} failed on {self._where}: {self._scrub(f'{type(exc).__name__}: {exc}')}"
-        )
+        why = scrub(f"{type(exc).__name__}: {exc}", self._password)
+        return BackendError(f"Redis {what} failed on {self._where}: {why}")
 
     def _refuse(self, keys: Sequence[object], what: str, exc: Exception) -> CachewayError:
         """The error for a call that failed on its arguments: InvalidKeyError naming the
@@ -469,6 +403,44 @@ class RedisBackend:
                 commands.append(("EVALSHA", self._set_script.sha, 1, name, entry, px or ""))
         self._pipeline(commands, what, keys)
 
+    def publish(self, items: Sequence[tuple[str, int, Any, bytes | None]], ttl: float | None
+                ) -> list[int]:
+        """Write ``items`` with versions drawn from Redis, atomically (one Lua script):
+        the version of every write accepted under this prefix, from any process, is
+        above the last one (the hybrid clock in ``_redis_format``: about Redis's TIME in
+        microseconds). Returns the versions, one per item.
+
+        Each item is ``(key, kind, value, payload)``; kind 0 (SET) and 2 (ADD: a
+        counter's value) store the value (``payload``, or the serializer's bytes of
+        ``value``) with ``ttl``; kind 1 (DELETE) leaves a tombstone of that version for
+        ``tombstone_ttl``. A later set-if-newer ``set(..., version)`` with an older
+        version (a store stamp of an earlier write) is refused.
+
+        >>> b.publish([("k", 0, "v1", None)], None)  # doctest: +SKIP
+        [1751900000123456]
+        """
+        if not items:
+            return []
+        what = f"publish of {len(items)} keys"
+        keys = [it[0] for it in items]
+        args: list[Any] = ["" if ttl is None else _px(ttl), self._tombstone_px]
+        names = [self._clock]
+        for key, kind, value, payload in items:
+            if kind.__class__ is not int or kind not in (0, 1, 2):
+                raise ConfigError(f"publish kind of {key!r} must be 0 (SET), 1 (DELETE) "
+                                  f"or 2 (ADD), not {kind!r}")
+            if kind == 1:
+                args += [b"1", b""]
+            else:
+                args += [b"0", payload if payload is not None else self._serializer.dumps(value)]
+        try:
+            names += [self._prefix + k for k in keys]
+            return [int(v) for v in self._publish_script(keys=names, args=args)]
+        except self._errors as exc:
+            raise self._fail(what, exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse(keys, what, exc) from exc
+
     def delete(self, key: str, version: int | None = None) -> bool:
         """Remove a copy; with ``version``, leave a tombstone that blocks older fills
         for ``tombstone_ttl`` (unless Redis already holds something as new)."""
@@ -547,11 +519,15 @@ class RedisBackend:
 
     # -- whole backend -----------------------------------------------------------------
     def clear(self) -> None:
-        """Remove every key under this backend's prefix (and nothing else): SCAN + UNLINK."""
+        """Remove every key under this backend's prefix (and nothing else): SCAN + UNLINK.
+        The version clock of :meth:`publish` stays: versions keep rising."""
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self._prefix) + "*"
+        clock = self._clock.encode()
         try:
             batch: list[bytes] = []
             for name in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
+                if name == clock:
+                    continue
                 batch.append(name)
                 if len(batch) >= _SCAN_BATCH:
                     self._client.unlink(*batch)

@@ -348,6 +348,32 @@ class TwoLevelBackend:
                         self._l1.delete(key)
                     self._gens[hash(key) & _MASK] += 1
 
+    def publish(self, items: Sequence[tuple[str, int, Any, bytes | None]], ttl: float | None
+                ) -> list[int]:
+        """:meth:`RedisBackend.publish` (versions drawn from Redis), then this process's
+        L1: a copy of each key's last SET or ADD, none after a DELETE. Other processes'
+        L1 copies are invalidated by Redis, as for :meth:`set`."""
+        if not items:
+            return []
+        _require_str([it[0] for it in items])
+        tokens = [self._token(it[0]) for it in items]
+        last = {it[0]: i for i, it in enumerate(items)}
+        versions: list[int] = []
+        try:
+            versions = self._l2.publish(items, ttl)
+        finally:
+            l1_ttl = self._ttl(ttl)
+            with self._lock:
+                for i, ((key, kind, value, payload), token) in enumerate(zip(items, tokens)):
+                    if last[key] != i:
+                        continue
+                    if versions and kind != 1 and self._valid(key, token):
+                        self._l1.set(key, value, payload, l1_ttl)
+                    else:
+                        self._l1.delete(key)
+                    self._gens[hash(key) & _MASK] += 1
+        return versions
+
     def delete(self, key: str, version: int | None = None) -> bool:
         _require_str((key,))
         try:
