@@ -10,6 +10,15 @@ tombstone, both in one Lua script, so a fill that loaded an old row cannot land 
 newer write or delete from any process. Unversioned writes (version 0) are plain
 ``SET``/``DEL``. Batches are one round trip (``MGET``, pipelines).
 
+``publish`` draws versions from Redis instead, when a write is accepted (write-back
+processes sharing Redis then agree on the order of their writes before any reaches the
+store): one script writes a batch and stamps each item from a per-prefix hybrid clock,
+``v = max(last + 1, Redis TIME in microseconds, version held at the key + 1)``, kept at
+``<prefix>~clock`` (a key no cache namespace produces; ``clear()`` leaves it). The
+versions rise across processes even when TIME steps back or the clock key is evicted,
+stay below 2**53 (exact as Lua numbers) and above every store sequence, so the usual
+set-if-newer ``set(..., version)`` keeps working with them.
+
 Damage cannot stick: an entry whose header fails its check byte (one flipped bit), whose
 version is 2**53 or more, or a marker (tombstone, lease, not-found) that lost its expiry
 counts as absent for every script, so the next write, lease or fill replaces it.
