@@ -312,8 +312,12 @@ def test_a_foreign_type_at_the_key_is_overwritten_by_a_versioned_set(
     raw.hset(prefix + "h", "f", "v")
     assert b.set("h", 1, None, None, version=3) is True
     assert b.get("h") == 1
-    raw.set(prefix + "g", b"\xff" * 8 + b"\x01")  # looks like a tombstone of version 2**64-1
-    assert b.set("g", 1, None, None, version=3) is False  # well-formed: it is respected
+    # issue 10 item 14: bytes that only look like a tombstone (version 2**64-1, no check
+    # byte, no expiry) are damage, not a floor that would refuse every write for good
+    raw.set(prefix + "g", b"\xff" * 8 + b"\x01")
+    assert b.set("g", 1, None, None, version=3) is True
+    assert b.delete("g", version=2**53 - 1)  # a well-formed tombstone is respected
+    assert b.set("g", 2, None, None, version=4) is False
     b.close()
 
 
@@ -359,11 +363,14 @@ def test_client_kill_then_the_next_operations_work(
     assert cache.get_many(["k"]) == {"k": "before"}
 
     def kill() -> None:
-        ids = [c["id"] for c in _connections(raw, name)]
+        ids = {c["id"] for c in _connections(raw, name)}
         assert ids
         for cid in ids:  # CLIENT KILL TYPE normal, narrowed to this test's connections
             raw.execute_command("CLIENT", "KILL", "ID", cid, "TYPE", "normal")
-        assert not _connections(raw, name)
+        # issue 10 item 16: only the killed connections must be gone. A write-back
+        # flusher stamps versions on Redis after flush() returned, and may open a fresh
+        # connection between the kill and this check (it failed 1 run in a full suite).
+        assert not ids & {c["id"] for c in _connections(raw, name)}
 
     kill()
     cache.set("k", "after")  # the first command on the dead socket reconnects

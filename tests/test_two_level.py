@@ -400,11 +400,11 @@ def test_invalidation_between_l2_read_and_l1_fill_wins(env: Env,
     assert writer.wait_ready(10)
     put(writer, "k", "old")
     assert wait_until(lambda: reader.invalidations > 0)
-    real_read = reader._read_l2
+    real_read = reader.l2.get_many_ttl
     raced = []
 
-    def read_then_write(keys: list[str]) -> Any:
-        found = real_read(keys)  # "old", read from Redis ...
+    def read_then_write(keys: list[str], **kw: Any) -> Any:
+        found = real_read(keys, **kw)  # "old", read from Redis ...
         if not raced:
             raced.append(True)
             n = reader.invalidations
@@ -412,7 +412,7 @@ def test_invalidation_between_l2_read_and_l1_fill_wins(env: Env,
             assert wait_until(lambda: reader.invalidations > n)  # invalidation lands
         return found
 
-    monkeypatch.setattr(reader, "_read_l2", read_then_write)
+    monkeypatch.setattr(reader.l2, "get_many_ttl", read_then_write)
     assert reader.get("k") == "old"  # this read started before the write: fine
     assert in_l1(reader, "k") is MISS  # but its fill stood down
     monkeypatch.undo()
@@ -425,15 +425,15 @@ def test_own_write_between_l2_read_and_l1_fill_wins(env: Env,
     assert two.wait_ready(10)
     put(env.raw(), "k", "old")  # not in the L1: the read below must go to Redis
     assert wait_until(lambda: two.invalidations > 0)
-    real_read = two._read_l2
+    real_read = two.l2.get_many_ttl
 
-    def read_then_write(keys: list[str]) -> Any:
-        found = real_read(keys)
-        monkeypatch.setattr(two, "_read_l2", real_read)
+    def read_then_write(keys: list[str], **kw: Any) -> Any:
+        found = real_read(keys, **kw)
+        monkeypatch.setattr(two.l2, "get_many_ttl", real_read)
         put(two, "k", "new")  # a write in this process, before the slow fill lands
         return found
 
-    monkeypatch.setattr(two, "_read_l2", read_then_write)
+    monkeypatch.setattr(two.l2, "get_many_ttl", read_then_write)
     assert two.get("k") == "old"
     assert in_l1(two, "k") in ("new", MISS)
     assert two.get("k") == "new"

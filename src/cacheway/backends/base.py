@@ -8,12 +8,48 @@ fill can never replace a newer value.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["MISS", "Backend"]
+from ..errors import CachewayError, InvalidKeyError
+
+__all__ = ["MISS", "Backend", "invalid_key", "raise_for_keys"]
 
 MISS: Any = type("Miss", (), {"__repr__": lambda self: "MISS", "__bool__": lambda self: False})()
+
+
+def invalid_key(key: object) -> InvalidKeyError | None:
+    """The error to raise for a key no backend can keep, or None when ``key`` is fine.
+
+    Backends call it only after a key made them fail (so a good key costs nothing):
+    a key must be a ``str`` that encodes as UTF-8 (no lone surrogates such as
+    ``"\\ud800"``), since remote backends send keys as UTF-8 bytes.
+
+    >>> invalid_key("ok") is None, str(invalid_key(b"k"))
+    (True, "keys must be str, not bytes (b'k')")
+    """
+    if not isinstance(key, str):
+        return InvalidKeyError(f"keys must be str, not {type(key).__name__} ({key!r:.60})")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return InvalidKeyError(
+            f"key {key!r:.60} cannot be encoded as UTF-8: {key[exc.start]!r} at position "
+            f"{exc.start} is a lone surrogate; keys must be valid Unicode text"
+        )
+    return None
+
+
+def raise_for_keys(keys: Iterable[object], exc: BaseException) -> None:
+    """After ``exc`` (a ``TypeError`` or ``ValueError`` a key may have caused): raise
+    :class:`~cacheway.InvalidKeyError` for the first key in ``keys`` no backend can keep;
+    return when they are all fine (the caller re-raises ``exc``)."""
+    if isinstance(exc, CachewayError):
+        return
+    for key in keys:
+        bad = invalid_key(key)
+        if bad is not None:
+            raise bad from exc
 
 
 @runtime_checkable

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import ConfigError
-from .base import MISS
+from .base import MISS, raise_for_keys
 
 __all__ = ["MemoryBackend"]
 
@@ -112,7 +112,11 @@ class MemoryBackend:
         """The dict holding ``key`` and its key there: a namespace's own dict when an
         engine made one for it, else the dict of every other key."""
         if not self._lru:
-            head, sep, rest = key.partition(":")
+            try:
+                head, sep, rest = key.partition(":")
+            except (AttributeError, TypeError) as exc:  # not a str
+                raise_for_keys([key], exc)
+                raise
             if sep:
                 space = self._spaces.get(head)
                 if space is not None:
@@ -121,8 +125,12 @@ class MemoryBackend:
 
     def peek(self, key: str) -> Any:
         """The live value of ``key`` or MISS, without touching LRU order or stats."""
-        data, k = self._where(key)
-        item = data.get(k)
+        try:
+            data, k = self._where(key)
+            item = data.get(k)
+        except TypeError as exc:  # an unhashable key
+            raise_for_keys([key], exc)
+            raise
         if item is None or (item[1] is not None and item[1] <= self._timer()):
             return MISS
         return item[0]
@@ -137,8 +145,12 @@ class MemoryBackend:
         return self._bytes
 
     def get(self, key: str) -> Any:
-        data, k = self._where(key)
-        item = data.get(k)
+        try:
+            data, k = self._where(key)
+            item = data.get(k)
+        except TypeError as exc:  # an unhashable key
+            raise_for_keys([key], exc)
+            raise
         if item is None:
             return MISS
         if item[1] is not None and item[1] <= self._timer():
@@ -154,8 +166,12 @@ class MemoryBackend:
     # -- entry metadata: early refresh and stale-if-error ------------------------------
     def get_meta(self, key: str) -> Any:
         """``(value, seconds left or None, load time)`` of a live entry, or MISS."""
-        data, k = self._where(key)
-        item = data.get(k)
+        try:
+            data, k = self._where(key)
+            item = data.get(k)
+        except TypeError as exc:  # an unhashable key
+            raise_for_keys([key], exc)
+            raise
         if item is None:
             return MISS
         left = None
@@ -177,8 +193,12 @@ class MemoryBackend:
 
     def get_stale(self, key: str, max_age: float) -> Any:
         """The entry's value even if it expired less than ``max_age`` seconds ago."""
-        data, k = self._where(key)
-        item = data.get(k)
+        try:
+            data, k = self._where(key)
+            item = data.get(k)
+        except TypeError as exc:  # an unhashable key
+            raise_for_keys([key], exc)
+            raise
         if item is None:
             return MISS
         if item[1] is not None and self._timer() - item[1] > max_age:
@@ -218,10 +238,14 @@ class MemoryBackend:
             with self._lock:  # against _expire's check-then-delete
                 data[k] = (value, expires, 0, delta)
             return
-        size = 0 if self.max_bytes is None else self._size(key, value, payload)
         data = self._data
         with self._lock:
-            old = data.get(key)
+            try:
+                size = 0 if self.max_bytes is None else self._size(key, value, payload)
+                old = data.get(key)
+            except TypeError as exc:  # an unhashable key, or one without a length
+                raise_for_keys([key], exc)
+                raise
             data[key] = (value, expires, size, delta)
             if old is not None:
                 # Replacing keeps the slot; only its LRU position and size change.
@@ -256,7 +280,11 @@ class MemoryBackend:
     def delete(self, key: str, version: int | None = None) -> None:
         data, k = self._where(key)
         with self._lock:
-            old = data.pop(k, None)
+            try:
+                old = data.pop(k, None)
+            except TypeError as exc:  # an unhashable key
+                raise_for_keys([key], exc)
+                raise
             if old is not None:
                 self._bytes -= old[2]
 

@@ -2,12 +2,26 @@
 
 Each value is stored as a 9-byte header and the serializer's bytes::
 
-    version (8 bytes, big-endian unsigned) | flag (1 byte: 0 value, 1 tombstone) | payload
+    check (1 byte) | version (7 bytes, big-endian) | flag (1 byte: 0 value) | payload
 
-Versions come from the store. A versioned ``set`` is set-if-newer and a versioned
-``delete`` leaves a tombstone, both in one Lua script, so a fill that loaded an old row
-cannot land after a newer write or delete from any process. Unversioned writes (version
-0) are plain ``SET``/``DEL``. Batches are one round trip (``MGET``, pipelines).
+(the layout, the markers and the scripts are in ``_redis_format``). Versions come from
+the store. A versioned ``set`` is set-if-newer and a versioned ``delete`` leaves a
+tombstone, both in one Lua script, so a fill that loaded an old row cannot land after a
+newer write or delete from any process. Unversioned writes (version 0) are plain
+``SET``/``DEL``. Batches are one round trip (``MGET``, pipelines).
+
+``publish`` draws versions from Redis instead, when a write is accepted (write-back
+processes sharing Redis then agree on the order of their writes before any reaches the
+store): one script writes a batch and stamps each item from a per-prefix hybrid clock,
+``v = max(last + 1, Redis TIME in microseconds, version held at the key + 1)``, kept at
+``<prefix>~clock`` (a key no cache namespace produces; ``clear()`` leaves it). The
+versions rise across processes even when TIME steps back or the clock key is evicted,
+stay below 2**53 (exact as Lua numbers) and above every store sequence, so the usual
+set-if-newer ``set(..., version)`` keeps working with them.
+
+Damage cannot stick: an entry whose header fails its check byte (one flipped bit), whose
+version is 2**53 or more, or a marker (tombstone, lease, not-found) that lost its expiry
+counts as absent for every script, so the next write, lease or fill replaces it.
 
 >>> b = RedisBackend("redis://127.0.0.1:6379/0", prefix="doctest:")  # doctest: +SKIP
 >>> b.set("k", [1, 2], None, 60, version=5); b.get("k")  # doctest: +SKIP
@@ -20,118 +34,43 @@ True
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit
 
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, CachewayError, ConfigError
 from ..serializers import JSONSerializer, Serializer
-from .base import MISS
+from ._redis_client import connect, scrub
+from ._redis_format import (
+    CLOCK,
+    DELETE_IF_NEWER,
+    DELETE_IF_SAME,
+    HLEN,
+    LEASE,
+    LEASE_ACQUIRED,
+    LEASE_FILL,
+    LEASE_GET,
+    LEASE_HELD,
+    LEASE_NOT_FOUND,
+    LEASE_VALUE,
+    NOT_FOUND,
+    PUBLISH,
+    SET_IF_NEWER,
+    TOMBSTONE,
+    VALUE,
+    VALUE0,
+    header,
+)
+from .base import MISS, invalid_key
 
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["RedisBackend"]
+__all__ = ["LEASE_ACQUIRED", "LEASE_HELD", "LEASE_NOT_FOUND", "LEASE_VALUE", "RedisBackend"]
 
 log = logging.getLogger("cacheway")
 
-_HEADER = struct.Struct(">QB")
-_HLEN = _HEADER.size  # 9
-_VALUE, _TOMBSTONE, _LEASE, _NOT_FOUND = 0, 1, 2, 3
-_VALUE0 = _HEADER.pack(0, _VALUE)  # the header of every unversioned value
 _SCAN_BATCH = 1000
-
-# Headers are compared byte by byte, not with Lua's `<`: Redis sets LC_COLLATE from the
-# environment and Lua compares strings with strcoll, which is neither bytewise nor safe
-# with the NUL bytes a fixed-width version is full of. Anything at the key that is not
-# one of our well-formed entries (another type, foreign bytes) counts as missing.
-_LUA_COMMON = """
-local function cmp(cur, new)
-  for i = 1, 8 do
-    local a, b = string.byte(cur, i), string.byte(new, i)
-    if a ~= b then if a < b then return -1 else return 1 end end
-  end
-  return 0
-end
-local function current(key)
-  local cur = redis.pcall('GET', key)
-  if type(cur) ~= 'string' or string.len(cur) < 9 then return nil, nil end
-  local flag = string.byte(cur, 9)
-  if flag == 1 and string.len(cur) == 9 then return cur, 1 end
-  if flag == 0 or flag == 2 or flag == 3 then return cur, flag end
-  return nil, nil
-end
-local function put(key, value, px)
-  if px ~= '' then redis.call('SET', key, value, 'PX', px) else redis.call('SET', key, value) end
-end
-"""
-
-# KEYS[1] key; ARGV[1] new entry (header + payload); ARGV[2] PX milliseconds or ''.
-# A stored value of the same version is the same value: left alone. A tombstone of the
-# same version is an invalidation published with the version of the row that replaced
-# it (write-around), so the fill of exactly that row may land; older ones may not.
-_SET_IF_NEWER = _LUA_COMMON + """
-local cur, flag = current(KEYS[1])
-if cur then
-  local c = cmp(cur, ARGV[1])
-  if c > 0 or (c == 0 and flag == 0) then return 0 end
-end
-put(KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-# KEYS[1] key; ARGV[1] tombstone (header only); ARGV[2] PX milliseconds.
-_DELETE_IF_NEWER = _LUA_COMMON + """
-local cur, flag = current(KEYS[1])
-if cur and cmp(cur, ARGV[1]) >= 0 then return 0 end
-put(KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-
-# Leases (the memcache idea): a reader that misses puts its own placeholder (flag 2 + a
-# random token) in the key; only the holder loads from the store, and its fill lands only
-# if the placeholder is still there, so any write meanwhile (which overwrites it) wins.
-# The placeholder keeps the version of a tombstone it replaces as a floor, so a late
-# write-through set older than that delete stays refused. "Not found" (flag 3) is shared
-# with the waiters for a short while.
-# KEYS[1] key; ARGV[1] token; ARGV[2] lease PX. Returns {1} acquired, {2} held by another,
-# {3} not found, {0, entry} a value.
-_LEASE_GET = _LUA_COMMON + """
-local cur, flag = current(KEYS[1])
-if flag == 0 then return {0, cur} end
-if flag == 2 then return {2} end
-if flag == 3 then return {3} end
-local floor = string.rep('\\0', 8)
-if flag == 1 then floor = string.sub(cur, 1, 8) end
-redis.call('SET', KEYS[1], floor .. '\\2' .. ARGV[1], 'PX', ARGV[2])
-return {1}
-"""
-
-# KEYS[1] key; ARGV[1] token; ARGV[2] entry, or '' for "not found"; ARGV[3] PX or ''.
-_LEASE_FILL = _LUA_COMMON + """
-local cur, flag = current(KEYS[1])
-if flag ~= 2 or string.sub(cur, 10) ~= ARGV[1] then return 0 end
-local entry = ARGV[2]
-if entry == '' then
-  entry = string.sub(cur, 1, 8) .. '\\3'
-elseif cmp(cur, entry) > 0 then
-  redis.call('DEL', KEYS[1])
-  return 0
-end
-put(KEYS[1], entry, ARGV[3])
-return 1
-"""
-
-# KEYS[1] key; ARGV[1] the exact bytes to remove (an entry that failed to decode).
-_DELETE_IF_SAME = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-LEASE_ACQUIRED, LEASE_HELD, LEASE_NOT_FOUND, LEASE_VALUE = 1, 2, 3, 0
 
 
 def _loads_of(serializer: Serializer) -> Callable[[bytes], Any]:
@@ -149,20 +88,6 @@ def _px(ttl: float) -> int:
     return max(1, int(ttl * 1000))
 
 
-def _redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rpartition("@")[2]
-        user = parts.username or ""
-        return parts._replace(netloc=f"{user}:***@{host}").geturl()
-    except ValueError:
-        head, at, tail = url.rpartition("@")
-        return f"{head.partition('://')[0]}://***@{tail}" if at else url
-
-
 class RedisBackend:
     """Cached copies in Redis under ``prefix`` (``"cw:"``), as the serializer's bytes.
 
@@ -175,7 +100,11 @@ class RedisBackend:
     raced with a write fails instead of caching the old value. A "not found" answer is
     shared for ``not_found_ttl`` seconds.
     Connection errors raise :class:`~cacheway.BackendError`; the pool reconnects on the
-    next call once Redis is back.
+    next call once Redis is back. Built from a URL, every call is bounded: ``timeout``
+    (5 s; None waits for ever) is redis-py's ``socket_timeout`` and
+    ``socket_connect_timeout``, which ``client_options`` or the URL's query
+    (``?socket_timeout=2``) override; a call that times out raises ``BackendError`` and
+    is not repeated. A client passed in keeps the timeouts its owner gave it.
 
     >>> cache = cw.Cache(store=cw.SQLiteStore("app.db"),
     ...                  backend=RedisBackend("redis://127.0.0.1:6379/0"))  # doctest: +SKIP
@@ -193,19 +122,17 @@ class RedisBackend:
         lease_ttl: float = 10.0,
         not_found_ttl: float = 1.0,
         leases: bool = True,
-        socket_timeout: float | None = 5.0,
+        timeout: float | None = 5.0,
         **client_options: Any,
     ) -> None:
         try:
             import redis
-            from redis.backoff import ExponentialBackoff
-            from redis.retry import Retry
         except ImportError as exc:
             raise ConfigError(
                 "RedisBackend needs redis-py: pip install 'cacheway[redis]'"
             ) from exc
-        if not isinstance(prefix, str):
-            raise ConfigError(f"prefix must be a str, not {prefix!r}")
+        if not isinstance(prefix, str) or invalid_key(prefix) is not None:
+            raise ConfigError(f"prefix must be a str that encodes as UTF-8, not {prefix!r}")
         if (
             isinstance(tombstone_ttl, bool)
             or not isinstance(tombstone_ttl, (int, float))
@@ -214,60 +141,16 @@ class RedisBackend:
             raise ConfigError(
                 f"tombstone_ttl must be a number of seconds > 0, not {tombstone_ttl!r}"
             )
-        for name, v in (("lease_ttl", lease_ttl), ("not_found_ttl", not_found_ttl)):
+        for name, v in (("lease_ttl", lease_ttl), ("not_found_ttl", not_found_ttl),
+                        ("timeout", 1.0 if timeout is None else timeout)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ConfigError(f"{name} must be a number of seconds > 0, not {v!r}")
         if serializer is not None and not isinstance(serializer, Serializer):
             raise ConfigError(f"serializer must have dumps/loads/name, not {serializer!r}")
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self._noscript: type[Exception] = redis.exceptions.NoScriptError
-        self._password: str | None = None
-        if isinstance(url_or_client, str):
-            url = url_or_client
-            self._where = _redact(url)
-            self._password = urlsplit(url).password if "@" in url else None
-            options: dict[str, Any] = {
-                "socket_timeout": socket_timeout,
-                "socket_connect_timeout": socket_timeout,
-                # One quick reconnect covers a pooled socket that died with a Redis
-                # restart or CLIENT KILL; redis-py's default (10 tries, up to 1 s apart)
-                # would stall a cache read for seconds while Redis is really down.
-                "retry": Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),
-            }
-            options.update(client_options)
-            if options.get("decode_responses"):
-                raise ConfigError("RedisBackend keeps bytes: decode_responses must be False")
-            try:
-                client = redis.Redis.from_url(url, **options)
-                pool = client.connection_pool
-                # redis-py hands options to each connection lazily; build one (no socket
-                # is opened) so a misspelt option fails here, not at the first read.
-                pool.connection_class(**pool.connection_kwargs)
-            except (ValueError, TypeError) as exc:
-                msg = self._scrub(str(exc))
-                if isinstance(exc, TypeError) and not url.lower().startswith("rediss:"):
-                    msg += " (TLS options such as ssl_ca_certs need a rediss:// URL)"
-                raise ConfigError(f"bad Redis URL or option for {self._where!r}: {msg}") from exc
-            self._owned = True
-        elif isinstance(url_or_client, redis.Redis):
-            if client_options:
-                raise ConfigError(
-                    f"client options {sorted(client_options)} need a URL; "
-                    "configure the redis.Redis you pass in instead"
-                )
-            client = url_or_client
-            kw = client.connection_pool.connection_kwargs
-            if kw.get("decode_responses"):
-                raise ConfigError(
-                    "RedisBackend keeps bytes: pass a client with decode_responses=False"
-                )
-            where = kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
-            self._where = f"{where}/{kw.get('db', 0)}"
-            self._owned = False
-        else:
-            raise ConfigError(
-                f"RedisBackend needs a redis:// URL or a redis.Redis client, not {url_or_client!r}"
-            )
+        client, self._where, self._password, self._owned = connect(
+            url_or_client, timeout, client_options)
         self._client: redis.Redis = client
         # decode_responses is refused above, so replies are bytes, never str.
         self._get = cast(Callable[[str], "bytes | None"], client.get)
@@ -276,10 +159,12 @@ class RedisBackend:
         self._fixed_serializer = serializer is not None
         self._loads = _loads_of(self._serializer)
         self._tombstone_px = _px(float(tombstone_ttl))
-        self._set_script = client.register_script(_SET_IF_NEWER)
-        self._del_script = client.register_script(_DELETE_IF_NEWER)
-        self._lease_script = client.register_script(_LEASE_GET)
-        self._fill_script = client.register_script(_LEASE_FILL)
+        self._set_script = client.register_script(SET_IF_NEWER)
+        self._del_script = client.register_script(DELETE_IF_NEWER)
+        self._lease_script = client.register_script(LEASE_GET)
+        self._fill_script = client.register_script(LEASE_FILL)
+        self._publish_script = client.register_script(PUBLISH)
+        self._clock = prefix + CLOCK
         self.lease_ttl = float(lease_ttl)
         self.leases = bool(leases)
         self._lease_px = _px(float(lease_ttl))
@@ -318,15 +203,18 @@ class RedisBackend:
         return self._decode_errors
 
     # -- errors ------------------------------------------------------------------------
-    def _scrub(self, text: str) -> str:
-        if self._password:
-            text = text.replace(self._password, "***")
-        return text
-
     def _fail(self, what: str, exc: Exception) -> BackendError:
-        return BackendError(
-            f"Redis {what} failed on {self._where}: {self._scrub(f'{type(exc).__name__}: {exc}')}"
-        )
+        why = scrub(f"{type(exc).__name__}: {exc}", self._password)
+        return BackendError(f"Redis {what} failed on {self._where}: {why}")
+
+    def _refuse(self, keys: Sequence[object], what: str, exc: Exception) -> CachewayError:
+        """The error for a call that failed on its arguments: InvalidKeyError naming the
+        first key that cannot be a Redis key (not a str, not UTF-8), else BackendError."""
+        for key in keys:
+            bad = invalid_key(key)
+            if bad is not None:
+                return bad
+        return self._fail(what, exc)
 
     def _bad_entry(self, key: str, why: str) -> Any:
         with self._lock:
@@ -342,15 +230,15 @@ class RedisBackend:
 
     # -- encoding ----------------------------------------------------------------------
     def _decode(self, key: str, raw: bytes) -> Any:
-        if len(raw) < _HLEN:
+        if len(raw) < HLEN:
             return self._bad_entry(key, "shorter than the header")
         flag = raw[8]
-        if flag == _VALUE:
+        if flag == VALUE:
             try:
-                return self._loads(raw[_HLEN:])
+                return self._loads(raw[HLEN:])
             except Exception as exc:  # noqa: BLE001 - any decoder failure is a miss, never a crash
                 return self._bad_entry(key, f"{type(exc).__name__}: {exc}"[:200])
-        if (flag == _TOMBSTONE and len(raw) == _HLEN) or flag in (_LEASE, _NOT_FOUND):
+        if (flag == TOMBSTONE and len(raw) == HLEN) or flag in (LEASE, NOT_FOUND):
             return MISS
         return self._bad_entry(key, f"unknown header flag {flag}")
 
@@ -358,8 +246,8 @@ class RedisBackend:
         if payload is None:
             payload = self._serializer.dumps(value)
         if not version:
-            return _VALUE0 + payload
-        return _HEADER.pack(version, _VALUE) + payload
+            return VALUE0 + payload
+        return header(version, VALUE) + payload
 
     # -- reads -------------------------------------------------------------------------
     def get(self, key: str) -> Any:
@@ -367,12 +255,14 @@ class RedisBackend:
             raw = self._get(self._prefix + key)
         except self._errors as exc:
             raise self._fail(f"GET of {key!r}", exc) from exc
+        except (TypeError, ValueError) as exc:  # a key redis-py cannot send
+            raise self._refuse([key], f"GET of {key!r}", exc) from exc
         if raw is None:
             return MISS
         # The hot path: a well-formed value, decoded inline.
-        if len(raw) > _HLEN and raw[8] == _VALUE:
+        if len(raw) > HLEN and raw[8] == VALUE:
             try:
-                return self._loads(raw[_HLEN:])
+                return self._loads(raw[HLEN:])
             except Exception as exc:  # noqa: BLE001 - any decoder failure is a miss
                 return self._bad_entry(key, f"{type(exc).__name__}: {exc}"[:200])
         return self._decode(key, raw)
@@ -385,14 +275,16 @@ class RedisBackend:
             raws = cast("list[bytes | None]", self._client.mget([prefix + k for k in keys]))
         except self._errors as exc:
             raise self._fail(f"MGET of {len(keys)} keys", exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse(keys, f"MGET of {len(keys)} keys", exc) from exc
         out: dict[str, Any] = {}
         loads = self._loads
         for key, raw in zip(keys, raws):
             if raw is None:
                 continue
-            if len(raw) > _HLEN and raw[8] == _VALUE:  # the hot path, as in get()
+            if len(raw) > HLEN and raw[8] == VALUE:  # the hot path, as in get()
                 try:
-                    out[key] = loads(raw[_HLEN:])
+                    out[key] = loads(raw[HLEN:])
                 except Exception as exc:  # noqa: BLE001 - any decoder failure is a miss
                     self._bad_entry(key, f"{type(exc).__name__}: {exc}"[:200])
                 continue
@@ -401,13 +293,45 @@ class RedisBackend:
                 out[key] = value
         return out
 
+    def get_many_ttl(self, keys: Sequence[str], *, payloads: bool = False
+                     ) -> dict[str, tuple[Any, bytes | None, float | None]]:
+        """``{key: (value, payload if payloads else None, seconds left or None)}`` for
+        the keys holding a value, in one round trip (``MGET`` and a ``PTTL`` per key).
+
+        >>> b.get_many_ttl(["k"])  # doctest: +SKIP
+        {'k': ([1, 2], None, 59.998)}
+        """
+        if not keys:
+            return {}
+        what = f"GET of {len(keys)} keys"
+        try:
+            names = [self._prefix + k for k in keys]
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.mget(names)
+                for name in names:
+                    pipe.pttl(name)
+                replies = pipe.execute()
+        except self._errors as exc:
+            raise self._fail(what, exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse(keys, what, exc) from exc
+        out: dict[str, tuple[Any, bytes | None, float | None]] = {}
+        for key, raw, pttl in zip(keys, replies[0], replies[1:]):
+            if raw is None:
+                continue
+            value = self._decode(key, raw)
+            if value is not MISS:
+                out[key] = (value, raw[HLEN:] if payloads else None,
+                            pttl / 1000 if pttl > 0 else None)
+        return out
+
     # -- leases (cross-process single flight) -------------------------------------------
     def lease_get(self, key: str, token: bytes) -> tuple[int, Any]:
         """One round trip: the value (``LEASE_VALUE``), or the lease for ``token``
         (``LEASE_ACQUIRED``: load and :meth:`lease_fill`), or ``LEASE_HELD`` (another
         reader is loading: poll again), or ``LEASE_NOT_FOUND`` (the store has no row)."""
-        name = self._prefix + key
         try:
+            name = self._prefix + key
             for _ in range(2):
                 reply = self._lease_script(keys=[name], args=[token, self._lease_px])
                 state = int(reply[0])
@@ -415,16 +339,18 @@ class RedisBackend:
                     return state, None
                 raw = reply[1]
                 try:
-                    value = self._loads(raw[_HLEN:])
+                    value = self._loads(raw[HLEN:])
                 except Exception:  # noqa: BLE001 - undecodable: the get() before counted it
                     value = MISS
                 if value is not MISS:
                     return LEASE_VALUE, value
                 # Bytes that do not decode (the read before this counted and logged
                 # them) are worth nothing to anyone: remove exactly them, take the lease.
-                self._client.eval(_DELETE_IF_SAME, 1, name, reply[1])
+                self._client.eval(DELETE_IF_SAME, 1, name, reply[1])
         except self._errors as exc:
             raise self._fail(f"lease of {key!r}", exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse([key], f"lease of {key!r}", exc) from exc
         return LEASE_HELD, None
 
     def lease_fill(self, key: str, token: bytes, value: Any, payload: bytes | None,
@@ -439,6 +365,8 @@ class RedisBackend:
             return bool(self._fill_script(keys=[self._prefix + key], args=[token, entry, px]))
         except self._errors as exc:
             raise self._fail(f"fill of {key!r}", exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse([key], f"fill of {key!r}", exc) from exc
 
     # -- writes ------------------------------------------------------------------------
     def set(
@@ -449,8 +377,8 @@ class RedisBackend:
 
         Returns whether it was stored (always True without a version)."""
         entry = self._entry(value, payload, version)
-        name = self._prefix + key
         try:
+            name = self._prefix + key
             if not version:
                 self._client.set(name, entry, px=None if ttl is None else _px(ttl))
                 return True
@@ -458,6 +386,8 @@ class RedisBackend:
             return bool(self._set_script(keys=[name], args=[entry, px]))
         except self._errors as exc:
             raise self._fail(f"SET of {key!r}", exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse([key], f"SET of {key!r}", exc) from exc
 
     def set_many(
         self, items: Sequence[tuple[str, Any, bytes | None, int | None]], ttl: float | None
@@ -468,28 +398,72 @@ class RedisBackend:
         px = None if ttl is None else _px(ttl)
         prefix = self._prefix
         commands: list[tuple[Any, ...]] = []
+        keys = [it[0] for it in items]
+        what = f"SET of {len(items)} keys"
         for key, value, payload, version in items:
             entry = self._entry(value, payload, version)
+            try:
+                name = prefix + key
+            except TypeError as exc:
+                raise self._refuse([key], what, exc) from exc
             if not version:
-                commands.append(("SET", prefix + key, entry) + (("PX", px) if px else ()))
+                commands.append(("SET", name, entry) + (("PX", px) if px else ()))
             else:
-                commands.append(
-                    ("EVALSHA", self._set_script.sha, 1, prefix + key, entry, px or "")
-                )
-        self._pipeline(commands, f"SET of {len(items)} keys")
+                commands.append(("EVALSHA", self._set_script.sha, 1, name, entry, px or ""))
+        self._pipeline(commands, what, keys)
+
+    def publish(self, items: Sequence[tuple[str, int, Any, bytes | None]], ttl: float | None
+                ) -> list[int]:
+        """Write ``items`` with versions drawn from Redis, atomically (one Lua script):
+        the version of every write accepted under this prefix, from any process, is
+        above the last one (the hybrid clock in ``_redis_format``: about Redis's TIME in
+        microseconds). Returns the versions, one per item.
+
+        Each item is ``(key, kind, value, payload)``; kind 0 (SET) and 2 (ADD: a
+        counter's value) store the value (``payload``, or the serializer's bytes of
+        ``value``) with ``ttl``; kind 1 (DELETE) leaves a tombstone of that version for
+        ``tombstone_ttl``. A later set-if-newer ``set(..., version)`` with an older
+        version (a store stamp of an earlier write) is refused.
+
+        >>> b.publish([("k", 0, "v1", None)], None)  # doctest: +SKIP
+        [1751900000123456]
+        """
+        if not items:
+            return []
+        what = f"publish of {len(items)} keys"
+        keys = [it[0] for it in items]
+        args: list[Any] = ["" if ttl is None else _px(ttl), self._tombstone_px]
+        names = [self._clock]
+        for key, kind, value, payload in items:
+            if kind.__class__ is not int or kind not in (0, 1, 2):
+                raise ConfigError(f"publish kind of {key!r} must be 0 (SET), 1 (DELETE) "
+                                  f"or 2 (ADD), not {kind!r}")
+            if kind == 1:
+                args += [b"1", b""]
+            else:
+                args += [b"0", payload if payload is not None else self._serializer.dumps(value)]
+        try:
+            names += [self._prefix + k for k in keys]
+            return [int(v) for v in self._publish_script(keys=names, args=args)]
+        except self._errors as exc:
+            raise self._fail(what, exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse(keys, what, exc) from exc
 
     def delete(self, key: str, version: int | None = None) -> bool:
         """Remove a copy; with ``version``, leave a tombstone that blocks older fills
         for ``tombstone_ttl`` (unless Redis already holds something as new)."""
-        name = self._prefix + key
         try:
+            name = self._prefix + key
             if not version:
                 self._client.delete(name)
                 return True
-            args: list[bytes | int] = [_HEADER.pack(version, _TOMBSTONE), self._tombstone_px]
+            args: list[bytes | int] = [header(version, TOMBSTONE), self._tombstone_px]
             return bool(self._del_script(keys=[name], args=args))
         except self._errors as exc:
             raise self._fail(f"DEL of {key!r}", exc) from exc
+        except (TypeError, ValueError) as exc:
+            raise self._refuse([key], f"DEL of {key!r}", exc) from exc
 
     def delete_many(
         self, keys: Sequence[str], versions: Sequence[int | None] | None = None
@@ -504,18 +478,25 @@ class RedisBackend:
                 self._client.delete(*[prefix + k for k in keys])
             except self._errors as exc:
                 raise self._fail(f"DEL of {len(keys)} keys", exc) from exc
+            except (TypeError, ValueError) as exc:
+                raise self._refuse(keys, f"DEL of {len(keys)} keys", exc) from exc
             return
         if len(versions) != len(keys):
             raise ConfigError(f"{len(keys)} keys but {len(versions)} versions")
         sha, px = self._del_script.sha, self._tombstone_px
-        commands: list[tuple[Any, ...]] = [
-            ("EVALSHA", sha, 1, prefix + k, _HEADER.pack(v, _TOMBSTONE), px)
-            if v else ("DEL", prefix + k)
-            for k, v in zip(keys, versions)
-        ]
-        self._pipeline(commands, f"DEL of {len(keys)} keys")
+        what = f"DEL of {len(keys)} keys"
+        try:
+            commands: list[tuple[Any, ...]] = [
+                ("EVALSHA", sha, 1, prefix + k, header(v, TOMBSTONE), px)
+                if v else ("DEL", prefix + k)
+                for k, v in zip(keys, versions)
+            ]
+        except TypeError as exc:
+            raise self._refuse(keys, what, exc) from exc
+        self._pipeline(commands, what, keys)
 
-    def _pipeline(self, commands: list[tuple[Any, ...]], what: str) -> None:
+    def _pipeline(self, commands: list[tuple[Any, ...]], what: str, keys: Sequence[str]
+                  ) -> None:
         # Scripts go in as raw EVALSHA: redis-py's Script in a pipeline would first ask
         # SCRIPT EXISTS, a second round trip on every batch. After a Redis restart
         # (empty script cache) the failed EVALSHAs are loaded and repeated once; they
@@ -533,6 +514,8 @@ class RedisBackend:
                 results = [r for r in results if not isinstance(r, self._noscript)] + again
         except self._errors as exc:
             raise self._fail(what, exc) from exc
+        except (TypeError, ValueError) as exc:  # a key redis-py cannot send
+            raise self._refuse(keys, what, exc) from exc
         for r in results:
             if isinstance(r, Exception):
                 raise self._fail(what, r)
@@ -545,11 +528,15 @@ class RedisBackend:
 
     # -- whole backend -----------------------------------------------------------------
     def clear(self) -> None:
-        """Remove every key under this backend's prefix (and nothing else): SCAN + UNLINK."""
+        """Remove every key under this backend's prefix (and nothing else): SCAN + UNLINK.
+        The version clock of :meth:`publish` stays: versions keep rising."""
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self._prefix) + "*"
+        clock = self._clock.encode()
         try:
             batch: list[bytes] = []
             for name in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
+                if name == clock:
+                    continue
                 batch.append(name)
                 if len(batch) >= _SCAN_BATCH:
                     self._client.unlink(*batch)

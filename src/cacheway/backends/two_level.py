@@ -35,14 +35,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidKeyError
 from ..serializers import Serializer
-from .base import MISS
+from .base import MISS, invalid_key, raise_for_keys
 from .memory import MemoryBackend
-from .redis import _HLEN, RedisBackend
+from .redis import RedisBackend
 
 __all__ = ["TwoLevelBackend"]
 
@@ -55,6 +55,14 @@ _CHANNEL = b"__redis__:invalidate"
 # (epoch, stripe generation) when a read or write started; an L1 update made with a
 # token that no longer matches would be based on what Redis held before a change.
 _Token = tuple[int, int]
+
+
+def _require_str(keys: Iterable[object]) -> None:
+    """Writes refuse a key that is not a str before touching either level (Redis would
+    refuse it, but the L1's bookkeeping would fail on an unhashable one first)."""
+    for key in keys:
+        if not isinstance(key, str):
+            raise invalid_key(key) or InvalidKeyError(f"bad key {key!r:.60}")
 
 
 class TwoLevelBackend:
@@ -147,6 +155,12 @@ class TwoLevelBackend:
         # invalidations ordinary pub/sub replies.
         kwargs.update(retry=Retry(NoBackoff(), 0), protocol=2, health_check_interval=0,
                       client_name=f"cacheway-l1-{self._id}")
+        # The connection is ours, so it is bounded even when the caller's client waits
+        # for ever: a handshake on a stalled or half-open socket (a server that vanished)
+        # times out and the loop reconnects, instead of leaving the L1 bypassed for good.
+        bound = max(self._health_interval + self._health_timeout, 0.5)
+        for option in ("socket_timeout", "socket_connect_timeout"):
+            kwargs[option] = kwargs.get(option) or bound
         self._conn_class: Any = pool.connection_class
         self._conn_kwargs = kwargs
         self._thread = threading.Thread(
@@ -221,7 +235,11 @@ class TwoLevelBackend:
             # MemoryBackend.get inlined: its call frame would be a third of an L1 hit.
             data = self._l1_data
             if data is not None:
-                item = data.get(key)
+                try:
+                    item = data.get(key)
+                except TypeError as exc:  # an unhashable key
+                    raise_for_keys([key], exc)
+                    raise
                 if item is not None and (item[1] is None or item[1] > self._l1_timer()):
                     try:  # noqa: SIM105 - contextlib.suppress costs a call on the hot path
                         data.move_to_end(key)
@@ -254,7 +272,7 @@ class TwoLevelBackend:
         """Read ``keys`` from Redis with their TTLs and copy them into the L1, unless an
         invalidation (or a write of ours) touched a key after its token was taken."""
         tokens = [self._token(k) for k in keys]
-        found = self._read_l2(keys)
+        found = self._l2.get_many_ttl(keys, payloads=self._size_payload)
         if found:
             with self._lock:
                 set1 = self._l1.set
@@ -263,28 +281,6 @@ class TwoLevelBackend:
                     if hit is not None and self._valid(key, token):
                         set1(key, hit[0], hit[1], self._ttl(hit[2]))
         return {k: v[0] for k, v in found.items()}
-
-    def _read_l2(self, keys: list[str]) -> dict[str, tuple[Any, bytes | None, float | None]]:
-        """``{key: (value, payload or None, seconds left or None)}`` in one round trip."""
-        l2 = self._l2
-        names = [self._prefix + k for k in keys]
-        try:
-            with l2.client.pipeline(transaction=False) as pipe:
-                pipe.mget(names)
-                for name in names:
-                    pipe.pttl(name)
-                replies = pipe.execute()
-        except l2._errors as exc:
-            raise l2._fail(f"GET of {len(keys)} keys", exc) from exc
-        out: dict[str, tuple[Any, bytes | None, float | None]] = {}
-        for key, raw, pttl in zip(keys, replies[0], replies[1:]):
-            if raw is None:
-                continue
-            value = l2._decode(key, raw)
-            if value is not MISS:
-                payload = raw[_HLEN:] if self._size_payload else None
-                out[key] = (value, payload, pttl / 1000 if pttl > 0 else None)
-        return out
 
     # -- leases: the L2's, so cross-process single flight works through an L1 too ----------
     @property
@@ -301,6 +297,7 @@ class TwoLevelBackend:
     def lease_fill(self, key: str, token: bytes, value: Any, payload: bytes | None,
                    ttl: float | None, version: int | None, *, found: bool = True) -> bool:
         """Fill the L2 under ``token``'s lease; the next read copies it into the L1."""
+        _require_str((key,))
         try:
             return self._l2.lease_fill(key, token, value, payload, ttl, version, found=found)
         finally:
@@ -313,6 +310,7 @@ class TwoLevelBackend:
     ) -> bool:
         """Set in Redis (set-if-newer with ``version``), then in the L1 if it was stored;
         returns whether Redis stored it."""
+        _require_str((key,))
         token = self._token(key)
         stored = False
         try:
@@ -334,6 +332,7 @@ class TwoLevelBackend:
         dropped and the next read fills them from Redis."""
         if not items:
             return
+        _require_str([it[0] for it in items])
         tokens = [self._token(it[0]) for it in items]
         done = False
         try:
@@ -349,7 +348,34 @@ class TwoLevelBackend:
                         self._l1.delete(key)
                     self._gens[hash(key) & _MASK] += 1
 
+    def publish(self, items: Sequence[tuple[str, int, Any, bytes | None]], ttl: float | None
+                ) -> list[int]:
+        """:meth:`RedisBackend.publish` (versions drawn from Redis), then this process's
+        L1: a copy of each key's last SET or ADD, none after a DELETE. Other processes'
+        L1 copies are invalidated by Redis, as for :meth:`set`."""
+        if not items:
+            return []
+        _require_str([it[0] for it in items])
+        tokens = [self._token(it[0]) for it in items]
+        last = {it[0]: i for i, it in enumerate(items)}
+        versions: list[int] = []
+        try:
+            versions = self._l2.publish(items, ttl)
+        finally:
+            l1_ttl = self._ttl(ttl)
+            with self._lock:
+                for i, ((key, kind, value, payload), token) in enumerate(zip(items, tokens)):
+                    if last[key] != i:
+                        continue
+                    if versions and kind != 1 and self._valid(key, token):
+                        self._l1.set(key, value, payload, l1_ttl)
+                    else:
+                        self._l1.delete(key)
+                    self._gens[hash(key) & _MASK] += 1
+        return versions
+
     def delete(self, key: str, version: int | None = None) -> bool:
+        _require_str((key,))
         try:
             return self._l2.delete(key, version)
         finally:
@@ -361,6 +387,7 @@ class TwoLevelBackend:
         """Delete in Redis (``versions`` leave tombstones, as ``RedisBackend``), then here."""
         if not keys:
             return
+        _require_str(keys)
         try:
             self._l2.delete_many(keys, versions)
         finally:

@@ -1,0 +1,89 @@
+"""The ``redis.Redis`` a RedisBackend talks through: built from a URL (then owned, with
+bounded timeouts and one quick reconnect) or passed in (then the caller's, untouched)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = ["connect", "redact", "scrub"]
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    except ValueError:
+        head, at, tail = url.rpartition("@")
+        return f"{head.partition('://')[0]}://***@{tail}" if at else url
+
+
+def scrub(text: str, password: str | None) -> str:
+    """``text`` with ``password`` (if any) replaced by ``***``."""
+    return text.replace(password, "***") if password else text
+
+
+def connect(url_or_client: str | redis.Redis, timeout: float | None,
+            client_options: dict[str, Any]) -> tuple[redis.Redis, str, str | None, bool]:
+    """``(client, where for messages, password to scrub, owned)``."""
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    if isinstance(url_or_client, str):
+        url = url_or_client
+        where = redact(url)
+        password = urlsplit(url).password if "@" in url else None
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            # One quick reconnect covers a pooled socket that died with a Redis
+            # restart or CLIENT KILL; redis-py's default (10 tries, up to 1 s apart)
+            # would stall a cache read for seconds while Redis is really down. A
+            # timeout is not retried: a stalled server would make each call wait
+            # three timeouts instead of one.
+            "retry": Retry(ExponentialBackoff(cap=0.05, base=0.005), 2,
+                           supported_errors=(redis.ConnectionError,)),
+        }
+        options.update(client_options)
+        if options.get("decode_responses"):
+            raise ConfigError("RedisBackend keeps bytes: decode_responses must be False")
+        try:
+            client = redis.Redis.from_url(url, **options)
+            pool = client.connection_pool
+            # redis-py hands options to each connection lazily; build one (no socket
+            # is opened) so a misspelt option fails here, not at the first read.
+            pool.connection_class(**pool.connection_kwargs)
+        except (ValueError, TypeError) as exc:
+            msg = scrub(str(exc), password)
+            if isinstance(exc, TypeError) and not url.lower().startswith("rediss:"):
+                msg += " (TLS options such as ssl_ca_certs need a rediss:// URL)"
+            raise ConfigError(f"bad Redis URL or option for {where!r}: {msg}") from exc
+        return client, where, password, True
+    if isinstance(url_or_client, redis.Redis):
+        if client_options:
+            raise ConfigError(
+                f"client options {sorted(client_options)} need a URL; "
+                "configure the redis.Redis you pass in instead"
+            )
+        client = url_or_client
+        kw = client.connection_pool.connection_kwargs
+        if kw.get("decode_responses"):
+            raise ConfigError(
+                "RedisBackend keeps bytes: pass a client with decode_responses=False"
+            )
+        where = kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
+        return client, f"{where}/{kw.get('db', 0)}", None, False
+    raise ConfigError(
+        f"RedisBackend needs a redis:// URL or a redis.Redis client, not {url_or_client!r}"
+    )
