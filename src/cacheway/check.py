@@ -36,7 +36,8 @@ from .stores.base import NOTSET, Store
 
 __all__ = ["CheckReport", "Example", "check"]
 
-_HLEN, _VALUE = 9, 0  # RedisBackend's header: 8-byte big-endian version, flag 0 = value
+# RedisBackend's header: check byte, 7-byte big-endian version, flag (0 = value)
+_HLEN, _VALUE = 9, 0
 _SCAN_COUNT, _EXAMPLES = 1000, 5
 
 
@@ -135,7 +136,7 @@ class _RedisLevel:
                 value = self._loads(raw[_HLEN:])
             except Exception:  # noqa: BLE001, S112 - an undecodable entry is a miss to every reader
                 continue
-            out[key] = _Cached(value, int.from_bytes(raw[:8], "big"))
+            out[key] = _Cached(value, int.from_bytes(raw[1:8], "big"))
         return out
 
 

@@ -53,7 +53,8 @@ class ConfigError(CachewayError, ValueError):
 
 
 class InvalidKeyError(CachewayError, TypeError):
-    """A key that is not a ``str``."""
+    """A key that is not a ``str``, or that no store or backend can keep (a lone
+    surrogate cannot be encoded)."""
 
 
 class ClosedError(CachewayError, RuntimeError):

@@ -18,7 +18,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .._engine import _STRIPES, Engine
-from ..errors import InvalidWriteError
+from ..errors import CachewayError, InvalidWriteError
 from ..policies import WriteBack
 from ..stores.base import ADD, DELETE, LATENESS, NOTSET, SET, JournalMark, make_op
 from .dirty import DirtyTable, Entry
@@ -291,7 +291,9 @@ class Flusher(Engine):
                 delete_many: Any = self.backend.delete_many
                 try:
                     delete_many([k for k, _ in drops], versions=[v for _, v in drops])
-                except TypeError:  # a backend without versioned batch deletes
+                except TypeError as exc:  # a backend without versioned batch deletes
+                    if isinstance(exc, CachewayError):
+                        raise
                     for bkey, version in drops:
                         self.backend.delete(bkey, version)
         except Exception as exc:  # noqa: BLE001 - the store has the writes; drop the copies
