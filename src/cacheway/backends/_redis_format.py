@@ -33,7 +33,7 @@ from ..errors import BackendError
 __all__ = [
     "CLOCK", "DELETE_IF_NEWER", "DELETE_IF_SAME", "HLEN", "LEASE_ACQUIRED", "LEASE_FILL",
     "LEASE_GET", "LEASE_HELD", "LEASE_NOT_FOUND", "LEASE_VALUE", "MAX_VERSION", "NOT_FOUND",
-    "PUBLISH", "SET_IF_NEWER", "TOMBSTONE", "VALUE", "VALUE0", "header",
+    "PUBLISH", "SET_IF_NEWER", "TOMBSTONE", "VALUE", "VALUE0", "VERSIONS", "header",
 ]
 
 HLEN = 9
@@ -203,4 +203,23 @@ return out
 DELETE_IF_SAME = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# ``n`` versions of the hybrid clock above (for writes that go to the store first:
+# write-through, write-around), without writing any entry.
+# KEYS[1] the clock; ARGV[1] n. Returns the versions.
+VERSIONS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local horizon = now + 1099511627776
+local last = tonumber(redis.call('GET', KEYS[1]) or '')
+if not last or last ~= last or last < 0 or last > horizon then last = 0 end
+last = math.floor(last)
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  last = math.max(last + 1, now)
+  out[i] = last
+end
+redis.call('SET', KEYS[1], string.format('%.0f', last))
+return out
 """

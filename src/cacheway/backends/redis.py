@@ -59,6 +59,7 @@ from ._redis_format import (
     TOMBSTONE,
     VALUE,
     VALUE0,
+    VERSIONS,
     header,
 )
 from .base import MISS, invalid_key
@@ -164,6 +165,7 @@ class RedisBackend:
         self._lease_script = client.register_script(LEASE_GET)
         self._fill_script = client.register_script(LEASE_FILL)
         self._publish_script = client.register_script(PUBLISH)
+        self._versions_script = client.register_script(VERSIONS)
         self._clock = prefix + CLOCK
         self.lease_ttl = float(lease_ttl)
         self.leases = bool(leases)
@@ -449,6 +451,18 @@ class RedisBackend:
             raise self._fail(what, exc) from exc
         except (TypeError, ValueError) as exc:
             raise self._refuse(keys, what, exc) from exc
+
+    def versions(self, n: int) -> list[int]:
+        """``n`` new versions of this prefix's clock (see :meth:`publish`) for writes
+        that reach the store before the backend (write-through, write-around): the
+        store applies them set-if-newer, so the last write accepted wins across
+        processes whichever reaches the store first."""
+        if n <= 0:
+            return []
+        try:
+            return [int(v) for v in self._versions_script(keys=[self._clock], args=[n])]
+        except self._errors as exc:
+            raise self._fail(f"versions from the clock at {self._clock!r}", exc) from exc
 
     def delete(self, key: str, version: int | None = None) -> bool:
         """Remove a copy; with ``version``, leave a tombstone that blocks older fills

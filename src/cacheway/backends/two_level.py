@@ -348,6 +348,10 @@ class TwoLevelBackend:
                         self._l1.delete(key)
                     self._gens[hash(key) & _MASK] += 1
 
+    def versions(self, n: int) -> list[int]:
+        """:meth:`RedisBackend.versions`."""
+        return self._l2.versions(n)
+
     def publish(self, items: Sequence[tuple[str, int, Any, bytes | None]], ttl: float | None
                 ) -> list[int]:
         """:meth:`RedisBackend.publish` (versions drawn from Redis), then this process's
