@@ -468,6 +468,26 @@ def test_row_mode_maps_dicts_to_columns(postgres_dsn: str, users: str,
         assert s.applied_state("rj") == (2, {("", "u1"): 3})
 
 
+def test_row_mode_with_mixed_case_table_and_column_names(postgres_dsn: str,
+                                                         sql: Callable[..., Any]) -> None:
+    # issue 10 item 5: the version sequence's name was passed to nextval() unquoted
+    name = unique("Blog") + "Users"
+    sql(f'CREATE TABLE "{name}" ("userId" text PRIMARY KEY, "userName" text, "Version" bigint)')
+    try:
+        kw: dict[str, Any] = {"key_column": "userId", "columns": ["userName"],
+                              "version_column": "Version"}
+        with PostgresStore(postgres_dsn, table=name, **kw) as s:
+            (a,) = s.apply([Op("", "u1", SET, None, 0, {"userName": "Ann"})])
+            s.apply([Op("", "u2", SET, None, 0, {"userName": "Bob"}), Op("", "u1", DELETE)],
+                    journal=JournalMark("mj", 1, [2, 3]))
+            assert s.applied_state("mj") == (1, {("", "u2"): 2, ("", "u1"): 3})
+            assert s.load_many(["u1", "u2"]) == {"u2": {"userName": "Bob"}}
+            assert sql(f'SELECT "Version" > %s FROM "{name}"', (a.version,)) == [(True,)]
+    finally:
+        drop(postgres_dsn, name)
+        sql(f'DROP SEQUENCE IF EXISTS "{name}_Version_seq"')
+
+
 def test_row_mode_without_version_column_is_unversioned(postgres_dsn: str, users: str) -> None:
     with PostgresStore(postgres_dsn, table=users, key_column="id", columns=["name"]) as s:
         assert not s.versioned

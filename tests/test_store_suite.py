@@ -366,6 +366,26 @@ def test_a_bad_table_name_is_a_config_error(harness: Harness) -> None:
             harness.store(table=bad)
 
 
+def test_a_mixed_case_table_name_works_end_to_end(harness: Harness) -> None:
+    # issue 10 item 5
+    if not harness.has_tables:
+        pytest.skip("a CallbackStore has no table")
+    table = harness.table + "_BlogUsers"  # starts with the prefix the teardown drops
+    store = harness.store(table=table)
+    first = store.apply([Op("", "a", SET, dumps(1), 0, 1), Op("", "n", ADD, dumps(2), 2, 2)])
+    assert [r.value for r in first] == [None, 2]
+    assert store.load_many(["a", "n"]) == {"a": 1, "n": 2}
+    jid = unique("journal")
+    later = store.apply([Op("", "a", SET, dumps(3), 0, 3), Op("", "n", DELETE)],
+                        journal=JournalMark(jid, 1, [2, 3]))
+    assert store.applied_state(jid) == (1, {("", "a"): 2, ("", "n"): 3})
+    assert store.fetch("", ["a"])["a"].version == later[0].version > first[1].version
+    # Reopening finds the same table (and its version counter) instead of a new one.
+    again = harness.store(table=table)
+    assert again.load_many(["a", "n"]) == {"a": 3}
+    assert again.apply([Op("", "b", SET, dumps(4), 0, 4)])[0].version > later[1].version
+
+
 # -- a whole cache on the store ----------------------------------------------------------
 @pytest.mark.parametrize("policy", list(POLICIES))
 def test_cache_on_the_store(

@@ -265,7 +265,10 @@ class PostgresStore(StoreBase):
 
     def _build_queries(self, conn: Connection[Any]) -> None:
         sql = self._pg.sql
-        names = {"t": sql.Identifier(self.table), "seq": sql.Literal(self._seq)}
+        # nextval() takes a regclass *string*: quote the name inside it, or PostgreSQL
+        # folds a mixed-case name ("BlogUsers_version_seq") to lower case.
+        names = {"t": sql.Identifier(self.table),
+                 "seq": sql.Literal(sql.Identifier(self._seq).as_string(conn))}
         vtype = sql.SQL("jsonb" if self._jsonb else "bytea")
         parts = {
             "fetch": "SELECT key, value{text}, version FROM {t} "

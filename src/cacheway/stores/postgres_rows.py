@@ -48,6 +48,7 @@ class RowMapper:
             raise ConfigError(f"sequence name {self.version_seq!r} would exceed PostgreSQL's "
                               "63-character identifiers: use a shorter table or column name")
         self._key_type = "text"
+        self._vseq_quoted = ""
         self._set_queries: dict[tuple[str, ...], str] = {}
         self._q: dict[str, str] = {}
 
@@ -105,6 +106,8 @@ class RowMapper:
                 )
                 conn.execute(sql.SQL("CREATE SEQUENCE IF NOT EXISTS {}").format(
                     sql.Identifier(self.version_seq)))
+        if self.version_seq is not None:
+            self._vseq_quoted = sql.Identifier(self.version_seq).as_string(conn)
         self._build(conn)
 
     def _names(self) -> dict[str, sql.Composable]:
@@ -113,7 +116,8 @@ class RowMapper:
             "key": sql.Identifier(self.key_column),
             "ktype": sql.SQL(self._key_type),  # from the catalog's format_type()
             "vcol": sql.Identifier(self.version_column or "version"),
-            "vseq": sql.Literal(self.version_seq or ""),
+            # nextval() parses this string as a name: quoted, so case is kept.
+            "vseq": sql.Literal(self._vseq_quoted),
             "cols": sql.SQL(", ").join(
                 sql.SQL("t.{}").format(sql.Identifier(c)) for c in self.columns),
         }
