@@ -281,6 +281,11 @@ def test_a_unique_index_makes_a_key_column(env: Env) -> None:
     {"columns": ['na"me']},
     {"version_column": "v(1)"},
     {"table": "x" * 64},
+    # issue 10 item 15: a trailing newline passed "^...$" with re.match
+    {"table": "users\n"},
+    {"key_column": "id\n"},
+    {"columns": ["name", "email\n"]},
+    {"version_column": "version\n"},
 ])
 def test_bad_identifiers_are_config_errors(env: Env, bad: dict[str, Any]) -> None:
     kw: dict[str, Any] = {"table": "users", **VROW, **bad}

@@ -366,6 +366,25 @@ def test_a_bad_table_name_is_a_config_error(harness: Harness) -> None:
             harness.store(table=bad)
 
 
+def test_a_table_name_with_a_trailing_newline_is_refused(harness: Harness) -> None:
+    # issue 10 item 15: "$" of re.match also matches before a final "\n"
+    if not harness.has_tables:
+        pytest.skip("a CallbackStore has no table")
+    for bad in (harness.table + "\n", "\n", harness.table + "\r\n"):
+        with pytest.raises(cw.ConfigError, match="not a valid identifier"):
+            harness.store(table=bad)
+
+
+def test_validate_identifier_takes_the_whole_string() -> None:
+    # issue 10 item 15
+    from cacheway.stores.base import validate_identifier
+
+    assert validate_identifier("Blog_Users") == "Blog_Users"
+    for bad in ("users\n", "users\n\n", "\nusers", "us\ners", "x" * 64):
+        with pytest.raises(cw.ConfigError, match="not a valid identifier"):
+            validate_identifier(bad)
+
+
 def test_a_mixed_case_table_name_works_end_to_end(harness: Harness) -> None:
     # issue 10 item 5
     if not harness.has_tables:
@@ -415,3 +434,29 @@ def test_cache_on_the_store(
     assert cache.incr("n", -10) == -2
     cache.flush(timeout=10)
     assert store.load("n") == -2
+
+
+# -- stores and backends from URLs (cw.open) ----------------------------------------------
+@pytest.mark.parametrize("url", [
+    "postgresql://[::1/test",                      # an unclosed IPv6 bracket
+    "postgresql://postgres:s3cret@[::1/test",
+    "postgresql://postgres@127.0.0.1/test\x00",    # libpq would cut the DSN at the NUL
+    "mysql+pymysql://root:s3cret@127.0.0.1:xx/test",  # a port that is not a number
+    "mysql+pymysql://root@[::1/test",
+])
+def test_a_malformed_store_url_is_a_config_error(url: str) -> None:
+    # issue 10 item 15: these raised a bare ValueError (or opened a default database)
+    with pytest.raises(cw.ConfigError) as info:
+        cw.open(store=url)
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:xx/0",
+    "redis://[::1/0",
+    "redis+l1://127.0.0.1:6379/0?l1_ttl=soon",
+])
+def test_a_malformed_backend_url_is_a_config_error(url: str, tmp_path: Any) -> None:
+    # issue 10 item 15
+    with pytest.raises(cw.ConfigError):
+        cw.open(store=f"sqlite:///{tmp_path / 'x.db'}", backend=url)

@@ -37,7 +37,7 @@ ADD = 2
 
 NOTSET: Any = type("NotSet", (), {"__repr__": lambda self: "NOTSET"})()
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 def validate_identifier(name: object, what: str = "table name") -> str:
@@ -46,7 +46,7 @@ def validate_identifier(name: object, what: str = "table name") -> str:
     >>> validate_identifier("cacheway")
     'cacheway'
     """
-    if not isinstance(name, str) or not _IDENT.match(name):
+    if not isinstance(name, str) or not _IDENT.fullmatch(name):
         raise ConfigError(
             f"{what} {name!r} is not a valid identifier: use letters, digits and '_', "
             "starting with a letter or '_', at most 63 characters"

@@ -185,7 +185,7 @@ class SQLAlchemyStore(StoreBase):
             )
         try:
             url = sa_.make_url(given)
-        except sa_.exc.ArgumentError:
+        except (sa_.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
             # The message would echo the string, password and all.
             raise ConfigError(
                 "the store URL is not a SQLAlchemy URL: use dialect+driver://user:password@"
