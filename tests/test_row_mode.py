@@ -231,6 +231,21 @@ def test_mixed_case_table_and_column_names(env: Env) -> None:
     assert later.version > first[0].version
 
 
+def test_refusals_of_the_database_are_invalid_writes(env: Env) -> None:
+    # issue 10 item 3: a NOT NULL column left out of a new row is refused at every retry
+    name = unique("strict")
+    env.tables += [name, f"{name}_cw_meta", f"{name}_cw_applied"]
+    env.sql(f"CREATE TABLE {name} (id {env.text_key} PRIMARY KEY, name TEXT NOT NULL, "
+            "email TEXT)")
+    s = env.store(name, **ROW)
+    expected = {"sqlite": (None, None), "sa-sqlite": (255, None), "mariadb": (64, None)}
+    assert (s.max_key_chars, s.max_key_bytes) == expected[env.kind]
+    with pytest.raises(cw.InvalidWriteError):
+        s.save_many({"u1": {"email": "no name"}})
+    s.save_many({"u1": {"name": "A"}})
+    assert s.load("u1") == {"name": "A", "email": None}
+
+
 # -- construction checks -------------------------------------------------------------------
 def test_missing_table_and_columns_are_config_errors(env: Env) -> None:
     users = env.users()

@@ -405,6 +405,39 @@ def test_a_mixed_case_table_name_works_end_to_end(harness: Harness) -> None:
     assert again.apply([Op("", "b", SET, dumps(4), 0, 4)])[0].version > later[1].version
 
 
+# The longest keys each store declares (max_key_chars, max_key_bytes).
+KEY_LIMITS: dict[str, tuple[int | None, int | None]] = {
+    "sqlite": (None, None),
+    "sqlalchemy-mariadb": (255, None),       # VARCHAR(255) utf8mb4
+    "sqlalchemy-postgresql": (255, 2000),    # VARCHAR(255), and the btree entry limit
+    "sqlalchemy-sqlite": (255, None),        # SQLite does not enforce it; the store does
+    "postgres": (None, 2000),                # text: the btree entry limit only
+    "callback": (None, None),
+}
+
+
+def test_keys_the_store_cannot_keep_are_invalid_writes(harness: Harness, store: Any) -> None:
+    # issue 10 item 3: such keys failed at every retry of a write-back flusher
+    chars, size = KEY_LIMITS[harness.kind]
+    assert (store.max_key_chars, store.max_key_bytes) == (chars, size)
+    too_long = []
+    if chars is not None:
+        too_long.append("k" * (chars + 1))
+        store.save_many({"é" * chars: "longest"})
+        assert store.load("é" * chars) == "longest"
+    if size is not None and (chars is None or chars * 4 > size):
+        too_long.append("é" * (size // 2) + "k")
+        store.save_many({"é" * (size // 2): "longest"})
+        assert store.load("é" * (size // 2)) == "longest"
+    if harness.kind != "callback":  # a callback store's dict takes any str
+        too_long.append("lone \ud800 surrogate")
+        assert store.fetch("", ["lone \ud800 surrogate", "ok"]) == {}, "names no row"
+    for key in too_long:
+        with pytest.raises(cw.InvalidWriteError):
+            store.apply([Op("", "ok", SET, dumps(1), 0, 1), Op("", key, SET, dumps(2), 0, 2)])
+    assert store.load("ok") is None, "a refused batch wrote nothing"
+
+
 # -- a whole cache on the store ----------------------------------------------------------
 @pytest.mark.parametrize("policy", list(POLICIES))
 def test_cache_on_the_store(

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
+from ._errors import is_permanent, storable_text
 from ._pg_helpers import (
     _CONFLICT_RETRIES,
+    MAX_KEY_BYTES,
     _Attempt,
     _fill,
     _key_order,
@@ -47,6 +49,7 @@ from .base import (
     Loaded,
     Op,
     StoreBase,
+    check_key,
     validate_identifier,
 )
 
@@ -85,6 +88,11 @@ class PostgresStore(StoreBase):
     """
 
     versioned = True
+    #: Keys (and namespaces) up to 2000 UTF-8 bytes: a btree index entry holds at most
+    #: 2704 bytes (8 kB pages), and the primary key (namespace, key) and the journal
+    #: marks' (journal, namespace, key) must fit with their headers (see _pg_helpers).
+    max_key_bytes: int | None = MAX_KEY_BYTES
+    keys_take_nul = False
 
 
     @property
@@ -211,6 +219,7 @@ class PostgresStore(StoreBase):
     def _setup(self, conn: Connection[Any]) -> None:
         if self._rows is not None:
             self._rows.inspect(conn)
+            self.max_key_chars = self._rows.max_key_chars
             return
         sql = self._pg.sql
         ident = sql.Identifier
@@ -350,15 +359,19 @@ class PostgresStore(StoreBase):
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
 
-    def _error(self, doing: str, exc: BaseException) -> StoreError:
+    def _error(self, doing: str, exc: BaseException, write: bool = False) -> StoreError:
         text = _scrub(str(exc).strip() or type(exc).__name__, self._secrets)
-        return StoreError(f"PostgreSQL {doing} table {self.table!r} at {self._where} failed: "
-                          + text)
+        kind = InvalidWriteError if write and is_permanent(exc) else StoreError
+        return kind(f"PostgreSQL {doing} table {self.table!r} at {self._where} failed: "
+                    + text)
 
-    def _run(self, doing: str, work: Callable[[Connection[Any], _Attempt], _T]) -> _T:
+    def _run(self, doing: str, work: Callable[[Connection[Any], _Attempt], _T],
+             write: bool = False) -> _T:
         """``work`` on a pooled connection. A connection found broken (the server
         restarted, a proxy dropped it) is discarded by the pool; the work is tried once
-        more on a checked connection unless COMMIT was already sent."""
+        more on a checked connection unless COMMIT was already sent. With ``write``, an
+        error about the data written (a value too long, a constraint) is an
+        :class:`InvalidWriteError`."""
         self._check()
         psycopg, pool_timeout = self._pg, self._pg_pool_timeout()
         retryable = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
@@ -371,6 +384,8 @@ class PostgresStore(StoreBase):
             try:
                 with self._pool.connection(timeout=self._timeout) as conn:
                     return work(conn, attempt)
+            except UnicodeEncodeError as exc:  # text no database takes (a lone surrogate)
+                raise self._error(doing, exc, write) from None
             except psycopg.Error as exc:
                 if isinstance(exc, retryable) and conflicts < _CONFLICT_RETRIES:
                     # The server rolled the whole transaction back (another process
@@ -385,7 +400,7 @@ class PostgresStore(StoreBase):
                     with contextlib.suppress(psycopg.Error):  # the retry reports it
                         self._pool.check()
                     continue
-                err = self._error(doing, exc)
+                err = self._error(doing, exc, write)
                 if broken and attempt.committing:
                     err = StoreError(f"{err} (the connection broke during COMMIT: the "
                                      "outcome of this batch is unknown)")
@@ -398,10 +413,11 @@ class PostgresStore(StoreBase):
 
     # -- the store protocol ------------------------------------------------------------
     def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
-        if not keys:
-            self._check()
+        self._check()
+        # Text PostgreSQL cannot hold (NUL, a lone surrogate) names no row.
+        keys = [k for k in keys if storable_text(k, nul=False)]
+        if not keys or not storable_text(namespace, nul=False):
             return {}
-        keys = list(keys)
         rows = self._rows
         if rows is not None:
             return self._run("load from", lambda conn, _: rows.fetch(conn, keys))
@@ -424,6 +440,7 @@ class PostgresStore(StoreBase):
         for op in ops:
             if op.kind not in (SET, DELETE, ADD):
                 raise ConfigError(f"unknown op kind {op.kind!r}")
+            check_key(self, op.namespace, op.key)
         order = _key_order(ops)
         if order is not None:
             # Rows locked in one order by every process: concurrent batches over the
@@ -477,7 +494,7 @@ class PostgresStore(StoreBase):
                 attempt.committing = True
             return [a if a is not None else Applied(None) for a in out]
 
-        return self._run("write to", work)
+        return self._run("write to", work, write=True)
 
     def _write(self, cur: Cursor[Any], ops: Sequence[Op], segment: list[int],
                out: list[Applied | None]) -> None:
@@ -504,7 +521,8 @@ class PostgresStore(StoreBase):
         try:
             return payload.decode()
         except UnicodeDecodeError as exc:
-            raise StoreError(f"payload of key {op.key!r} is not UTF-8 JSON: {exc}") from None
+            raise InvalidWriteError(f"payload of key {op.key!r} is not UTF-8 JSON: {exc}"
+                                    ) from None
 
     def _add(self, cur: Cursor[Any], ops: Sequence[Op], adds: list[int],
              out: list[Applied | None]) -> None:

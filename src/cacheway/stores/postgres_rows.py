@@ -48,6 +48,7 @@ class RowMapper:
             raise ConfigError(f"sequence name {self.version_seq!r} would exceed PostgreSQL's "
                               "63-character identifiers: use a shorter table or column name")
         self._key_type = "text"
+        self.max_key_chars: int | None = None
         self._vseq_quoted = ""
         self._set_queries: dict[tuple[str, ...], str] = {}
         self._q: dict[str, str] = {}
@@ -57,10 +58,15 @@ class RowMapper:
         """Check the table and columns exist (ConfigError listing what is missing), that
         the key column is unique, and create the version sequence when missing."""
         t = self.table
-        found = dict(conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
+        info = conn.execute(
+            "SELECT column_name, data_type, character_maximum_length "
+            "FROM information_schema.columns "
             "WHERE table_schema = current_schema() AND table_name = %s", (t,)
-        ).fetchall())
+        ).fetchall()
+        found = {name: kind for name, kind, _ in info}
+        # varchar(n)/char(n): n characters at most (text: no limit but the btree's).
+        self.max_key_chars = next((int(n) for name, _, n in info
+                                   if name == self.key_column and n is not None), None)
         if not found:
             raise ConfigError(
                 f"table {t!r} does not exist in the current schema: row mode maps keys to "

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
+from ._errors import is_permanent, storable_text
+from ._pg_helpers import MAX_KEY_BYTES
 from ._sa_marks import VERSION_ROW, advance, read_marks, write_mark
 from .base import (
     ADD,
@@ -33,6 +35,7 @@ from .base import (
     Loaded,
     Op,
     StoreBase,
+    check_key,
     validate_identifier,
 )
 
@@ -85,9 +88,11 @@ class SQLAlchemyStore(StoreBase):
     leaves it open) or a URL such as ``"mysql+pymysql://user:pw@host/db"`` (the store
     builds the engine and disposes of it on ``close()``). ``key_length`` is the width of
     the key column when the table is created (at most 513 on MySQL/MariaDB, where
-    utf8mb4 keys must fit InnoDB's index limit). Keys compare byte for byte on every
-    database (MySQL/MariaDB get a binary, no-pad collation), so ``"A"``, ``"a"`` and
-    ``"a "`` are three keys.
+    utf8mb4 keys must fit InnoDB's index limit); ``max_key_chars`` is what the tables
+    found take (a table made earlier with another ``key_length`` keeps its width), and
+    a longer key is refused with :class:`~cacheway.InvalidWriteError`. Keys compare
+    byte for byte on every database (MySQL/MariaDB get a binary, no-pad collation), so
+    ``"A"``, ``"a"`` and ``"a "`` are three keys.
 
     Row mode (``key_column=``, ``columns=``, ``version_column=``) maps dict values to
     the columns of an existing table; it has no namespace column, so the namespace of
@@ -229,11 +234,17 @@ class SQLAlchemyStore(StoreBase):
             options = {"engine": "InnoDB", "charset": "utf8mb4",
                        "collate": self._mysql_collation()}
             table_kw = {f"{p}_{k}": v for k, v in options.items() for p in ("mysql", "mariadb")}
+        if self._kind == "postgresql":
+            self.max_key_bytes = MAX_KEY_BYTES  # the btree entry limit (see _pg_helpers)
+            self.keys_take_nul = False
         if self._rows is not None:
             self._rows.open(self._engine, self._kind, table_kw, self._ns_len, self.key_length)
+            self.max_key_chars = self._rows.max_key_chars
             return
         self._define(sa_, table_kw)
         self._create(sa_)
+        # The tables may be older than this store, made with another key_length.
+        self.max_key_chars = self._reflect_key_length(sa_, [self._t.name, self._a.name])
 
     def _mysql_collation(self) -> str:
         # Keys compare byte for byte: a *_ci collation would merge "A" and "a", and a
@@ -342,16 +353,31 @@ class SQLAlchemyStore(StoreBase):
             except sa_.exc.IntegrityError:
                 pass  # another process inserted it first
 
+    def _reflect_key_length(self, sa_: Any, tables: list[str]) -> int:
+        """The shortest ``key`` column of ``tables`` as the database has it."""
+        inspector = sa_.inspect(self._engine)
+        found = [self.key_length]
+        for name in tables:
+            for col in inspector.get_columns(name):
+                length = getattr(col["type"], "length", None)
+                if col["name"] == "key" and isinstance(length, int):
+                    found.append(length)
+        return min(found)
+
     def _check(self) -> None:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
 
-    def _error(self, what: str, exc: BaseException) -> StoreError:
+    def _error(self, what: str, exc: BaseException, write: bool = False) -> StoreError:
+        """``exc`` as a StoreError; with ``write``, an error about the data written (a
+        value too long, a constraint) is an :class:`InvalidWriteError`."""
         orig = getattr(exc, "orig", None)
         detail = f"{type(orig).__name__}: {orig}" if orig is not None else str(exc)
         if self._password:
             detail = detail.replace(self._password, "***")
-        return StoreError(f"SQLAlchemyStore {what} {self.url} failed: {detail}")
+        permanent = write and is_permanent(orig if orig is not None else exc)
+        kind = InvalidWriteError if permanent else StoreError
+        return kind(f"SQLAlchemyStore {what} {self.url} failed: {detail}")
 
     # -- the store protocol ------------------------------------------------------------
     def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
@@ -360,6 +386,11 @@ class SQLAlchemyStore(StoreBase):
         if not keys:
             return out
         wanted = list(dict.fromkeys(keys))
+        # Text the database cannot hold (a lone surrogate, NUL on PostgreSQL) names no row.
+        nul = self.keys_take_nul
+        wanted = [k for k in wanted if storable_text(k, nul)]
+        if not wanted or not storable_text(namespace, nul):
+            return out
         try:
             if self._rows is not None:
                 return self._rows.fetch(wanted)
@@ -385,21 +416,19 @@ class SQLAlchemyStore(StoreBase):
             with self._engine.begin() as conn:
                 return self._apply_in(conn, ops, journal)
         except self._error_type as exc:
-            raise self._error(f"write to {self.table!r} at", exc) from exc
+            raise self._error(f"write to {self.table!r} at", exc, write=True) from exc
+        except UnicodeEncodeError as exc:  # text no database takes
+            raise self._error(f"write to {self.table!r} at", exc, write=True) from None
 
     def _check_ops(self, ops: Sequence[Op], journal: JournalMark | None) -> None:
         for op in ops:
             if op.kind not in (SET, DELETE, ADD):
                 raise ConfigError(f"unknown op kind {op.kind!r}")
-            if len(op.key) > self.key_length:
-                raise StoreError(
-                    f"key {op.key[:40]!r}... has {len(op.key)} characters; table "
-                    f"{self.table!r} keeps keys of at most key_length={self.key_length}"
-                )
             if len(op.namespace) > self._ns_len:
-                raise StoreError(
+                raise InvalidWriteError(
                     f"namespace {op.namespace[:40]!r}... is longer than {self._ns_len} characters"
                 )
+            check_key(self, op.namespace, op.key)
         if journal is not None:
             if len(journal.seqs) != len(ops):
                 raise ConfigError(
