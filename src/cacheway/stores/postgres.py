@@ -18,7 +18,6 @@ maps dict values onto the columns of an existing table instead (see
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
+from ._deadline import Deadline, Watchdog
 from ._errors import is_permanent, storable_text
 from ._pg_helpers import (
     _CONFLICT_RETRIES,
@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 _T = TypeVar("_T")
+# How long the pool retries a lost connection in the background before the next call
+# starts over (see _open_pool).
+_RECONNECT = 2.0
 # Advisory-lock class id of cacheway's DDL ("cw"), so user locks on the same hash differ.
 LOCK_CLASS = 0x6377
 
@@ -71,8 +74,13 @@ class PostgresStore(StoreBase):
 
     ``dsn_or_pool`` is a libpq DSN/URL (the store builds a pool of ``min_size`` to
     ``max_size`` connections and closes it in :meth:`close`) or a
-    ``psycopg_pool.ConnectionPool`` (the caller's: left open). ``timeout`` is how long a
-    call waits for a pooled connection.
+    ``psycopg_pool.ConnectionPool`` (the caller's: left open). ``timeout`` bounds each
+    call: waiting for a pooled connection and running its statements, COMMIT included.
+    Past it, a client-side deadline drops the connection (a server or network that
+    stalls never answers, and ``statement_timeout`` cannot help when the query never
+    arrived) and the call raises :class:`StoreError` saying it timed out; the pool
+    replaces the connection. Give a batch that may legitimately run longer a larger
+    ``timeout``.
 
     Each :meth:`apply` is one transaction with at most one statement per kind of op
     (``unnest`` arrays: sets, deletes, adds; plus one for the journal mark). Versions
@@ -153,17 +161,16 @@ class PostgresStore(StoreBase):
         self._q: dict[str, str] = {}
         self._secrets: list[str] = []
         self._where = "the caller's pool"
+        self._watchdog = Watchdog(table)
+        self._max_size = max_size
         if isinstance(dsn_or_pool, str):
             self._own = True
             self._pool = self._open_pool(dsn_or_pool, min_size, max_size, psycopg_pool)
         elif isinstance(dsn_or_pool, psycopg_pool.ConnectionPool):
             self._own = False
             self._pool = dsn_or_pool
-            try:
-                with self._pool.connection(timeout=self._timeout) as conn:
-                    self._setup(conn)
-            except psycopg.Error as exc:
-                raise self._error("setup of", exc) from exc
+            self._max_size = dsn_or_pool.max_size
+            self._run("setup of", lambda conn, _: self._setup(conn))
         else:
             raise ConfigError(
                 "PostgresStore needs a DSN string or a psycopg_pool.ConnectionPool, "
@@ -205,13 +212,19 @@ class PostgresStore(StoreBase):
                 f"cannot connect to PostgreSQL at {self._where} for table {self.table!r}: "
                 + _scrub(str(exc).strip(), self._secrets)
             ) from None
+        call: Deadline | None = None
         try:
-            with conn:
+            with conn, self._watchdog.guard(conn.fileno(), self._timeout) as call:
                 self._setup(conn)
         except psycopg.Error as exc:
-            raise self._error("setup of", exc) from exc
+            raise (self._timed_out("setup of", exc, False) if call is not None and call.fired
+                   else self._error("setup of", exc)) from exc
+        # reconnect_timeout: a lost connection is retried in the background for
+        # _RECONNECT s only (psycopg_pool's backoff doubles up to minutes); then the
+        # next call asks for a new one, so a server that came back is used at once.
         pool: ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             dsn, min_size=min_size, max_size=max_size, timeout=self._timeout,
+            reconnect_timeout=_RECONNECT,
             kwargs={"autocommit": True, **extra}, open=True, name=f"cacheway-{self.table}",
         )
         return pool
@@ -273,75 +286,15 @@ class PostgresStore(StoreBase):
         self._marks_ready = True
 
     def _build_queries(self, conn: Connection[Any]) -> None:
-        sql = self._pg.sql
-        # nextval() takes a regclass *string*: quote the name inside it, or PostgreSQL
-        # folds a mixed-case name ("BlogUsers_version_seq") to lower case.
-        names = {"t": sql.Identifier(self.table),
-                 "seq": sql.Literal(sql.Identifier(self._seq).as_string(conn))}
-        vtype = sql.SQL("jsonb" if self._jsonb else "bytea")
-        parts = {
-            "fetch": "SELECT key, value{text}, version FROM {t} "
-                     "WHERE namespace = %s AND key = ANY(%b::text[])",
-            "set": "INSERT INTO {t} AS t (namespace, key, value, version) "
-                   "SELECT u.ns, u.key, u.value::{vtype}, nextval({seq}) "
-                   "FROM unnest(%b::text[], %b::text[], %b::{intype}[]) AS u(ns, key, value) "
-                   "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
-                   "version = nextval({seq}), updated_at = now() "
-                   "RETURNING namespace, key, version",
-            # A key that is not there still gets a version: its tombstone in the backend.
-            "delete": "WITH d AS (DELETE FROM {t} AS t USING unnest(%(ns)b::text[], "
-                      "%(key)b::text[]) AS u(ns, key) WHERE t.namespace = u.ns AND "
-                      "t.key = u.key RETURNING t.namespace, t.key, nextval({seq}) AS version) "
-                      "SELECT u.ns, u.key, coalesce(d.version, nextval({seq})) "
-                      "FROM unnest(%(ns)b::text[], %(key)b::text[]) AS u(ns, key) "
-                      "LEFT JOIN d ON d.namespace = u.ns AND d.key = u.key",
-            # The stored value must be a JSON integer; anything else fails the cast with
-            # this text in the message (plain SQL has no RAISE).
-            "add": "INSERT INTO {t} AS t (namespace, key, value, version) "
-                   "SELECT u.ns, u.key, to_jsonb(u.d), nextval({seq}) "
-                   "FROM unnest(%b::text[], %b::text[], %b::numeric[]) AS u(ns, key, d) "
-                   "ON CONFLICT (namespace, key) DO UPDATE SET value = to_jsonb((CASE WHEN "
-                   "jsonb_typeof(t.value) = 'number' AND (t.value #>> '{{}}') !~ '[.eE]' "
-                   "THEN t.value #>> '{{}}' ELSE 'cacheway: not an integer' END)::numeric "
-                   "+ (excluded.value #>> '{{}}')::numeric), version = nextval({seq}), "
-                   "updated_at = now() RETURNING namespace, key, version, value #>> '{{}}'",
-            # bytea adds: lock (creating a zero row when missing) and read, then write.
-            "add_lock": "INSERT INTO {t} AS t (namespace, key, value, version) "
-                        "SELECT u.ns, u.key, %s::bytea, nextval({seq}) "
-                        "FROM unnest(%b::text[], %b::text[]) AS u(ns, key) "
-                        "ON CONFLICT (namespace, key) DO UPDATE SET namespace = t.namespace "
-                        "RETURNING namespace, key, value",
-            "add_write": "UPDATE {t} AS t SET value = u.value, version = nextval({seq}), "
-                         "updated_at = now() FROM unnest(%b::text[], %b::text[], "
-                         "%b::bytea[]) AS u(ns, key, value) "
-                         "WHERE t.namespace = u.ns AND t.key = u.key "
-                         "RETURNING t.namespace, t.key, t.version",
-        }
-        fmt = {**names, "vtype": vtype, "intype": sql.SQL("text" if self._jsonb else "bytea"),
-               "text": sql.SQL("::text" if self._jsonb else "")}
-        for name, text in parts.items():
-            self._q[name] = sql.SQL(text).format(
-                **{k: v for k, v in fmt.items() if "{" + k + "}" in text}).as_string(conn)
+        from ._pg_sql import kv_queries
+
+        self._q.update(kv_queries(conn, self.table, self._seq, self._jsonb))
         self._build_mark_queries(conn)
 
     def _build_mark_queries(self, conn: Connection[Any]) -> None:
-        sql = self._pg.sql
-        m, a = sql.Identifier(self._meta), sql.Identifier(self._applied)
-        self._q["mark"] = sql.SQL(
-            "WITH m AS (INSERT INTO {m} AS m (name, value) VALUES (%s, %s) ON CONFLICT (name) "
-            "DO UPDATE SET value = greatest(m.value, excluded.value)) "
-            "INSERT INTO {a} AS a (journal, namespace, key, seq) SELECT %s, u.ns, u.key, u.seq "
-            "FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS u(ns, key, seq) "
-            "ON CONFLICT (journal, namespace, key) DO UPDATE SET seq = greatest(a.seq, "
-            "excluded.seq)"
-        ).format(m=m, a=a).as_string(conn)
-        self._q["mark_trim"] = sql.SQL(
-            "DELETE FROM {a} WHERE journal = %s AND seq <= %s").format(a=a).as_string(conn)
-        self._q["low"] = sql.SQL("SELECT value FROM {m} WHERE name = %s").format(
-            m=m).as_string(conn)
-        self._q["applied"] = sql.SQL(
-            "SELECT namespace, key, seq FROM {a} WHERE journal = %s AND seq > %s"
-        ).format(a=a).as_string(conn)
+        from ._pg_sql import mark_queries
+
+        self._q.update(mark_queries(conn, self._meta, self._applied))
 
     def _ensure_marks(self, conn: Connection[Any]) -> None:
         """Row mode creates its mark tables at the first journal mark, not before: a
@@ -365,28 +318,46 @@ class PostgresStore(StoreBase):
         return kind(f"PostgreSQL {doing} table {self.table!r} at {self._where} failed: "
                     + text)
 
+    def _timed_out(self, doing: str, exc: BaseException, committing: bool) -> StoreError:
+        text = (f"PostgreSQL {doing} table {self.table!r} at {self._where} timed out: no "
+                f"answer within timeout={self._timeout:g} s, the connection was dropped")
+        if committing:
+            text += " during COMMIT: the outcome of this batch is unknown"
+        return StoreError(f"{text} ({_scrub(str(exc).strip(), self._secrets)})")
+
     def _run(self, doing: str, work: Callable[[Connection[Any], _Attempt], _T],
              write: bool = False) -> _T:
-        """``work`` on a pooled connection. A connection found broken (the server
-        restarted, a proxy dropped it) is discarded by the pool; the work is tried once
-        more on a checked connection unless COMMIT was already sent. With ``write``, an
-        error about the data written (a value too long, a constraint) is an
-        :class:`InvalidWriteError`."""
+        """``work`` on a pooled connection, within ``timeout`` seconds in all: waiting
+        for a connection, then the work under a :class:`Watchdog` deadline that drops
+        the connection when the server does not answer in time (``StoreError``).
+
+        A connection found broken (the server restarted, a proxy dropped it) is
+        discarded by the pool; the work is tried again on another one, while time is
+        left, unless COMMIT was already sent. With ``write``, an error about the data
+        written (a value too long, a constraint) is an :class:`InvalidWriteError`."""
         self._check()
         psycopg, pool_timeout = self._pg, self._pg_pool_timeout()
         retryable = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+        deadline = time.monotonic() + self._timeout
         attempt_no = 0
         conflicts = 0
         while True:
             attempt_no += 1
             attempt = _Attempt()
             conn: Connection[Any] | None = None
+            call: Deadline | None = None
             try:
-                with self._pool.connection(timeout=self._timeout) as conn:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise pool_timeout(f"no connection within {self._timeout:g} s")
+                with self._pool.connection(timeout=left) as conn, self._watchdog.guard(
+                        conn.fileno(), max(0.0, deadline - time.monotonic())) as call:
                     return work(conn, attempt)
             except UnicodeEncodeError as exc:  # text no database takes (a lone surrogate)
                 raise self._error(doing, exc, write) from None
             except psycopg.Error as exc:
+                if call is not None and call.fired:
+                    raise self._timed_out(doing, exc, attempt.committing) from exc
                 if isinstance(exc, retryable) and conflicts < _CONFLICT_RETRIES:
                     # The server rolled the whole transaction back (another process
                     # locked the same rows in another order): nothing applied, repeat.
@@ -395,11 +366,16 @@ class PostgresStore(StoreBase):
                     attempt_no -= 1
                     continue
                 broken = conn is not None and conn.broken
-                if attempt_no == 1 and broken and not attempt.committing and not isinstance(
-                        exc, pool_timeout):
-                    with contextlib.suppress(psycopg.Error):  # the retry reports it
-                        self._pool.check()
+                if (broken and not attempt.committing and attempt_no <= self._max_size
+                        and not isinstance(exc, pool_timeout)):
+                    # Stale connections (a server restart ends them all) fail fast; the
+                    # pool replaces each one it gets back broken.
                     continue
+                if isinstance(exc, pool_timeout):
+                    raise StoreError(
+                        f"PostgreSQL {doing} table {self.table!r} at {self._where} timed "
+                        f"out: no connection to the server within timeout="
+                        f"{self._timeout:g} s ({exc})") from exc
                 err = self._error(doing, exc, write)
                 if broken and attempt.committing:
                     err = StoreError(f"{err} (the connection broke during COMMIT: the "
@@ -583,3 +559,4 @@ class PostgresStore(StoreBase):
         self._closed = True
         if self._own:
             self._pool.close()
+        self._watchdog.close()

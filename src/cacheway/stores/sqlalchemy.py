@@ -24,6 +24,7 @@ from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
 from ._errors import is_permanent, storable_text
 from ._pg_helpers import MAX_KEY_BYTES
+from ._sa_engine import import_sqlalchemy, make_engine
 from ._sa_marks import VERSION_ROW, advance, read_marks, write_mark
 from .base import (
     ADD,
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLAlchemyStore"]
 
-_EXTRA = "pip install 'cacheway[sqlalchemy]'"
 _CHUNK = 500
 _NS_LEN = 255
 _NS_LEN_MYSQL = 191  # 191 utf8mb4 characters = 764 bytes, under InnoDB's 767-byte prefix
@@ -57,18 +57,6 @@ _MAX_TABLE = 63 - len("_applied")
 
 Key = tuple[str, str]
 Merge = Callable[[Any, Any], Any]
-
-
-def _import_sqlalchemy() -> Any:
-    try:
-        import sqlalchemy
-    except ImportError as exc:
-        raise ConfigError(f"SQLAlchemyStore needs SQLAlchemy 2: {_EXTRA}") from exc
-    if int(sqlalchemy.__version__.split(".")[0]) < 2:
-        raise ConfigError(
-            f"SQLAlchemyStore needs SQLAlchemy 2, found {sqlalchemy.__version__}: {_EXTRA}"
-        )
-    return sqlalchemy
 
 
 def _bytes(value: Any) -> bytes | None:
@@ -90,7 +78,11 @@ class SQLAlchemyStore(StoreBase):
     the key column when the table is created (at most 513 on MySQL/MariaDB, where
     utf8mb4 keys must fit InnoDB's index limit); ``max_key_chars`` is what the tables
     found take (a table made earlier with another ``key_length`` keeps its width), and
-    a longer key is refused with :class:`~cacheway.InvalidWriteError`. Keys compare
+    a longer key is refused with :class:`~cacheway.InvalidWriteError`. ``timeout``
+    bounds the calls of an engine built from a URL: the wait for a pooled connection,
+    and each read and write of the driver's socket where the driver has a timeout
+    (pymysql, mysqlclient, MariaDB Connector: a stalled server fails the call with
+    ``StoreError`` instead of hanging; see :mod:`cacheway.stores._sa_engine`). Keys compare
     byte for byte on every database (MySQL/MariaDB get a binary, no-pad collation), so
     ``"A"``, ``"a"`` and ``"a "`` are three keys.
 
@@ -119,8 +111,9 @@ class SQLAlchemyStore(StoreBase):
         version_column: str | None = None,
         serializer: Serializer | None = None,
         key_length: int = 255,
+        timeout: float = 30.0,
     ) -> None:
-        sa_ = _import_sqlalchemy()
+        sa_ = import_sqlalchemy()
         self.table = validate_identifier(table)
         self.serializer = serializer if serializer is not None else JSONSerializer()
         self._rows: SQLAlchemyRows | None = None
@@ -138,12 +131,15 @@ class SQLAlchemyStore(StoreBase):
             )
         if isinstance(key_length, bool) or not isinstance(key_length, int) or key_length < 1:
             raise ConfigError(f"key_length must be an int >= 1, not {key_length!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+        self._timeout = float(timeout)
         self.key_length = key_length
         self._error_type: type[Exception] = sa_.exc.SQLAlchemyError
         self._lock = threading.Lock()
         self._closed = False
         self._batches = itertools.count(1)
-        self._engine, self._owned = self._make_engine(sa_, engine_or_url)
+        self._engine, self._owned = make_engine(sa_, engine_or_url, self._timeout)
         url = self._engine.url
         self.url: str = url.render_as_string(hide_password=True)
         self._password: str | None = url.password
@@ -179,41 +175,6 @@ class SQLAlchemyStore(StoreBase):
         return self._engine
 
     # -- engine and tables -------------------------------------------------------------
-    @staticmethod
-    def _make_engine(sa_: Any, given: object) -> tuple[sa.Engine, bool]:
-        if isinstance(given, sa_.Engine):
-            return given, False
-        if not isinstance(given, (str, sa_.URL)):
-            raise ConfigError(
-                "SQLAlchemyStore needs an sqlalchemy.Engine or a URL such as "
-                f"'mysql+pymysql://user:password@host/db', not {type(given).__name__}"
-            )
-        try:
-            url = sa_.make_url(given)
-        except (sa_.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
-            # The message would echo the string, password and all.
-            raise ConfigError(
-                "the store URL is not a SQLAlchemy URL: use dialect+driver://user:password@"
-                "host:port/database, e.g. 'mysql+pymysql://root@127.0.0.1/test'"
-            ) from None
-        shown = url.render_as_string(hide_password=True)
-        try:
-            # pre_ping: a pooled connection the server dropped is replaced, not failed.
-            return sa_.create_engine(url, pool_pre_ping=True), True
-        except sa_.exc.NoSuchModuleError:
-            raise ConfigError(
-                f"store URL {shown!r}: SQLAlchemy has no dialect/driver {url.drivername!r}"
-            ) from None
-        except ImportError as exc:
-            raise ConfigError(
-                f"store URL {shown!r}: the driver module {exc.name!r} is not installed; install "
-                "it or name an installed driver, e.g. 'mysql+pymysql://' "
-                f"({_EXTRA}) or 'postgresql+psycopg://'"
-            ) from exc
-        except sa_.exc.ArgumentError as exc:
-            detail = str(exc).replace(url.password, "***") if url.password else str(exc)
-            raise ConfigError(f"store URL {shown!r}: {detail}") from None
-
     def _open(self, sa_: Any) -> None:
         with self._engine.connect():
             pass  # reach the server first: its dialect (MariaDB or MySQL) picks the collation
