@@ -4,7 +4,9 @@ statement count of a batch (one statement per kind of op, counted at the cursor)
 
 from __future__ import annotations
 
+import datetime
 import multiprocessing
+import secrets
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -55,6 +57,10 @@ def store(postgres_dsn: str, table: str) -> Iterator[PostgresStore]:
     s = PostgresStore(postgres_dsn, table=table)
     yield s
     s.close()
+
+
+def dumps(value: Any) -> bytes:
+    return cw.JSONSerializer().dumps(value)
 
 
 def version_of(sql: Callable[..., Any], table: str, key: str, ns: str = "") -> int | None:
@@ -221,10 +227,38 @@ def test_add_creates_sums_and_refuses_non_integers(store: PostgresStore) -> None
 
 
 def test_nul_characters_are_refused_by_jsonb(store: PostgresStore) -> None:
-    with pytest.raises(cw.StoreError):
+    # issue 10 item 3: a permanent refusal is an InvalidWriteError (never retried)
+    with pytest.raises(cw.InvalidWriteError):
         store.save_many({"nul": "a\u0000b"})
+    with pytest.raises(cw.InvalidWriteError, match="NUL"):
+        store.save_many({"a\x00b": 1})
+    assert store.load("a\x00b") is None
     store.save_many({"ok": "still works"})
     assert store.load("ok") == "still works"
+
+
+def test_a_20kb_key_is_an_invalid_write(store: PostgresStore) -> None:
+    # issue 10 item 3: write-back retried it forever ("index row size exceeds maximum")
+    assert store.max_key_bytes == 2000
+    key = secrets.token_hex(10_000)  # random: PostgreSQL cannot compress it into the index
+    with pytest.raises(cw.InvalidWriteError, match="2000"):
+        store.apply([Op("", key, SET, dumps(1), 0, 1)])
+    # Without the declared limit the server's own refusal is classified the same way.
+    store.max_key_bytes = None
+    with pytest.raises(cw.InvalidWriteError, match="index row"):
+        store.apply([Op("", key, SET, dumps(1), 0, 1)])
+    store.save_many({"after": 1})
+    assert store.load("after") == 1
+
+
+def test_errors_that_a_retry_can_fix_stay_plain_store_errors(store: PostgresStore,
+                                                              table: str,
+                                                              sql: Callable[..., Any]) -> None:
+    # issue 10 item 3: only what the write holds is an InvalidWriteError
+    sql(f'DROP TABLE "{table}"')
+    with pytest.raises(cw.StoreError) as info:
+        store.save_many({"a": 1})
+    assert type(info.value) is cw.StoreError, info.value
 
 
 def _add_worker(dsn: str, table: str, serializer: str, n: int, barrier: Any,
@@ -466,6 +500,48 @@ def test_row_mode_maps_dicts_to_columns(postgres_dsn: str, users: str,
         assert s.load("u3") is None, "a refused batch wrote nothing"
         s.apply([Op("", "u1", SET, None, 0, {"name": "A2"})], journal=JournalMark("rj", 2, [3]))
         assert s.applied_state("rj") == (2, {("", "u1"): 3})
+
+
+def test_row_mode_with_mixed_case_table_and_column_names(postgres_dsn: str,
+                                                         sql: Callable[..., Any]) -> None:
+    # issue 10 item 5: the version sequence's name was passed to nextval() unquoted
+    name = unique("Blog") + "Users"
+    sql(f'CREATE TABLE "{name}" ("userId" text PRIMARY KEY, "userName" text, "Version" bigint)')
+    try:
+        kw: dict[str, Any] = {"key_column": "userId", "columns": ["userName"],
+                              "version_column": "Version"}
+        with PostgresStore(postgres_dsn, table=name, **kw) as s:
+            (a,) = s.apply([Op("", "u1", SET, None, 0, {"userName": "Ann"})])
+            s.apply([Op("", "u2", SET, None, 0, {"userName": "Bob"}), Op("", "u1", DELETE)],
+                    journal=JournalMark("mj", 1, [2, 3]))
+            assert s.applied_state("mj") == (1, {("", "u2"): 2, ("", "u1"): 3})
+            assert s.load_many(["u1", "u2"]) == {"u2": {"userName": "Bob"}}
+            assert sql(f'SELECT "Version" > %s FROM "{name}"', (a.version,)) == [(True,)]
+    finally:
+        drop(postgres_dsn, name)
+        sql(f'DROP SEQUENCE IF EXISTS "{name}_Version_seq"')
+
+
+def test_row_mode_refusals_of_the_server_are_invalid_writes(postgres_dsn: str,
+                                                            sql: Callable[..., Any]) -> None:
+    # issue 10 item 3: value too long, numeric overflow, text a column cannot parse
+    name = unique("items")
+    sql(f'CREATE TABLE "{name}" (id varchar(8) PRIMARY KEY, code varchar(3), n smallint, '
+        "born date)")
+    try:
+        with PostgresStore(postgres_dsn, table=name, key_column="id",
+                           columns=["code", "n", "born"]) as s:
+            assert (s.max_key_chars, s.max_key_bytes) == (8, 2000)
+            for bad in ({"code": "toolong"}, {"n": 100_000}, {"born": "someday"}):
+                with pytest.raises(cw.InvalidWriteError):
+                    s.save_many({"k": bad})
+            with pytest.raises(cw.InvalidWriteError, match="9 characters"):
+                s.save_many({"k" * 9: {"code": "ok"}})
+            s.save_many({"k" * 8: {"code": "ok", "n": 7, "born": "2020-01-02"}})
+            assert s.load_many(["k" * 8, "k"]) == {
+                "k" * 8: {"code": "ok", "n": 7, "born": datetime.date(2020, 1, 2)}}
+    finally:
+        drop(postgres_dsn, name)
 
 
 def test_row_mode_without_version_column_is_unversioned(postgres_dsn: str, users: str) -> None:

@@ -108,9 +108,35 @@ def test_key_length(mariadb_url: str, mariadb_table: str) -> None:
         SQLAlchemyStore(mariadb_url, table=mariadb_table, key_length=0)
     with SQLAlchemyStore(mariadb_url, table=mariadb_table, key_length=16) as store:
         store.save_many({"k" * 16: 1})
-        with pytest.raises(cw.StoreError, match="key_length=16"):
+        with pytest.raises(cw.InvalidWriteError, match="at most 16"):
             store.save_many({"ok": 1, "k" * 17: 2})
         assert store.load_many(["k" * 16, "ok"]) == {"k" * 16: 1}
+
+
+def test_a_300_character_key_is_an_invalid_write_on_mariadb(mariadb_url: str,
+                                                            mariadb_table: str) -> None:
+    # issue 10 item 3: write-back retried it forever
+    with SQLAlchemyStore(mariadb_url, table=mariadb_table) as store:
+        assert (store.max_key_chars, store.max_key_bytes) == (255, None)
+        with pytest.raises(cw.InvalidWriteError, match="at most 255"):
+            store.apply([Op("", "k" * 300, SET, dumps(1), 0, 1)])
+        # Without the declared limit MariaDB's own refusal (1406, data too long) is
+        # classified the same way.
+        store.max_key_chars = None
+        with pytest.raises(cw.InvalidWriteError, match="1406"):
+            store.apply([Op("", "k" * 300, SET, dumps(1), 0, 1)])
+        store.save_many({"é" * 255: 1})
+        assert store.load("é" * 255) == 1
+
+
+def test_max_key_chars_is_the_width_of_the_existing_table(mariadb_url: str,
+                                                          mariadb_table: str) -> None:
+    # issue 10 item 3: a table made with key_length=100 keeps 100-character keys
+    SQLAlchemyStore(mariadb_url, table=mariadb_table, key_length=100).close()
+    with SQLAlchemyStore(mariadb_url, table=mariadb_table) as store:
+        assert store.max_key_chars == 100
+        with pytest.raises(cw.InvalidWriteError, match="at most 100"):
+            store.save_many({"k" * 101: 1})
 
 
 def test_one_batch_holding_a_key_twice(mariadb_url: str, mariadb_table: str) -> None:

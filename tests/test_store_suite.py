@@ -366,6 +366,78 @@ def test_a_bad_table_name_is_a_config_error(harness: Harness) -> None:
             harness.store(table=bad)
 
 
+def test_a_table_name_with_a_trailing_newline_is_refused(harness: Harness) -> None:
+    # issue 10 item 15: "$" of re.match also matches before a final "\n"
+    if not harness.has_tables:
+        pytest.skip("a CallbackStore has no table")
+    for bad in (harness.table + "\n", "\n", harness.table + "\r\n"):
+        with pytest.raises(cw.ConfigError, match="not a valid identifier"):
+            harness.store(table=bad)
+
+
+def test_validate_identifier_takes_the_whole_string() -> None:
+    # issue 10 item 15
+    from cacheway.stores.base import validate_identifier
+
+    assert validate_identifier("Blog_Users") == "Blog_Users"
+    for bad in ("users\n", "users\n\n", "\nusers", "us\ners", "x" * 64):
+        with pytest.raises(cw.ConfigError, match="not a valid identifier"):
+            validate_identifier(bad)
+
+
+def test_a_mixed_case_table_name_works_end_to_end(harness: Harness) -> None:
+    # issue 10 item 5
+    if not harness.has_tables:
+        pytest.skip("a CallbackStore has no table")
+    table = harness.table + "_BlogUsers"  # starts with the prefix the teardown drops
+    store = harness.store(table=table)
+    first = store.apply([Op("", "a", SET, dumps(1), 0, 1), Op("", "n", ADD, dumps(2), 2, 2)])
+    assert [r.value for r in first] == [None, 2]
+    assert store.load_many(["a", "n"]) == {"a": 1, "n": 2}
+    jid = unique("journal")
+    later = store.apply([Op("", "a", SET, dumps(3), 0, 3), Op("", "n", DELETE)],
+                        journal=JournalMark(jid, 1, [2, 3]))
+    assert store.applied_state(jid) == (1, {("", "a"): 2, ("", "n"): 3})
+    assert store.fetch("", ["a"])["a"].version == later[0].version > first[1].version
+    # Reopening finds the same table (and its version counter) instead of a new one.
+    again = harness.store(table=table)
+    assert again.load_many(["a", "n"]) == {"a": 3}
+    assert again.apply([Op("", "b", SET, dumps(4), 0, 4)])[0].version > later[1].version
+
+
+# The longest keys each store declares (max_key_chars, max_key_bytes).
+KEY_LIMITS: dict[str, tuple[int | None, int | None]] = {
+    "sqlite": (None, None),
+    "sqlalchemy-mariadb": (255, None),       # VARCHAR(255) utf8mb4
+    "sqlalchemy-postgresql": (255, 2000),    # VARCHAR(255), and the btree entry limit
+    "sqlalchemy-sqlite": (255, None),        # SQLite does not enforce it; the store does
+    "postgres": (None, 2000),                # text: the btree entry limit only
+    "callback": (None, None),
+}
+
+
+def test_keys_the_store_cannot_keep_are_invalid_writes(harness: Harness, store: Any) -> None:
+    # issue 10 item 3: such keys failed at every retry of a write-back flusher
+    chars, size = KEY_LIMITS[harness.kind]
+    assert (store.max_key_chars, store.max_key_bytes) == (chars, size)
+    too_long = []
+    if chars is not None:
+        too_long.append("k" * (chars + 1))
+        store.save_many({"é" * chars: "longest"})
+        assert store.load("é" * chars) == "longest"
+    if size is not None and (chars is None or chars * 4 > size):
+        too_long.append("é" * (size // 2) + "k")
+        store.save_many({"é" * (size // 2): "longest"})
+        assert store.load("é" * (size // 2)) == "longest"
+    if harness.kind != "callback":  # a callback store's dict takes any str
+        too_long.append("lone \ud800 surrogate")
+        assert store.fetch("", ["lone \ud800 surrogate", "ok"]) == {}, "names no row"
+    for key in too_long:
+        with pytest.raises(cw.InvalidWriteError):
+            store.apply([Op("", "ok", SET, dumps(1), 0, 1), Op("", key, SET, dumps(2), 0, 2)])
+    assert store.load("ok") is None, "a refused batch wrote nothing"
+
+
 # -- a whole cache on the store ----------------------------------------------------------
 @pytest.mark.parametrize("policy", list(POLICIES))
 def test_cache_on_the_store(
@@ -395,3 +467,29 @@ def test_cache_on_the_store(
     assert cache.incr("n", -10) == -2
     cache.flush(timeout=10)
     assert store.load("n") == -2
+
+
+# -- stores and backends from URLs (cw.open) ----------------------------------------------
+@pytest.mark.parametrize("url", [
+    "postgresql://[::1/test",                      # an unclosed IPv6 bracket
+    "postgresql://postgres:s3cret@[::1/test",
+    "postgresql://postgres@127.0.0.1/test\x00",    # libpq would cut the DSN at the NUL
+    "mysql+pymysql://root:s3cret@127.0.0.1:xx/test",  # a port that is not a number
+    "mysql+pymysql://root@[::1/test",
+])
+def test_a_malformed_store_url_is_a_config_error(url: str) -> None:
+    # issue 10 item 15: these raised a bare ValueError (or opened a default database)
+    with pytest.raises(cw.ConfigError) as info:
+        cw.open(store=url)
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:xx/0",
+    "redis://[::1/0",
+    "redis+l1://127.0.0.1:6379/0?l1_ttl=soon",
+])
+def test_a_malformed_backend_url_is_a_config_error(url: str, tmp_path: Any) -> None:
+    # issue 10 item 15
+    with pytest.raises(cw.ConfigError):
+        cw.open(store=f"sqlite:///{tmp_path / 'x.db'}", backend=url)

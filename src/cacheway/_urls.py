@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 import builtins
+import re
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
@@ -32,11 +33,28 @@ _SQLALCHEMY_SCHEMES = ("mysql", "mariadb", "oracle", "mssql")
 
 def _redact(url: str) -> str:
     """``url`` with any password replaced by ``***`` (URLs go into error messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # too malformed to split: hide whatever sits between ':' and '@'
+        return re.sub(r"(//[^/@:]*:)[^@]*@", r"\1***@", url)
+    if password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _split(url: str, what: str) -> SplitResult:
+    """``urlsplit(url)``, with the ``ValueError`` of a malformed URL (an unclosed IPv6
+    bracket) or a NUL character as a :class:`ConfigError` naming it. The port is left to
+    the driver: libpq takes ``host1:5432,host2:5433``."""
+    if "\x00" in url:
+        raise ConfigError(f"{what} URL {_redact(url)!r} holds a NUL character")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"malformed {what} URL {_redact(url)!r}: {exc}") from None
+    return parts
 
 
 def _int_param(params: dict[str, str], name: str, url: str) -> int | None:
@@ -48,12 +66,28 @@ def _int_param(params: dict[str, str], name: str, url: str) -> int | None:
         raise ConfigError(f"{name} in {_redact(url)!r} must be an integer") from None
 
 
+def _float_param(params: dict[str, str], name: str, url: str) -> float | None:
+    if name not in params:
+        return None
+    try:
+        return float(params.pop(name))
+    except ValueError:
+        raise ConfigError(f"{name} in {_redact(url)!r} must be a number") from None
+
+
+def _check_port(parts: SplitResult, url: str) -> None:
+    try:
+        parts.port  # noqa: B018 -- reading it checks it
+    except ValueError as exc:
+        raise ConfigError(f"malformed URL {_redact(url)!r}: {exc}") from None
+
+
 def store_from_url(url: str, *, table: str | None = None) -> Store:
     """A store for ``url``: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
     ``sqlite://:memory:``; ``?table=name&synchronous=NORMAL``."""
     if not isinstance(url, str):
         raise ConfigError(f"store URL must be a str, not {url!r}")
-    parts = urlsplit(url)
+    parts = _split(url, "store")
     scheme = parts.scheme.lower()
     params = dict(parse_qsl(parts.query))
     if table is not None:
@@ -94,7 +128,7 @@ def backend_from_url(url: str) -> Backend:
     ``redis://[user:password@]host:port/db?prefix=cw:`` (``rediss://`` for TLS)."""
     if not isinstance(url, str):
         raise ConfigError(f"backend URL must be a str, not {url!r}")
-    parts = urlsplit(url)
+    parts = _split(url, "backend")
     scheme = parts.scheme.lower()
     params = dict(parse_qsl(parts.query))
     if scheme == "memory":
@@ -107,16 +141,17 @@ def backend_from_url(url: str) -> Backend:
         from .backends.redis import RedisBackend
         from .backends.two_level import TwoLevelBackend
 
+        _check_port(parts, url)
         prefix = params.pop("prefix", "cw:")
         max_entries = _int_param(params, "l1_max_entries", url)
-        l1_ttl = params.pop("l1_ttl", None)
+        l1_ttl = _float_param(params, "l1_ttl", url)
         if params:
             raise ConfigError(f"unknown option(s) {sorted(params)} in {_redact(url)!r}")
         base = urlunsplit((scheme.split("+")[0], parts.netloc, parts.path, "", ""))
         l2 = RedisBackend(base, prefix=prefix)
         try:
             two = TwoLevelBackend(MemoryBackend(max_entries=max_entries), l2,
-                                  l1_ttl=None if l1_ttl is None else float(l1_ttl))
+                                  l1_ttl=l1_ttl)
         except BaseException:
             l2.close()
             raise
@@ -125,6 +160,7 @@ def backend_from_url(url: str) -> Backend:
     if scheme in ("redis", "rediss", "unix"):
         from .backends.redis import RedisBackend
 
+        _check_port(parts, url)
         prefix = params.pop("prefix", "cw:")
         base = url.split("?", 1)[0]
         if params:  # other options (e.g. ssl_cert_reqs) stay in the URL for redis-py

@@ -36,6 +36,15 @@ def _scrub(message: str, secrets: Sequence[str]) -> str:
     return message
 
 
+# The longest key (UTF-8 bytes) PostgresStore takes. A btree index entry holds at most
+# 2704 bytes on 8 kB pages (BTMaxItemSize: a third of a page less overheads). The
+# largest entries are the journal marks' (journal, namespace, key): an 8-byte tuple
+# header, a 33-byte journal id, a namespace of up to 64 bytes (cache.py's names) and the
+# key, each with a varlena header and 4-byte alignment: some 120 bytes besides the key.
+# 2000 leaves room for longer namespaces of direct store users; it is a round, safe
+# bound, not the exact limit.
+MAX_KEY_BYTES = 2000
+
 # Deadlocks between processes writing the same rows in different orders are rolled back
 # whole by the server; repeating the transaction is safe.
 _CONFLICT_RETRIES = 8

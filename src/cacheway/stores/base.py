@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidWriteError
 from ..serializers import JSONSerializer, Serializer
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Op",
     "Store",
     "StoreBase",
+    "check_key",
     "validate_identifier",
 ]
 
@@ -37,7 +38,7 @@ ADD = 2
 
 NOTSET: Any = type("NotSet", (), {"__repr__": lambda self: "NOTSET"})()
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 def validate_identifier(name: object, what: str = "table name") -> str:
@@ -46,12 +47,47 @@ def validate_identifier(name: object, what: str = "table name") -> str:
     >>> validate_identifier("cacheway")
     'cacheway'
     """
-    if not isinstance(name, str) or not _IDENT.match(name):
+    if not isinstance(name, str) or not _IDENT.fullmatch(name):
         raise ConfigError(
             f"{what} {name!r} is not a valid identifier: use letters, digits and '_', "
             "starting with a letter or '_', at most 63 characters"
         )
     return name
+
+
+def check_key(store: object, namespace: str, key: str) -> None:
+    """Raise :class:`InvalidWriteError` when ``store`` can never take ``key``: longer
+    than its ``max_key_chars`` code points or its ``max_key_bytes`` UTF-8 bytes, holding
+    a NUL character where its ``keys_take_nul`` is False, or (key or ``namespace``) not
+    encodable as UTF-8 (a lone surrogate). A store without these attributes takes any
+    key of valid text.
+
+    >>> check_key(StoreBase(), "", "x" * 10_000)
+    """
+    nul = getattr(store, "keys_take_nul", True)
+    for what, text in (("key", key), ("namespace", namespace)):
+        if not nul and "\x00" in text:
+            raise InvalidWriteError(f"{what} {text[:40]!r} holds a NUL character: {store!r} "
+                                    "cannot keep it")
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError as exc:
+                raise InvalidWriteError(
+                    f"{what} {text[:40]!r} is not valid Unicode text ({exc.reason} at "
+                    f"position {exc.start}): no store can keep it") from None
+    max_chars: int | None = getattr(store, "max_key_chars", None)
+    n = len(key)
+    if max_chars is not None and n > max_chars:
+        raise InvalidWriteError(
+            f"key {key[:40]!r}... has {n} characters: {store!r} keeps at most {max_chars}")
+    max_bytes: int | None = getattr(store, "max_key_bytes", None)
+    if max_bytes is not None and n * 4 > max_bytes:  # else it fits whatever it holds
+        size = n if key.isascii() else len(key.encode())
+        if size > max_bytes:
+            raise InvalidWriteError(
+                f"key {key[:40]!r}... is {size} bytes in UTF-8: {store!r} keeps at most "
+                f"{max_bytes}")
 
 
 class Op(NamedTuple):
@@ -112,8 +148,10 @@ class Store(Protocol):
 
     A store may also offer ``validate(namespace, key, value, kind)``, called by every
     write before it is accepted, to refuse a write at the call that makes it (a dict
-    with an unknown column, a key longer than the table allows) instead of later in a
-    write-back flusher. It raises :class:`~cacheway.ConfigError` or ``StoreError``.
+    with an unknown column) instead of later in a write-back flusher. It raises
+    :class:`~cacheway.ConfigError` or ``StoreError``. And it may declare
+    ``max_key_bytes`` / ``max_key_chars`` (see :class:`StoreBase` and
+    :func:`check_key`): the longest key it can ever keep.
     """
 
     serializer: Serializer
@@ -135,6 +173,14 @@ class StoreBase:
 
     serializer: Serializer = JSONSerializer()
     versioned = False
+    #: The longest key the store can keep, in UTF-8 bytes and in
+    #: characters (code points); None: no limit. A write of a longer key is refused by
+    #: ``apply`` with :class:`InvalidWriteError`; a cache refuses it at the call that
+    #: makes it (:func:`check_key`).
+    max_key_bytes: int | None = None
+    max_key_chars: int | None = None
+    #: False where keys cannot hold a NUL character (PostgreSQL text).
+    keys_take_nul: bool = True
 
     @property
     def atomic_add(self) -> bool:

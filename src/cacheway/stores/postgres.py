@@ -18,25 +18,24 @@ maps dict values onto the columns of an existing table instead (see
 
 from __future__ import annotations
 
-import contextlib
-import random
 import threading
-import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
+from ..errors import ConfigError, InvalidWriteError
 from ..serializers import JSONSerializer, Serializer
+from ._deadline import Watchdog
+from ._errors import storable_text
 from ._pg_helpers import (
-    _CONFLICT_RETRIES,
+    MAX_KEY_BYTES,
     _Attempt,
     _fill,
     _key_order,
     _modules,
     _scrub,
-    _secrets,
     _segments,
 )
+from ._pg_run import PgRunner
 from .base import (
     ADD,
     DELETE,
@@ -47,6 +46,7 @@ from .base import (
     Loaded,
     Op,
     StoreBase,
+    check_key,
     validate_identifier,
 )
 
@@ -58,18 +58,22 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresStore"]
 
-_T = TypeVar("_T")
 # Advisory-lock class id of cacheway's DDL ("cw"), so user locks on the same hash differ.
 LOCK_CLASS = 0x6377
 
 
-class PostgresStore(StoreBase):
+class PostgresStore(PgRunner, StoreBase):
     """A PostgreSQL table as the store: batched versioned upserts, atomic counter adds.
 
     ``dsn_or_pool`` is a libpq DSN/URL (the store builds a pool of ``min_size`` to
     ``max_size`` connections and closes it in :meth:`close`) or a
-    ``psycopg_pool.ConnectionPool`` (the caller's: left open). ``timeout`` is how long a
-    call waits for a pooled connection.
+    ``psycopg_pool.ConnectionPool`` (the caller's: left open). ``timeout`` bounds each
+    call: waiting for a pooled connection and running its statements, COMMIT included.
+    Past it, a client-side deadline drops the connection (a server or network that
+    stalls never answers, and ``statement_timeout`` cannot help when the query never
+    arrived) and the call raises :class:`StoreError` saying it timed out; the pool
+    replaces the connection. Give a batch that may legitimately run longer a larger
+    ``timeout``.
 
     Each :meth:`apply` is one transaction with at most one statement per kind of op
     (``unnest`` arrays: sets, deletes, adds; plus one for the journal mark). Versions
@@ -85,6 +89,11 @@ class PostgresStore(StoreBase):
     """
 
     versioned = True
+    #: Keys (and namespaces) up to 2000 UTF-8 bytes: a btree index entry holds at most
+    #: 2704 bytes (8 kB pages), and the primary key (namespace, key) and the journal
+    #: marks' (journal, namespace, key) must fit with their headers (see _pg_helpers).
+    max_key_bytes: int | None = MAX_KEY_BYTES
+    keys_take_nul = False
 
 
     @property
@@ -145,17 +154,16 @@ class PostgresStore(StoreBase):
         self._q: dict[str, str] = {}
         self._secrets: list[str] = []
         self._where = "the caller's pool"
+        self._watchdog = Watchdog(table)
+        self._max_size = max_size
         if isinstance(dsn_or_pool, str):
             self._own = True
             self._pool = self._open_pool(dsn_or_pool, min_size, max_size, psycopg_pool)
         elif isinstance(dsn_or_pool, psycopg_pool.ConnectionPool):
             self._own = False
             self._pool = dsn_or_pool
-            try:
-                with self._pool.connection(timeout=self._timeout) as conn:
-                    self._setup(conn)
-            except psycopg.Error as exc:
-                raise self._error("setup of", exc) from exc
+            self._max_size = dsn_or_pool.max_size
+            self._run("setup of", lambda conn, _: self._setup(conn))
         else:
             raise ConfigError(
                 "PostgresStore needs a DSN string or a psycopg_pool.ConnectionPool, "
@@ -170,47 +178,10 @@ class PostgresStore(StoreBase):
         return self._rows is None
 
     # -- connecting and setting up ------------------------------------------------------
-    def _open_pool(self, dsn: str, min_size: int, max_size: int, psycopg_pool: Any
-                   ) -> ConnectionPool[Any]:
-        psycopg = self._pg
-        self._secrets = _secrets(dsn)
-        try:
-            params = psycopg.conninfo.conninfo_to_dict(dsn)
-        except psycopg.Error as exc:
-            raise ConfigError(
-                f"malformed PostgreSQL DSN: {_scrub(str(exc), self._secrets)}"
-            ) from None
-        if params.get("password"):
-            self._secrets = sorted({*self._secrets, str(params["password"])}, key=len,
-                                   reverse=True)
-        host, port = params.get("host", "localhost"), params.get("port", "5432")
-        self._where = f"postgresql://{params.get('user', '')}@{host}:{port}/" + str(
-            params.get("dbname", ""))
-        extra = {} if "connect_timeout" in params else {
-            "connect_timeout": max(1, int(min(self._timeout, 10)))}
-        # Connect once up front: a bad host or password fails here, fast and clearly,
-        # rather than as a pool timeout later.
-        try:
-            conn = psycopg.connect(dsn, autocommit=True, **extra)
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot connect to PostgreSQL at {self._where} for table {self.table!r}: "
-                + _scrub(str(exc).strip(), self._secrets)
-            ) from None
-        try:
-            with conn:
-                self._setup(conn)
-        except psycopg.Error as exc:
-            raise self._error("setup of", exc) from exc
-        pool: ConnectionPool[Any] = psycopg_pool.ConnectionPool(
-            dsn, min_size=min_size, max_size=max_size, timeout=self._timeout,
-            kwargs={"autocommit": True, **extra}, open=True, name=f"cacheway-{self.table}",
-        )
-        return pool
-
     def _setup(self, conn: Connection[Any]) -> None:
         if self._rows is not None:
             self._rows.inspect(conn)
+            self.max_key_chars = self._rows.max_key_chars
             return
         sql = self._pg.sql
         ident = sql.Identifier
@@ -264,72 +235,15 @@ class PostgresStore(StoreBase):
         self._marks_ready = True
 
     def _build_queries(self, conn: Connection[Any]) -> None:
-        sql = self._pg.sql
-        names = {"t": sql.Identifier(self.table), "seq": sql.Literal(self._seq)}
-        vtype = sql.SQL("jsonb" if self._jsonb else "bytea")
-        parts = {
-            "fetch": "SELECT key, value{text}, version FROM {t} "
-                     "WHERE namespace = %s AND key = ANY(%b::text[])",
-            "set": "INSERT INTO {t} AS t (namespace, key, value, version) "
-                   "SELECT u.ns, u.key, u.value::{vtype}, nextval({seq}) "
-                   "FROM unnest(%b::text[], %b::text[], %b::{intype}[]) AS u(ns, key, value) "
-                   "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
-                   "version = nextval({seq}), updated_at = now() "
-                   "RETURNING namespace, key, version",
-            # A key that is not there still gets a version: its tombstone in the backend.
-            "delete": "WITH d AS (DELETE FROM {t} AS t USING unnest(%(ns)b::text[], "
-                      "%(key)b::text[]) AS u(ns, key) WHERE t.namespace = u.ns AND "
-                      "t.key = u.key RETURNING t.namespace, t.key, nextval({seq}) AS version) "
-                      "SELECT u.ns, u.key, coalesce(d.version, nextval({seq})) "
-                      "FROM unnest(%(ns)b::text[], %(key)b::text[]) AS u(ns, key) "
-                      "LEFT JOIN d ON d.namespace = u.ns AND d.key = u.key",
-            # The stored value must be a JSON integer; anything else fails the cast with
-            # this text in the message (plain SQL has no RAISE).
-            "add": "INSERT INTO {t} AS t (namespace, key, value, version) "
-                   "SELECT u.ns, u.key, to_jsonb(u.d), nextval({seq}) "
-                   "FROM unnest(%b::text[], %b::text[], %b::numeric[]) AS u(ns, key, d) "
-                   "ON CONFLICT (namespace, key) DO UPDATE SET value = to_jsonb((CASE WHEN "
-                   "jsonb_typeof(t.value) = 'number' AND (t.value #>> '{{}}') !~ '[.eE]' "
-                   "THEN t.value #>> '{{}}' ELSE 'cacheway: not an integer' END)::numeric "
-                   "+ (excluded.value #>> '{{}}')::numeric), version = nextval({seq}), "
-                   "updated_at = now() RETURNING namespace, key, version, value #>> '{{}}'",
-            # bytea adds: lock (creating a zero row when missing) and read, then write.
-            "add_lock": "INSERT INTO {t} AS t (namespace, key, value, version) "
-                        "SELECT u.ns, u.key, %s::bytea, nextval({seq}) "
-                        "FROM unnest(%b::text[], %b::text[]) AS u(ns, key) "
-                        "ON CONFLICT (namespace, key) DO UPDATE SET namespace = t.namespace "
-                        "RETURNING namespace, key, value",
-            "add_write": "UPDATE {t} AS t SET value = u.value, version = nextval({seq}), "
-                         "updated_at = now() FROM unnest(%b::text[], %b::text[], "
-                         "%b::bytea[]) AS u(ns, key, value) "
-                         "WHERE t.namespace = u.ns AND t.key = u.key "
-                         "RETURNING t.namespace, t.key, t.version",
-        }
-        fmt = {**names, "vtype": vtype, "intype": sql.SQL("text" if self._jsonb else "bytea"),
-               "text": sql.SQL("::text" if self._jsonb else "")}
-        for name, text in parts.items():
-            self._q[name] = sql.SQL(text).format(
-                **{k: v for k, v in fmt.items() if "{" + k + "}" in text}).as_string(conn)
+        from ._pg_sql import kv_queries
+
+        self._q.update(kv_queries(conn, self.table, self._seq, self._jsonb))
         self._build_mark_queries(conn)
 
     def _build_mark_queries(self, conn: Connection[Any]) -> None:
-        sql = self._pg.sql
-        m, a = sql.Identifier(self._meta), sql.Identifier(self._applied)
-        self._q["mark"] = sql.SQL(
-            "WITH m AS (INSERT INTO {m} AS m (name, value) VALUES (%s, %s) ON CONFLICT (name) "
-            "DO UPDATE SET value = greatest(m.value, excluded.value)) "
-            "INSERT INTO {a} AS a (journal, namespace, key, seq) SELECT %s, u.ns, u.key, u.seq "
-            "FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS u(ns, key, seq) "
-            "ON CONFLICT (journal, namespace, key) DO UPDATE SET seq = greatest(a.seq, "
-            "excluded.seq)"
-        ).format(m=m, a=a).as_string(conn)
-        self._q["mark_trim"] = sql.SQL(
-            "DELETE FROM {a} WHERE journal = %s AND seq <= %s").format(a=a).as_string(conn)
-        self._q["low"] = sql.SQL("SELECT value FROM {m} WHERE name = %s").format(
-            m=m).as_string(conn)
-        self._q["applied"] = sql.SQL(
-            "SELECT namespace, key, seq FROM {a} WHERE journal = %s AND seq > %s"
-        ).format(a=a).as_string(conn)
+        from ._pg_sql import mark_queries
+
+        self._q.update(mark_queries(conn, self._meta, self._applied))
 
     def _ensure_marks(self, conn: Connection[Any]) -> None:
         """Row mode creates its mark tables at the first journal mark, not before: a
@@ -342,63 +256,13 @@ class PostgresStore(StoreBase):
                 self._create_marks(conn)
             self._build_mark_queries(conn)
 
-    # -- running work on a pooled connection -------------------------------------------
-    def _check(self) -> None:
-        if self._closed:
-            raise ClosedError(f"{self!r} is closed")
-
-    def _error(self, doing: str, exc: BaseException) -> StoreError:
-        text = _scrub(str(exc).strip() or type(exc).__name__, self._secrets)
-        return StoreError(f"PostgreSQL {doing} table {self.table!r} at {self._where} failed: "
-                          + text)
-
-    def _run(self, doing: str, work: Callable[[Connection[Any], _Attempt], _T]) -> _T:
-        """``work`` on a pooled connection. A connection found broken (the server
-        restarted, a proxy dropped it) is discarded by the pool; the work is tried once
-        more on a checked connection unless COMMIT was already sent."""
-        self._check()
-        psycopg, pool_timeout = self._pg, self._pg_pool_timeout()
-        retryable = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
-        attempt_no = 0
-        conflicts = 0
-        while True:
-            attempt_no += 1
-            attempt = _Attempt()
-            conn: Connection[Any] | None = None
-            try:
-                with self._pool.connection(timeout=self._timeout) as conn:
-                    return work(conn, attempt)
-            except psycopg.Error as exc:
-                if isinstance(exc, retryable) and conflicts < _CONFLICT_RETRIES:
-                    # The server rolled the whole transaction back (another process
-                    # locked the same rows in another order): nothing applied, repeat.
-                    conflicts += 1
-                    time.sleep(random.uniform(0.001, 0.01) * conflicts)
-                    attempt_no -= 1
-                    continue
-                broken = conn is not None and conn.broken
-                if attempt_no == 1 and broken and not attempt.committing and not isinstance(
-                        exc, pool_timeout):
-                    with contextlib.suppress(psycopg.Error):  # the retry reports it
-                        self._pool.check()
-                    continue
-                err = self._error(doing, exc)
-                if broken and attempt.committing:
-                    err = StoreError(f"{err} (the connection broke during COMMIT: the "
-                                     "outcome of this batch is unknown)")
-                raise err from exc
-
-    def _pg_pool_timeout(self) -> type[BaseException]:
-        import psycopg_pool
-
-        return psycopg_pool.PoolTimeout
-
     # -- the store protocol ------------------------------------------------------------
     def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
-        if not keys:
-            self._check()
+        self._check()
+        # Text PostgreSQL cannot hold (NUL, a lone surrogate) names no row.
+        keys = [k for k in keys if storable_text(k, nul=False)]
+        if not keys or not storable_text(namespace, nul=False):
             return {}
-        keys = list(keys)
         rows = self._rows
         if rows is not None:
             return self._run("load from", lambda conn, _: rows.fetch(conn, keys))
@@ -421,6 +285,7 @@ class PostgresStore(StoreBase):
         for op in ops:
             if op.kind not in (SET, DELETE, ADD):
                 raise ConfigError(f"unknown op kind {op.kind!r}")
+            check_key(self, op.namespace, op.key)
         order = _key_order(ops)
         if order is not None:
             # Rows locked in one order by every process: concurrent batches over the
@@ -474,7 +339,7 @@ class PostgresStore(StoreBase):
                 attempt.committing = True
             return [a if a is not None else Applied(None) for a in out]
 
-        return self._run("write to", work)
+        return self._run("write to", work, write=True)
 
     def _write(self, cur: Cursor[Any], ops: Sequence[Op], segment: list[int],
                out: list[Applied | None]) -> None:
@@ -501,7 +366,8 @@ class PostgresStore(StoreBase):
         try:
             return payload.decode()
         except UnicodeDecodeError as exc:
-            raise StoreError(f"payload of key {op.key!r} is not UTF-8 JSON: {exc}") from None
+            raise InvalidWriteError(f"payload of key {op.key!r} is not UTF-8 JSON: {exc}"
+                                    ) from None
 
     def _add(self, cur: Cursor[Any], ops: Sequence[Op], adds: list[int],
              out: list[Applied | None]) -> None:
@@ -562,3 +428,4 @@ class PostgresStore(StoreBase):
         self._closed = True
         if self._own:
             self._pool.close()
+        self._watchdog.close()

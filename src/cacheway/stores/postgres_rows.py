@@ -48,6 +48,8 @@ class RowMapper:
             raise ConfigError(f"sequence name {self.version_seq!r} would exceed PostgreSQL's "
                               "63-character identifiers: use a shorter table or column name")
         self._key_type = "text"
+        self.max_key_chars: int | None = None
+        self._vseq_quoted = ""
         self._set_queries: dict[tuple[str, ...], str] = {}
         self._q: dict[str, str] = {}
 
@@ -56,10 +58,15 @@ class RowMapper:
         """Check the table and columns exist (ConfigError listing what is missing), that
         the key column is unique, and create the version sequence when missing."""
         t = self.table
-        found = dict(conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
+        info = conn.execute(
+            "SELECT column_name, data_type, character_maximum_length "
+            "FROM information_schema.columns "
             "WHERE table_schema = current_schema() AND table_name = %s", (t,)
-        ).fetchall())
+        ).fetchall()
+        found = {name: kind for name, kind, _ in info}
+        # varchar(n)/char(n): n characters at most (text: no limit but the btree's).
+        self.max_key_chars = next((int(n) for name, _, n in info
+                                   if name == self.key_column and n is not None), None)
         if not found:
             raise ConfigError(
                 f"table {t!r} does not exist in the current schema: row mode maps keys to "
@@ -105,6 +112,8 @@ class RowMapper:
                 )
                 conn.execute(sql.SQL("CREATE SEQUENCE IF NOT EXISTS {}").format(
                     sql.Identifier(self.version_seq)))
+        if self.version_seq is not None:
+            self._vseq_quoted = sql.Identifier(self.version_seq).as_string(conn)
         self._build(conn)
 
     def _names(self) -> dict[str, sql.Composable]:
@@ -113,7 +122,8 @@ class RowMapper:
             "key": sql.Identifier(self.key_column),
             "ktype": sql.SQL(self._key_type),  # from the catalog's format_type()
             "vcol": sql.Identifier(self.version_column or "version"),
-            "vseq": sql.Literal(self.version_seq or ""),
+            # nextval() parses this string as a name: quoted, so case is kept.
+            "vseq": sql.Literal(self._vseq_quoted),
             "cols": sql.SQL(", ").join(
                 sql.SQL("t.{}").format(sql.Identifier(c)) for c in self.columns),
         }

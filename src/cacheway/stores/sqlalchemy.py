@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
+from ._errors import is_permanent, storable_text
+from ._pg_helpers import MAX_KEY_BYTES
+from ._sa_engine import import_sqlalchemy, make_engine
 from ._sa_marks import VERSION_ROW, advance, read_marks, write_mark
 from .base import (
     ADD,
@@ -33,6 +36,7 @@ from .base import (
     Loaded,
     Op,
     StoreBase,
+    check_key,
     validate_identifier,
 )
 
@@ -43,7 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLAlchemyStore"]
 
-_EXTRA = "pip install 'cacheway[sqlalchemy]'"
 _CHUNK = 500
 _NS_LEN = 255
 _NS_LEN_MYSQL = 191  # 191 utf8mb4 characters = 764 bytes, under InnoDB's 767-byte prefix
@@ -54,18 +57,6 @@ _MAX_TABLE = 63 - len("_applied")
 
 Key = tuple[str, str]
 Merge = Callable[[Any, Any], Any]
-
-
-def _import_sqlalchemy() -> Any:
-    try:
-        import sqlalchemy
-    except ImportError as exc:
-        raise ConfigError(f"SQLAlchemyStore needs SQLAlchemy 2: {_EXTRA}") from exc
-    if int(sqlalchemy.__version__.split(".")[0]) < 2:
-        raise ConfigError(
-            f"SQLAlchemyStore needs SQLAlchemy 2, found {sqlalchemy.__version__}: {_EXTRA}"
-        )
-    return sqlalchemy
 
 
 def _bytes(value: Any) -> bytes | None:
@@ -85,9 +76,15 @@ class SQLAlchemyStore(StoreBase):
     leaves it open) or a URL such as ``"mysql+pymysql://user:pw@host/db"`` (the store
     builds the engine and disposes of it on ``close()``). ``key_length`` is the width of
     the key column when the table is created (at most 513 on MySQL/MariaDB, where
-    utf8mb4 keys must fit InnoDB's index limit). Keys compare byte for byte on every
-    database (MySQL/MariaDB get a binary, no-pad collation), so ``"A"``, ``"a"`` and
-    ``"a "`` are three keys.
+    utf8mb4 keys must fit InnoDB's index limit); ``max_key_chars`` is what the tables
+    found take (a table made earlier with another ``key_length`` keeps its width), and
+    a longer key is refused with :class:`~cacheway.InvalidWriteError`. ``timeout``
+    bounds the calls of an engine built from a URL: the wait for a pooled connection,
+    and each read and write of the driver's socket where the driver has a timeout
+    (pymysql, mysqlclient, MariaDB Connector: a stalled server fails the call with
+    ``StoreError`` instead of hanging; see :mod:`cacheway.stores._sa_engine`). Keys compare
+    byte for byte on every database (MySQL/MariaDB get a binary, no-pad collation), so
+    ``"A"``, ``"a"`` and ``"a "`` are three keys.
 
     Row mode (``key_column=``, ``columns=``, ``version_column=``) maps dict values to
     the columns of an existing table; it has no namespace column, so the namespace of
@@ -114,8 +111,9 @@ class SQLAlchemyStore(StoreBase):
         version_column: str | None = None,
         serializer: Serializer | None = None,
         key_length: int = 255,
+        timeout: float = 30.0,
     ) -> None:
-        sa_ = _import_sqlalchemy()
+        sa_ = import_sqlalchemy()
         self.table = validate_identifier(table)
         self.serializer = serializer if serializer is not None else JSONSerializer()
         self._rows: SQLAlchemyRows | None = None
@@ -133,12 +131,15 @@ class SQLAlchemyStore(StoreBase):
             )
         if isinstance(key_length, bool) or not isinstance(key_length, int) or key_length < 1:
             raise ConfigError(f"key_length must be an int >= 1, not {key_length!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+        self._timeout = float(timeout)
         self.key_length = key_length
         self._error_type: type[Exception] = sa_.exc.SQLAlchemyError
         self._lock = threading.Lock()
         self._closed = False
         self._batches = itertools.count(1)
-        self._engine, self._owned = self._make_engine(sa_, engine_or_url)
+        self._engine, self._owned = make_engine(sa_, engine_or_url, self._timeout)
         url = self._engine.url
         self.url: str = url.render_as_string(hide_password=True)
         self._password: str | None = url.password
@@ -174,41 +175,6 @@ class SQLAlchemyStore(StoreBase):
         return self._engine
 
     # -- engine and tables -------------------------------------------------------------
-    @staticmethod
-    def _make_engine(sa_: Any, given: object) -> tuple[sa.Engine, bool]:
-        if isinstance(given, sa_.Engine):
-            return given, False
-        if not isinstance(given, (str, sa_.URL)):
-            raise ConfigError(
-                "SQLAlchemyStore needs an sqlalchemy.Engine or a URL such as "
-                f"'mysql+pymysql://user:password@host/db', not {type(given).__name__}"
-            )
-        try:
-            url = sa_.make_url(given)
-        except sa_.exc.ArgumentError:
-            # The message would echo the string, password and all.
-            raise ConfigError(
-                "the store URL is not a SQLAlchemy URL: use dialect+driver://user:password@"
-                "host:port/database, e.g. 'mysql+pymysql://root@127.0.0.1/test'"
-            ) from None
-        shown = url.render_as_string(hide_password=True)
-        try:
-            # pre_ping: a pooled connection the server dropped is replaced, not failed.
-            return sa_.create_engine(url, pool_pre_ping=True), True
-        except sa_.exc.NoSuchModuleError:
-            raise ConfigError(
-                f"store URL {shown!r}: SQLAlchemy has no dialect/driver {url.drivername!r}"
-            ) from None
-        except ImportError as exc:
-            raise ConfigError(
-                f"store URL {shown!r}: the driver module {exc.name!r} is not installed; install "
-                "it or name an installed driver, e.g. 'mysql+pymysql://' "
-                f"({_EXTRA}) or 'postgresql+psycopg://'"
-            ) from exc
-        except sa_.exc.ArgumentError as exc:
-            detail = str(exc).replace(url.password, "***") if url.password else str(exc)
-            raise ConfigError(f"store URL {shown!r}: {detail}") from None
-
     def _open(self, sa_: Any) -> None:
         with self._engine.connect():
             pass  # reach the server first: its dialect (MariaDB or MySQL) picks the collation
@@ -229,11 +195,17 @@ class SQLAlchemyStore(StoreBase):
             options = {"engine": "InnoDB", "charset": "utf8mb4",
                        "collate": self._mysql_collation()}
             table_kw = {f"{p}_{k}": v for k, v in options.items() for p in ("mysql", "mariadb")}
+        if self._kind == "postgresql":
+            self.max_key_bytes = MAX_KEY_BYTES  # the btree entry limit (see _pg_helpers)
+            self.keys_take_nul = False
         if self._rows is not None:
             self._rows.open(self._engine, self._kind, table_kw, self._ns_len, self.key_length)
+            self.max_key_chars = self._rows.max_key_chars
             return
         self._define(sa_, table_kw)
         self._create(sa_)
+        # The tables may be older than this store, made with another key_length.
+        self.max_key_chars = self._reflect_key_length(sa_, [self._t.name, self._a.name])
 
     def _mysql_collation(self) -> str:
         # Keys compare byte for byte: a *_ci collation would merge "A" and "a", and a
@@ -342,16 +314,31 @@ class SQLAlchemyStore(StoreBase):
             except sa_.exc.IntegrityError:
                 pass  # another process inserted it first
 
+    def _reflect_key_length(self, sa_: Any, tables: list[str]) -> int:
+        """The shortest ``key`` column of ``tables`` as the database has it."""
+        inspector = sa_.inspect(self._engine)
+        found = [self.key_length]
+        for name in tables:
+            for col in inspector.get_columns(name):
+                length = getattr(col["type"], "length", None)
+                if col["name"] == "key" and isinstance(length, int):
+                    found.append(length)
+        return min(found)
+
     def _check(self) -> None:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
 
-    def _error(self, what: str, exc: BaseException) -> StoreError:
+    def _error(self, what: str, exc: BaseException, write: bool = False) -> StoreError:
+        """``exc`` as a StoreError; with ``write``, an error about the data written (a
+        value too long, a constraint) is an :class:`InvalidWriteError`."""
         orig = getattr(exc, "orig", None)
         detail = f"{type(orig).__name__}: {orig}" if orig is not None else str(exc)
         if self._password:
             detail = detail.replace(self._password, "***")
-        return StoreError(f"SQLAlchemyStore {what} {self.url} failed: {detail}")
+        permanent = write and is_permanent(orig if orig is not None else exc)
+        kind = InvalidWriteError if permanent else StoreError
+        return kind(f"SQLAlchemyStore {what} {self.url} failed: {detail}")
 
     # -- the store protocol ------------------------------------------------------------
     def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
@@ -360,6 +347,11 @@ class SQLAlchemyStore(StoreBase):
         if not keys:
             return out
         wanted = list(dict.fromkeys(keys))
+        # Text the database cannot hold (a lone surrogate, NUL on PostgreSQL) names no row.
+        nul = self.keys_take_nul
+        wanted = [k for k in wanted if storable_text(k, nul)]
+        if not wanted or not storable_text(namespace, nul):
+            return out
         try:
             if self._rows is not None:
                 return self._rows.fetch(wanted)
@@ -385,21 +377,19 @@ class SQLAlchemyStore(StoreBase):
             with self._engine.begin() as conn:
                 return self._apply_in(conn, ops, journal)
         except self._error_type as exc:
-            raise self._error(f"write to {self.table!r} at", exc) from exc
+            raise self._error(f"write to {self.table!r} at", exc, write=True) from exc
+        except UnicodeEncodeError as exc:  # text no database takes
+            raise self._error(f"write to {self.table!r} at", exc, write=True) from None
 
     def _check_ops(self, ops: Sequence[Op], journal: JournalMark | None) -> None:
         for op in ops:
             if op.kind not in (SET, DELETE, ADD):
                 raise ConfigError(f"unknown op kind {op.kind!r}")
-            if len(op.key) > self.key_length:
-                raise StoreError(
-                    f"key {op.key[:40]!r}... has {len(op.key)} characters; table "
-                    f"{self.table!r} keeps keys of at most key_length={self.key_length}"
-                )
             if len(op.namespace) > self._ns_len:
-                raise StoreError(
+                raise InvalidWriteError(
                     f"namespace {op.namespace[:40]!r}... is longer than {self._ns_len} characters"
                 )
+            check_key(self, op.namespace, op.key)
         if journal is not None:
             if len(journal.seqs) != len(ops):
                 raise ConfigError(

@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, InvalidWriteError
 from ..serializers import Serializer
 from ._sa_marks import VERSION_ROW, advance, merge_max, read_marks, write_mark
 from .base import DELETE, Applied, JournalMark, Loaded, Op
@@ -65,6 +65,7 @@ class SQLAlchemyRows:
         self._kind = "other"
         self._key_length = 255
         self._ns_len = 255
+        self.max_key_chars: int | None = None
         self._marks_ready = False
         self._mark_lock = threading.Lock()
         self._batches = 0
@@ -90,6 +91,9 @@ class SQLAlchemyRows:
         s.missing([c.name for c in t.columns], True)
         key = t.c[s.key_column]
         self.int_key = isinstance(key.type, sa_.Integer)
+        # A key must fit the key column and the journal marks' key (key_length).
+        width = getattr(key.type, "length", None)
+        self.max_key_chars = min(key_length, width) if isinstance(width, int) else key_length
         if s.version_column is not None:
             vtype = t.c[s.version_column].type
             numeric_int = (isinstance(vtype, sa_.Numeric) and not isinstance(vtype, sa_.Float)
@@ -214,7 +218,7 @@ class SQLAlchemyRows:
         for op in ops:
             b = self._bind(op.key)
             if b is None and op.kind != DELETE:  # deleting it is a no-op: no row has it
-                raise StoreError(
+                raise InvalidWriteError(
                     f"key {op.key!r} does not fit the integer key column {s.key_column!r} of "
                     f"{s.table!r}: use the canonical decimal spelling of an integer"
                 )
@@ -258,7 +262,7 @@ class SQLAlchemyRows:
             raise ConfigError(f"journal id {journal.journal_id!r} is over {_JOURNAL_LEN} chars")
         for op in ops:
             if len(op.key) > self._key_length or len(op.namespace) > self._ns_len:
-                raise StoreError(
+                raise InvalidWriteError(
                     f"key {op.key[:40]!r} (namespace {op.namespace[:40]!r}) is too long for "
                     f"the journal marks of {self.spec.table!r} (key_length="
                     f"{self._key_length}, namespaces up to {self._ns_len} characters)"

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
+from ._errors import is_permanent, storable_text
 from ._sqlite_marks import read_marks, write_mark
 from .base import (
     ADD,
@@ -230,6 +231,12 @@ class SQLiteStore(StoreBase):
                     self._give_back(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite load from {self.table!r} failed: {exc}") from exc
+        except UnicodeEncodeError as exc:
+            # A key that is not valid text (a lone surrogate) names no row.
+            valid = [k for k in keys if storable_text(k)]
+            if len(valid) == len(keys) and storable_text(namespace):
+                raise StoreError(f"SQLite load from {self.table!r} failed: {exc}") from exc
+            return self.fetch(namespace, valid) if valid and storable_text(namespace) else out
         return out
 
     def _fetch_into(
@@ -268,8 +275,11 @@ class SQLiteStore(StoreBase):
                 if self._rows is not None:
                     return self._rows.apply(self._conn, ops, journal)
                 return self._apply_locked(ops, journal)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite write to {self.table!r} failed: {exc}") from exc
+        except (sqlite3.Error, UnicodeEncodeError, OverflowError) as exc:
+            # What the batch holds and SQLite refuses (a lone surrogate, a blob over its
+            # length limit, a constraint) will be refused again: InvalidWriteError.
+            kind = InvalidWriteError if is_permanent(exc) else StoreError
+            raise kind(f"SQLite write to {self.table!r} failed: {exc}") from exc
 
     def _apply_locked(self, ops: Sequence[Op], journal: JournalMark | None) -> list[Applied]:
         conn, m = self._conn, self._meta

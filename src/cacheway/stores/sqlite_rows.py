@@ -354,7 +354,7 @@ class SQLiteRows:
         for op in ops:
             b = self._bind(op.key)
             if b is None and op.kind != DELETE:  # deleting it is a no-op: no row has it
-                raise StoreError(
+                raise InvalidWriteError(
                     f"key {op.key!r} does not fit the INTEGER key column {s.key_column!r} of "
                     f"{s.table!r}: use the canonical decimal spelling of an integer"
                 )
