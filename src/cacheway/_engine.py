@@ -27,13 +27,13 @@ from .errors import (
     ClosedError,
     ConfigError,
     InvalidKeyError,
-    InvalidWriteError,
     SerializationError,
     StoreError,
 )
 from .serializers import Serializer
 from .stats import Counters
 from .stores.base import ADD, NOTSET, SET, Loaded, Store
+from .stores.base import check_key as check_store_key
 
 __all__ = ["Engine", "check_key", "check_ttl"]
 
@@ -44,24 +44,18 @@ _STRIPES = 1024  # power of two
 LEASE_VALUE, LEASE_ACQUIRED, LEASE_HELD, LEASE_NOT_FOUND = 0, 1, 2, 3
 
 
-def check_key(key: object, max_bytes: int | None = None) -> str:
-    """``key`` if it is a ``str`` a store can keep: UTF-8 text (no lone surrogates) of at
-    most ``max_bytes`` bytes when the store has a limit (``Store.max_key_bytes``)."""
+def check_key(key: object) -> str:
+    """``key`` if it is a ``str`` of valid text (no lone surrogate, which no store or
+    backend can encode)."""
     if key.__class__ is not str and not isinstance(key, str):
         raise InvalidKeyError(f"keys must be str, not {type(key).__name__} ({key!r:.60})")
-    if key.isascii():
-        size = len(key)
-    else:
+    if not key.isascii():
         try:
-            size = len(key.encode())
+            key.encode()
         except UnicodeEncodeError as exc:
             raise InvalidKeyError(
                 f"key {key!r:.60} is not valid text: {exc.reason} at index {exc.start} "
                 "(a lone surrogate cannot be stored)") from None
-    if max_bytes is not None and size > max_bytes:
-        raise InvalidWriteError(
-            f"key {key[:40]!r}... is {size} bytes long; the store takes keys of at most "
-            f"{max_bytes} bytes")
     return key
 
 
@@ -131,8 +125,13 @@ class Engine:
         # column, a key too long for its table) rather than later in a flusher.
         self._validate: Callable[[str, str, Any, int], Any] | None = getattr(
             store, "validate", None)
-        # The longest key (UTF-8 bytes) the store can keep; writes refuse longer ones.
-        self._max_key: int | None = getattr(store, "max_key_bytes", None)
+        # Keys the store can never keep (too long, a NUL) are refused by every write. An
+        # ASCII key of at most _max_key characters without NUL needs no look (hot paths).
+        limits = [n for n in (getattr(store, "max_key_bytes", None),
+                              getattr(store, "max_key_chars", None)) if n is not None]
+        self._max_key: int | None = min(limits) if limits else None
+        self._nul_ok: bool = getattr(store, "keys_take_nul", True)
+        self._store_keys = bool(limits) or not self._nul_ok
         # Backends shared across processes offer leases for cross-process single flight.
         self._lease_get: Callable[[str, bytes], tuple[int, Any]] | None = (
             getattr(backend, "lease_get", None) if getattr(backend, "leases", False) else None)
@@ -634,8 +633,18 @@ class Engine:
         return k, value, self._dumps(value), ttl_
 
     def _key(self, key: object) -> str:
-        """``key`` checked for a write: a str the store can keep."""
-        return check_key(key, self._max_key)
+        """``key`` checked for a write: a str the store can keep (else InvalidKeyError,
+        or InvalidWriteError for one this store cannot)."""
+        k = check_key(key)
+        if self._store_keys:
+            check_store_key(self.store, self.namespace, k)
+        return k
+
+    def _key_needs_look(self, key: str) -> bool:
+        """False when ``key`` passes :meth:`_key` for sure (the cheap test)."""
+        return key.__class__ is not str or not key.isascii() or (
+            self._max_key is not None and len(key) > self._max_key) or (
+            not self._nul_ok and "\x00" in key)
 
     def _check_delta(self, key: str, delta: object) -> int:
         if isinstance(delta, bool) or not isinstance(delta, int):

@@ -210,8 +210,7 @@ class WriteBackEngine(Flusher):
     # -- writes -----------------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         # Engines that stage replace this with _staged_set() (see __init__).
-        if key.__class__ is not str or not key.isascii() or (
-                self._max_key is not None and len(key) > self._max_key):
+        if self._key_needs_look(key):
             self._key(key)
         if self._validate is not None:
             value = self._validate(self.namespace, key, value, SET)
@@ -238,13 +237,14 @@ class WriteBackEngine(Flusher):
         mem, space, mem_timer = self._mem_data, self._mem_space, self._mem_timer
         mem_max, evict = self._mem_max, self._mem_backend._evict
         timer, last, unstaged = self._timer, (self._batch_size - 1) * 4, self._set_unstaged
-        max_key = self._max_key
+        max_key, nul_ok, check = self._max_key, self._nul_ok, self._key
         engine = self
 
         def set(key: str, value: Any, ttl: float | None = None) -> None:
             if key.__class__ is not str or not key.isascii() or (
-                    max_key is not None and len(key) > max_key):
-                check_key(key, max_key)
+                    max_key is not None and len(key) > max_key) or (
+                    not nul_ok and "\x00" in key):
+                check(key)
             try:
                 payload = serialize(value)
                 if compacts:
