@@ -473,3 +473,19 @@ def test_encode_refuses_or_gives_back_unchanged(value: Any, name: str) -> None:
 def test_encode_refuses_or_gives_back_unchanged_long_random_run(value: Any, name: str) -> None:
     # issue 10 item 4
     check_refused_or_unchanged(value, name)
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_every_finite_float_comes_back_bit_for_bit(name: str) -> None:
+    # issue 10 item 4: the copy is built without parsing the payload, so the format must
+    # give every float back exactly (random bit patterns, subnormals, -0.0)
+    import random
+
+    s = JSONSerializer() if name == "json" else MsgpackSerializer()
+    rng = random.Random(20240601)
+    floats = [struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+              for _ in range(20_000)]
+    floats = [f for f in floats if math.isfinite(f)] + [-0.0, 5e-324, -5e-324, 2.0**-1022]
+    payload, copy = encoder(s)(floats)
+    assert_identical(copy, floats)
+    assert_identical(s.loads(payload), floats)
