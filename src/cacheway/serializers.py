@@ -206,11 +206,25 @@ _JSON_ATOMS: frozenset[type] = frozenset((str, int, bool, type(None)))
 
 def _orjson_encoder() -> Encoder:
     dumps, opt, tobytes, plain = _orjson.dumps, _STRICT, memoryview.tobytes, _plain_copy
+    atoms = _JSON_ATOMS
 
     def encode(value: Any) -> tuple[bytes, Any]:
         cls = value.__class__
-        if cls is dict or cls is list:
-            copy = plain(value, 1, _JSON_ATOMS)
+        if cls is dict:
+            # _plain_copy's first loop, inlined for a row of scalars: 0.06 us of 0.42 for
+            # {"n": 1} (bench/fidelity.py).
+            copy = value.copy()
+            for item in copy.values():
+                kind = item.__class__
+                if kind is str or kind is int or kind is bool or item is None or (
+                        kind is float and item - item == 0.0):
+                    continue
+                copy = plain(value, 1, atoms)
+                if copy is None:
+                    raise _refusal(value, "json", None)
+                break
+        elif cls is list:
+            copy = plain(value, 1, atoms)
             if copy is None:
                 raise _refusal(value, "json", None)
         elif (cls is str or cls is int or cls is bool or value is None
