@@ -205,8 +205,8 @@ _JSON_ATOMS: frozenset[type] = frozenset((str, int, bool, type(None)))
 
 
 def _orjson_encoder() -> Encoder:
-    dumps, opt, tobytes, plain = _orjson.dumps, _STRICT, memoryview.tobytes, _plain_copy
-    atoms = _JSON_ATOMS
+    dumps, opt, tobytes = _orjson.dumps, _STRICT, memoryview.tobytes
+    plain, inside, atoms = _plain_copy, _plain_inside, _JSON_ATOMS
 
     def encode(value: Any) -> tuple[bytes, Any]:
         cls = value.__class__
@@ -219,7 +219,7 @@ def _orjson_encoder() -> Encoder:
                 if kind is str or kind is int or kind is bool or item is None or (
                         kind is float and item - item == 0.0):
                     continue
-                copy = plain(value, 1, atoms)
+                copy = inside(copy, 1, atoms)
                 if copy is None:
                     raise _refusal(value, "json", None)
                 break
@@ -268,7 +268,13 @@ def _plain_copy(value: Any, depth: int, atoms: frozenset[type]) -> Any:
             return None
     else:
         return copy
-    for k, item in copy.items() if is_dict else enumerate(copy):
+    return _plain_inside(copy, depth, atoms)
+
+
+def _plain_inside(copy: Any, depth: int, atoms: frozenset[type]) -> Any:
+    """:func:`_plain_copy`'s second pass: ``copy`` with its containers replaced by
+    copies, or None."""
+    for k, item in copy.items() if copy.__class__ is dict else enumerate(copy):
         kind = item.__class__
         if kind is dict or kind is list:
             inner = _plain_copy(item, depth + 1, atoms)
