@@ -167,7 +167,7 @@ def test_memory_and_two_level_backends(tmp_path: Path, redis_url: str, prefix: s
     store = cw.SQLiteStore(tmp_path / "app.db")
     memory = cw.MemoryBackend()
     fill(store, memory, n=5)
-    memory.set(":k2", (1, 2), None, None)  # compared as the store would return it
+    memory.set(":k2", [1, 2], None, None)
     store.save_many({"k2": [1, 2]})
     assert check(store, memory, sleep=no_sleep).disagreeing == 0
     memory.set(":k4", "stale", None, None)

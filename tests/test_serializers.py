@@ -32,7 +32,6 @@ from cacheway.serializers import (
     PickleSerializer,
     compact,
     encoder,
-    fast_dumps,
 )
 
 
@@ -219,16 +218,6 @@ def test_set_refuses_a_value_that_would_come_back_changed(
     if fmt == "json":
         for word in words:
             assert word in str(info.value), f"{word!r} missing from: {info.value}"
-
-
-def test_fast_dumps_is_as_strict_as_the_encoder() -> None:
-    # issue 10 item 4
-    dumps, compacts = fast_dumps(JSONSerializer())
-    assert compacts is False  # the encoder's payloads are compact already
-    assert dumps({"a": [1]}) == b'{"a":[1]}'
-    for bad in [(1, 2), {1: "a"}, 2**70, math.nan, "\ud800", datetime.date(2024, 1, 1)]:
-        with pytest.raises(cw.SerializationError):
-            dumps(bad)
 
 
 # -- faithful values -------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from .errors import (
     SerializationError,
     StoreError,
 )
-from .serializers import Serializer
+from .serializers import Serializer, encoder
 from .stats import Counters
 from .stores.base import ADD, NOTSET, SET, Loaded, Store
 from .stores.base import check_key as check_store_key
@@ -99,6 +99,9 @@ class Engine:
         self.store = store
         self.backend = backend
         self.serializer = serializer
+        # (payload, copy) of a value, or SerializationError when it would not come back
+        # the same (value fidelity: the copy is what reads answer with).
+        self._encode = encoder(serializer)
         self.ttl = ttl
         # A namespace ttl shorter than the policy's fill_ttl wins: copies never outlive it.
         self.fill_ttl = ttl if fill_ttl is None else fill_ttl if ttl is None else min(ttl, fill_ttl)
@@ -630,7 +633,8 @@ class Engine:
         ttl_ = self.ttl if ttl is None else check_ttl(ttl)
         if self._validate is not None:
             value = self._validate(self.namespace, k, value, SET)
-        return k, value, self._dumps(value), ttl_
+        payload, copy = self._encode(value)
+        return k, copy, payload, ttl_
 
     def _key(self, key: object) -> str:
         """``key`` checked for a write: a str the store can keep (else InvalidKeyError,

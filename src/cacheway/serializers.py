@@ -42,7 +42,6 @@ __all__ = [
     "Serializer",
     "compact",
     "encoder",
-    "fast_dumps",
     "serializer_from_name",
 ]
 
@@ -471,18 +470,6 @@ def compact(data: bytes) -> bytes:
     The copy costs 0.1 us. :func:`encoder`'s payloads are already compact.
     """
     return memoryview(data).tobytes()
-
-
-def fast_dumps(serializer: Serializer) -> tuple[Callable[[Any], bytes], bool]:
-    """A ``serializer.dumps`` for hot paths, and whether its result should go through
-    :func:`compact` before it is kept (never now: it is the payload of :func:`encoder`,
-    compact already, and as strict). Kept for callers that do not use the copy yet."""
-    encode = encoder(serializer)
-
-    def dumps(value: Any) -> bytes:
-        return encode(value)[0]
-
-    return dumps, False
 
 
 def serializer_from_name(name: str) -> Serializer:

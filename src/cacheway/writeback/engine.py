@@ -22,7 +22,7 @@ from .._refresh import ReadOptions
 from ..backends.base import MISS, Backend
 from ..errors import Backpressure, ConfigError, StoreError
 from ..policies import WriteBack
-from ..serializers import Serializer, compact, fast_dumps
+from ..serializers import Serializer
 from ..stats import Counters
 from ..stores.base import ADD, DELETE, NOTSET, SET, Op, Store
 from .dirty import DirtyTable, Entry
@@ -82,7 +82,6 @@ class WriteBackEngine(Flusher):
         else:
             self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._serialize, self._compact = fast_dumps(serializer)
         self._backend_set_raw = backend.set
         self._max_dirty = config.max_dirty
         self._batch_size = config.batch_size
@@ -214,12 +213,7 @@ class WriteBackEngine(Flusher):
             self._key(key)
         if self._validate is not None:
             value = self._validate(self.namespace, key, value, SET)
-        try:
-            payload = self._serialize(value)
-            if self._compact:
-                payload = compact(payload)
-        except (TypeError, ValueError, OverflowError, RecursionError):
-            payload = self._dumps(value)  # the full serializer: falls back, or says why not
+        payload, value = self._encode(value)  # the copy reads answer with
         self._set_unstaged(key, value, payload, self.ttl if ttl is None else check_ttl(ttl))
 
     def _staged_set(self) -> Callable[[str, Any, float | None], None]:
@@ -231,8 +225,7 @@ class WriteBackEngine(Flusher):
         cond, table = self._cond, self._table
         staged = table.staged
         extend = staged.extend
-        serialize, dumps, compacts = self._serialize, self._dumps, self._compact
-        tobytes = memoryview.tobytes  # compact() inlined
+        encode = self._encode
         prefix, default_ttl = self.prefix, self.ttl
         mem, space, mem_timer = self._mem_data, self._mem_space, self._mem_timer
         mem_max, evict = self._mem_max, self._mem_backend._evict
@@ -245,12 +238,9 @@ class WriteBackEngine(Flusher):
                     max_key is not None and len(key) > max_key) or (
                     not nul_ok and "\x00" in key):
                 check(key)
-            try:
-                payload = serialize(value)
-                if compacts:
-                    payload = tobytes(memoryview(payload))
-            except (TypeError, ValueError, OverflowError, RecursionError):
-                payload = dumps(value)  # the full serializer: falls back, or says why not
+            # The copy, not the caller's object: what the store would give back, and
+            # immune to the caller changing the object later (value fidelity).
+            payload, value = encode(value)
             ttl = default_ttl if ttl is None else check_ttl(ttl)
             acquire()
             try:
@@ -334,7 +324,8 @@ class WriteBackEngine(Flusher):
             self._key(k)
             if self._validate is not None:
                 v = self._validate(self.namespace, k, v, SET)
-            items.append((k, SET, v, self._dumps(v), 0))
+            payload, v = self._encode(v)
+            items.append((k, SET, v, payload, 0))
         if items:
             self._accept(items, ttl if ttl is not None else self.ttl)
 
