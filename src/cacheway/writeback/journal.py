@@ -51,6 +51,7 @@ from cacheway.writeback.journal_format import (
     damaged_error,
     encode,
     encode_checkpoint,
+    encode_id,
     inspect,
     scan,
     segment_name,
@@ -207,11 +208,9 @@ class Journal:
         for name in (f"{ID_FILE}.tmp", f"{CHECKPOINT_FILE}.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 (self._path / name).unlink()  # a crash before os.replace: the old file stands
-        if found.id is None:
-            self._id = uuid.uuid4().hex
-            _write_atomic(self._path, ID_FILE, f"{self._id}\n".encode())
-        else:
-            self._id = found.id
+        self._id = uuid.uuid4().hex if found.id is None else found.id
+        if found.id is None or found.old_id:
+            _write_atomic(self._path, ID_FILE, encode_id(self._id))
         if found.torn is not None:
             name, offset, why = found.torn
             message = (

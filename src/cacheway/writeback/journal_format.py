@@ -229,7 +229,8 @@ def scan(data: bytes) -> Scan:
 
 ID_FILE, LOCK_FILE, CHECKPOINT_FILE = "id", "lock", "checkpoint"
 _SEGMENT_RE = re.compile(r"^(\d{20})\.seg$")
-_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_ID_RE = re.compile(r"([0-9a-f]{32}) ([0-9a-f]{8})\n")
+_OLD_ID_RE = re.compile(r"[0-9a-f]{32}\n")
 _CHECKPOINT_FORMAT = struct.Struct("<4sQI")
 _CHECKPOINT_MAGIC = b"CWCK"
 
@@ -259,25 +260,44 @@ class SegmentInfo:
 @dataclasses.dataclass
 class Layout:
     id: str | None
+    old_id: bool  # the id file has no checksum yet (written by format 1)
     checkpoint_seq: int
     segments: list[SegmentInfo]
     damage: list[str]
     torn: tuple[str, int, str] | None  # (segment, offset, why) of a crash's leftover tail
 
 
-def _read_id(directory: Path, damage: list[str]) -> str | None:
+def encode_id(journal_id: str) -> bytes:
+    """The ``id`` file: the id and its crc32, so a changed digit is refused, not trusted
+    (stores key what they applied by the id: a wrong one would replay applied writes)."""
+    return f"{journal_id} {zlib.crc32(journal_id.encode('ascii')):08x}\n".encode("ascii")
+
+
+def _read_id(directory: Path, damage: list[str]) -> tuple[str | None, bool]:
+    """(id, in the old format without a checksum) of the ``id`` file."""
     try:
         raw = (directory / ID_FILE).read_bytes()
     except FileNotFoundError:
-        return None
+        return None, False
     except OSError as exc:
         damage.append(f"{ID_FILE}: cannot read: {exc}")
-        return None
-    text = raw.decode("ascii", "replace").strip()
-    if not _ID_RE.match(text):
-        damage.append(f"{ID_FILE}: offset 0: {raw[:40]!r} is not a journal id")
-        return None
-    return text
+        return None, False
+    text = raw.decode("ascii", "replace")
+    if _OLD_ID_RE.fullmatch(text):
+        return text[:32], True  # written before ids had a checksum: upgraded on open
+    found = _ID_RE.fullmatch(text)
+    if found is None:
+        damage.append(f"{ID_FILE}: offset 0: {raw[:60]!r} is not a journal id")
+        return None, False
+    if zlib.crc32(found.group(1).encode("ascii")) != int(found.group(2), 16):
+        damage.append(
+            f"{ID_FILE}: offset 0: checksum mismatch: the journal id {found.group(1)} changed "
+            f"since it was written (stores know what they applied by this id: under a changed "
+            f"one every record would be replayed again, counters twice). Put back the '{ID_FILE}' "
+            "file from a copy of this journal"
+        )
+        return None, False
+    return found.group(1), False
 
 
 def _read_checkpoint(directory: Path, damage: list[str]) -> int:
@@ -299,12 +319,14 @@ def _read_checkpoint(directory: Path, damage: list[str]) -> int:
 def analyze(directory: Path) -> Layout:
     """Read everything in the journal directory and say what is intact; never raises."""
     damage: list[str] = []
-    journal_id = _read_id(directory, damage)
+    journal_id, old_id = _read_id(directory, damage)
     checkpoint_seq = _read_checkpoint(directory, damage)
     try:
         names = os.listdir(directory)
     except OSError as exc:
-        return Layout(journal_id, checkpoint_seq, [], [f"{directory}: cannot list: {exc}"], None)
+        return Layout(
+            journal_id, old_id, checkpoint_seq, [], [f"{directory}: cannot list: {exc}"], None
+        )
     found = sorted((int(m.group(1)), n) for n in names if (m := _SEGMENT_RE.match(n)))
     if journal_id is None and (found or CHECKPOINT_FILE in names) and not damage:
         damage.append(f"{ID_FILE}: file missing next to segments or a checkpoint")
@@ -367,7 +389,7 @@ def analyze(directory: Path) -> Layout:
                 "(a segment was deleted?)"
             )
         prev_last = seg.last_seq
-    return Layout(journal_id, checkpoint_seq, segments, damage, torn)
+    return Layout(journal_id, old_id, checkpoint_seq, segments, damage, torn)
 
 
 def damaged_error(directory: Path, damage: list[str]) -> JournalError:
