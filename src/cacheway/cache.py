@@ -247,7 +247,8 @@ class Cache(_Front):
             path = f"{path}.{name}"  # one journal per namespace: its records meet one store
         journal = Journal(path, fsync=policy.fsync)
         try:
-            replay(journal, store, batch_size=policy.batch_size)
+            replay(journal, store, batch_size=policy.batch_size,
+                   on_dead_letter=policy.on_dead_letter)
         except BaseException:
             journal.close()
             raise

@@ -40,6 +40,7 @@ from cacheway.writeback.journal_format import (
     ADD,
     CHECKPOINT_FILE,
     DELETE,
+    DROP,
     ID_FILE,
     LOCK_FILE,
     SET,
@@ -55,9 +56,12 @@ from cacheway.writeback.journal_format import (
     inspect,
     scan,
     segment_name,
+    void_dropped,
 )
 
-__all__ = ["ADD", "DELETE", "FSYNC_MODES", "SET", "Journal", "JournalReport", "Record", "inspect"]
+__all__ = [
+    "ADD", "DELETE", "DROP", "FSYNC_MODES", "SET", "Journal", "JournalReport", "Record", "inspect",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +289,8 @@ class Journal:
             return sum(seg.size for seg in self._segments)
 
     def records(self) -> list[Record]:
-        """Every intact record with seq > checkpoint_seq, in seq order (the replay)."""
+        """Every intact write with seq > checkpoint_seq that no DROP record voids, in seq
+        order (what a replay applies)."""
         with self._cond:
             if self._released:
                 raise JournalError(f"journal '{self._path}' is closed")
@@ -306,7 +311,7 @@ class Journal:
             if result.error is not None:
                 raise damaged_error(self._path, [f"{name}: offset {result.end}: {result.error}"])
             out.extend(record for _, record in result.records if record.seq > checkpoint_seq)
-        return out
+        return void_dropped(out)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -341,6 +346,16 @@ class Journal:
             segment.size += encoded.size
             self._last_seq = seq
             return seq
+
+    def drop(self, namespace: str, key: str, upto_seq: int) -> None:
+        """Void the records of ``key`` with seq <= ``upto_seq``: the writes were given up
+        (``on_dead_letter``), so no replay may apply them. Durable when it returns, in every
+        fsync mode: a write the application was told is dropped never comes back."""
+        if isinstance(upto_seq, bool) or not isinstance(upto_seq, int) or upto_seq < 1:
+            raise ConfigError(f"upto_seq {upto_seq!r} must be an int >= 1")
+        if upto_seq > self._last_seq:
+            raise ConfigError(f"seq {upto_seq} was never appended (last_seq is {self._last_seq})")
+        self._wait_synced(self.append(namespace, key, DROP, b"", upto_seq))
 
     def _rotate(self, seq: int) -> None:
         name = segment_name(seq)
