@@ -10,23 +10,28 @@ A write the store refuses (:class:`~cacheway.errors.InvalidWriteError`: a counte
 row another process made a string) is isolated by bisecting its batch, handed to
 ``on_dead_letter`` and dropped from the journal, as the flusher would have done: one bad
 record never keeps the application from starting.
+
+The journals of forked processes (:meth:`~cacheway.writeback.journal.Journal.for_child`)
+that died are replayed with their parent's journal, and removed.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidWriteError
 from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, Op, Store
+from .journal import Journal, JournalInUse, abandoned_children
 
 if TYPE_CHECKING:
-    from .journal import Journal, Record
+    from .journal import Record
 
-__all__ = ["Invalidate", "OnDeadLetter", "ReplayReport", "replay"]
+__all__ = ["Invalidate", "OnDeadLetter", "ReplayReport", "replay", "replay_children"]
 
 log = logging.getLogger("cacheway")
 
@@ -48,6 +53,11 @@ class ReplayReport:
     applied: int = 0
     batches: int = 0
     dead_letters: int = 0
+    children: int = 0  # journals of dead forked processes replayed (and removed)
+
+    def add(self, other: ReplayReport) -> None:
+        for name in ("records", "skipped", "applied", "batches", "dead_letters", "children"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -179,8 +189,10 @@ def replay(
     batch_size: int = 500,
     on_dead_letter: OnDeadLetter | None = None,
     invalidate: Invalidate | None = None,
+    children: bool = True,
 ) -> ReplayReport:
-    """Apply the journal's unacknowledged records to ``store`` and checkpoint the journal.
+    """Apply the journal's unacknowledged records to ``store`` and checkpoint the journal;
+    then (``children``) the same for the journals of its dead forked processes.
 
     One journal serves one namespace's engine, so one store gets all its records. A write
     the store refuses goes to ``on_dead_letter(key, value, exc)`` (logged when None) and is
@@ -188,6 +200,42 @@ def replay(
     (namespace, key) pairs of the batch, and once with the keys of the remaining live
     records (skipped as already applied), so the caller can drop shared cached copies.
     """
+    report = _replay_one(journal, store, batch_size, on_dead_letter, invalidate)
+    if children:
+        report.add(replay_children(journal.path, store, batch_size=batch_size,
+                                   on_dead_letter=on_dead_letter, invalidate=invalidate))
+    return report
+
+
+def replay_children(
+    path: str | os.PathLike[str],
+    store: Store,
+    *,
+    batch_size: int = 500,
+    on_dead_letter: OnDeadLetter | None = None,
+    invalidate: Invalidate | None = None,
+) -> ReplayReport:
+    """Replay into ``store`` and remove the journals of the dead processes forked from the
+    one that has (or had) the journal at ``path`` open, at any depth, parents first.
+    Safe to run in several processes at once: a journal another one holds is skipped."""
+    report = ReplayReport()
+    for child_path in abandoned_children(path):
+        try:
+            child = Journal(child_path, fsync="never")  # drop() and checkpoints sync anyway
+        except JournalInUse:
+            continue
+        try:
+            report.add(_replay_one(child, store, batch_size, on_dead_letter, invalidate))
+            child.remove()
+        finally:
+            child.close()
+        report.children += 1
+    return report
+
+
+def _replay_one(journal: Journal, store: Store, batch_size: int,
+                on_dead_letter: OnDeadLetter | None,
+                invalidate: Invalidate | None) -> ReplayReport:
     report = ReplayReport()
     low, applied = store.applied_state(journal.id)
     top = max([low, *applied.values()])
