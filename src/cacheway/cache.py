@@ -259,8 +259,16 @@ class Cache(_Front):
         if name:
             path = f"{path}.{name}"  # one journal per namespace: its records meet one store
         journal = Journal(path, fsync=policy.fsync)
+        backend = self.backend
+
+        def invalidate(keys: list[tuple[str, str]]) -> None:
+            # The process that wrote the journal died with these writes in the shared
+            # backend but not in the store (or not stamped): whatever copy is there is stale.
+            backend.delete_many([f"{ns}:{key}" for ns, key in keys])
+
         try:
-            replay(journal, store, batch_size=policy.batch_size)
+            replay(journal, store, batch_size=policy.batch_size,
+                   on_dead_letter=policy.on_dead_letter, invalidate=invalidate)
         except BaseException:
             journal.close()
             raise

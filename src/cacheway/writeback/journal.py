@@ -12,6 +12,8 @@ A journal is a directory::
       lock                        flock'ed by the one process that has it open
       checkpoint                  highest seq known to be in the store
       00000000000000000001.seg    records, named by the seq of their first record
+    app.wal@4242-1f2e3d4c/        the journal of a process forked from the one that has
+                                  app.wal open (see :meth:`Journal.for_child`)
 
 >>> import tempfile, os
 >>> with tempfile.TemporaryDirectory() as tmp, Journal(os.path.join(tmp, "app.wal")) as j:
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -36,12 +37,22 @@ from pathlib import Path
 from types import TracebackType
 
 from cacheway.errors import ConfigError, JournalError
+from cacheway.writeback.journal_files import (
+    JournalInUse,
+    abandoned_children,
+    fsync_dir,
+    lock_directory,
+    make_child_directory,
+    remove_directory,
+    write_all,
+    write_atomic,
+)
 from cacheway.writeback.journal_format import (
     ADD,
     CHECKPOINT_FILE,
     DELETE,
+    DROP,
     ID_FILE,
-    LOCK_FILE,
     SET,
     JournalReport,
     Layout,
@@ -51,18 +62,23 @@ from cacheway.writeback.journal_format import (
     damaged_error,
     encode,
     encode_checkpoint,
+    encode_id,
     inspect,
     scan,
     segment_name,
+    void_dropped,
 )
 
-__all__ = ["ADD", "DELETE", "FSYNC_MODES", "SET", "Journal", "JournalReport", "Record", "inspect"]
+__all__ = [
+    "ADD", "DELETE", "DROP", "FSYNC_MODES", "SET", "Journal", "JournalInUse", "JournalReport",
+    "Record", "abandoned_children", "inspect",
+]
 
 logger = logging.getLogger(__name__)
 
 FSYNC_MODES = ("always", "everysec", "never")
-_EVERYSEC_INTERVAL = 1.0  # seconds between background syncs; tests shorten it
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_EVERYSEC_INTERVAL = 1.0  # seconds between background syncs; tests shorten it
 
 
 def _datasync(fd: int) -> None:
@@ -71,58 +87,6 @@ def _datasync(fd: int) -> None:
         os.fdatasync(fd)
     else:  # pragma: no cover - macOS
         os.fsync(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | _O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(directory: Path, name: str, data: bytes) -> None:
-    """Replace ``directory/name`` so that a crash leaves the old or the new content."""
-    tmp = directory / f"{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, directory / name)
-    _fsync_dir(directory)
-
-
-def _write_all(fd: int, parts: list[bytes | bytearray | memoryview]) -> None:
-    # One joined buffer and one write(2): cheaper than writev's per-call iovec setup
-    # for the small records a cache writes.
-    data = b"".join(parts)
-    done = os.write(fd, data)
-    if done < len(data):  # rare (a signal, a nearly full disk): finish the rest
-        rest = memoryview(data)[done:]
-        while rest:
-            rest = rest[os.write(fd, rest) :]
-
-
-def _lock(directory: Path) -> int:
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        who = "Journal in this process" if holder == str(os.getpid()) else "process"
-        raise JournalError(
-            f"journal '{directory}' is in use by another {who} (pid {holder}); one journal "
-            "has one writer: close the other one, or give this cache its own journal path"
-        ) from None
-    except OSError as exc:
-        os.close(fd)
-        raise JournalError(f"cannot lock journal '{directory}': {exc}") from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 class Journal:
@@ -169,8 +133,11 @@ class Journal:
         self._closed = False  # no more appends
         self._released = False  # fds and lock given back
         self._id = ""
+        self._pid = os.getpid()
+        self._child = False  # made by for_child: its directory goes when it closes empty
+        self._remove = False  # remove() was called: the directory goes at close
         self._make_directory()
-        self._lock_fd = _lock(self._path)
+        self._lock_fd = lock_directory(self._path)
         try:
             self._recover()
         except BaseException:
@@ -188,7 +155,7 @@ class Journal:
         if not self._path.exists():
             try:
                 self._path.mkdir(parents=True, exist_ok=True)
-                _fsync_dir(self._path.resolve().parent)
+                fsync_dir(self._path.resolve().parent)
             except OSError as exc:
                 raise JournalError(
                     f"cannot create journal directory '{self._path}': {exc}"
@@ -207,11 +174,9 @@ class Journal:
         for name in (f"{ID_FILE}.tmp", f"{CHECKPOINT_FILE}.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 (self._path / name).unlink()  # a crash before os.replace: the old file stands
-        if found.id is None:
-            self._id = uuid.uuid4().hex
-            _write_atomic(self._path, ID_FILE, f"{self._id}\n".encode())
-        else:
-            self._id = found.id
+        self._id = uuid.uuid4().hex if found.id is None else found.id
+        if found.id is None or found.old_id:
+            write_atomic(self._path, ID_FILE, encode_id(self._id))
         if found.torn is not None:
             name, offset, why = found.torn
             message = (
@@ -241,7 +206,7 @@ class Journal:
                 os.close(fd)
             seg.size = seg.end
             self._segments.append(seg)
-        _fsync_dir(self._path)
+        fsync_dir(self._path)
         self._syncs += 1
         self._synced_seq = self._last_seq
         if self._segments:
@@ -286,7 +251,8 @@ class Journal:
             return sum(seg.size for seg in self._segments)
 
     def records(self) -> list[Record]:
-        """Every intact record with seq > checkpoint_seq, in seq order (the replay)."""
+        """Every intact write with seq > checkpoint_seq that no DROP record voids, in seq
+        order (what a replay applies)."""
         with self._cond:
             if self._released:
                 raise JournalError(f"journal '{self._path}' is closed")
@@ -307,7 +273,7 @@ class Journal:
             if result.error is not None:
                 raise damaged_error(self._path, [f"{name}: offset {result.end}: {result.error}"])
             out.extend(record for _, record in result.records if record.seq > checkpoint_seq)
-        return out
+        return void_dropped(out)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -331,7 +297,7 @@ class Journal:
             assert self._fd is not None
             segment = self._segments[-1]
             try:
-                _write_all(self._fd, encoded.frame(seq))
+                write_all(self._fd, encoded.frame(seq))
             except OSError as exc:
                 try:  # take back a partial record so later appends stay readable
                     os.ftruncate(self._fd, segment.size)
@@ -342,6 +308,16 @@ class Journal:
             segment.size += encoded.size
             self._last_seq = seq
             return seq
+
+    def drop(self, namespace: str, key: str, upto_seq: int) -> None:
+        """Void the records of ``key`` with seq <= ``upto_seq``: the writes were given up
+        (``on_dead_letter``), so no replay may apply them. Durable when it returns, in every
+        fsync mode: a write the application was told is dropped never comes back."""
+        if isinstance(upto_seq, bool) or not isinstance(upto_seq, int) or upto_seq < 1:
+            raise ConfigError(f"upto_seq {upto_seq!r} must be an int >= 1")
+        if upto_seq > self._last_seq:
+            raise ConfigError(f"seq {upto_seq} was never appended (last_seq is {self._last_seq})")
+        self._wait_synced(self.append(namespace, key, DROP, b"", upto_seq))
 
     def _rotate(self, seq: int) -> None:
         name = segment_name(seq)
@@ -418,7 +394,7 @@ class Journal:
                 _datasync(fd)
                 done += 1
             if dir_dirty:
-                _fsync_dir(self._path)
+                fsync_dir(self._path)
                 done += 1
         except OSError as exc:
             failure = exc
@@ -514,7 +490,7 @@ class Journal:
 
     def _persist_checkpoint(self, seq: int) -> None:
         try:
-            _write_atomic(self._path, CHECKPOINT_FILE, encode_checkpoint(seq))
+            write_atomic(self._path, CHECKPOINT_FILE, encode_checkpoint(seq))
         except OSError as exc:
             raise JournalError(
                 f"cannot write the checkpoint of journal '{self._path}': {exc}"
@@ -537,14 +513,78 @@ class Journal:
             if self._failure is None and (self._synced_seq < self._last_seq or self._retired):
                 with contextlib.suppress(JournalError):
                     self._sync_locked()
+            empty = self._failure is None and self._checkpoint_seq >= self._last_seq
+            if (self._child or self._remove) and empty:
+                self._remove_files()  # a forked process's journal, all in the store
             self._release()
+
+    def remove(self) -> None:
+        """Close the journal and delete its directory (a replayed child journal's end).
+
+        Refused while records wait for replay: only a journal checkpointed up to its
+        ``last_seq`` holds nothing the store lacks."""
+        with self._cond:
+            if self._released:
+                raise JournalError(f"journal '{self._path}' is closed")
+            if self._checkpoint_seq < self._last_seq:
+                raise JournalError(
+                    f"journal '{self._path}' still holds records {self._checkpoint_seq + 1}.."
+                    f"{self._last_seq}; replay them before removing it"
+                )
+            self._remove = True
+        self.close()
+
+    def _remove_files(self) -> None:
+        # Under the lock, the lock file last: whoever opens the directory meanwhile finds
+        # it in use, or (once it is gone) an empty journal.
+        try:
+            remove_directory(self._path)
+        except OSError as exc:  # harmless: an empty journal is removed by the next replay
+            logger.warning("journal '%s': cannot remove it: %s", self._path, exc)
 
     def _release(self) -> None:
         self._released = self._closed = True
-        for fd in [*self._retired, *([self._fd] if self._fd is not None else []), self._lock_fd]:
+        fds = [*self._retired, *([self._fd] if self._fd is not None else [])]
+        if self._lock_fd >= 0:
+            fds.append(self._lock_fd)
+        for fd in fds:
             with contextlib.suppress(OSError):
-                os.close(fd)  # closing the lock file's fd releases the flock
-        self._retired, self._fd = [], None
+                os.close(fd)  # closing the lock file's last fd releases the flock
+        self._retired, self._fd, self._lock_fd = [], None, -1
+
+    # -- fork ------------------------------------------------------------------------------
+
+    def for_child(self) -> Journal:
+        """The journal of a process forked from the one that opened this one: call it in
+        the child right after ``os.fork()`` and write to the journal it returns.
+
+        The child's copy of this journal becomes closed (appends raise): nothing the
+        parent still uses is touched. Its file descriptors are copies of the parent's, so
+        closing them leaves the parent's appends and its lock (held by the open file
+        description, which the parent keeps) as they are, and a child that outlives its
+        parent does not keep the parent's journal locked. Threads do not survive a fork
+        and a lock another thread held at the fork would stay held: nothing inherited is
+        waited on. The child's journal is the sibling directory ``PATH@PID-RANDOM`` (no
+        namespace's journal, ``PATH.NAME``, can have that name); whoever replays ``PATH``
+        replays it once its process is gone (see :func:`abandoned_children`), and the
+        child removes it when it closes with everything in the store.
+        """
+        if os.getpid() == self._pid:
+            raise ConfigError(
+                f"Journal.for_child() of '{self._path}' is for a process forked from the one "
+                "that opened it; this is that process"
+            )
+        self._cond = threading.Condition(threading.Lock())
+        self._checkpoint_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        self._syncing, self._waiting = False, 0
+        self._release()
+        self._pid = os.getpid()  # a second call in this process is refused
+        path = make_child_directory(self._path)
+        child = Journal(path, fsync=self._fsync, segment_bytes=self._segment_bytes)
+        child._child = True
+        return child
 
     def __enter__(self) -> Journal:
         return self
@@ -560,3 +600,4 @@ class Journal:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fsync={self._fsync!r}"
         return f"<Journal {str(self._path)!r} last_seq={self._last_seq} {state}>"
+

@@ -3,12 +3,16 @@
 Each record is framed so that a torn write (a crash mid-append) or a flipped byte is
 detected rather than replayed::
 
-    magic    4 bytes   b"CWJ\\x01" (the last byte is the format version)
+    magic    4 bytes   b"CWJ\\x02" (the last byte is the format version; records of
+                       version 1, which knew no DROP, are still read)
     length   u32 LE    size of the body
     crc      u32 LE    zlib.crc32 of magic + length + body
     body     kind u8, ns_len u16, key_len u32, delta_len u8,
              namespace (UTF-8), key (UTF-8), delta (signed little-endian, delta_len bytes),
              payload, seq u64
+
+A DROP record (format 2) voids the earlier records of its key up to the seq in its delta:
+the flusher gave those writes to ``on_dead_letter``, so a replay must not apply them.
 
 The sequence number sits at the end of the body so that the checksum of everything before
 it is computed outside the journal's lock; only 8 bytes are folded in once the seq is known.
@@ -34,6 +38,7 @@ from cacheway.errors import ConfigError, InvalidKeyError, JournalError
 __all__ = [
     "ADD",
     "DELETE",
+    "DROP",
     "KINDS",
     "MAGIC",
     "SET",
@@ -42,17 +47,23 @@ __all__ = [
     "Scan",
     "decode_at",
     "encode",
+    "encode_id",
     "encode_record",
     "find_record",
     "scan",
+    "void_dropped",
 ]
 
 SET = 0
 DELETE = 1
 ADD = 2
-KINDS = (SET, DELETE, ADD)
+DROP = 3
+KINDS = (SET, DELETE, ADD)  # the writes; DROP is the journal's own
 
-MAGIC = b"CWJ\x01"
+MAGIC = b"CWJ\x02"
+_MAGIC_V1 = b"CWJ\x01"
+_KINDS_OF = {MAGIC: (*KINDS, DROP), _MAGIC_V1: KINDS}
+_MAGIC_PREFIX = MAGIC[:3]
 _HEADER = struct.Struct("<4sII")
 _LENGTH = struct.Struct("<I")
 _FIXED = struct.Struct("<BHIB")
@@ -66,7 +77,8 @@ _MAX_SEQ = 2**64 - 1
 
 
 class Record(NamedTuple):
-    """One journaled write: ``kind`` is SET (payload = value bytes), DELETE or ADD (delta)."""
+    """One journaled write: ``kind`` is SET (payload = value bytes), DELETE or ADD (delta);
+    or DROP: the records of the key with seq <= ``delta`` are void."""
 
     seq: int
     namespace: str
@@ -108,8 +120,10 @@ def encode(
     """Validate and encode everything of a record except its seq."""
     ns_bytes = _utf8(namespace, "namespace")
     key_bytes = _utf8(key, "key")
-    if isinstance(kind, bool) or kind not in KINDS:
-        raise ConfigError(f"journal record kind {kind!r} is not one of {KINDS} (SET, DELETE, ADD)")
+    if isinstance(kind, bool) or kind not in _KINDS_OF[MAGIC]:
+        raise ConfigError(
+            f"journal record kind {kind!r} is not one of {KINDS} (SET, DELETE, ADD) or DROP"
+        )
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise ConfigError(f"journal payload must be bytes, not {type(payload).__name__}")
     if isinstance(delta, bool) or not isinstance(delta, int):
@@ -158,7 +172,8 @@ def decode_at(data: bytes | memoryview, pos: int) -> tuple[Record, int] | str:
     if end - pos < _HEADER.size:
         return f"incomplete record header ({end - pos} of {_HEADER.size} bytes)"
     magic, length, crc = _HEADER.unpack_from(view, pos)
-    if magic != MAGIC:
+    kinds = _KINDS_OF.get(bytes(magic))
+    if kinds is None:
         return f"no record starts here (bytes {bytes(magic)!r} are not the magic {MAGIC!r})"
     if length < _MIN_BODY:
         return f"record length {length} is shorter than the smallest record"
@@ -169,8 +184,8 @@ def decode_at(data: bytes | memoryview, pos: int) -> tuple[Record, int] | str:
     if zlib.crc32(view[body:body_end], zlib.crc32(view[pos : pos + 8])) != crc:
         return "checksum mismatch (the record is torn or its bytes changed)"
     kind, ns_len, key_len, delta_len = _FIXED.unpack_from(view, body)
-    if kind not in KINDS:
-        return f"unknown record kind {kind}"
+    if kind not in kinds:
+        return f"unknown record kind {kind} (format {magic[3]})"
     ns_at = body + _FIXED.size
     key_at = ns_at + ns_len
     delta_at = key_at + key_len
@@ -191,11 +206,11 @@ def decode_at(data: bytes | memoryview, pos: int) -> tuple[Record, int] | str:
 
 def find_record(data: bytes, start: int) -> int | None:
     """The offset of the first intact record at or after ``start``, or None."""
-    pos = data.find(MAGIC, start)
+    pos = data.find(_MAGIC_PREFIX, start)
     while pos >= 0:
         if isinstance(decode_at(data, pos), tuple):
             return pos
-        pos = data.find(MAGIC, pos + 1)
+        pos = data.find(_MAGIC_PREFIX, pos + 1)
     return None
 
 
@@ -225,11 +240,28 @@ def scan(data: bytes) -> Scan:
     return Scan(records, pos, None, False)
 
 
+def void_dropped(records: list[Record]) -> list[Record]:
+    """The writes of ``records`` (in seq order) that no later DROP record voids."""
+    void: dict[tuple[str, str], int] = {}
+    for rec in records:
+        if rec.kind == DROP:
+            k = (rec.namespace, rec.key)
+            void[k] = max(void.get(k, 0), rec.delta)
+    if not void:
+        return records
+    return [
+        rec
+        for rec in records
+        if rec.kind != DROP and rec.seq > void.get((rec.namespace, rec.key), 0)
+    ]
+
+
 # -- the journal directory ------------------------------------------------------------------
 
 ID_FILE, LOCK_FILE, CHECKPOINT_FILE = "id", "lock", "checkpoint"
 _SEGMENT_RE = re.compile(r"^(\d{20})\.seg$")
-_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_ID_RE = re.compile(r"([0-9a-f]{32}) ([0-9a-f]{8})\n")
+_OLD_ID_RE = re.compile(r"[0-9a-f]{32}\n")
 _CHECKPOINT_FORMAT = struct.Struct("<4sQI")
 _CHECKPOINT_MAGIC = b"CWCK"
 
@@ -251,33 +283,50 @@ class SegmentInfo:
     size: int  # bytes on disk (after open: bytes of intact records)
     last_seq: int = 0  # last intact seq; first_seq - 1 when empty
     end: int = 0  # offset past the last intact record
-    live: int = 0  # intact records with seq > checkpoint
-    first_live: int | None = None
     stale: bool = False  # every record is covered by the checkpoint
 
 
 @dataclasses.dataclass
 class Layout:
     id: str | None
+    old_id: bool  # the id file has no checksum yet (written by format 1)
     checkpoint_seq: int
     segments: list[SegmentInfo]
     damage: list[str]
     torn: tuple[str, int, str] | None  # (segment, offset, why) of a crash's leftover tail
 
 
-def _read_id(directory: Path, damage: list[str]) -> str | None:
+def encode_id(journal_id: str) -> bytes:
+    """The ``id`` file: the id and its crc32, so a changed digit is refused, not trusted
+    (stores key what they applied by the id: a wrong one would replay applied writes)."""
+    return f"{journal_id} {zlib.crc32(journal_id.encode('ascii')):08x}\n".encode("ascii")
+
+
+def _read_id(directory: Path, damage: list[str]) -> tuple[str | None, bool]:
+    """(id, in the old format without a checksum) of the ``id`` file."""
     try:
         raw = (directory / ID_FILE).read_bytes()
     except FileNotFoundError:
-        return None
+        return None, False
     except OSError as exc:
         damage.append(f"{ID_FILE}: cannot read: {exc}")
-        return None
-    text = raw.decode("ascii", "replace").strip()
-    if not _ID_RE.match(text):
-        damage.append(f"{ID_FILE}: offset 0: {raw[:40]!r} is not a journal id")
-        return None
-    return text
+        return None, False
+    text = raw.decode("ascii", "replace")
+    if _OLD_ID_RE.fullmatch(text):
+        return text[:32], True  # written before ids had a checksum: upgraded on open
+    found = _ID_RE.fullmatch(text)
+    if found is None:
+        damage.append(f"{ID_FILE}: offset 0: {raw[:60]!r} is not a journal id")
+        return None, False
+    if zlib.crc32(found.group(1).encode("ascii")) != int(found.group(2), 16):
+        damage.append(
+            f"{ID_FILE}: offset 0: checksum mismatch: the journal id {found.group(1)} changed "
+            f"since it was written (stores know what they applied by this id: under a changed "
+            f"one every record would be replayed again, counters twice). Put back the '{ID_FILE}' "
+            "file from a copy of this journal"
+        )
+        return None, False
+    return found.group(1), False
 
 
 def _read_checkpoint(directory: Path, damage: list[str]) -> int:
@@ -299,12 +348,14 @@ def _read_checkpoint(directory: Path, damage: list[str]) -> int:
 def analyze(directory: Path) -> Layout:
     """Read everything in the journal directory and say what is intact; never raises."""
     damage: list[str] = []
-    journal_id = _read_id(directory, damage)
+    journal_id, old_id = _read_id(directory, damage)
     checkpoint_seq = _read_checkpoint(directory, damage)
     try:
         names = os.listdir(directory)
     except OSError as exc:
-        return Layout(journal_id, checkpoint_seq, [], [f"{directory}: cannot list: {exc}"], None)
+        return Layout(
+            journal_id, old_id, checkpoint_seq, [], [f"{directory}: cannot list: {exc}"], None
+        )
     found = sorted((int(m.group(1)), n) for n in names if (m := _SEGMENT_RE.match(n)))
     if journal_id is None and (found or CHECKPOINT_FILE in names) and not damage:
         damage.append(f"{ID_FILE}: file missing next to segments or a checkpoint")
@@ -339,9 +390,6 @@ def analyze(directory: Path) -> Layout:
                 seg.end = offset
                 break
             seg.last_seq = record.seq
-            if record.seq > checkpoint_seq:
-                seg.live += 1
-                seg.first_live = seg.first_live or record.seq
         else:
             if result.error is not None and result.torn and is_last:
                 torn = (name, result.end, result.error)
@@ -367,7 +415,7 @@ def analyze(directory: Path) -> Layout:
                 "(a segment was deleted?)"
             )
         prev_last = seg.last_seq
-    return Layout(journal_id, checkpoint_seq, segments, damage, torn)
+    return Layout(journal_id, old_id, checkpoint_seq, segments, damage, torn)
 
 
 def damaged_error(directory: Path, damage: list[str]) -> JournalError:
@@ -386,12 +434,21 @@ class JournalReport:
     path: str
     id: str | None
     segments: list[tuple[str, int]]  # (file name, size in bytes)
-    records: int  # intact records a reopen would replay (seq > checkpoint_seq)
-    first_seq: int | None  # first record to replay
+    records: int  # intact writes a reopen would replay (seq > checkpoint_seq, not dropped)
+    first_seq: int | None  # first write to replay
     last_seq: int
     checkpoint_seq: int
     bytes: int
     damage: list[str]
+
+
+def _live_records(directory: Path, live: list[SegmentInfo], checkpoint_seq: int) -> list[Record]:
+    out: list[Record] = []
+    for seg in live:
+        with contextlib.suppress(OSError):  # analyze() has reported it as damage
+            data = (directory / seg.name).read_bytes()[: seg.end]
+            out.extend(r for _, r in scan(data).records if checkpoint_seq < r.seq <= seg.last_seq)
+    return out
 
 
 def inspect(path: str | os.PathLike[str]) -> JournalReport:
@@ -414,13 +471,13 @@ def inspect(path: str | os.PathLike[str]) -> JournalReport:
         name, offset, why = found.torn
         damage.append(f"{name}: offset {offset}: {why} (a torn last record; opening drops it)")
     live = [s for s in found.segments if not s.stale]
-    firsts = [s.first_live for s in live if s.first_live is not None]
+    writes = void_dropped(_live_records(directory, live, found.checkpoint_seq))
     return JournalReport(
         path=str(directory),
         id=found.id,
         segments=[(s.name, s.size) for s in found.segments],
-        records=sum(s.live for s in live),
-        first_seq=min(firsts) if firsts else None,
+        records=len(writes),
+        first_seq=writes[0].seq if writes else None,
         last_seq=max([found.checkpoint_seq] + [s.last_seq for s in live]),
         checkpoint_seq=found.checkpoint_seq,
         bytes=sum(s.size for s in found.segments),

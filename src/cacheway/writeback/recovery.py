@@ -5,22 +5,43 @@ transaction as each batch (:class:`~cacheway.stores.base.JournalMark`): everythi
 under the low water, and any record at or under its key's last applied sequence. The
 rest is coalesced per key (as the dirty table would have) and applied in batches, so a
 replay interrupted by another crash can run again without applying anything twice.
+
+A write the store refuses (:class:`~cacheway.errors.InvalidWriteError`: a counter over a
+row another process made a string) is isolated by bisecting its batch, handed to
+``on_dead_letter`` and dropped from the journal, as the flusher would have done: one bad
+record never keeps the application from starting.
+
+The journals of forked processes (:meth:`~cacheway.writeback.journal.Journal.for_child`)
+that died are replayed with their parent's journal, and removed.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidWriteError
 from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, Op, Store
+from .journal import Journal, JournalInUse, abandoned_children
 
 if TYPE_CHECKING:
-    from .journal import Journal, Record
+    from .journal import Record
 
-__all__ = ["ReplayReport", "replay"]
+__all__ = ["Invalidate", "OnDeadLetter", "ReplayReport", "replay", "replay_children"]
 
 log = logging.getLogger("cacheway")
+
+OnDeadLetter = Callable[[str, Any, Exception], object]
+"""``on_dead_letter(key, value, exc)``: value is the value for a set, None for a delete,
+the summed delta for increments that had no value before them in the journal."""
+
+Invalidate = Callable[[list[tuple[str, str]]], None]
+"""Called with the (namespace, key) pairs a replay wrote (or gave up): shared copies of
+them (written by the process that died before its writes reached the store) are stale."""
 
 
 @dataclass
@@ -31,6 +52,12 @@ class ReplayReport:
     skipped: int = 0
     applied: int = 0
     batches: int = 0
+    dead_letters: int = 0
+    children: int = 0  # journals of dead forked processes replayed (and removed)
+
+    def add(self, other: ReplayReport) -> None:
+        for name in ("records", "skipped", "applied", "batches", "dead_letters", "children"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -40,6 +67,9 @@ class _Pending:
     delta: int
     first_seq: int
     last_seq: int
+
+
+_Item = tuple[tuple[str, str], _Pending]
 
 
 def _coalesce(records: list[Record], low: int, applied: dict[tuple[str, str], int],
@@ -71,11 +101,141 @@ def _coalesce(records: list[Record], low: int, applied: dict[tuple[str, str], in
     return pending
 
 
-def replay(journal: Journal, store: Store, *, batch_size: int = 500) -> ReplayReport:
-    """Apply the journal's unacknowledged records to ``store`` and checkpoint the journal.
+class _Replay:
+    """Applies the coalesced items of one journal, isolating writes the store refuses."""
 
-    One journal serves one namespace's engine, so one store gets all its records.
+    def __init__(self, journal: Journal, store: Store, report: ReplayReport,
+                 on_dead_letter: OnDeadLetter | None) -> None:
+        self.journal, self.store, self.report = journal, store, report
+        self.on_dead_letter = on_dead_letter
+        self.waiting: dict[tuple[str, str], int] = {}  # first seq of what is not yet applied
+        self.firsts: list[tuple[int, tuple[str, str]]] = []  # heap of them (lazily pruned)
+
+    def run(self, items: list[_Item], batch_size: int,
+            invalidate: Invalidate | None) -> None:
+        self.waiting = {k: p.first_seq for k, p in items}
+        self.firsts = [(p.first_seq, k) for k, p in items]
+        heapq.heapify(self.firsts)
+        for i in range(0, len(items), batch_size):
+            chunk = [(k, p, self._op(k, p)) for k, p in items[i : i + batch_size]]
+            self._apply(chunk)
+            if invalidate is not None:
+                invalidate([k for k, _, _ in chunk])
+
+    def _op(self, k: tuple[str, str], p: _Pending) -> Op:
+        value: Any = NOTSET
+        store = self.store
+        if p.kind == ADD and not getattr(store, "atomic_add", True):
+            row = store.fetch(k[0], [k[1]]).get(k[1])
+            base: Any = 0
+            if row is not None:
+                base = row.value if row.value is not NOTSET else store.serializer.loads(
+                    row.payload or b"0")
+            value = int(base) + p.delta
+        return Op(k[0], k[1], p.kind, p.payload if p.kind == SET else None, p.delta, value)
+
+    def _apply(self, part: list[tuple[tuple[str, str], _Pending, Op]]) -> None:
+        for k, _, _ in part:
+            del self.waiting[k]
+        # Every record below the first one still waiting (or refused and not yet dropped)
+        # is in the store once this commits.
+        firsts = self.firsts
+        while firsts and firsts[0][1] not in self.waiting:
+            heapq.heappop(firsts)
+        low = (firsts[0][0] if firsts else self.journal.last_seq + 1) - 1
+        mark = JournalMark(self.journal.id, low, [p.last_seq for _, p, _ in part])
+        try:
+            self.store.apply([op for _, _, op in part], journal=mark)
+        except InvalidWriteError as exc:
+            for k, p, _ in part:
+                self.waiting[k] = p.first_seq
+                heapq.heappush(self.firsts, (p.first_seq, k))
+            if len(part) == 1:
+                self._dead_letter(part[0][0], part[0][1], exc)
+                return
+            mid = len(part) // 2
+            self._apply(part[:mid])
+            self._apply(part[mid:])
+            return
+        self.report.applied += len(part)
+        self.report.batches += 1
+
+    def _dead_letter(self, k: tuple[str, str], p: _Pending, exc: InvalidWriteError) -> None:
+        namespace, key = k
+        # Dropped before anyone is told: a write the application heard was given up must
+        # never be applied by a later replay.
+        self.journal.drop(namespace, key, p.last_seq)
+        del self.waiting[k]
+        self.report.dead_letters += 1
+        value: Any = None
+        if p.kind == SET:
+            value = self.store.serializer.loads(p.payload)
+        elif p.kind == ADD:
+            value = p.delta
+        if self.on_dead_letter is None:
+            log.error("cacheway: replay of journal %s: dropping write of key %r in namespace "
+                      "%r: %r", self.journal.id, key, namespace or "default", exc)
+            return
+        try:
+            self.on_dead_letter(key, value, exc)
+        except Exception:
+            log.exception("cacheway: on_dead_letter raised for key %r", key)
+
+
+def replay(
+    journal: Journal,
+    store: Store,
+    *,
+    batch_size: int = 500,
+    on_dead_letter: OnDeadLetter | None = None,
+    invalidate: Invalidate | None = None,
+    children: bool = True,
+) -> ReplayReport:
+    """Apply the journal's unacknowledged records to ``store`` and checkpoint the journal;
+    then (``children``) the same for the journals of its dead forked processes.
+
+    One journal serves one namespace's engine, so one store gets all its records. A write
+    the store refuses goes to ``on_dead_letter(key, value, exc)`` (logged when None) and is
+    dropped from the journal. ``invalidate`` is called after each batch with the
+    (namespace, key) pairs of the batch, and once with the keys of the remaining live
+    records (skipped as already applied), so the caller can drop shared cached copies.
     """
+    report = _replay_one(journal, store, batch_size, on_dead_letter, invalidate)
+    if children:
+        report.add(replay_children(journal.path, store, batch_size=batch_size,
+                                   on_dead_letter=on_dead_letter, invalidate=invalidate))
+    return report
+
+
+def replay_children(
+    path: str | os.PathLike[str],
+    store: Store,
+    *,
+    batch_size: int = 500,
+    on_dead_letter: OnDeadLetter | None = None,
+    invalidate: Invalidate | None = None,
+) -> ReplayReport:
+    """Replay into ``store`` and remove the journals of the dead processes forked from the
+    one that has (or had) the journal at ``path`` open, at any depth, parents first.
+    Safe to run in several processes at once: a journal another one holds is skipped."""
+    report = ReplayReport()
+    for child_path in abandoned_children(path):
+        try:
+            child = Journal(child_path, fsync="never")  # drop() and checkpoints sync anyway
+        except JournalInUse:
+            continue
+        try:
+            report.add(_replay_one(child, store, batch_size, on_dead_letter, invalidate))
+            child.remove()
+        finally:
+            child.close()
+        report.children += 1
+    return report
+
+
+def _replay_one(journal: Journal, store: Store, batch_size: int,
+                on_dead_letter: OnDeadLetter | None,
+                invalidate: Invalidate | None) -> ReplayReport:
     report = ReplayReport()
     low, applied = store.applied_state(journal.id)
     top = max([low, *applied.values()])
@@ -88,28 +248,18 @@ def replay(journal: Journal, store: Store, *, batch_size: int = 500) -> ReplayRe
         return report
     pending = _coalesce(records, low, applied, store, report)
     items = sorted(pending.items(), key=lambda kv: kv[1].last_seq)
-    for i in range(0, len(items), batch_size):
-        chunk = items[i : i + batch_size]
-        ops = []
-        for (ns, key), p in chunk:
-            value: Any = NOTSET
-            if p.kind == ADD and not getattr(store, "atomic_add", True):
-                row = store.fetch(ns, [key]).get(key)
-                base: Any = 0
-                if row is not None:
-                    base = row.value if row.value is not NOTSET else store.serializer.loads(
-                        row.payload or b"0")
-                value = int(base) + p.delta
-            ops.append(Op(ns, key, p.kind, p.payload if p.kind == SET else None, p.delta, value))
-        rest = [p.first_seq for _, p in items[i + batch_size :]]
-        mark_low = (min(rest) - 1) if rest else journal.last_seq
-        store.apply(ops, journal=JournalMark(journal.id, mark_low, [p.last_seq for _, p in chunk]))
-        report.applied += len(ops)
-        report.batches += 1
+    _Replay(journal, store, report, on_dead_letter).run(items, batch_size, invalidate)
+    if invalidate is not None:
+        # Records the store had applied before the crash: the process may have died before
+        # it stamped the shared copies of them.
+        skipped = {(r.namespace, r.key) for r in records} - pending.keys()
+        if skipped:
+            invalidate(sorted(skipped))
     journal.checkpoint(journal.last_seq)
-    if report.applied:
+    if report.applied or report.dead_letters:
         log.warning(
-            "cacheway: replayed %d writes (%d records, %d already applied) from journal %s",
-            report.applied, report.records, report.skipped, journal.id,
+            "cacheway: replayed %d writes (%d records, %d already applied, %d refused and "
+            "dropped) from journal %s",
+            report.applied, report.records, report.skipped, report.dead_letters, journal.id,
         )
     return report
