@@ -103,3 +103,40 @@ def test_guarantee8_a_multiprocessing_child_flushes_at_exit(tmp_path: Path) -> N
     finally:
         _OPEN_CACHES.clear()
         cache.close()
+
+
+def test_guarantee8_a_forked_child_journals_its_own_writes_and_they_survive_kill_9(
+        tmp_path: Path) -> None:
+    import signal
+
+    store = cw.SQLiteStore(tmp_path / "a.db")
+    wal = tmp_path / "app.wal"
+    cache = cw.Cache(store=store, policy=cw.WriteBack(
+        max_delay=3600, journal=str(wal), fsync="always"))
+    cache.set("p", "parent")
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for _ in range(50):
+                cache.incr("n")
+            cache.set("c", "child")  # acknowledged: fsync'ed in the child's own journal
+            os.write(ready_w, b"1")
+            signal.pause()  # killed here, before any flush
+        finally:
+            os._exit(1)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        os.kill(pid, signal.SIGKILL)
+        assert _wait(pid) == -signal.SIGKILL
+        assert store.load("c") is None
+        cache.close()  # the parent flushes its own write only
+        assert store.load_many(["p", "n", "c"]) == {"p": "parent"}
+        # Whoever reopens the journal path replays the dead child's journal too.
+        with cw.Cache(store=store, policy=cw.WriteBack(journal=str(wal))) as again:
+            assert again.get("n") == 50
+        assert store.load_many(["p", "n", "c"]) == {"p": "parent", "n": 50, "c": "child"}
+        assert not [p for p in tmp_path.iterdir() if "@" in p.name], "child journal left"
+    finally:
+        os.close(ready_r)
+        os.close(ready_w)

@@ -269,10 +269,9 @@ os._exit(0)  # a crash before any later batch moved the journal's checkpoint on
 """
 
 
-@pytest.mark.xfail(strict=True, reason="needs writeback/flusher.py to call journal.drop()")
 def test_a_write_the_flusher_dead_lettered_is_not_replayed(tmp_path: Path) -> None:
-    # issue 10 item 10: remove the xfail once Flusher._dead_letter calls
-    # journal.drop(self.namespace, entry.key, entry.last_seq) before on_dead_letter
+    # issue 10 item 10: Flusher._dead_letter voids the write in the journal before it
+    # calls on_dead_letter
     db, wal = tmp_path / "app.db", tmp_path / "app.wal"
     out = subprocess.run([sys.executable, "-c", DEAD_LETTER_THEN_CRASH, str(db), str(wal)],
                          check=True, timeout=60, capture_output=True, text=True,

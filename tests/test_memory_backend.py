@@ -173,13 +173,20 @@ def test_ttl_expiry_of_a_dirty_entry_keeps_it_readable(make_store, autoclose, cl
 
 @pytest.mark.parametrize("policy", [cw.WriteThrough, lambda: cw.WriteBack(max_delay=60)],
                          ids=["write-through", "write-back"])
-def test_memory_backend_keeps_the_object_itself(db_path: str, autoclose, policy) -> None:
+def test_memory_backend_keeps_a_copy_that_reads_share(db_path: str, autoclose, policy
+                                                      ) -> None:
+    # Value fidelity (issue 10 item 4): the caller's object is not kept (changing it later
+    # must change nothing); reads share one copy (treat it as read-only, as lru_cache's).
     cache = autoclose(cw.Cache(store=cw.SQLiteStore(db_path), backend=cw.MemoryBackend(),
                                policy=policy()))
     obj = {"a": [1, 2]}
     cache.set("k", obj)
-    assert cache.get("k") is obj
-    assert cache.get_many(["k"])["k"] is obj
+    got = cache.get("k")
+    assert got == obj
+    assert got is not obj
+    assert got["a"] is not obj["a"]
+    assert cache.get("k") is got
+    assert cache.get_many(["k"])["k"] is got
 
 
 @pytest.mark.parametrize("policy", [cw.WriteThrough, lambda: cw.WriteBack(max_delay=60)],

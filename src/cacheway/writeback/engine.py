@@ -133,7 +133,7 @@ class WriteBackEngine(Flusher):
             self._staged = table.staged
             self._cond = threading.Condition(self._lock)  # no waiter of the parent's
             if self.journal is not None:
-                self.journal = self.journal.for_child()  # type: ignore[attr-defined]
+                self.journal = self.journal.for_child()
                 table.seq = self.journal.last_seq
             if staging:
                 table.stage_limit = self.config.max_dirty

@@ -18,7 +18,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .._engine import _STRIPES, Engine
-from ..errors import CachewayError, InvalidWriteError
+from ..errors import CachewayError, InvalidWriteError, JournalError
 from ..policies import WriteBack
 from ..stores.base import ADD, DELETE, LATENESS, NOTSET, SET, JournalMark, make_op
 from .dirty import DirtyTable, Entry
@@ -320,6 +320,14 @@ class Flusher(Engine):
             self._dead_letter(entry, exc)
 
     def _dead_letter(self, entry: Entry, exc: Exception) -> None:
+        journal = self.journal
+        if journal is not None:
+            # Durable before anyone is told: a reopen must neither replay nor refuse it.
+            try:
+                journal.drop(self.namespace, entry.key, entry.last_seq)
+            except JournalError as drop_exc:
+                log.error("cacheway: cannot void the dead-lettered write of %r in the "
+                          "journal (a replay will try it again): %r", entry.key, drop_exc)
         callback = self.config.on_dead_letter
         value = None if entry.kind == DELETE else entry.value
         if callback is not None:

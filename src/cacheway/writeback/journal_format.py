@@ -259,7 +259,7 @@ def void_dropped(records: list[Record]) -> list[Record]:
 # -- the journal directory ------------------------------------------------------------------
 
 ID_FILE, LOCK_FILE, CHECKPOINT_FILE = "id", "lock", "checkpoint"
-_SEGMENT_RE = re.compile(r"^(\d{20})\.seg$")
+_SEGMENT_RE = re.compile(r"(\d{20})\.seg")
 _ID_RE = re.compile(r"([0-9a-f]{32}) ([0-9a-f]{8})\n")
 _OLD_ID_RE = re.compile(r"[0-9a-f]{32}\n")
 _CHECKPOINT_FORMAT = struct.Struct("<4sQI")
@@ -356,7 +356,7 @@ def analyze(directory: Path) -> Layout:
         return Layout(
             journal_id, old_id, checkpoint_seq, [], [f"{directory}: cannot list: {exc}"], None
         )
-    found = sorted((int(m.group(1)), n) for n in names if (m := _SEGMENT_RE.match(n)))
+    found = sorted((int(m.group(1)), n) for n in names if (m := _SEGMENT_RE.fullmatch(n)))
     if journal_id is None and (found or CHECKPOINT_FILE in names) and not damage:
         damage.append(f"{ID_FILE}: file missing next to segments or a checkpoint")
     segments: list[SegmentInfo] = []
