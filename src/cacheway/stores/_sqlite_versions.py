@@ -22,7 +22,7 @@ from operator import attrgetter
 from ..errors import ConfigError
 from .base import ADD, DELETE, SET, Applied, Op
 
-__all__ = ["apply_versioned", "has_versions"]
+__all__ = ["apply_versioned"]
 
 _version = attrgetter("version")
 _CHUNK = 500
@@ -30,11 +30,6 @@ _CHUNK = 500
 Row = tuple[str, str, bytes | None, int, float]
 WriteSets = Callable[[sqlite3.Connection, list[Row], list[tuple[str, str]]], None]
 Add = Callable[[sqlite3.Connection, Op, int, float], Applied]
-
-
-def has_versions(ops: Sequence[Op]) -> bool:
-    """Whether any op of ``ops`` carries a version (one pass in C)."""
-    return list(map(_version, ops)).count(None) != len(ops)
 
 
 def stored_versions(conn: sqlite3.Connection, table: str, idents: set[tuple[str, str]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..errors import ConfigError, InvalidWriteError
@@ -29,6 +30,7 @@ __all__ = [
     "Store",
     "StoreBase",
     "check_key",
+    "has_versions",
     "validate_identifier",
 ]
 
@@ -111,6 +113,19 @@ class Op(NamedTuple):
     delta: int = 0
     value: Any = None
     version: int | None = None
+
+
+_version = attrgetter("version")
+
+
+def has_versions(ops: Sequence[Op]) -> bool:
+    """Whether any op of ``ops`` carries a version (one pass in C: batches without
+    versions keep their fast paths).
+
+    >>> has_versions([Op("", "a", SET)]), has_versions([Op("", "a", SET, version=7)])
+    (False, True)
+    """
+    return list(map(_version, ops)).count(None) != len(ops)
 
 
 class JournalMark(NamedTuple):

@@ -27,7 +27,7 @@ from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
 from ._errors import is_permanent, storable_text
 from ._sqlite_marks import read_marks, write_mark
-from ._sqlite_versions import apply_versioned, has_versions
+from ._sqlite_versions import apply_versioned
 from .base import (
     ADD,
     DELETE,
@@ -39,6 +39,7 @@ from .base import (
     Loaded,
     Op,
     StoreBase,
+    has_versions,
     make_applied,
     validate_identifier,
 )
