@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import cacheway as cw
 from cacheway.stores.base import ADD, DELETE, SET, Applied, JournalMark, Op
-from test_store_suite import STORES, Harness
+from services import unique
+from test_store_suite import STORES, Harness, drop_tables, pg_sa_url
 
 # What a Redis hybrid clock gives: microseconds since the epoch, below 2**53.
 V = 1_800_000_000_000_000
@@ -227,3 +229,119 @@ def test_callback_store_ignores_versions() -> None:
     assert store.apply([vdel("b", V + 1), vadd("c", 1, V)]) == [Applied(None),
                                                                  Applied(None, 1)]
     assert data == {"a": 1, "c": 1}
+
+
+# -- row mode with a version_column --------------------------------------------------------
+ROW_KINDS = ["sqlite", "sqlalchemy-sqlite", "sqlalchemy-mariadb", "sqlalchemy-postgresql",
+             "postgres"]
+
+
+class Rows:
+    """A users table of one database and row-mode stores over it."""
+
+    def __init__(self, kind: str, request: pytest.FixtureRequest) -> None:
+        self.kind = kind
+        self.table = unique("vrows")
+        tmp = request.getfixturevalue("tmp_path")
+        self.path = str(tmp / "rows.db")
+        self.dsn = ""
+        if kind in ("sqlite", "sqlalchemy-sqlite"):
+            self.url = "sqlite:///" + self.path
+        elif kind == "sqlalchemy-mariadb":
+            self.url = request.getfixturevalue("mariadb_url")
+        else:
+            self.dsn = request.getfixturevalue("postgres_dsn")
+            self.url = pg_sa_url(self.dsn)
+        self.engine = sa.create_engine(self.url)
+        key = "VARCHAR(64)" if kind == "sqlalchemy-mariadb" else "TEXT"
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE TABLE {self.table} (id {key} PRIMARY KEY, "
+                                 "name TEXT, email TEXT, version BIGINT)")
+        self.stores: list[Any] = []
+
+    def store(self) -> Any:
+        kw: dict[str, Any] = {"table": self.table, "key_column": "id",
+                              "columns": ["name", "email"], "version_column": "version"}
+        if self.kind == "sqlite":
+            store: Any = cw.SQLiteStore(self.path, **kw)
+        elif self.kind == "postgres":
+            from cacheway.stores.postgres import PostgresStore
+
+            store = PostgresStore(self.dsn, **kw)
+        else:
+            store = cw.SQLAlchemyStore(self.engine, **kw)
+        self.stores.append(store)
+        return store
+
+    def versions(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"SELECT id, version FROM {self.table}").fetchall()
+        return {str(k): int(v) for k, v in rows}
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+        self.engine.dispose()
+        if self.kind not in ("sqlite", "sqlalchemy-sqlite"):
+            drop_tables(self.url, self.table)
+
+
+@pytest.fixture(params=ROW_KINDS)
+def rows(request: pytest.FixtureRequest) -> Iterator[Rows]:
+    r = Rows(request.param, request)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def rset(key: str, name: str, version: int | None) -> Op:
+    value = {"name": name}
+    return Op("", key, SET, dumps(value), 0, value, version)
+
+
+def test_row_mode_applies_versioned_sets_if_newer(rows: Rows) -> None:
+    # issue 10 item 7
+    store = rows.store()
+    assert store.apply([rset("u1", "new", V + 20)]) == [Applied(V + 20)]
+    assert store.apply([rset("u1", "old", V + 10)]) == [Applied(V + 20, None, False)]
+    assert store.load("u1") == {"name": "new", "email": None}
+    assert rows.versions() == {"u1": V + 20}
+    assert store.apply([rset("u1", "newer", V + 30)]) == [Applied(V + 30)]
+    assert store.load("u1") == {"name": "newer", "email": None}
+    assert rows.versions() == {"u1": V + 30}
+
+
+def test_row_mode_a_versioned_delete_keeps_the_keys_version(rows: Rows) -> None:
+    # issue 10 item 7: an older SET arriving after a newer DELETE stays deleted
+    store = rows.store()
+    store.apply([rset("u1", "a", V + 10)])
+    assert store.apply([vdel("u1", V + 5)]) == [Applied(V + 10, None, False)]
+    assert store.apply([vdel("u1", V + 20)]) == [Applied(V + 20)]
+    assert rows.versions() == {}
+    assert store.apply([rset("u1", "stale", V + 15)]) == [Applied(V + 20, None, False)]
+    assert rows.versions() == {}
+    assert store.apply([vdel("u2", V + 30), rset("u2", "older", V + 29)]) == [
+        Applied(V + 30), Applied(V + 30, None, False)]
+    # another store on the table (another process) sees the tombstones too
+    other = rows.store()
+    assert other.apply([rset("u2", "older", V + 25)]) == [Applied(V + 30, None, False)]
+    assert other.apply([rset("u1", "back", V + 40)]) == [Applied(V + 40)]
+    assert rows.versions() == {"u1": V + 40}
+
+
+def test_row_mode_unversioned_writes_are_newer_and_batches_mix(rows: Rows) -> None:
+    # issue 10 item 7
+    store = rows.store()
+    results = store.apply([rset("a", "1", V + 1), rset("a", "2", V + 2), rset("b", "x", None),
+                           rset("a", "0", V), vdel("c", V + 3), rset("d", "d", None)])
+    assert results[:2] == [Applied(V + 1), Applied(V + 2)]
+    assert results[3] == Applied(V + 2, None, False)
+    assert results[4] == Applied(V + 3)
+    assert results[5].version > results[2].version > V + 3
+    assert store.apply([rset("e", "e", None)])[0].version > results[5].version
+    assert rows.versions() == {"a": V + 2, "b": results[2].version,
+                               "d": results[5].version,
+                               "e": rows.versions()["e"]}
+    assert store.load_many(["a", "b", "c"]) == {"a": {"name": "2", "email": None},
+                                                 "b": {"name": "x", "email": None}}
