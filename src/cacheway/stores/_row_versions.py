@@ -15,7 +15,7 @@ batch are stamped above every version it holds, and the counter ends at least th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .base import DELETE, Op
 
@@ -26,18 +26,20 @@ __all__ = ["TOMBSTONES", "plan"]
 TOMBSTONES = "cw:tombstones"
 
 
-def plan(ops: Sequence[Op], before: int, current: dict[str, int]
-         ) -> tuple[list[int], list[bool], int]:
+def plan(ops: Sequence[Op], before: int, current: dict[str, int],
+         fresh: Iterator[int] | None = None) -> tuple[list[int], list[bool], int]:
     """(each op's version, whether it lands, the counter's new value) for a batch
     holding versions. ``before``: the counter before the batch; ``current``: the
-    versions of the keys of the versioned ops (rows and tombstones), updated here."""
+    versions of the keys of the versioned ops (rows and tombstones), updated here;
+    ``fresh``: versions for the unversioned ops (from a sequence already raised above
+    the batch's versions), else they count on from the counter."""
     top = max(before, *(op.version for op in ops if op.version is not None))
     stamps: list[int] = []
     lands: list[bool] = []
     for op in ops:
         version = op.version
         if version is None:
-            top += 1
+            top = next(fresh) if fresh is not None else top + 1
             stamps.append(top)
             lands.append(True)
             if op.kind == DELETE:

@@ -311,6 +311,8 @@ class PostgresStore(PgRunner, StoreBase):
         segments = _segments(ops)
         kinds = {op.kind for op in ops}
         versions = [op.version for op in ops if op.version is not None]
+        if rows is not None and rows.version_column is None:
+            versions = []  # an unversioned table: versions are ignored
         # One statement needs no BEGIN/COMMIT of its own on an autocommit connection: it
         # is atomic alone, and saves two round trips (the common write-through case).
         single = (journal is None and not versions and len(segments) == 1 and len(kinds) == 1
@@ -318,6 +320,10 @@ class PostgresStore(PgRunner, StoreBase):
                   and (prepared is None or len({tuple(r) for r in prepared if r}) <= 1))
 
         def write(cur: Cursor[Any], out: list[Applied | None]) -> None:
+            if rows is not None and versions:
+                assert prepared is not None
+                rows.write_stamped(cur, ops, prepared, out)
+                return
             for segment in segments:
                 if rows is not None:
                     assert prepared is not None
@@ -334,8 +340,8 @@ class PostgresStore(PgRunner, StoreBase):
                 with conn.cursor(binary=True) as cur:
                     write(cur, out)
                 return [a if a is not None else Applied(None) for a in out]
-            if journal is not None and not self._marks_ready:
-                self._ensure_marks(conn)
+            if (journal is not None or (rows and versions)) and not self._marks_ready:
+                self._ensure_marks(conn)  # row mode keeps tombstones there too
             with conn.transaction(), conn.cursor(binary=True) as cur:
                 # Unversioned ops of the batch are stamped above its versions: raise the
                 # sequence first when there are some (its lock then lasts the whole
