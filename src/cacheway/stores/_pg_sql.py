@@ -15,11 +15,13 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
     # nextval() takes a regclass *string*: quote the name inside it, or PostgreSQL
     # folds a mixed-case name ("BlogUsers_version_seq") to lower case.
     names = {"t": sql.Identifier(table),
-             "seq": sql.Literal(sql.Identifier(seq).as_string(conn))}
+             "seq": sql.Literal(sql.Identifier(seq).as_string(conn)),
+             "seqname": sql.Identifier(seq)}
     vtype = sql.SQL("jsonb" if jsonb else "bytea")
     parts = {
+        # A NULL value is the tombstone of a versioned delete: no row to a reader.
         "fetch": "SELECT key, value{text}, version FROM {t} "
-                 "WHERE namespace = %s AND key = ANY(%b::text[])",
+                 "WHERE namespace = %s AND key = ANY(%b::text[]) AND value IS NOT NULL",
         "set": "INSERT INTO {t} AS t (namespace, key, value, version) "
                "SELECT u.ns, u.key, u.value::{vtype}, nextval({seq}) "
                "FROM unnest(%b::text[], %b::text[], %b::{intype}[]) AS u(ns, key, value) "
@@ -38,12 +40,11 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
         "add": "INSERT INTO {t} AS t (namespace, key, value, version) "
                "SELECT u.ns, u.key, to_jsonb(u.d), nextval({seq}) "
                "FROM unnest(%b::text[], %b::text[], %b::numeric[]) AS u(ns, key, d) "
-               "ON CONFLICT (namespace, key) DO UPDATE SET value = to_jsonb((CASE WHEN "
-               "jsonb_typeof(t.value) = 'number' AND (t.value #>> '{{}}') !~ '[.eE]' "
-               "THEN t.value #>> '{{}}' ELSE 'cacheway: not an integer' END)::numeric "
-               "+ (excluded.value #>> '{{}}')::numeric), version = nextval({seq}), "
+               "ON CONFLICT (namespace, key) DO UPDATE SET value = " + _SUM
+               + ", version = nextval({seq}), "
                "updated_at = now() RETURNING namespace, key, version, value #>> '{{}}'",
-        # bytea adds: lock (creating a zero row when missing) and read, then write.
+        # bytea adds: lock (creating a zero row when missing) and read, then write
+        # (a tombstone's NULL value reads as 0).
         "add_lock": "INSERT INTO {t} AS t (namespace, key, value, version) "
                     "SELECT u.ns, u.key, %s::bytea, nextval({seq}) "
                     "FROM unnest(%b::text[], %b::text[]) AS u(ns, key) "
@@ -54,6 +55,40 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
                      "%b::bytea[]) AS u(ns, key, value) "
                      "WHERE t.namespace = u.ns AND t.key = u.key "
                      "RETURNING t.namespace, t.key, t.version",
+        # -- versioned ops (Op.version): set-if-newer, see _pg_versions ---------------
+        # SETs and DELETEs (a NULL value: the tombstone that keeps a deleted key's version).
+        "vset": "INSERT INTO {t} AS t (namespace, key, value, version) "
+                "SELECT u.ns, u.key, u.value::{vtype}, u.v FROM unnest(%b::text[], "
+                "%b::text[], %b::{intype}[], %b::bigint[]) AS u(ns, key, value, v) "
+                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
+                "version = excluded.version, updated_at = now() "
+                "WHERE t.version < excluded.version RETURNING namespace, key, version",
+        "versions": "SELECT t.namespace, t.key, t.version FROM {t} AS t JOIN unnest("
+                    "%b::text[], %b::text[]) AS u(ns, key) ON t.namespace = u.ns AND "
+                    "t.key = u.key",
+        "vadd": "INSERT INTO {t} AS t (namespace, key, value, version) "
+                "SELECT u.ns, u.key, to_jsonb(u.d), u.v FROM unnest(%b::text[], "
+                "%b::text[], %b::numeric[], %b::bigint[]) AS u(ns, key, d, v) "
+                "ON CONFLICT (namespace, key) DO UPDATE SET value = " + _SUM
+                + ", version = greatest(t.version, excluded.version), updated_at = now() "
+                "RETURNING namespace, key, version, value #>> '{{}}'",
+        # bytea: a missing row is created at version 0, so it takes the op's version.
+        "vadd_lock": "INSERT INTO {t} AS t (namespace, key, value, version) "
+                     "SELECT u.ns, u.key, %s::bytea, 0 "
+                     "FROM unnest(%b::text[], %b::text[]) AS u(ns, key) "
+                     "ON CONFLICT (namespace, key) DO UPDATE SET namespace = t.namespace "
+                     "RETURNING namespace, key, value",
+        "vadd_write": "UPDATE {t} AS t SET value = u.value, version = greatest(t.version, "
+                      "u.v), updated_at = now() FROM unnest(%b::text[], %b::text[], "
+                      "%b::bytea[], %b::bigint[]) AS u(ns, key, value, v) "
+                      "WHERE t.namespace = u.ns AND t.key = u.key "
+                      "RETURNING t.namespace, t.key, t.version",
+        # setval alone could move the sequence backwards when two batches race: the
+        # read and the set run under a lock of this sequence, held to the commit.
+        "seq_lock": "SELECT pg_advisory_xact_lock(%s::int, hashtext(current_schema() || "
+                    "'.' || %s::text))",
+        "seq_raise": "SELECT setval({seq}, greatest(%s::bigint, (SELECT last_value FROM "
+                     "{seqname})))",
     }
     fmt = {**names, "vtype": vtype, "intype": sql.SQL("text" if jsonb else "bytea"),
            "text": sql.SQL("::text" if jsonb else "")}
@@ -62,6 +97,15 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
         out[name] = sql.SQL(text).format(
             **{k: v for k, v in fmt.items() if "{" + k + "}" in text}).as_string(conn)
     return out
+
+
+# A counter's new value: the stored JSON integer (0 for a tombstone) plus the delta. The
+# stored value must be a JSON integer; anything else fails the cast with this text in
+# the message (plain SQL has no RAISE).
+_SUM = ("to_jsonb((CASE WHEN t.value IS NULL THEN '0' WHEN "
+        "jsonb_typeof(t.value) = 'number' AND (t.value #>> '{{}}') !~ '[.eE]' "
+        "THEN t.value #>> '{{}}' ELSE 'cacheway: not an integer' END)::numeric "
+        "+ (excluded.value #>> '{{}}')::numeric)")
 
 
 def mark_queries(conn: Connection[Any], meta: str, applied: str) -> dict[str, str]:

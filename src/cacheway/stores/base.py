@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..errors import ConfigError, InvalidWriteError
@@ -29,6 +30,7 @@ __all__ = [
     "Store",
     "StoreBase",
     "check_key",
+    "has_versions",
     "validate_identifier",
 ]
 
@@ -95,6 +97,13 @@ class Op(NamedTuple):
 
     ``value`` is the Python value (for stores that work in values); for ADD it is the
     absolute value the cache computed, which a store without atomic adds saves instead.
+
+    ``version``: None (the store stamps the write from its own counter) or the version
+    the write was given when a cache accepted it (a shared backend's clock). A versioned
+    store applies a versioned SET or DELETE only when its version is greater than the
+    row's (set-if-newer; see :class:`Applied`), adds a versioned ADD's delta always, and
+    raises its own counter to at least every version it applied, so later writes it
+    stamps itself are newer. Unversioned stores ignore it.
     """
 
     namespace: str
@@ -103,6 +112,20 @@ class Op(NamedTuple):
     payload: bytes | None = None
     delta: int = 0
     value: Any = None
+    version: int | None = None
+
+
+_version = attrgetter("version")
+
+
+def has_versions(ops: Sequence[Op]) -> bool:
+    """Whether any op of ``ops`` carries a version (one pass in C: batches without
+    versions keep their fast paths).
+
+    >>> has_versions([Op("", "a", SET)]), has_versions([Op("", "a", SET, version=7)])
+    (False, True)
+    """
+    return list(map(_version, ops)).count(None) != len(ops)
 
 
 class JournalMark(NamedTuple):
@@ -117,10 +140,18 @@ class JournalMark(NamedTuple):
 
 def _fast(cls: type[Any]) -> Any:
     """``cls((a, b, ...))`` without the NamedTuple's Python-level ``__new__``: the hot
-    paths build one op or result per entry of every batch."""
+    paths build one op or result per entry of every batch. A shorter tuple (callers
+    written before a field was added) gets the defaults of the fields it leaves out."""
     new = tuple.__new__
+    fields: tuple[str, ...] = cls._fields
+    n = len(fields)
+    defaults: dict[str, Any] = cls._field_defaults
+    # pads[k]: the defaults of the fields after the first k (None where no default).
+    pads = [tuple(defaults.get(f) for f in fields[k:]) for k in range(n + 1)]
 
     def make(values: tuple[Any, ...]) -> Any:
+        if len(values) != n:
+            values = values + pads[len(values)]
         return new(cls, values)
 
     return make
@@ -135,11 +166,17 @@ class Loaded(NamedTuple):
 
 
 class Applied(NamedTuple):
-    """What a store reports for one applied op: the version it stamped (None when
-    unversioned) and, for ADD, the counter's new value."""
+    """What a store reports for one op: the version it stamped (None when unversioned)
+    and, for ADD, the counter's new value.
+
+    ``applied`` is False only for a versioned SET or DELETE that a versioned store
+    skipped because the row (or the tombstone of a deleted row) already had a version
+    at least as new: ``version`` is then that row's current version, ``value`` None.
+    """
 
     version: int | None
     value: Any = None
+    applied: bool = True
 
 
 @runtime_checkable
@@ -257,7 +294,7 @@ class _Lateness(threading.local):
 #: (SQLiteStore does).
 LATENESS = _Lateness()
 
-#: ``make_op((namespace, key, kind, payload, delta, value))``: a fast :class:`Op`.
+#: ``make_op((namespace, key, kind, payload, delta, value[, version]))``: a fast :class:`Op`.
 make_op = _fast(Op)
-#: ``make_applied((version, value))``: a fast :class:`Applied`.
+#: ``make_applied((version, value[, applied]))``: a fast :class:`Applied`.
 make_applied = _fast(Applied)

@@ -36,6 +36,8 @@ from ._pg_helpers import (
     _segments,
 )
 from ._pg_run import PgRunner
+from ._pg_versions import raise_sequence
+from ._pg_versions import write_sets as write_versioned
 from .base import (
     ADD,
     DELETE,
@@ -47,6 +49,7 @@ from .base import (
     Op,
     StoreBase,
     check_key,
+    has_versions,
     validate_identifier,
 )
 
@@ -307,13 +310,20 @@ class PostgresStore(PgRunner, StoreBase):
 
         segments = _segments(ops)
         kinds = {op.kind for op in ops}
+        versions = [op.version for op in ops if op.version is not None]
+        if rows is not None and rows.version_column is None:
+            versions = []  # an unversioned table: versions are ignored
         # One statement needs no BEGIN/COMMIT of its own on an autocommit connection: it
         # is atomic alone, and saves two round trips (the common write-through case).
-        single = (journal is None and len(segments) == 1 and len(kinds) == 1
+        single = (journal is None and not versions and len(segments) == 1 and len(kinds) == 1
                   and (ADD not in kinds or self._jsonb)
                   and (prepared is None or len({tuple(r) for r in prepared if r}) <= 1))
 
         def write(cur: Cursor[Any], out: list[Applied | None]) -> None:
+            if rows is not None and versions:
+                assert prepared is not None
+                rows.write_stamped(cur, ops, prepared, out)
+                return
             for segment in segments:
                 if rows is not None:
                     assert prepared is not None
@@ -330,10 +340,18 @@ class PostgresStore(PgRunner, StoreBase):
                 with conn.cursor(binary=True) as cur:
                     write(cur, out)
                 return [a if a is not None else Applied(None) for a in out]
-            if journal is not None and not self._marks_ready:
-                self._ensure_marks(conn)
+            if (journal is not None or (rows and versions)) and not self._marks_ready:
+                self._ensure_marks(conn)  # row mode keeps tombstones there too
             with conn.transaction(), conn.cursor(binary=True) as cur:
+                # Unversioned ops of the batch are stamped above its versions: raise the
+                # sequence first when there are some (its lock then lasts the whole
+                # batch), else last, so the lock is held for the commit only.
+                raise_first = bool(versions) and len(versions) < len(ops) and rows is None
+                if raise_first:
+                    raise_sequence(cur, self._q, self._seq, max(versions))
                 write(cur, out)
+                if versions and not raise_first and rows is None:
+                    raise_sequence(cur, self._q, self._seq, max(versions))
                 if journal is not None:
                     self._mark(cur, ops, journal)
                 attempt.committing = True
@@ -344,6 +362,15 @@ class PostgresStore(PgRunner, StoreBase):
     def _write(self, cur: Cursor[Any], ops: Sequence[Op], segment: list[int],
                out: list[Applied | None]) -> None:
         q = self._q
+        if has_versions([ops[i] for i in segment]):
+            stamped = [i for i in segment if ops[i].version is not None]
+            segment = [i for i in segment if ops[i].version is None]
+            sets = [i for i in stamped if ops[i].kind != ADD]
+            if sets:
+                write_versioned(cur, q, ops, sets, out, self._payload)
+            adds = [i for i in stamped if ops[i].kind == ADD]
+            if adds:
+                self._add(cur, ops, adds, out, versioned=True)
         sets = [i for i in segment if ops[i].kind == SET]
         dels = [i for i in segment if ops[i].kind == DELETE]
         adds = [i for i in segment if ops[i].kind == ADD]
@@ -370,11 +397,15 @@ class PostgresStore(PgRunner, StoreBase):
                                     ) from None
 
     def _add(self, cur: Cursor[Any], ops: Sequence[Op], adds: list[int],
-             out: list[Applied | None]) -> None:
+             out: list[Applied | None], versioned: bool = False) -> None:
+        """Counter adds; ``versioned``: ops that carry versions, which give the row the
+        greater of its version and theirs (queries prefixed "v")."""
         nss, keys = [ops[i].namespace for i in adds], [ops[i].key for i in adds]
+        v, stamps = ("v", ([ops[i].version for i in adds],)) if versioned else ("", ())
         if self._jsonb:
             try:
-                cur.execute(self._q["add"], (nss, keys, [int(ops[i].delta) for i in adds]))
+                cur.execute(self._q[v + "add"],
+                            (nss, keys, [int(ops[i].delta) for i in adds], *stamps))
             except self._pg.errors.InvalidTextRepresentation as exc:
                 raise InvalidWriteError(
                     f"cannot add to a counter in {self.table!r}: a stored value is not an "
@@ -383,8 +414,10 @@ class PostgresStore(PgRunner, StoreBase):
             got = {(ns, k): Applied(v, int(val)) for ns, k, v, val in cur.fetchall()}
             _fill(out, ops, adds, got)
             return
-        cur.execute(self._q["add_lock"], (self.serializer.dumps(0), nss, keys))
-        current = {(ns, k): self.serializer.loads(bytes(v)) for ns, k, v in cur.fetchall()}
+        cur.execute(self._q[v + "add_lock"], (self.serializer.dumps(0), nss, keys))
+        # A tombstone's NULL value (a versioned delete) counts from 0.
+        current = {(ns, k): 0 if val is None else self.serializer.loads(bytes(val))
+                   for ns, k, val in cur.fetchall()}
         news: list[int] = []
         for i in adds:
             value = current[(ops[i].namespace, ops[i].key)]
@@ -392,8 +425,9 @@ class PostgresStore(PgRunner, StoreBase):
                 raise InvalidWriteError(f"cannot add to key {ops[i].key!r}: its stored value "
                                  f"{value!r} is not an integer")
             news.append(value + ops[i].delta)
-        cur.execute(self._q["add_write"], (nss, keys, [self.serializer.dumps(n) for n in news]))
-        versions = {(ns, k): v for ns, k, v in cur.fetchall()}
+        cur.execute(self._q[v + "add_write"],
+                    (nss, keys, [self.serializer.dumps(n) for n in news], *stamps))
+        versions = {(ns, k): ver for ns, k, ver in cur.fetchall()}
         _fill(out, ops, adds, {(ops[i].namespace, ops[i].key): Applied(
             versions[(ops[i].namespace, ops[i].key)], n) for i, n in zip(adds, news)})
 

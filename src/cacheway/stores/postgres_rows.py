@@ -24,6 +24,8 @@ from psycopg import Connection, Cursor, sql
 
 from ..errors import ConfigError
 from ..serializers import Serializer
+from ._pg_versions import SEQ_LOCK_CLASS
+from ._row_versions import TOMBSTONES, plan
 from .base import DELETE, Applied, Loaded, Op
 from .sqlite_rows import RowSpec
 
@@ -142,11 +144,35 @@ class RowMapper:
                       "LEFT JOIN d ON d.k = u.k")
         else:
             delete = "DELETE FROM {t} WHERE {key} = ANY(%s::text[]::{ktype}[])"
-        self._q = {name: sql.SQL(text).format(**n).as_string(conn)
-                   for name, text in (("fetch", fetch), ("delete", delete))}
+        queries = [("fetch", fetch), ("delete", delete)]
+        if versioned:
+            # Batches holding versioned ops (write_stamped): versions decided in Python.
+            queries += [
+                ("versions", "SELECT u.k, t.{vcol} FROM unnest(%s::text[]) AS u(k) "
+                             "JOIN {t} AS t ON t.{key} = u.k::{ktype} FOR UPDATE OF t"),
+                ("delete_plain", "DELETE FROM {t} WHERE {key} = ANY(%s::text[]::{ktype}[])"),
+                ("tombs", "SELECT key, seq FROM {a} WHERE journal = %s AND namespace = '' "
+                          "AND key = ANY(%s::text[])"),
+                ("tomb_write", "INSERT INTO {a} AS a (journal, namespace, key, seq) "
+                               "SELECT %s, '', u.k, u.v FROM unnest(%s::text[], "
+                               "%s::bigint[]) AS u(k, v) ON CONFLICT (journal, namespace, "
+                               "key) DO UPDATE SET seq = greatest(a.seq, excluded.seq)"),
+                ("fresh", "SELECT nextval({vseq}) FROM generate_series(1, %s::int)"),
+                ("seq_lock", "SELECT pg_advisory_xact_lock(%s::int, hashtext("
+                             "current_schema() || '.' || %s::text))"),
+                ("seq_raise", "SELECT setval({vseq}, greatest(%s::bigint, (SELECT "
+                              "last_value FROM {vseqname})))"),
+            ]
+            n = {**n, "a": sql.Identifier(self.spec.applied),
+                 "vseqname": sql.Identifier(str(self.version_seq))}
+        self._q = {name: sql.SQL(text).format(**n).as_string(conn) for name, text in queries}
 
-    def _set_query(self, cols: tuple[str, ...], conn: Connection[Any]) -> str:
-        query = self._set_queries.get(cols)
+    def _set_query(self, cols: tuple[str, ...], conn: Connection[Any],
+                   stamped: bool = False) -> str:
+        """The upsert of rows naming ``cols``; ``stamped``: each row brings its version
+        (in the version column of its document) instead of drawing one."""
+        cache_key = (*cols, "") if stamped else cols
+        query = self._set_queries.get(cache_key)
         if query is not None:
             return query
         n = self._names()
@@ -155,6 +181,16 @@ class RowMapper:
         source = sql.SQL(", ").join(
             sql.SQL("r.{}").format(ident(c)) for c in (self.key_column, *cols))
         updates = [sql.SQL("{c} = excluded.{c}").format(c=ident(c)) for c in cols]
+        if stamped:
+            updates.append(sql.SQL("{vcol} = excluded.{vcol}").format(**n))
+            composed = sql.SQL(
+                "INSERT INTO {t} AS t ({target}, {vcol}) SELECT {source}, r.{vcol} FROM "
+                "jsonb_populate_recordset(NULL::{t}, %s::jsonb) AS r "
+                "ON CONFLICT ({key}) DO UPDATE SET {updates}"
+            ).format(target=target, source=source, updates=sql.SQL(", ").join(updates), **n)
+            query = composed.as_string(conn)
+            self._set_queries[cache_key] = query
+            return query
         if self.version_column is None:
             conflict = (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(updates)
                         if updates else sql.SQL("DO NOTHING"))
@@ -200,6 +236,57 @@ class RowMapper:
             if row is not None:
                 row[self.key_column] = op.key
         return rows
+
+    def write_stamped(self, cur: Cursor[Any], ops: Sequence[Op],
+                      rows: list[dict[str, Any] | None], out: list[Applied | None]) -> None:
+        """A whole batch holding versioned ops, set-if-newer (see
+        :mod:`cacheway.stores._row_versions`). Versioned batches of the table run one at
+        a time under the lock of its sequence, so tombstones are read and written
+        consistently; the sequence is raised above the batch's versions first, so its
+        unversioned ops draw newer ones."""
+        q, vcol = self._q, str(self.version_column)
+        versions = [op.version for op in ops if op.version is not None]
+        cur.execute(q["seq_lock"], (SEQ_LOCK_CLASS, self.version_seq))
+        cur.execute(q["seq_raise"], (max(versions),))
+        names = list(dict.fromkeys(op.key for op in ops if op.version is not None))
+        current: dict[str, int] = {}
+        cur.execute(q["versions"], (names,))
+        current.update((k, int(v)) for k, v in cur.fetchall() if v is not None)
+        cur.execute(q["tombs"], (TOMBSTONES, names))
+        for k, v in cur.fetchall():
+            current[k] = max(int(v), current.get(k, 0))
+        fresh: list[int] = []
+        if len(versions) < len(ops):
+            cur.execute(q["fresh"], (len(ops) - len(versions),))
+            fresh = [int(r[0]) for r in cur.fetchall()]
+        stamps, lands, _ = plan(ops, 0, current, iter(fresh))
+        # Each key's end state: (deleted first, its row or None, version).
+        final: dict[str, tuple[bool, dict[str, Any] | None]] = {}
+        tombs: dict[str, int] = {}
+        for i, (op, row, stamp, ok) in enumerate(zip(ops, rows, stamps, lands)):
+            out[i] = Applied(stamp, None, ok)
+            if not ok:
+                continue
+            before = final.get(op.key)
+            if row is None:
+                final[op.key] = (True, None)
+                if op.version is not None:
+                    tombs[op.key] = stamp
+            else:
+                merged = {**before[1], **row} if before and before[1] is not None else row
+                final[op.key] = (before is not None and before[0], {**merged, vcol: stamp})
+        gone = [k for k, (deleted, _) in final.items() if deleted]
+        if gone:
+            cur.execute(q["delete_plain"], (gone,))
+        if tombs:
+            cur.execute(q["tomb_write"], (TOMBSTONES, list(tombs), list(tombs.values())))
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for _, row in final.values():
+            if row is not None:
+                groups.setdefault(tuple(c for c in self.columns if c in row), []).append(row)
+        for cols, docs in groups.items():
+            cur.execute(self._set_query(cols, cur.connection, stamped=True),
+                        (orjson.dumps(docs, default=str).decode(),))
 
     def write(self, cur: Cursor[Any], ops: Sequence[Op], rows: list[dict[str, Any] | None],
               segment: list[int], out: list[Applied | None]) -> None:

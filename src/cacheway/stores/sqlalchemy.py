@@ -26,6 +26,7 @@ from ._errors import is_permanent, storable_text
 from ._pg_helpers import MAX_KEY_BYTES
 from ._sa_engine import import_sqlalchemy, make_engine
 from ._sa_marks import VERSION_ROW, advance, read_marks, write_mark
+from ._sa_versions import plan_versioned
 from .base import (
     ADD,
     DELETE,
@@ -37,6 +38,7 @@ from .base import (
     Op,
     StoreBase,
     check_key,
+    has_versions,
     validate_identifier,
 )
 
@@ -252,9 +254,15 @@ class SQLAlchemyStore(StoreBase):
         bind = sa_.bindparam
         keys = bind("keys", expanding=True)
         in_ns = (t.c.namespace == bind("ns")) & t.c.key.in_(keys)
-        self._select = sa_.select(t.c.key, t.c.value, t.c.version).where(in_ns)
+        # A NULL value is the tombstone of a versioned delete: no row to a reader.
+        self._select = sa_.select(t.c.key, t.c.value, t.c.version).where(
+            in_ns & t.c.value.isnot(None))
         # FOR UPDATE: MySQL's REPEATABLE READ would otherwise read an older snapshot.
         self._select_locked = sa_.select(t.c.key, t.c.value).where(in_ns).with_for_update()
+        self._select_versions = sa_.select(t.c.key, t.c.value, t.c.version).where(
+            in_ns).with_for_update()
+        self._raise_counter = sa_.update(m).where(
+            (m.c.name == VERSION_ROW) & (m.c.value < bind("top"))).values(value=bind("top"))
         self._delete = sa_.delete(t).where(in_ns)
         self._greatest: Merge = sa_.func.max if self._kind == "sqlite" else sa_.func.greatest
         self._upsert_rows = self._upsert(
@@ -403,6 +411,8 @@ class SQLAlchemyStore(StoreBase):
     ) -> list[Applied]:
         version = advance(conn, self._engine, self._m, len(ops))
         now = time.time()
+        if has_versions(ops):
+            return self._apply_versioned(conn, ops, journal, version, now)
         stored = self._lock_rows(conn, {(op.namespace, op.key) for op in ops if op.kind == ADD})
         # Only a key's last op reaches the table, so a batch holding one key twice
         # (SET then DELETE, two SETs) ends as it would applied one op at a time.
@@ -433,6 +443,26 @@ class SQLAlchemyStore(StoreBase):
                        journal, trim=next(self._batches) % 64 == 0)
         return results
 
+    def _apply_versioned(self, conn: sa.Connection, ops: Sequence[Op],
+                         journal: JournalMark | None, before: int, now: float
+                         ) -> list[Applied]:
+        """A batch holding versioned ops (see :mod:`cacheway.stores._sa_versions`)."""
+        keys = {(op.namespace, op.key) for op in ops if op.version is not None or op.kind == ADD}
+        stored: dict[Key, tuple[bytes | None, int]] = {}
+        for ns, names in _by_namespace(keys).items():
+            for i in range(0, len(names), _CHUNK):
+                params = {"ns": ns, "keys": names[i : i + _CHUNK]}
+                for key, value, version in conn.execute(self._select_versions, params):
+                    stored[(ns, key)] = (_bytes(value), int(version))
+        results, final, top = plan_versioned(ops, before, stored, self._counter,
+                                             self.serializer.dumps)
+        self._write(conn, now, final)
+        conn.execute(self._raise_counter, {"top": top})
+        if journal is not None:
+            write_mark(conn, self._m, self._a, self._upsert_meta, self._upsert_applied, ops,
+                       journal, trim=next(self._batches) % 64 == 0)
+        return results
+
     def _lock_rows(self, conn: sa.Connection, keys: set[Key]) -> dict[Key, bytes | None]:
         found: dict[Key, bytes | None] = {}
         for ns, names in _by_namespace(keys).items():
@@ -443,10 +473,10 @@ class SQLAlchemyStore(StoreBase):
         return found
 
     def _counter(self, key: str, payload: bytes | None, exists: bool) -> int:
-        if not exists:
+        if not exists or payload is None:  # no row, or a versioned delete's tombstone
             return 0
         try:
-            current = self.serializer.loads(payload) if payload is not None else None
+            current = self.serializer.loads(payload)
         except Exception as exc:  # any undecodable value is "not an integer"
             raise StoreError(f"cannot add to key {key!r}: its stored value does not decode: "
                              f"{exc!r}") from exc

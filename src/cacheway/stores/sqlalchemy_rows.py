@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, InvalidWriteError
 from ..serializers import Serializer
+from ._row_versions import TOMBSTONES, plan
 from ._sa_marks import VERSION_ROW, advance, merge_max, read_marks, write_mark
-from .base import DELETE, Applied, JournalMark, Loaded, Op
+from .base import DELETE, Applied, JournalMark, Loaded, Op, has_versions
 from .sqlite_rows import RowSpec, canonical_int
 
 if TYPE_CHECKING:
@@ -223,19 +224,30 @@ class SQLAlchemyRows:
                     f"{s.table!r}: use the canonical decimal spelling of an integer"
                 )
             keys.append(b)
+        stamped = s.versioned and has_versions(ops)
         if journal is not None:
             self._check_mark(ops, journal)
-            if not self._marks_ready:
-                self._ensure_marks()
+        if (journal is not None or stamped) and not self._marks_ready:
+            self._ensure_marks()  # tombstones live in the mark table too
         with self._engine.begin() as conn:
             version = (advance(conn, self._engine, self._m, len(ops))
                        if s.versioned and ops else None)
+            stamps: list[int] = []
+            lands: list[bool] = []
+            last = 0
+            if stamped and version is not None:
+                stamps, lands, last = plan(ops, version, self._current(conn, ops, keys))
             results: list[Applied] = []
             run_key: tuple[str, ...] | None = None  # ("",) = delete, else the set's columns
             run: list[Any] = []
-            for key, row in zip(keys, rows):
+            for i, (key, row) in enumerate(zip(keys, rows)):
                 if version is not None:
                     version += 1
+                if stamps:
+                    version = stamps[i]
+                    if not lands[i]:
+                        results.append(Applied(version, None, False))
+                        continue
                 this = ("",) if row is None else tuple(row)
                 if this != run_key:
                     self._run(conn, run_key, run)
@@ -250,9 +262,48 @@ class SQLAlchemyRows:
                     run.append(params)
                 results.append(Applied(version))
             self._run(conn, run_key, run)
+            if stamps:
+                self._after_versions(conn, ops, stamps, lands, last)
             if journal is not None:
                 self._mark(conn, ops, journal)
         return results
+
+    def _current(self, conn: sa.Connection, ops: Sequence[Op], keys: Sequence[Any]
+                 ) -> dict[str, int]:
+        """The versions of the keys of the versioned ops: rows (locked), else tombstones
+        (see :mod:`cacheway.stores._row_versions`)."""
+        import sqlalchemy as sa_
+
+        s, t, a = self.spec, self._t, self._a
+        assert s.version_column is not None
+        names = {b: op.key for op, b in zip(ops, keys) if op.version is not None}
+        bound = [b for b in names if b is not None]
+        key, vcol = t.c[s.key_column], t.c[s.version_column]
+        out: dict[str, int] = {}
+        for i in range(0, len(bound), _CHUNK):
+            query = sa_.select(key, vcol).where(key.in_(bound[i : i + _CHUNK]))
+            for b, v in conn.execute(query.with_for_update()):
+                name = names.get(b, names.get(str(b)))
+                if name is not None and v is not None:
+                    out[name] = int(v)
+        wanted = list(names.values())
+        for i in range(0, len(wanted), _CHUNK):
+            query = sa_.select(a.c.key, a.c.seq).where(
+                a.c.journal == TOMBSTONES, a.c.namespace == "",
+                a.c.key.in_(wanted[i : i + _CHUNK]))
+            for name, v in conn.execute(query):
+                out[name] = max(int(v), out.get(name, 0))
+        return out
+
+    def _after_versions(self, conn: sa.Connection, ops: Sequence[Op], stamps: list[int],
+                        lands: list[bool], top: int) -> None:
+        """Tombstones of the versioned deletes that landed; the counter raised to ``top``."""
+        merge_max(conn, self._a, self._max_upsert(self._a, "seq"), [
+            {"journal": TOMBSTONES, "namespace": "", "key": op.key, "seq": v}
+            for op, v, ok in zip(ops, stamps, lands)
+            if ok and op.kind == DELETE and op.version is not None], "seq")
+        merge_max(conn, self._m, self._max_upsert(self._m, "value"),
+                  [{"name": VERSION_ROW, "value": top}], "value")
 
     def _check_mark(self, ops: Sequence[Op], journal: JournalMark) -> None:
         if len(journal.seqs) != len(ops):

@@ -27,6 +27,7 @@ from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
 from ._errors import is_permanent, storable_text
 from ._sqlite_marks import read_marks, write_mark
+from ._sqlite_versions import apply_versioned
 from .base import (
     ADD,
     DELETE,
@@ -38,6 +39,7 @@ from .base import (
     Loaded,
     Op,
     StoreBase,
+    has_versions,
     make_applied,
     validate_identifier,
 )
@@ -248,8 +250,8 @@ class SQLiteStore(StoreBase):
         t = self.table
         if len(keys) == 1:
             row = conn.execute(
-                f'SELECT value, version FROM "{t}" WHERE namespace = ? AND key = ?',
-                (ns, keys[0]),
+                f'SELECT value, version FROM "{t}" WHERE namespace = ? AND key = ? '
+                "AND value IS NOT NULL", (ns, keys[0]),
             ).fetchone()
             if row is not None:
                 out[keys[0]] = Loaded(row[0], NOTSET, row[1])
@@ -258,8 +260,8 @@ class SQLiteStore(StoreBase):
             chunk = list(keys[i : i + _CHUNK])
             marks = ",".join("?" * len(chunk))
             rows = conn.execute(
-                f'SELECT key, value, version FROM "{t}" WHERE namespace = ? AND key IN ({marks})',
-                [ns, *chunk],
+                f'SELECT key, value, version FROM "{t}" WHERE namespace = ? AND key IN ({marks}) '
+                "AND value IS NOT NULL", [ns, *chunk],
             ).fetchall()
             for key, value, version in rows:
                 out[key] = Loaded(value, NOTSET, version)
@@ -282,26 +284,15 @@ class SQLiteStore(StoreBase):
             raise kind(f"SQLite write to {self.table!r} failed: {exc}") from exc
 
     def _apply_locked(self, ops: Sequence[Op], journal: JournalMark | None) -> list[Applied]:
-        conn, m = self._conn, self._meta
-        n = len(ops)
+        conn = self._conn
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            top = conn.execute(
-                f"UPDATE \"{m}\" SET value = value + ? WHERE name = 'version' RETURNING value",
-                (n,),
-            ).fetchone()[0]
-            version = top - n
-            if _plain_sets(ops):
-                # Every op a SET of a distinct key (a flusher's batch): rows and results
-                # built in C, no per-op bookkeeping of repeated keys.
-                versions = range(version + 1, top + 1)
-                self._write_sets(conn, list(zip(
-                    map(_namespace, ops), map(_key, ops), map(_payload, ops), versions,
-                    repeat(now))), [])
-                results = list(map(make_applied, zip(versions, repeat(None))))
+            if has_versions(ops):
+                results = apply_versioned(conn, self.table, self._meta, ops, now,
+                                          self._write_sets, self._add)
             else:
-                results = self._write_ops(conn, ops, version, now)
+                results = self._write_unversioned(conn, ops, now)
             if journal is not None:
                 self._mark(conn, ops, journal)
             conn.execute("COMMIT")
@@ -310,6 +301,24 @@ class SQLiteStore(StoreBase):
                 conn.execute("ROLLBACK")
             raise
         return results
+
+    def _write_unversioned(self, conn: sqlite3.Connection, ops: Sequence[Op], now: float
+                           ) -> list[Applied]:
+        n = len(ops)
+        top = conn.execute(
+            f"UPDATE \"{self._meta}\" SET value = value + ? WHERE name = 'version' "
+            "RETURNING value", (n,),
+        ).fetchone()[0]
+        version = top - n
+        if _plain_sets(ops):
+            # Every op a SET of a distinct key (a flusher's batch): rows and results
+            # built in C, no per-op bookkeeping of repeated keys.
+            versions = range(version + 1, top + 1)
+            self._write_sets(conn, list(zip(
+                map(_namespace, ops), map(_key, ops), map(_payload, ops), versions,
+                repeat(now))), [])
+            return list(map(make_applied, zip(versions, repeat(None), repeat(True))))
+        return self._write_ops(conn, ops, version, now)
 
     def _write_ops(self, conn: sqlite3.Connection, ops: Sequence[Op], version: int,
                    now: float) -> list[Applied]:
@@ -378,7 +387,8 @@ class SQLiteStore(StoreBase):
         row = conn.execute(
             f'SELECT value FROM "{t}" WHERE namespace = ? AND key = ?', (op.namespace, op.key)
         ).fetchone()
-        current: Any = 0 if row is None else self.serializer.loads(row[0])
+        # No row, or the tombstone of a versioned delete (NULL): the counter starts at 0.
+        current: Any = 0 if row is None or row[0] is None else self.serializer.loads(row[0])
         if isinstance(current, bool) or not isinstance(current, int):
             raise InvalidWriteError(
                 f"cannot add to key {op.key!r}: its stored value {current!r} is not an integer"

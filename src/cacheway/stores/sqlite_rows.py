@@ -38,8 +38,20 @@ from typing import Any
 
 from ..errors import ConfigError, InvalidWriteError, StoreError
 from ..serializers import Serializer
+from ._row_versions import TOMBSTONES, plan
 from ._sqlite_marks import read_marks, write_mark
-from .base import ADD, DELETE, NOTSET, SET, Applied, JournalMark, Loaded, Op, validate_identifier
+from .base import (
+    ADD,
+    DELETE,
+    NOTSET,
+    SET,
+    Applied,
+    JournalMark,
+    Loaded,
+    Op,
+    has_versions,
+    validate_identifier,
+)
 
 __all__ = ["RowSpec", "SQLiteRows", "canonical_int"]
 
@@ -365,6 +377,9 @@ class SQLiteRows:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version: int | None = None
+            stamps: list[int] | None = None
+            lands: list[bool] = []
+            last = 0
             if s.versioned and ops:
                 top = conn.execute(
                     f"UPDATE {_q(s.meta)} SET value = value + ? WHERE name = 'version' "
@@ -374,12 +389,19 @@ class SQLiteRows:
                     raise StoreError(f"the version counter row of {s.meta!r} is missing; "
                                      "reopen the store to recreate it")
                 version = int(top[0]) - len(ops)
+                if has_versions(ops):
+                    stamps, lands, last = plan(ops, version, self._current(conn, ops, keys))
             results: list[Applied] = []
             run_sql: str | None = None
             run: list[tuple[Any, ...]] = []
-            for key, row in zip(keys, rows):
+            for i, (key, row) in enumerate(zip(keys, rows)):
                 if version is not None:
                     version += 1
+                if stamps is not None:
+                    version = stamps[i]
+                    if not lands[i]:
+                        results.append(Applied(version, None, False))
+                        continue
                 if row is None and key is None:
                     results.append(Applied(version))
                     continue
@@ -397,6 +419,8 @@ class SQLiteRows:
                 results.append(Applied(version))
             if run_sql is not None:
                 conn.executemany(run_sql, run)
+            if stamps is not None:
+                self._after_versions(conn, ops, stamps, lands, last)
             if journal is not None:
                 if not self.marks_ready:
                     self._create_marks(conn)  # DDL is transactional in SQLite
@@ -407,6 +431,46 @@ class SQLiteRows:
                 conn.execute("ROLLBACK")
             raise
         return results
+
+    def _current(self, conn: sqlite3.Connection, ops: Sequence[Op],
+                 keys: Sequence[str | int | None]) -> dict[str, int]:
+        """The versions of the keys of the versioned ops: rows, else tombstones (see
+        :mod:`cacheway.stores._row_versions`)."""
+        s = self.spec
+        names = {b: op.key for op, b in zip(ops, keys) if op.version is not None}
+        bound = [b for b in names if b is not None]
+        out: dict[str, int] = {}
+        for i in range(0, len(bound), _CHUNK):
+            chunk = bound[i : i + _CHUNK]
+            for b, v in conn.execute(
+                    f"SELECT {_q(s.key_column)}, {_q(str(s.version_column))} FROM "
+                    f"{_q(s.table)} WHERE {_q(s.key_column)} IN ({','.join('?' * len(chunk))})",
+                    chunk):
+                name = names.get(b, names.get(str(b)))
+                if name is not None and v is not None:
+                    out[name] = int(v)
+        if not self.marks_ready:
+            self._create_marks(conn)  # DDL is transactional in SQLite
+        wanted = list(names.values())
+        for i in range(0, len(wanted), _CHUNK):
+            part = wanted[i : i + _CHUNK]
+            for name, v in conn.execute(
+                    f"SELECT key, seq FROM {_q(s.applied)} WHERE journal = ? AND namespace = '' "
+                    f"AND key IN ({','.join('?' * len(part))})", [TOMBSTONES, *part]):
+                out[name] = max(int(v), out.get(name, 0))
+        return out
+
+    def _after_versions(self, conn: sqlite3.Connection, ops: Sequence[Op], stamps: list[int],
+                        lands: list[bool], top: int) -> None:
+        """Tombstones of the versioned deletes that landed; the counter raised to ``top``."""
+        s = self.spec
+        conn.executemany(
+            f"INSERT INTO {_q(s.applied)} (journal, namespace, key, seq) VALUES (?, '', ?, ?) "
+            "ON CONFLICT(journal, namespace, key) DO UPDATE SET seq = max(seq, excluded.seq)",
+            [(TOMBSTONES, op.key, v) for op, v, ok in zip(ops, stamps, lands)
+             if ok and op.kind == DELETE and op.version is not None])
+        conn.execute(f"UPDATE {_q(s.meta)} SET value = max(value, ?) WHERE name = 'version'",
+                     (top,))
 
     def _mark(self, conn: sqlite3.Connection, ops: Sequence[Op], mark: JournalMark) -> None:
         self._batches += 1
