@@ -26,6 +26,7 @@ class WriteThroughEngine(Engine):
     drops_copies = False  # a write drops the cached copy instead of setting it
 
     def _apply(self, ops: list[Op], bkeys: list[str]) -> list[Applied]:
+        ops = self._versioned(ops)
         try:
             results = self.store.apply(ops)
         except Exception as exc:
@@ -40,8 +41,11 @@ class WriteThroughEngine(Engine):
         return results
 
     def _publish(
-        self, bkey: str, value: Any, payload: bytes | None, ttl: float | None, version: int | None
+        self, bkey: str, value: Any, payload: bytes | None, ttl: float | None, res: Applied
     ) -> None:
+        if not res.applied:
+            return  # the store kept a newer write (another process's): so does the backend
+        version = res.version
         self._gens[self._stripe(bkey)] += 1
         if self.drops_copies or not (self.store.versioned or self.backend.local):
             self._backend_drop(bkey, version)
@@ -54,7 +58,7 @@ class WriteThroughEngine(Engine):
         with self._locks[self._stripe(bkey)]:
             res = self._apply([Op(self.namespace, key, SET, payload, 0, value)], [bkey])
             self.counters.writes += 1
-            self._publish(bkey, value, payload, ttl_, res[0].version)
+            self._publish(bkey, value, payload, ttl_, res[0])
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         prepared = [self._prepare(k, v, ttl) for k, v in mapping.items()]
@@ -68,7 +72,7 @@ class WriteThroughEngine(Engine):
             results = self._apply(ops, bkeys)
             self.counters.writes += len(ops)
             for (_, v, p, t), bkey, res in zip(prepared, bkeys, results):
-                self._publish(bkey, v, p, t, res.version)
+                self._publish(bkey, v, p, t, res)
 
     def delete(self, key: str) -> None:
         self.delete_many([key])
@@ -86,8 +90,9 @@ class WriteThroughEngine(Engine):
             results = self._apply([Op(self.namespace, k, DELETE) for k in ks], bkeys)
             self.counters.writes += len(ks)
             for bkey, res in zip(bkeys, results):
-                self._gens[self._stripe(bkey)] += 1
-                self._backend_drop(bkey, res.version)
+                if res.applied:
+                    self._gens[self._stripe(bkey)] += 1
+                    self._backend_drop(bkey, res.version)
 
     def incr(self, key: str, delta: int = 1) -> int:
         key = self._key(key)
@@ -106,7 +111,7 @@ class WriteThroughEngine(Engine):
             res = self._apply([op], [bkey])[0]
             self.counters.writes += 1
             value = new if res.value is NOTSET or res.value is None else res.value
-            self._publish(bkey, value, None, self.ttl, res.version)
+            self._publish(bkey, value, None, self.ttl, res)
         return int(value)
 
 

@@ -32,7 +32,7 @@ from .errors import (
 )
 from .serializers import Serializer, encoder
 from .stats import Counters
-from .stores.base import ADD, NOTSET, SET, Loaded, Store
+from .stores.base import ADD, NOTSET, SET, Loaded, Op, Store
 from .stores.base import check_key as check_store_key
 
 __all__ = ["Engine", "check_key", "check_ttl"]
@@ -135,6 +135,11 @@ class Engine:
         self._max_key: int | None = min(limits) if limits else None
         self._nul_ok: bool = getattr(store, "keys_take_nul", True)
         self._store_keys = bool(limits) or not self._nul_ok
+        # A shared backend's clock (RedisBackend.versions) versions writes that reach the
+        # store first, so stores apply them set-if-newer in the order they were accepted.
+        self._clock: Callable[[int], list[int]] | None = (
+            getattr(backend, "versions", None)
+            if not backend.local and store.versioned else None)
         # Backends shared across processes offer leases for cross-process single flight.
         self._lease_get: Callable[[str, bytes], tuple[int, Any]] | None = (
             getattr(backend, "lease_get", None) if getattr(backend, "leases", False) else None)
@@ -635,6 +640,19 @@ class Engine:
             value = self._validate(self.namespace, k, value, SET)
         payload, copy = self._encode(value)
         return k, copy, payload, ttl_
+
+    def _versioned(self, ops: list[Op]) -> list[Op]:
+        """``ops`` with versions from the shared backend's clock, when it has one (else
+        as they are: the store stamps its own, and with Redis down order across
+        processes is the store's)."""
+        if self._clock is None or not ops:
+            return ops
+        try:
+            versions = self._clock(len(ops))
+        except BackendError as exc:
+            self._backend_down(exc)
+            return ops
+        return [op._replace(version=v) for op, v in zip(ops, versions)]
 
     def _key(self, key: object) -> str:
         """``key`` checked for a write: a str the store can keep (else InvalidKeyError,

@@ -62,6 +62,7 @@ class Entry:
         "payload",
         "ttl",
         "value",
+        "version",
     )
 
     def __init__(
@@ -79,6 +80,9 @@ class Entry:
         self.born = born
         self.attempts = 0
         self.not_before = 0.0
+        # the version a shared backend's clock gave the newest write (None: the store
+        # stamps its own)
+        self.version: int | None = None
 
     def __repr__(self) -> str:
         kind = ("SET", "DELETE", "ADD")[self.kind]
@@ -100,6 +104,7 @@ class Entry:
             self.delta = 0
         self.ttl = ttl
         self.last_seq = seq
+        self.version = None  # the caller sets the new write's version, if it has one
 
 
 def combine(old: Entry, new: Entry) -> Entry:
@@ -199,12 +204,17 @@ class DirtyTable:
 
     def put(
         self, key: str, kind: int, value: Any, payload: bytes | None, delta: int,
-        ttl: float | None, seq: int, now: float,
+        ttl: float | None, seq: int, now: float, version: int | None = None,
     ) -> bool:
-        """Accept a write; True when it was absorbed into an already-dirty entry."""
+        """Accept a write (``version``: from a shared backend's clock); True when it was
+        absorbed into an already-dirty entry."""
         if self.staged:
             self.drain()  # staged writes came first
-        return self._put(key, kind, value, payload, delta, ttl, seq, now)
+        absorbed = self._put(key, kind, value, payload, delta, ttl, seq, now)
+        if version is not None:
+            entry = self.dirty.get(key)
+            (entry if entry is not None else self.parked[key]).version = version
+        return absorbed
 
     def _put(
         self, key: str, kind: int, value: Any, payload: bytes | None, delta: int,

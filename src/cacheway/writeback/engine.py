@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .._engine import _DELETED, check_key, check_ttl
 from .._refresh import ReadOptions
 from ..backends.base import MISS, Backend
-from ..errors import Backpressure, ConfigError, StoreError
+from ..errors import BackendError, Backpressure, ConfigError, StoreError
 from ..policies import WriteBack
 from ..serializers import Serializer
 from ..stats import Counters
@@ -94,6 +94,9 @@ class WriteBackEngine(Flusher):
             table.drain()  # works out stage_cap
             self.set = self._staged_set()  # type: ignore[method-assign,assignment]
         self._local = backend.local
+        # A shared backend with a clock (RedisBackend.publish) versions accepted writes.
+        self._clock_publish: Callable[[list[_Publish], float | None], list[int]] | None = (
+            getattr(backend, "publish", None) if not backend.local else None)
         self._rand = random.Random()
         self._last_log = 0.0
         self._start_flusher()
@@ -431,7 +434,31 @@ class WriteBackEngine(Flusher):
         return deadline
 
     def _publish(self, publish: list[_Publish], ttl: float | None) -> None:
-        """Unversioned copies of accepted writes, in one round trip where possible."""
+        """Copies of accepted writes on a shared backend, in one round trip where possible.
+        A backend with a clock (Redis) stamps each with a version as it takes it, and the
+        entries carry those versions to the store, which applies them set-if-newer: the
+        last write accepted wins across processes, whichever flushes first. The caller
+        holds the keys' stripe locks, which the flusher needs to read an entry's version."""
+        if self._clock_publish is not None:
+            # A counter's copy would be this process's sum only: a tombstone instead, and
+            # the next read loads the store's total.
+            items = [(bkey, SET if kind == SET else DELETE, value, payload)
+                     for bkey, kind, value, payload in publish]
+            try:
+                versions = self._clock_publish(items, ttl)
+            except BackendError as exc:
+                log.warning("cacheway: backend write failed (%r); dropping the copies (these "
+                            "writes reach the store without versions)", exc)
+                for bkey, _, _, _ in publish:
+                    self._backend_drop(bkey)
+                return
+            cut = len(self.prefix)
+            with self._cond:
+                for (bkey, _, _, _), version in zip(publish, versions):
+                    entry = self._table.peek(bkey[cut:])
+                    if entry is not None:
+                        entry.version = version
+            return
         sets = [(bkey, value, payload, None) for bkey, kind, value, payload in publish
                 if kind != DELETE]
         drops = [bkey for bkey, kind, _, _ in publish if kind == DELETE]
@@ -576,7 +603,8 @@ class WriteBackEngine(Flusher):
         """on_full="write_through": write keys reserved by _make_room to the store, holding
         no lock (a slow store must not stall the writers of other keys); writers of these
         keys wait for the reservation, so order holds."""
-        ops = [Op(self.namespace, k, kind, p, d, v) for k, kind, v, p, d in items]
+        ops = self._versioned([Op(self.namespace, k, kind, p, d, v)
+                               for k, kind, v, p, d in items])
         results: list[Any] | None = None
         try:
             results = self.store.apply(ops)
@@ -591,6 +619,8 @@ class WriteBackEngine(Flusher):
                         self._backend_drop(bkey, None if results is None else results[i].version)
                         continue
                     res = results[i]
+                    if not res.applied:
+                        continue  # the store kept a newer write, and a newer copy went out
                     v = value if kind != ADD or res.value in (None, NOTSET) else res.value
                     self._backend_set(bkey, v, payload if kind == SET else None, ttl,
                                       res.version)

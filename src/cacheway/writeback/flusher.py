@@ -18,7 +18,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .._engine import _STRIPES, Engine
-from ..errors import CachewayError, InvalidWriteError, JournalError
+from ..errors import BackendError, CachewayError, InvalidWriteError, JournalError
 from ..policies import WriteBack
 from ..stores.base import ADD, DELETE, LATENESS, NOTSET, SET, JournalMark, make_op
 from .dirty import DirtyTable, Entry
@@ -53,6 +53,7 @@ class Flusher(Engine):
     _local: bool
     _probe_at: float  # when the next probe of a store that is down may go
     _probing: bool  # the batch handed to _write is a probe
+    _clock_publish: Any  # RedisBackend.publish of a shared backend with a clock, or None
 
     def _shared_locks(self, keys: list[str]) -> list[Any]:
         if self._local:
@@ -204,7 +205,23 @@ class Flusher(Engine):
     def _try(self, part: list[Entry]) -> Exception | None:
         part = sorted(part, key=_last_seq)
         ns = self.namespace
-        ops = [make_op((ns, e.key, e.kind, e.payload, e.delta, e.value)) for e in part]
+        # A writer on a shared backend sets its entry's version after the backend took the
+        # copy, holding the key's stripe lock all along: read versions under those locks.
+        locks = self._shared_locks([e.key for e in part])
+        try:
+            versions = [e.version for e in part]
+        finally:
+            for lock in locks:
+                lock.release()
+        adds = [i for i, e in enumerate(part) if e.kind == ADD and versions[i] is not None]
+        if adds:
+            # Counters: every ADD lands (deltas from all processes sum), so the row's value
+            # changes under each one; a version of its own, drawn now, keeps "same version,
+            # same value" true for the copy the flusher stamps with the store's total.
+            for i, version in zip(adds, self._fresh_versions(len(adds))):
+                versions[i] = version
+        ops = [make_op((ns, e.key, e.kind, e.payload, e.delta, e.value, v))
+               for e, v in zip(part, versions)]
         mark = None
         journal = self.journal
         if journal is not None:
@@ -232,19 +249,32 @@ class Flusher(Engine):
         finally:
             LATENESS.clear()
         self.counters.store_down_since = None
-        self._acked(part, results)
+        self._acked(part, results, versions)
         return None
 
-    def _acked(self, part: list[Entry], results: list[Any]) -> None:
+    def _fresh_versions(self, n: int) -> list[int | None]:
+        """``n`` versions from the shared backend's clock (Nones when it cannot say: the
+        store then stamps its own, above every version it has applied)."""
+        if self._clock is not None:
+            try:
+                return list(self._clock(n))
+            except BackendError as exc:
+                self._backend_down(exc)
+        return [None] * n
+
+    def _acked(self, part: list[Entry], results: list[Any], versions: list[int | None]
+               ) -> None:
         table, prefix, local = self._table, self.prefix, self._local
         locks = self._shared_locks([e.key for e in part])
         stamps: list[tuple[str, int, Any, bytes | None, float | None, int | None]] = []
         try:
             with self._cond:
                 gens = self._gens
-                for entry, res in zip(part, results):
-                    if not table.ack(entry):
-                        continue  # a newer write of this key is pending; it set the backend
+                for entry, res, version in zip(part, results, versions):
+                    if not table.ack(entry) or not res.applied:
+                        # A newer write of this key is pending (it set the backend), or the
+                        # store kept a newer one of another process (so did the backend).
+                        continue
                     bkey = prefix + entry.key
                     if local:
                         # The key is clean now: a fill that read the store before this
@@ -256,9 +286,17 @@ class Flusher(Engine):
                             self._backend_set(bkey, res.value, None, entry.ttl, res.version)
                         else:
                             gens[hash(bkey) & _MASK] += 1
-                            stamps.append((bkey, SET, res.value, None, entry.ttl, res.version))
-                    elif not local:
-                        # Stamp the store's version on the shared copy (set-if-newer).
+                            if version is not None and res.version != version:
+                                # The row kept another process's newer version while the
+                                # delta changed its value: that version no longer names one
+                                # value, so the copy is dropped (a fresh tombstone).
+                                stamps.append((bkey, ADD, None, None, entry.ttl, None))
+                            else:
+                                stamps.append((bkey, SET, res.value, None, entry.ttl,
+                                               res.version))
+                    elif not local and entry.version is None:
+                        # Stamp the store's version on the shared copy (set-if-newer); a
+                        # copy published with a clock version has it already.
                         gens[hash(bkey) & _MASK] += 1
                         stamps.append((bkey, entry.kind, entry.value, entry.payload, entry.ttl,
                                        res.version))
@@ -279,12 +317,17 @@ class Flusher(Engine):
         """Versioned copies of acknowledged writes on a shared backend, batched by ttl."""
         by_ttl: dict[float | None, list[tuple[str, Any, bytes | None, int | None]]] = {}
         drops: list[tuple[str, int | None]] = []
+        fresh: list[tuple[str, int, Any, bytes | None]] = []
         for bkey, kind, value, payload, ttl, version in stamps:
-            if kind == DELETE:
+            if kind == ADD:  # a tombstone newer than every write so far (_acked says why)
+                fresh.append((bkey, DELETE, None, None))
+            elif kind == DELETE:
                 drops.append((bkey, version))
             else:
                 by_ttl.setdefault(ttl, []).append((bkey, value, payload, version))
         try:
+            if fresh:
+                self._clock_publish(fresh, None)
             for ttl, items in by_ttl.items():
                 self.backend.set_many(items, ttl)
             if drops:

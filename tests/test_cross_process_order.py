@@ -1,0 +1,167 @@
+"""Guarantee 3 across processes sharing Redis (issue 10 item 7): the last write accepted
+wins, whichever process flushes first. Versions come from Redis's clock when a write is
+accepted; stores apply them set-if-newer. Two caches with their own engines, backend
+clients and store connections stand for two processes (a subprocess variant is below)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cacheway as cw
+from services import MARIADB_URL, POSTGRES_DSN, REDIS_URL, require, unique
+
+pytestmark = pytest.mark.services
+
+
+def _sqlite(tmp_path: Path) -> Callable[[], Any]:
+    path = tmp_path / "a.db"
+    return lambda: cw.SQLiteStore(path)
+
+
+def _postgres(tmp_path: Path) -> Callable[[], Any]:
+    require("postgresql")
+    table = unique("cwx")
+    return lambda: cw.PostgresStore(POSTGRES_DSN, table=table)
+
+
+def _mariadb(tmp_path: Path) -> Callable[[], Any]:
+    require("mariadb")
+    table = unique("cwx")
+    return lambda: cw.SQLAlchemyStore(MARIADB_URL, table=table)
+
+
+STORES = {"sqlite": _sqlite, "postgres": _postgres, "mariadb": _mariadb}
+
+
+@pytest.fixture(params=list(STORES))
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
+    return STORES[request.param](tmp_path)
+
+
+@pytest.fixture(params=["redis", "two-level"])
+def make_backend(request: pytest.FixtureRequest) -> Iterator[Callable[[], Any]]:
+    require("redis")
+    prefix = unique("cwx") + ":"
+    made: list[Any] = []
+
+    def make() -> Any:
+        l2 = cw.RedisBackend(REDIS_URL, prefix=prefix)
+        backend = cw.TwoLevelBackend(cw.MemoryBackend(), l2) if request.param == "two-level" \
+            else l2
+        ready = getattr(backend, "wait_ready", None)
+        if ready is not None:
+            assert ready(10)
+        made.append(backend)
+        return backend
+
+    yield make
+    if made:
+        made[0].clear()
+    for backend in made:
+        backend.close()
+
+
+def _open(make_store: Callable[[], Any], make_backend: Callable[[], Any], policy: Any
+          ) -> cw.Cache:
+    return cw.Cache(store=make_store(), backend=make_backend(), policy=policy)
+
+
+def test_guarantee3_the_last_accepted_write_wins_when_the_older_one_flushes_last(
+        make_store: Callable[[], Any], make_backend: Callable[[], Any]) -> None:
+    a = _open(make_store, make_backend, cw.WriteBack(max_delay=3600))
+    b = _open(make_store, make_backend, cw.WriteBack(max_delay=3600))
+    try:
+        a.set("v", 1)
+        b.set("v", 2)  # accepted after a's write: it must win
+        a.set("n", "a-old")
+        b.delete("n")  # a delete accepted last wins too
+        b.flush()
+        a.flush()
+        assert a.store.load_many(["v", "n"]) == {"v": 2}
+        assert b.get("v") == 2
+        assert a.get("v") == 2
+        assert a.get("n") is None
+        assert b.get("n") is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_guarantee3_a_write_through_after_a_pending_write_back_wins(
+        make_store: Callable[[], Any], make_backend: Callable[[], Any]) -> None:
+    a = _open(make_store, make_backend, cw.WriteBack(max_delay=3600))
+    b = _open(make_store, make_backend, cw.WriteThrough())
+    try:
+        a.set("v", "write-back, older")
+        b.set("v", "write-through, newer")
+        a.flush()
+        assert a.store.load("v") == "write-through, newer"
+        assert a.get("v") == "write-through, newer"
+        assert b.get("v") == "write-through, newer"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_guarantee3_counters_from_two_processes_sum_and_the_cache_agrees(
+        make_store: Callable[[], Any], make_backend: Callable[[], Any]) -> None:
+    a = _open(make_store, make_backend, cw.WriteBack(max_delay=3600))
+    b = _open(make_store, make_backend, cw.WriteBack(max_delay=3600))
+    try:
+        for _ in range(3):
+            a.incr("c")
+            b.incr("c", 10)
+        a.flush()
+        b.flush()
+        assert a.store.load("c") == 33
+        assert a.get("c") == 33
+        assert b.get("c") == 33
+    finally:
+        a.close()
+        b.close()
+
+
+CHILD = textwrap.dedent("""
+    import sys, cacheway as cw
+    db, prefix, value = sys.argv[1], sys.argv[2], sys.argv[3]
+    cache = cw.Cache(store=cw.SQLiteStore(db),
+                     backend=cw.RedisBackend(%r, prefix=prefix),
+                     policy=cw.WriteBack(max_delay=3600))
+    cache.set("v", value)
+    print("accepted", flush=True)
+    sys.stdin.readline()  # flush when told
+    cache.close()
+""") % REDIS_URL
+
+
+def test_guarantee3_across_real_processes(tmp_path: Path) -> None:
+    require("redis")
+    db, prefix = str(tmp_path / "a.db"), unique("cwx") + ":"
+    cw.SQLiteStore(db).close()
+    procs = []
+    for value in ("first", "second"):
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, db, prefix, value],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "accepted\n"
+        procs.append(proc)
+    try:
+        for proc in reversed(procs):  # the newer write flushes first
+            proc.communicate("go\n", timeout=60)
+            assert proc.returncode == 0
+        assert cw.SQLiteStore(db).load("v") == "second"
+        backend = cw.RedisBackend(REDIS_URL, prefix=prefix)
+        with cw.Cache(store=cw.SQLiteStore(db), backend=backend) as cache:
+            assert cache.get("v") == "second"
+        backend.clear()
+        backend.close()
+    finally:
+        for proc in procs:
+            proc.kill()
