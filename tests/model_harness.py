@@ -1,0 +1,277 @@
+"""Stores and backends for the model-based write-back tests (tests/test_model_writeback.py).
+
+Every store here can be taken down (its writes raise while ``down`` is true; reads keep
+working) and records, per key, the states it received in order (``received``), so a test
+can check the store never got a key's writes out of order. ``content(keys)`` reads what
+the store holds, bypassing any cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import redis
+
+import cacheway as cw
+from cacheway.stores.base import ADD, DELETE, NOTSET, SET, Applied, JournalMark, Loaded, Op
+from services import REDIS_URL, unique
+
+#: What ``received`` and the models record for a key that is not there.
+ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
+
+
+class StoreDown(ConnectionError):
+    """Raised by a test store's writes while it is down (a transient fault)."""
+
+
+class Recorder:
+    """Per-key log of the states a store was given, in the order it applied them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received: dict[str, list[Any]] = {}
+        self._down = False
+
+    @property
+    def down(self) -> bool:
+        return self._down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        self._down = value
+
+    def record(self, key: str, state: Any) -> None:
+        with self.lock:
+            self.received.setdefault(key, []).append(state)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.received.clear()
+
+
+class DictCallbackStore(Recorder):
+    """A ``cw.CallbackStore`` over a dict whose callbacks raise while it is down.
+
+    Without ``add_many`` counters reach it as absolute values (``save_many``)."""
+
+    def __init__(self, *, add_many: bool = False) -> None:
+        super().__init__()
+        self.data: dict[str, Any] = {}
+        self.store = cw.CallbackStore(
+            load_many=self._load_many,
+            save_many=self._save_many,
+            delete_many=self._delete_many,
+            add_many=self._add_many if add_many else None,
+        )
+
+    def _load_many(self, keys: list[str]) -> dict[str, Any]:
+        with self.lock:
+            return {k: self.data[k] for k in keys if k in self.data}
+
+    def _check_up(self, n: int) -> None:
+        if self.down:
+            raise StoreDown(f"store is down (write of {n} keys)")
+
+    def _save_many(self, items: list[tuple[str, Any]]) -> None:
+        self._check_up(len(items))
+        keys = [k for k, _ in items]
+        assert len(keys) == len(set(keys)), f"save_many got a key twice: {keys}"
+        with self.lock:
+            for k, v in items:
+                self.data[k] = v
+                self.received.setdefault(k, []).append(v)
+
+    def _delete_many(self, keys: list[str]) -> None:
+        self._check_up(len(keys))
+        with self.lock:
+            for k in keys:
+                self.data.pop(k, None)
+                self.received.setdefault(k, []).append(ABSENT)
+
+    def _add_many(self, items: list[tuple[str, int]]) -> dict[str, Any]:
+        self._check_up(len(items))
+        with self.lock:
+            for k, d in items:
+                self.data[k] = self.data.get(k, 0) + d
+                self.received.setdefault(k, []).append(self.data[k])
+            return {k: self.data[k] for k, _ in items}
+
+    def content(self, keys: Sequence[str]) -> dict[str, Any]:
+        with self.lock:
+            return {k: self.data[k] for k in keys if k in self.data}
+
+    def reset(self, keys: Sequence[str]) -> None:
+        with self.lock:
+            self.data.clear()
+            self.received.clear()
+
+    def close(self) -> None:
+        return None
+
+
+class FaultyStore(Recorder):
+    """A Store-protocol proxy in front of a real store (SQLite, PostgreSQL): ``apply``
+    raises :class:`StoreDown` while down and records what each applied op set;
+    everything else is delegated."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        self.serializer = inner.serializer
+        self.versioned = inner.versioned
+        self.store = self  # what a Cache is given
+
+    @property
+    def atomic_add(self) -> bool:
+        return bool(getattr(self.inner, "atomic_add", True))
+
+    def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
+        found: dict[str, Loaded] = self.inner.fetch(namespace, keys)
+        return found
+
+    def apply(self, ops: Sequence[Op], *, journal: JournalMark | None = None) -> list[Applied]:
+        if self.down:
+            raise StoreDown(f"store is down (batch of {len(ops)} ops)")
+        results: list[Applied] = self.inner.apply(ops, journal=journal)
+        loads = self.serializer.loads
+        for op in ops:
+            if op.kind == SET:
+                state = loads(op.payload) if op.payload is not None else op.value
+            elif op.kind == DELETE:
+                state = ABSENT
+            else:
+                assert op.kind == ADD
+                state = op.value
+            self.record(op.key, state)
+        return results
+
+    def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
+        state: tuple[int, dict[tuple[str, str], int]] = self.inner.applied_state(journal_id)
+        return state
+
+    def close(self) -> None:
+        return None  # the test closes the inner store once, at the end
+
+    def content(self, keys: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = self.inner.load_many(keys)
+        return found
+
+    def reset(self, keys: Sequence[str]) -> None:
+        self.inner.delete_many(keys)
+        self.clear()
+
+
+# -- backends -------------------------------------------------------------------------------
+
+BACKENDS = ["memory", "memory-2", "redis", "two-level"]
+STORES = ["callback", "sqlite", "postgresql"]
+
+
+class Backends:
+    """Makes the backend of one model run; deletes its Redis keys at the end."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.prefixes: list[str] = []
+        self.made: list[Any] = []
+        self._client: redis.Redis | None = None
+
+    def make(self) -> Any:
+        if self.kind == "memory":
+            return cw.MemoryBackend()
+        if self.kind == "memory-2":
+            return cw.MemoryBackend(max_entries=2)
+        prefix = unique("model") + ":"
+        self.prefixes.append(prefix)
+        l2 = cw.RedisBackend(REDIS_URL, prefix=prefix)
+        backend: Any = l2
+        if self.kind == "two-level":
+            backend = cw.TwoLevelBackend(cw.MemoryBackend(max_entries=2), l2)
+        else:
+            assert self.kind == "redis", self.kind
+        self.made.append(backend)
+        return backend
+
+    def release(self, backend: Any) -> None:
+        """Close a backend this made (a Cache leaves backends passed in open)."""
+        if backend in self.made:
+            self.made.remove(backend)
+            backend.close()
+
+    def cleanup(self) -> None:
+        for backend in self.made:
+            backend.close()
+        self.made.clear()
+        if not self.prefixes:
+            return
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            for prefix in self.prefixes:
+                batch = list(client.scan_iter(match=prefix + "*", count=500))
+                if batch:
+                    client.delete(*batch)
+        finally:
+            client.close()
+        self.prefixes.clear()
+
+
+@contextlib.contextmanager
+def store_factory(kind: str, tmp_dir: str, postgres_dsn: str | None
+                  ) -> Iterator[Callable[[], Any]]:
+    """Yields ``make()`` -> a fresh, empty test store (DictCallbackStore or FaultyStore);
+    real stores are opened once per test and emptied of the model's keys per run."""
+    if kind == "callback":
+        yield lambda: DictCallbackStore()
+        return
+    if kind == "sqlite":
+        inner: Any = cw.SQLiteStore(f"{tmp_dir}/model.db", table=unique("model"))
+    else:
+        assert kind == "postgresql", kind
+        assert postgres_dsn is not None
+        inner = cw.PostgresStore(postgres_dsn, table=unique("model"))
+    table = inner.table
+    try:
+        yield lambda: FaultyStore(inner)
+    finally:
+        inner.close()
+        if kind == "postgresql":
+            _drop_pg_table(postgres_dsn, table)
+
+
+def _drop_pg_table(dsn: str | None, table: str) -> None:
+    import psycopg
+
+    assert dsn is not None
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f'DROP TABLE IF EXISTS "{table}", "{table}_meta", "{table}_applied", '
+            f'"{table}_cw_meta", "{table}_cw_applied" CASCADE'
+        )
+        conn.execute(f'DROP SEQUENCE IF EXISTS "{table}_version_seq"')
+
+
+def is_subsequence(received: Sequence[Any], accepted: Sequence[Any]) -> bool:
+    """True when ``received`` appears in ``accepted`` in order (gaps allowed)."""
+    it = iter(accepted)
+    return all(any(_same(r, a) for a in it) for r in received)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b if a is ABSENT or b is ABSENT else bool(type(a) is type(b) and a == b)
+
+
+__all__ = [
+    "ABSENT",
+    "BACKENDS",
+    "NOTSET",
+    "STORES",
+    "Backends",
+    "DictCallbackStore",
+    "FaultyStore",
+    "StoreDown",
+    "is_subsequence",
+    "store_factory",
+]
