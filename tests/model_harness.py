@@ -28,10 +28,14 @@ class StoreDown(ConnectionError):
 
 
 class Recorder:
-    """Per-key log of the states a store was given, in the order it applied them."""
+    """Per-key log of the states a store was given, in the order it applied them.
+
+    Writes run under ``gate``; setting ``down`` takes it too, so once ``down = True``
+    returns no write is still going through (one that began before has finished)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.gate = threading.Lock()
         self.received: dict[str, list[Any]] = {}
         self._down = False
 
@@ -41,7 +45,8 @@ class Recorder:
 
     @down.setter
     def down(self, value: bool) -> None:
-        self._down = value
+        with self.gate:
+            self._down = value
 
     def record(self, key: str, state: Any) -> None:
         with self.lock:
@@ -72,28 +77,28 @@ class DictCallbackStore(Recorder):
             return {k: self.data[k] for k in keys if k in self.data}
 
     def _check_up(self, n: int) -> None:
-        if self.down:
+        if self._down:
             raise StoreDown(f"store is down (write of {n} keys)")
 
     def _save_many(self, items: list[tuple[str, Any]]) -> None:
-        self._check_up(len(items))
         keys = [k for k, _ in items]
         assert len(keys) == len(set(keys)), f"save_many got a key twice: {keys}"
-        with self.lock:
+        with self.gate, self.lock:
+            self._check_up(len(items))
             for k, v in items:
                 self.data[k] = v
                 self.received.setdefault(k, []).append(v)
 
     def _delete_many(self, keys: list[str]) -> None:
-        self._check_up(len(keys))
-        with self.lock:
+        with self.gate, self.lock:
+            self._check_up(len(keys))
             for k in keys:
                 self.data.pop(k, None)
                 self.received.setdefault(k, []).append(ABSENT)
 
     def _add_many(self, items: list[tuple[str, int]]) -> dict[str, Any]:
-        self._check_up(len(items))
-        with self.lock:
+        with self.gate, self.lock:
+            self._check_up(len(items))
             for k, d in items:
                 self.data[k] = self.data.get(k, 0) + d
                 self.received.setdefault(k, []).append(self.data[k])
@@ -133,9 +138,14 @@ class FaultyStore(Recorder):
         return found
 
     def apply(self, ops: Sequence[Op], *, journal: JournalMark | None = None) -> list[Applied]:
-        if self.down:
-            raise StoreDown(f"store is down (batch of {len(ops)} ops)")
-        results: list[Applied] = self.inner.apply(ops, journal=journal)
+        with self.gate:
+            if self._down:
+                raise StoreDown(f"store is down (batch of {len(ops)} ops)")
+            results: list[Applied] = self.inner.apply(ops, journal=journal)
+            self._record(ops)
+        return results
+
+    def _record(self, ops: Sequence[Op]) -> None:
         loads = self.serializer.loads
         for op in ops:
             if op.kind == SET:
@@ -146,7 +156,6 @@ class FaultyStore(Recorder):
                 assert op.kind == ADD
                 state = op.value
             self.record(op.key, state)
-        return results
 
     def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
         state: tuple[int, dict[tuple[str, str], int]] = self.inner.applied_state(journal_id)
