@@ -23,6 +23,12 @@ from services import REDIS_URL, unique
 ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
 
 
+#: A value the proxied stores refuse when a batch brings it (a permanent error).
+REFUSED = "REFUSED"
+#: A value the proxied stores refuse at the call that writes it (``validate``).
+INVALID = "INVALID"
+
+
 class StoreDown(ConnectionError):
     """Raised by a test store's writes while it is down (a transient fault)."""
 
@@ -60,7 +66,10 @@ class Recorder:
 class DictCallbackStore(Recorder):
     """A ``cw.CallbackStore`` over a dict whose callbacks raise while it is down.
 
-    Without ``add_many`` counters reach it as absolute values (``save_many``)."""
+    Without ``add_many`` counters reach it as absolute values (``save_many``). It
+    refuses no value (a callback's error is retried: it cannot say "never")."""
+
+    refuses = False
 
     def __init__(self, *, add_many: bool = False) -> None:
         super().__init__()
@@ -119,8 +128,11 @@ class DictCallbackStore(Recorder):
 
 class FaultyStore(Recorder):
     """A Store-protocol proxy in front of a real store (SQLite, PostgreSQL): ``apply``
-    raises :class:`StoreDown` while down and records what each applied op set;
-    everything else is delegated."""
+    raises :class:`StoreDown` while down, ``cw.InvalidWriteError`` for a batch that
+    sets :data:`REFUSED`, and records what each applied op set; ``validate`` refuses
+    :data:`INVALID`; everything else is delegated."""
+
+    refuses = True
 
     def __init__(self, inner: Any) -> None:
         super().__init__()
@@ -141,21 +153,29 @@ class FaultyStore(Recorder):
         with self.gate:
             if self._down:
                 raise StoreDown(f"store is down (batch of {len(ops)} ops)")
+            refused = [op.key for op in ops if op.kind == SET and self._state(op) == REFUSED]
+            if refused:
+                raise cw.InvalidWriteError(f"the store refuses the value of {refused}")
             results: list[Applied] = self.inner.apply(ops, journal=journal)
             self._record(ops)
         return results
 
+    def _state(self, op: Op) -> Any:
+        if op.kind == SET:
+            return self.serializer.loads(op.payload) if op.payload is not None else op.value
+        if op.kind == DELETE:
+            return ABSENT
+        assert op.kind == ADD
+        return op.value
+
     def _record(self, ops: Sequence[Op]) -> None:
-        loads = self.serializer.loads
         for op in ops:
-            if op.kind == SET:
-                state = loads(op.payload) if op.payload is not None else op.value
-            elif op.kind == DELETE:
-                state = ABSENT
-            else:
-                assert op.kind == ADD
-                state = op.value
-            self.record(op.key, state)
+            self.record(op.key, self._state(op))
+
+    def validate(self, namespace: str, key: str, value: Any, kind: int) -> Any:
+        if value == INVALID:
+            raise cw.InvalidWriteError(f"the store can never take the value of {key!r}")
+        return value
 
     def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
         state: tuple[int, dict[tuple[str, str], int]] = self.inner.applied_state(journal_id)
@@ -262,25 +282,37 @@ def _drop_pg_table(dsn: str | None, table: str) -> None:
         conn.execute(f'DROP SEQUENCE IF EXISTS "{table}_version_seq"')
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal and of the same types (JSON values: no 1 == 1.0 == True)."""
+    if a is ABSENT or b is ABSENT:
+        return a is b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
 def is_subsequence(received: Sequence[Any], accepted: Sequence[Any]) -> bool:
     """True when ``received`` appears in ``accepted`` in order (gaps allowed)."""
     it = iter(accepted)
-    return all(any(_same(r, a) for a in it) for r in received)
-
-
-def _same(a: Any, b: Any) -> bool:
-    return a is b if a is ABSENT or b is ABSENT else bool(type(a) is type(b) and a == b)
+    return all(any(same(r, a) for a in it) for r in received)
 
 
 __all__ = [
     "ABSENT",
     "BACKENDS",
+    "INVALID",
     "NOTSET",
+    "REFUSED",
     "STORES",
     "Backends",
     "DictCallbackStore",
     "FaultyStore",
     "StoreDown",
     "is_subsequence",
+    "same",
     "store_factory",
 ]

@@ -18,8 +18,6 @@ workload, not hypothesis) while the store goes down and up.
 
 from __future__ import annotations
 
-import random
-import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -39,16 +37,20 @@ import cacheway as cw
 from model_harness import (
     ABSENT,
     BACKENDS,
+    INVALID,
+    REFUSED,
     STORES,
     Backends,
     is_subsequence,
+    same,
     store_factory,
 )
+from model_writers import COUNTERS, writers_through_outages
 from services import POSTGRES_DSN, require
 
 KEYS = ["k0", "k1", "k2", "k3", "k4"]
 FAST_RETRY = cw.Retry(attempts=None, base_delay=0.001, max_delay=0.01)
-FLUSH_TIMEOUT = 30.0
+FLUSH_TIMEOUT = 10.0  # a flush with the store up takes milliseconds
 
 keys = st.sampled_from(KEYS)
 values = st.one_of(
@@ -58,19 +60,6 @@ values = st.one_of(
     st.lists(st.integers(0, 2), max_size=2),
 )
 key_sets = st.lists(keys, min_size=1, max_size=3, unique=True)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal and of the same types (JSON values: no 1 == 1.0 == True)."""
-    if a is ABSENT or b is ABSENT:
-        return a is b
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return bool(a == b)
 
 
 class WriteBackModel(RuleBasedStateMachine):
@@ -89,6 +78,7 @@ class WriteBackModel(RuleBasedStateMachine):
         # every state each key was left in by an accepted write, in order
         self.history: dict[str, list[Any]] = {k: [ABSENT] for k in KEYS}
         self.writes = 0
+        self.dead: list[tuple[str, Any]] = []  # what on_dead_letter was given
 
     @initialize(batch_size=st.integers(1, 3), max_delay=st.sampled_from([0.001, 0.02]))
     def open(self, batch_size: int, max_delay: float) -> None:
@@ -97,8 +87,12 @@ class WriteBackModel(RuleBasedStateMachine):
         self.backend = self.backends.make()
         self.cache = cw.Cache(
             store=self.ts.store, backend=self.backend,
-            policy=cw.WriteBack(max_delay=max_delay, batch_size=batch_size, retry=FAST_RETRY),
+            policy=cw.WriteBack(max_delay=max_delay, batch_size=batch_size, retry=FAST_RETRY,
+                                on_dead_letter=self._dead_letter),
         )
+
+    def _dead_letter(self, key: str, value: Any, exc: BaseException) -> None:
+        self.dead.append((key, value))
 
     @property
     def c(self) -> cw.Cache:
@@ -137,9 +131,31 @@ class WriteBackModel(RuleBasedStateMachine):
         for key in ks:
             self._accepted(key, ABSENT)
 
+    @precondition(lambda self: self.ts is not None and self.ts.refuses)
+    @rule(key=keys)
+    def set_refused(self, key: str) -> None:
+        # Accepted, then refused by the store for good: it goes to on_dead_letter and
+        # the key reads as REFUSED until then, as what the store kept after.
+        self.c.set(key, REFUSED)
+        self._accepted(key, REFUSED)
+
+    @precondition(lambda self: self.ts is not None and self.ts.refuses)
+    @rule(key=keys, others=st.dictionaries(keys, values, max_size=2))
+    def set_invalid(self, key: str, others: dict[str, Any]) -> None:
+        # Refused by the store's validate() at the call: nothing of the call is accepted
+        items = {**others, key: INVALID}
+        if len(items) == 1:
+            with pytest.raises(cw.CachewayError):
+                self.c.set(key, INVALID)
+        else:
+            with pytest.raises(cw.CachewayError):
+                self.c.set_many(items)
+
     @rule(key=keys, delta=st.integers(-3, 3))
     def incr(self, key: str, delta: int) -> None:
         current = self.model.get(key, 0)  # a missing key counts as 0
+        if current == REFUSED:
+            return  # a str until it is dead-lettered, then what the store kept
         if type(current) is not int:
             with pytest.raises(cw.CachewayError):
                 self.c.incr(key, delta)
@@ -152,10 +168,8 @@ class WriteBackModel(RuleBasedStateMachine):
     @rule(ks=key_sets)
     def get_many(self, ks: list[str]) -> None:
         got = self.c.get_many(ks)
-        want = {k: self.model[k] for k in ks if k in self.model}
-        assert got.keys() == want.keys(), f"get_many({ks}): {got} != model {want}"
-        for k in got:
-            assert _same(got[k], want[k]), f"get_many: {k} = {got[k]!r}, model {want[k]!r}"
+        for k in ks:
+            self.check_read(k, got.get(k, ABSENT), "get_many")
 
     @rule()
     def store_down(self) -> None:
@@ -190,12 +204,26 @@ class WriteBackModel(RuleBasedStateMachine):
         stats = self.c.stats()
         assert stats.dirty == 0, stats
         assert stats.writes == self.writes, f"stats().writes {stats.writes} != {self.writes}"
+        good = [(k, v) for k, v in self.dead if v != REFUSED]
+        assert not good, f"on_dead_letter got writes the store takes: {good}"
+        assert stats.dead_letters == len(self.dead), (stats.dead_letters, self.dead)
         content = self.ts.content(KEYS)
+        for k in KEYS:
+            if self.model.get(k) == REFUSED:
+                # dead-lettered: the key is what the store kept, an older accepted state
+                kept = content.get(k, ABSENT)
+                assert (k, REFUSED) in self.dead, f"{k}'s REFUSED write was not dead-lettered"
+                assert any(same(kept, h) for h in self.history[k]), (
+                    f"store {k} = {kept!r}, never accepted ({self.history[k]})")
+                if kept is ABSENT:
+                    self.model.pop(k)
+                else:
+                    self.model[k] = kept
         assert content.keys() == self.model.keys(), (
             f"store holds {sorted(content)}, model {sorted(self.model)}: "
             f"store {content} model {self.model}")
         for k in content:
-            assert _same(content[k], self.model[k]), (
+            assert same(content[k], self.model[k]), (
                 f"store {k} = {content[k]!r}, last accepted write {self.model[k]!r} "
                 f"(accepted states {self.history[k]}, store got {self.ts.received.get(k)})")
         self.check_order()
@@ -208,6 +236,16 @@ class WriteBackModel(RuleBasedStateMachine):
                 f"store got {k}'s writes out of order: received {got}, "
                 f"accepted {self.history[k]}")
 
+    def check_read(self, k: str, got: Any, how: str) -> None:
+        want = self.model.get(k, ABSENT)
+        if want == REFUSED:
+            # REFUSED until it is dead-lettered, then what the store kept
+            assert any(same(got, h) for h in self.history[k]), (
+                f"{how}({k!r}) = {got!r}: neither REFUSED nor an older state "
+                f"{self.history[k]}")
+        else:
+            assert same(got, want), f"{how}({k!r}) = {got!r}, last accepted write {want!r}"
+
     @invariant()
     def reads_see_the_model(self) -> None:
         if self.cache is None:
@@ -215,11 +253,7 @@ class WriteBackModel(RuleBasedStateMachine):
         missing = object()
         for k in KEYS:
             got = self.cache.get(k, missing)
-            if k not in self.model:
-                assert got is missing, f"get({k!r}) = {got!r}, but it was deleted / never set"
-            else:
-                assert _same(got, self.model[k]), (
-                    f"get({k!r}) = {got!r}, last accepted write {self.model[k]!r}")
+            self.check_read(k, ABSENT if got is missing else got, "get")
 
     def teardown(self) -> None:
         if self.cache is None:
@@ -276,76 +310,6 @@ def test_write_back_matches_a_model_long_random_run(backend_kind: str, store_kin
 
 # -- three writer threads through outages (a seeded random workload) ------------------------
 
-COUNTERS = ["ctr1", "ctrn"]  # ctr1: every incr adds 1; ctrn: random deltas
-
-
-class Writer(threading.Thread):
-    """Writes its own keys (so their last accepted write is well defined) and the shared
-    counters; checks it reads its own writes."""
-
-    def __init__(self, cache: cw.Cache, n: int, ops: int, seed: int) -> None:
-        super().__init__(name=f"writer-{n}")
-        self.cache, self.ops, self.rng = cache, ops, random.Random(seed)
-        self.keys = [f"w{n}k{i}" for i in range(4)]
-        self.model: dict[str, Any] = {}
-        self.history: dict[str, list[Any]] = {k: [ABSENT] for k in self.keys}
-        self.ones: list[int] = []  # what each incr of ctr1 returned
-        self.added = 0  # sum of deltas added to ctrn
-        self.deltas = 0  # how many incr of ctrn
-        self.error: BaseException | None = None
-        self.outages: Any = None  # a test store to take down for 40 of every 97 steps
-
-    def accepted(self, key: str, state: Any) -> None:
-        if state is ABSENT:
-            self.model.pop(key, None)
-        else:
-            self.model[key] = state
-        self.history[key].append(state)
-
-    def run(self) -> None:
-        try:
-            for i in range(self.ops):
-                self.step(i)
-        except BaseException as exc:
-            self.error = exc
-
-    def step(self, i: int) -> None:
-        rng, cache = self.rng, self.cache
-        if self.outages is not None and i % 97 in (0, 40):
-            self.outages.down = i % 97 == 0
-        key = rng.choice(self.keys)
-        op = rng.random()
-        if op < 0.35:
-            value = rng.choice([i, f"s{i}", {"i": i}, [i]])
-            cache.set(key, value)
-            self.accepted(key, value)
-        elif op < 0.45:
-            items = dict.fromkeys(rng.sample(self.keys, 2), i)
-            cache.set_many(items)
-            for k, v in items.items():
-                self.accepted(k, v)
-        elif op < 0.55:
-            cache.delete(key)
-            self.accepted(key, ABSENT)
-        elif op < 0.7:
-            current = self.model.get(key, 0)
-            if type(current) is int:
-                assert cache.incr(key, 2) == current + 2
-                self.accepted(key, current + 2)
-        elif op < 0.8:
-            self.ones.append(cache.incr("ctr1"))
-        elif op < 0.9:
-            delta = rng.randint(-3, 7)
-            cache.incr("ctrn", delta)
-            self.added += delta
-            self.deltas += 1
-        missing = object()
-        got = cache.get(key, missing)
-        want = self.model.get(key, missing)
-        assert got is want if want is missing else _same(got, want), (
-            f"{self.name}: get({key!r}) = {got!r}, last accepted write {want!r}")
-
-
 THREAD_RUNS = [("memory-2", "callback"), ("memory", "sqlite"), ("memory-2", "postgresql"),
                ("redis", "sqlite"), ("two-level", "postgresql"), ("two-level", "callback")]
 
@@ -368,53 +332,13 @@ def _run_writers(backend_kind: str, store_kind: str, tmp_path: Any, seed: int, o
             cache = cw.Cache(store=ts.store, backend=backend, policy=cw.WriteBack(
                 max_delay=0.001, batch_size=2, retry=FAST_RETRY))
             try:
-                _writers_through_outages(cache, ts, all_keys, seed, ops)
+                writers_through_outages(cache, ts, all_keys, seed, ops)
             finally:
                 ts.down = False
                 cache.close(timeout=10)
                 backends.release(backend)
     finally:
         backends.cleanup()
-
-
-def _writers_through_outages(cache: cw.Cache, ts: Any, all_keys: list[str], seed: int,
-                             ops: int) -> None:
-    writers = [Writer(cache, n, ops, seed * 10 + n) for n in range(3)]
-    writers[0].outages = ts  # it takes the store down and up as it goes
-    for w in writers:
-        w.start()
-    for w in writers:
-        w.join(60)
-        assert not w.is_alive(), f"{w.name} is stuck"
-        if w.error is not None:
-            raise w.error
-    ts.down = False
-    cache.flush(timeout=FLUSH_TIMEOUT)
-    assert cache.pending() == 0
-    want: dict[str, Any] = {}
-    for w in writers:
-        want.update(w.model)
-    ones = sorted(x for w in writers for x in w.ones)
-    assert ones == list(range(1, len(ones) + 1)), "incr('ctr1') answers are not 1..N"
-    if ones:
-        want["ctr1"] = len(ones)
-    if any(w.deltas for w in writers):
-        want["ctrn"] = sum(w.added for w in writers)
-    content = ts.content(all_keys)
-    for key in all_keys:
-        got, expected = content.get(key, ABSENT), want.get(key, ABSENT)
-        assert _same(got, expected), f"store {key} = {got!r}, expected {expected!r}"
-        missing = object()
-        read = cache.get(key, missing)
-        assert (read is missing) if expected is ABSENT else _same(read, expected), (
-            f"get({key!r}) = {read!r} after flush, store has {got!r}")
-    with ts.lock:
-        received = {k: list(v) for k, v in ts.received.items()}
-    for w in writers:
-        for key in w.keys:
-            assert is_subsequence(received.get(key, []), w.history[key]), (
-                f"store got {key}'s writes out of order: received {received.get(key)}, "
-                f"accepted {w.history[key]}")
 
 
 @pytest.mark.parametrize(("backend_kind", "store_kind"), THREAD_RUNS)
