@@ -30,7 +30,8 @@ class Writer(threading.Thread):
         self.added = 0  # sum of deltas added to ctrn
         self.deltas = 0  # how many incr of ctrn
         self.error: BaseException | None = None
-        self.outages: Any = None  # a test store to take down for 40 of every 97 steps
+        self.outages: Any = None  # a test store to take down and up (see outage())
+        self.failed_before = 0
 
     def accepted(self, key: str, state: Any) -> None:
         if state is ABSENT:
@@ -46,16 +47,30 @@ class Writer(threading.Thread):
         except BaseException as exc:
             self.error = exc
 
+    def outage(self, i: int) -> None:
+        """Down at every 97th step; up again from 40 steps later, once a write failed."""
+        if i % 97 == 0 and not self.outages.down:
+            self.failed_before = self.cache.stats().flush_errors
+            self.outages.down = True
+        elif i % 97 >= 40 and self.outages.down and (
+                self.cache.stats().flush_errors > self.failed_before):
+            self.outages.down = False
+
     def step(self, i: int) -> None:
         rng, cache = self.rng, self.cache
-        if self.outages is not None and i % 97 in (0, 40):
-            self.outages.down = i % 97 == 0
+        if self.outages is not None:
+            self.outage(i)
         key = rng.choice(self.keys)
         op = rng.random()
-        if op < 0.35:
+        if op < 0.25:
             value = rng.choice([i, f"s{i}", {"i": i}, [i]])
             cache.set(key, value)
             self.accepted(key, value)
+        elif op < 0.35:
+            for n in range(rng.randint(2, 8)):  # a burst: no read between the sets
+                k = rng.choice(self.keys)
+                cache.set(k, i * 10 + n)
+                self.accepted(k, i * 10 + n)
         elif op < 0.45:
             items = dict.fromkeys(rng.sample(self.keys, 2), i)
             cache.set_many(items)
@@ -67,7 +82,9 @@ class Writer(threading.Thread):
         elif op < 0.7:
             current = self.model.get(key, 0)
             if type(current) is int:
-                assert cache.incr(key, 2) == current + 2
+                got = cache.incr(key, 2)
+                assert got == current + 2, (
+                    f"{self.name}: incr({key!r}, 2) = {got!r}, last accepted write {current!r}")
                 self.accepted(key, current + 2)
         elif op < 0.8:
             self.ones.append(cache.incr("ctr1"))
