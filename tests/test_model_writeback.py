@@ -79,6 +79,9 @@ class WriteBackModel(RuleBasedStateMachine):
         self.history: dict[str, list[Any]] = {k: [ABSENT] for k in KEYS}
         self.writes = 0
         self.dead: list[tuple[str, Any]] = []  # what on_dead_letter was given
+        # what happened, for failure messages (a failure that depends on the flusher's
+        # timing may not replay, so hypothesis cannot always print the steps)
+        self.trace: list[str] = []
 
     @initialize(batch_size=st.integers(1, 3), max_delay=st.sampled_from([0.001, 0.02]))
     def open(self, batch_size: int, max_delay: float) -> None:
@@ -93,6 +96,10 @@ class WriteBackModel(RuleBasedStateMachine):
 
     def _dead_letter(self, key: str, value: Any, exc: BaseException) -> None:
         self.dead.append((key, value))
+        self.trace.append(f"(flusher) on_dead_letter({key!r}, {value!r})")
+
+    def recent(self) -> str:
+        return "; recent steps: " + " | ".join(self.trace[-20:])
 
     @property
     def c(self) -> cw.Cache:
@@ -100,6 +107,7 @@ class WriteBackModel(RuleBasedStateMachine):
         return self.cache
 
     def _accepted(self, key: str, state: Any) -> None:
+        self.trace.append(f"{key}={state!r}")
         if state is ABSENT:
             self.model.pop(key, None)
         else:
@@ -182,10 +190,12 @@ class WriteBackModel(RuleBasedStateMachine):
     @rule()
     def store_down(self) -> None:
         self.ts.down = True
+        self.trace.append("store down")
 
     @rule()
     def store_up(self) -> None:
         self.ts.down = False
+        self.trace.append("store up")
 
     @precondition(lambda self: self.ts is not None and self.ts.down)
     @rule()
@@ -194,6 +204,7 @@ class WriteBackModel(RuleBasedStateMachine):
         # was being written when the store went down may have made it); one that times
         # out raises StoreError, and only when something was pending.
         before = self.c.pending()
+        self.trace.append(f"flush(timeout=0.02) while down, pending {before}")
         try:
             self.c.flush(timeout=0.02)
         except cw.StoreError:
@@ -204,6 +215,7 @@ class WriteBackModel(RuleBasedStateMachine):
     @rule()
     def flush(self) -> None:
         self.ts.down = False
+        self.trace.append("store up, flush()")
         self.c.flush(timeout=FLUSH_TIMEOUT)
         self.check_flushed()
 
@@ -233,7 +245,8 @@ class WriteBackModel(RuleBasedStateMachine):
         for k in content:
             assert same(content[k], self.model[k]), (
                 f"store {k} = {content[k]!r}, last accepted write {self.model[k]!r} "
-                f"(accepted states {self.history[k]}, store got {self.ts.received.get(k)})")
+                f"(accepted states {self.history[k]}, store got {self.ts.received.get(k)})"
+                + self.recent())
         self.check_order()
 
     def check_order(self) -> None:
@@ -250,9 +263,10 @@ class WriteBackModel(RuleBasedStateMachine):
             # REFUSED until it is dead-lettered, then what the store kept
             assert any(same(got, h) for h in self.history[k]), (
                 f"{how}({k!r}) = {got!r}: neither REFUSED nor an older state "
-                f"{self.history[k]}")
+                f"{self.history[k]}" + self.recent())
         else:
-            assert same(got, want), f"{how}({k!r}) = {got!r}, last accepted write {want!r}"
+            assert same(got, want), (
+                f"{how}({k!r}) = {got!r}, last accepted write {want!r}" + self.recent())
 
     @invariant()
     def reads_see_the_model(self) -> None:
