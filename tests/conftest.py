@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -9,8 +10,29 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 import cacheway as cw
+
+# -- hypothesis profiles (issue 10 item 16) -----------------------------------------------
+# The default run is deterministic: the same examples every time, no example database
+# carried between runs (CI starts fresh, so a stored failure would only show up locally).
+# CACHEWAY_HYPOTHESIS=random explores new examples (the slow runs use it, and tests marked
+# slow pass derandomize=False themselves); a failure prints the blob to reproduce it with
+# @reproduce_failure, and a counterexample found that way is pinned with @example.
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True
+)
+settings.register_profile(
+    "random", derandomize=False, database=None, deadline=None, print_blob=True
+)
+HYPOTHESIS_PROFILE = os.environ.get("CACHEWAY_HYPOTHESIS", "ci")
+if HYPOTHESIS_PROFILE not in ("ci", "random"):
+    raise cw.ConfigError(
+        f"CACHEWAY_HYPOTHESIS={HYPOTHESIS_PROFILE!r}: use 'ci' (derandomized, the default) "
+        "or 'random'"
+    )
+settings.load_profile(HYPOTHESIS_PROFILE)
 
 POLICIES: dict[str, Callable[[], Any]] = {
     "write-through": lambda: cw.WriteThrough(),
