@@ -204,3 +204,11 @@ def test_draining_resumes_soon_after_the_store_returns_from_a_long_outage() -> N
     finally:
         dict_store.failing = False
         cache.close(timeout=10)
+
+
+def test_the_retry_delay_of_a_long_outage_does_not_overflow() -> None:
+    # found by the model test: 2.0 ** 1025 raised OverflowError in Retry.delay, and from
+    # then on the flusher crashed on every batch (about 8 hours into an outage)
+    retry = cw.Retry(attempts=None, base_delay=0.1, max_delay=30.0)
+    assert retry.delay(1026, lambda: 0.5) == pytest.approx(22.5)
+    assert retry.delay(10**6) == 30.0

@@ -68,7 +68,8 @@ class Retry:
 
     def delay(self, attempt: int, rand: Callable[[], float] | None = None) -> float:
         """Seconds to wait before attempt number ``attempt + 1`` (``attempt`` >= 1 failed)."""
-        d = min(self.max_delay, self.base_delay * (2.0 ** max(0, attempt - 1)))
+        # The exponent is capped: 2.0 ** 1025 overflows (about 8 hours into an outage).
+        d = min(self.max_delay, self.base_delay * (2.0 ** min(64, max(0, attempt - 1))))
         if self.jitter and rand is not None:
             # "equal jitter": never less than half the delay, so a down store is not hammered
             d = d / 2 + (d / 2) * rand()
