@@ -29,6 +29,7 @@ from .errors import CachewayError, ClosedError, ConfigError
 from .policies import Policy, WriteAround, WriteBack, WriteThrough
 from .serializers import Serializer
 from .stats import Counters, Stats
+from .stores._fork import reopen_in_child
 from .stores.base import Store
 
 __all__ = ["Cache", "Namespace"]
@@ -478,6 +479,7 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
+    reopen_in_child()  # stores first: the flushers restarted below write to them at once
     for cache in _FORKING:
         cache.after_fork_in_child()
     _FORKING.clear()

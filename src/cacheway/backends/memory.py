@@ -292,6 +292,13 @@ class MemoryBackend:
         for key in keys:
             self.delete(key)
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child, a lock some thread of the parent held at the fork would
+        stay held for good: start it afresh (TwoLevelBackend calls this for its L1; an
+        engine that shares this lock holds it across the fork itself)."""
+        reinit: Any = self._lock
+        reinit._at_fork_reinit()  # CPython's own way, as threading uses it after fork
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()

@@ -40,6 +40,7 @@ from typing import Any
 
 from ..errors import ConfigError, InvalidKeyError
 from ..serializers import Serializer
+from ..stores._fork import track
 from .base import MISS, invalid_key, raise_for_keys
 from .memory import MemoryBackend
 from .redis import RedisBackend
@@ -167,9 +168,29 @@ class TwoLevelBackend:
             target=self._run, name=f"cacheway-l1-{self._id}", daemon=True
         )
         self._thread.start()
+        track(self)
         # Use the L1 from the first read when Redis is there; when it is not, start
         # bypassed rather than fail: the thread keeps trying.
         self._ready.wait(ready_timeout)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child has no subscriber thread: nothing would keep its L1 fresh. It
+        clears and bypasses the L1 and starts a listener of its own (the inherited
+        connection is the parent's socket: left untouched)."""
+        if self._stop.is_set():
+            return
+        self._lock = threading.Lock()
+        self._l1.after_fork_in_child()
+        self._ready = threading.Event()
+        self._conn = None
+        self._subscriber_id = None
+        self._trusted = False
+        self._epoch += 1
+        self._l1.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"cacheway-l1-{self._id}", daemon=True
+        )
+        self._thread.start()
 
     def __repr__(self) -> str:
         state = "L1 in use" if self._trusted else "L1 bypassed"

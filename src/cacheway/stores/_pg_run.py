@@ -89,9 +89,17 @@ class PgRunner:
         return pool
 
     # -- running work on a pooled connection -------------------------------------------
+    _forked_pool = False  # a pool passed in, inherited across a fork (see after_fork_in_child)
+
     def _check(self) -> None:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
+        if self._forked_pool:
+            raise StoreError(
+                f"{self!r} was given a psycopg_pool.ConnectionPool before os.fork(): its "
+                "connections are the parent's sockets and cannot be shared. Pass a DSN "
+                "(the store then opens a pool of its own in each child), or open the pool "
+                "in the child")
 
     def _error(self, doing: str, exc: BaseException, write: bool = False) -> StoreError:
         text = _scrub(str(exc).strip() or type(exc).__name__, self._secrets)

@@ -26,6 +26,7 @@ from ..errors import ConfigError, InvalidWriteError
 from ..serializers import JSONSerializer, Serializer
 from ._deadline import Watchdog
 from ._errors import storable_text
+from ._fork import track
 from ._pg_helpers import (
     MAX_KEY_BYTES,
     _Attempt,
@@ -159,9 +160,13 @@ class PostgresStore(PgRunner, StoreBase):
         self._where = "the caller's pool"
         self._watchdog = Watchdog(table)
         self._max_size = max_size
+        self._inherited: list[Any] = []  # a parent's pools, after a fork
+        self._reopen: Callable[[], ConnectionPool[Any]] | None = None
         if isinstance(dsn_or_pool, str):
             self._own = True
-            self._pool = self._open_pool(dsn_or_pool, min_size, max_size, psycopg_pool)
+            self._reopen = lambda: self._open_pool(dsn_or_pool, min_size, max_size,
+                                                   psycopg_pool)
+            self._pool = self._reopen()
         elif isinstance(dsn_or_pool, psycopg_pool.ConnectionPool):
             self._own = False
             self._pool = dsn_or_pool
@@ -172,6 +177,21 @@ class PostgresStore(PgRunner, StoreBase):
                 "PostgresStore needs a DSN string or a psycopg_pool.ConnectionPool, "
                 f"not {type(dsn_or_pool).__name__}"
             )
+
+        track(self)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child's own pool (see stores._fork). The parent's pool is kept, unused
+        and unclosed: its connections are the parent's sockets. A pool passed in cannot be
+        rebuilt here: calls in the child then refuse to use it."""
+        if self._closed:
+            return
+        self._inherited.append(self._pool)
+        self._watchdog = Watchdog(self.table)
+        if self._reopen is not None:
+            self._pool = self._reopen()
+        else:
+            self._forked_pool = True
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where}, table={self.table!r})"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
 from ._errors import is_permanent, storable_text
+from ._fork import track
 from ._pg_helpers import MAX_KEY_BYTES
 from ._sa_engine import import_sqlalchemy, make_engine
 from ._sa_marks import VERSION_ROW, advance, read_marks, write_mark
@@ -142,6 +143,7 @@ class SQLAlchemyStore(StoreBase):
         self._closed = False
         self._batches = itertools.count(1)
         self._engine, self._owned = make_engine(sa_, engine_or_url, self._timeout)
+        track(self)
         url = self._engine.url
         self.url: str = url.render_as_string(hide_password=True)
         self._password: str | None = url.password
@@ -517,6 +519,13 @@ class SQLAlchemyStore(StoreBase):
                 return read_marks(conn, self._m, self._a, journal_id)
         except self._error_type as exc:
             raise self._error("read of journal marks from", exc) from exc
+
+    def after_fork_in_child(self) -> None:
+        """A forked child opens connections of its own: the pool forgets the inherited
+        ones without closing them (SQLAlchemy's own advice for fork), a passed-in engine
+        too, since the child must not talk over the parent's sockets."""
+        self._lock = threading.Lock()
+        self._engine.dispose(close=False)
 
     def close(self) -> None:
         """Stop using the store; an engine built from a URL is disposed of, one passed

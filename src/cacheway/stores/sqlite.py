@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ..serializers import JSONSerializer, Serializer
 from ._errors import is_permanent, storable_text
+from ._fork import track
 from ._sqlite_marks import read_marks, write_mark
 from ._sqlite_versions import apply_versioned
 from .base import (
@@ -106,6 +107,7 @@ class SQLiteStore(StoreBase):
             spec = RowSpec("SQLiteStore", table, key_column, columns, version_column)
             self._rows = SQLiteRows(spec, self.serializer)
             self.versioned = spec.versioned
+        self._inherited: list[sqlite3.Connection] = []  # a parent's, after a fork
         try:
             self._conn = self._connect()
         except sqlite3.Error as exc:
@@ -117,6 +119,8 @@ class SQLiteStore(StoreBase):
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
             raise
+        if not self._memory:  # an in-memory database cannot be shared with a child anyway
+            track(self)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, table={self.table!r})"
@@ -126,6 +130,17 @@ class SQLiteStore(StoreBase):
         return self._rows is None
 
     # -- connections -------------------------------------------------------------------
+    def after_fork_in_child(self) -> None:
+        """Fresh connections in a forked child (see stores._fork); the inherited ones are
+        kept, unused and unclosed."""
+        if self._closed:
+            return
+        self._inherited += [self._conn, *self._readers]
+        self._lock = threading.Lock()
+        self._readers = []
+        self._idle = []
+        self._conn = self._connect()
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
