@@ -198,7 +198,9 @@ def _store_keys(store: Store, namespace: str, n: int) -> list[str]:
 
 
 def _sqlite_keys(store: Any, namespace: str, n: int) -> list[str]:
-    query = f'SELECT key FROM "{store.table}" WHERE namespace = ? ORDER BY random() LIMIT ?'
+    # (a NULL value is the tombstone of a versioned delete)
+    query = (f'SELECT key FROM "{store.table}" WHERE namespace = ? AND value IS NOT NULL '
+             'ORDER BY random() LIMIT ?')
     try:
         if store._memory:  # only the store's own connection sees an in-memory database
             with store._lock:
@@ -215,7 +217,8 @@ def _postgres_keys(store: Any, namespace: str, n: int) -> list[str]:
     from psycopg import sql
 
     rows = store._rows  # row mode has no namespace column: one table serves one namespace
-    where = sql.SQL("" if rows else "WHERE namespace = %(ns)s")
+    # (a NULL value is the tombstone of a versioned delete)
+    where = sql.SQL("" if rows else "WHERE namespace = %(ns)s AND value IS NOT NULL")
     key = sql.Identifier(rows.key_column if rows else "key")
     query = sql.SQL("SELECT {}::text FROM {} {} ORDER BY random() LIMIT %(n)s").format(
         key, sql.Identifier(store.table), where)
@@ -230,9 +233,10 @@ def _sqlalchemy_keys(store: Any, namespace: str, n: int) -> list[str]:
     import sqlalchemy as sa
 
     engine: sa.Engine = store.engine
-    t = sa.table(store.table, sa.column("namespace"), sa.column("key"))
+    t = sa.table(store.table, sa.column("namespace"), sa.column("key"), sa.column("value"))
     rand = sa.func.rand() if engine.dialect.name in ("mysql", "mariadb") else sa.func.random()
-    query = sa.select(t.c.key).where(t.c.namespace == namespace).order_by(rand).limit(n)
+    query = sa.select(t.c.key).where(
+        t.c.namespace == namespace, t.c.value.is_not(None)).order_by(rand).limit(n)
     try:
         with engine.connect() as conn:
             return [str(r[0]) for r in conn.execute(query)]
