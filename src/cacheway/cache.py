@@ -318,6 +318,23 @@ class Cache(_Front):
             self._namespaces[name] = view
             return view
 
+    def namespaces(self) -> dict[str, Namespace]:
+        """Every namespace's view by name, the default namespace first under ``""``: a
+        view of its own, whose ``stats()`` count the default namespace alone (where
+        ``cache.stats()`` counts them all). For exporters such as ``cacheway.metrics``.
+
+        >>> import cacheway as cw
+        >>> cache = cw.Cache(store=cw.SQLiteStore(":memory:"))
+        >>> views = cache.namespace("views")
+        >>> sorted(cache.namespaces()), cache.namespaces()["views"] is views
+        (['', 'views'], True)
+        >>> cache.close()
+        """
+        with self._lock:
+            named = dict(self._namespaces)
+        default = Namespace(self, "", self._engines[""], self.policy, self.ttl, self.store)
+        return {"": default, **named}
+
     # -- whole-cache operations -----------------------------------------------------------
     def flush(self, timeout: float | None = None) -> None:
         """Return when every write accepted before the call (in every namespace) is in the
