@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from . import metrics as metrics  # cw.metrics.PrometheusCollector (no extra imported)
 from ._urls import open
 from .backends.memory import MemoryBackend
 from .backends.redis import RedisBackend

@@ -358,14 +358,7 @@ class Cache(_Front):
         for engine in engines:
             dirty = engine.pending()  # first: staged writes are counted as they drain
             c = engine.counters
-            total = total + Stats(
-                hits=c.hits, misses=c.misses, loads=c.loads, writes=c.writes,
-                store_writes=c.store_writes, coalesced=c.coalesced, flushes=c.flushes,
-                flush_errors=c.flush_errors, retries=c.retries, dead_letters=c.dead_letters,
-                decode_errors=c.decode_errors, last_error=c.last_error,
-                last_error_at=c.last_error_at, store_down_since=c.store_down_since,
-                dirty=dirty,
-            )
+            total = total + c.stats(dirty=dirty)
             journal = getattr(engine, "journal", None)
             if journal is not None:
                 total = total + Stats(journal_bytes=journal.bytes, journal_syncs=journal.syncs)

@@ -232,6 +232,7 @@ class Flusher(Engine):
         # through (see LATENESS).
         deadline, timer = min(map(_born, part)) + self.config.max_delay, self._timer
         LATENESS.late = lambda: timer() > deadline
+        started = time.perf_counter()
         try:
             results = self.store.apply(ops, journal=mark)
         except Exception as exc:  # noqa: BLE001 - any store failure is retried, never lost
@@ -249,6 +250,7 @@ class Flusher(Engine):
         finally:
             LATENESS.clear()
         self.counters.store_down_since = None
+        self.counters.flush_seconds.observe(time.perf_counter() - started)
         self._acked(part, results, versions)
         return None
 
