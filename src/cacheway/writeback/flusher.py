@@ -18,7 +18,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .._engine import _STRIPES, Engine
-from ..errors import BackendError, CachewayError, InvalidWriteError, JournalError
+from ..errors import CachewayError, InvalidWriteError, JournalError
 from ..policies import WriteBack
 from ..stores.base import ADD, DELETE, LATENESS, NOTSET, SET, JournalMark, make_op
 from .dirty import DirtyTable, Entry
@@ -213,13 +213,6 @@ class Flusher(Engine):
         finally:
             for lock in locks:
                 lock.release()
-        adds = [i for i, e in enumerate(part) if e.kind == ADD and versions[i] is not None]
-        if adds:
-            # Counters: every ADD lands (deltas from all processes sum), so the row's value
-            # changes under each one; a version of its own, drawn now, keeps "same version,
-            # same value" true for the copy the flusher stamps with the store's total.
-            for i, version in zip(adds, self._fresh_versions(len(adds))):
-                versions[i] = version
         ops = [make_op((ns, e.key, e.kind, e.payload, e.delta, e.value, v))
                for e, v in zip(part, versions)]
         mark = None
@@ -254,16 +247,6 @@ class Flusher(Engine):
         self._acked(part, results, versions)
         return None
 
-    def _fresh_versions(self, n: int) -> list[int | None]:
-        """``n`` versions from the shared backend's clock (Nones when it cannot say: the
-        store then stamps its own, above every version it has applied)."""
-        if self._clock is not None:
-            try:
-                return list(self._clock(n))
-            except BackendError as exc:
-                self._backend_down(exc)
-        return [None] * n
-
     def _acked(self, part: list[Entry], results: list[Any], versions: list[int | None]
                ) -> None:
         table, prefix, local = self._table, self.prefix, self._local
@@ -289,9 +272,10 @@ class Flusher(Engine):
                         else:
                             gens[hash(bkey) & _MASK] += 1
                             if version is not None and res.version != version:
-                                # The row kept another process's newer version while the
-                                # delta changed its value: that version no longer names one
-                                # value, so the copy is dropped (a fresh tombstone).
+                                # Every ADD lands (deltas from all processes sum): this one
+                                # changed the value of a row that keeps another process's
+                                # newer version, which so no longer names one value. The
+                                # copy is dropped with a fresh tombstone instead.
                                 stamps.append((bkey, ADD, None, None, entry.ttl, None))
                             else:
                                 stamps.append((bkey, SET, res.value, None, entry.ttl,
