@@ -183,13 +183,33 @@ def make_store() -> Callable[..., DictStore]:
 
 
 # -- real servers (see tests/services.py) -------------------------------------------------
-from services import MARIADB_URL, POSTGRES_DSN, REDIS_URL, require  # noqa: E402
+from services import MARIADB_URL, POSTGRES_DSN, REDIS_URL, require, unique  # noqa: E402
 
 
 @pytest.fixture
 def redis_url() -> str:
     require("redis")
     return REDIS_URL
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[Any]:
+    """A plain redis-py client of the test Redis (to look at or damage entries)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(raw: Any) -> Iterator[str]:
+    """A key prefix no other test uses; its keys are removed afterwards."""
+    p = f"{unique('rb')}:"
+    yield p
+    names = list(raw.scan_iter(match=p + "*", count=1000))
+    if names:
+        raw.unlink(*names)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -64,22 +64,6 @@ def counting_client(url: str, **kwargs: Any) -> tuple[redis.Redis, Sends]:
 
 def _name(x: Any) -> str:
     return (x.decode() if isinstance(x, bytes) else str(x)).upper()
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(raw: redis.Redis) -> Iterator[str]:
-    p = f"{unique('rb')}:"
-    yield p
-    names = list(raw.scan_iter(match=p + "*", count=1000))
-    if names:
-        raw.unlink(*names)
 
 
 @pytest.fixture

@@ -17,23 +17,6 @@ import cacheway as cw
 from cacheway.backends.base import MISS
 from cacheway.backends.memory import MemoryBackend
 from cacheway.backends.redis import RedisBackend
-from services import unique
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(raw: redis.Redis) -> Iterator[str]:
-    p = f"{unique('dmg')}:"
-    yield p
-    names = list(raw.scan_iter(match=p + "*", count=1000))
-    if names:
-        raw.unlink(*names)
 
 
 @pytest.fixture

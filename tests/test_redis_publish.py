@@ -19,25 +19,8 @@ from cacheway.backends.memory import MemoryBackend
 from cacheway.backends.redis import RedisBackend
 from cacheway.backends.two_level import TwoLevelBackend
 from conftest import wait_until
-from services import unique
 
 SET, DELETE, ADD = 0, 1, 2
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(raw: redis.Redis) -> Iterator[str]:
-    p = f"{unique('pub')}:"
-    yield p
-    names = list(raw.scan_iter(match=p + "*", count=1000))
-    if names:
-        raw.unlink(*names)
 
 
 @pytest.fixture
