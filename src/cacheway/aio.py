@@ -75,6 +75,7 @@ class _AsyncFront:
     _owner: AsyncCache
     _sync: Cache | Namespace | None = None
     _peek: Callable[[str], Any] | None = None
+    _reads: dict[str, asyncio.Future[Any]]  # key -> the thread's get tasks share
 
     async def _front(self) -> Cache | Namespace:
         raise NotImplementedError
@@ -84,14 +85,41 @@ class _AsyncFront:
 
     async def get(self, key: str, default: Any = None) -> Any:
         """Read-through (see ``Cache.get``); concurrent misses of one key from any number
-        of tasks share one store load."""
+        of tasks share one store load (and one worker thread)."""
         peek = self._peek
         if peek is not None:
             value = peek(key)
             if value is not MISS:
                 return value
         front = self._sync or await self._front()
-        return await self._call(front.get, key, default)
+        if key.__class__ is not str:
+            return await self._call(front.get, key, default)
+        reads = self._reads
+        flight = reads.get(key)
+        if flight is None:
+            # Tasks reading one key share a thread's get: a stampede larger than the pool
+            # still makes one load, "not found" included. Every write of the key through
+            # this front forgets the flight, so a read after a write never joins a read
+            # that began before it (read-your-writes).
+            flight = asyncio.ensure_future(self._call(front.get, key, _UNSET))
+            reads[key] = flight
+            flight.add_done_callback(functools.partial(_landed, reads, key))
+        value = await asyncio.shield(flight)
+        return default if value is _UNSET else value
+
+    def _forget(self, keys: Iterable[object]) -> None:
+        reads = self._reads
+        if reads:
+            for key in keys:
+                if isinstance(key, str):
+                    reads.pop(key, None)
+
+    async def _write(self, keys: list[Any], fn: Callable[..., T], *args: Any) -> T:
+        self._forget(keys)
+        try:
+            return await self._call(fn, *args)
+        finally:
+            self._forget(keys)
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Values of ``keys`` that exist (cache first, one store load for the rest)."""
@@ -101,37 +129,40 @@ class _AsyncFront:
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Write ``value`` as the policy says; returns when ``Cache.set`` would."""
         front = self._sync or await self._front()
-        await self._call(front.set, key, value, ttl)
+        await self._write([key], front.set, key, value, ttl)
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         """``set`` for each item (write-through/around: one store transaction)."""
         front = self._sync or await self._front()
-        await self._call(front.set_many, dict(mapping), ttl)
+        items = dict(mapping)
+        await self._write(list(items), front.set_many, items, ttl)
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` from the store and the cache."""
         front = self._sync or await self._front()
-        await self._call(front.delete, key)
+        await self._write([key], front.delete, key)
 
     async def delete_many(self, keys: Iterable[str]) -> None:
         """``delete`` for each key."""
         front = self._sync or await self._front()
-        await self._call(front.delete_many, list(keys))
+        ks = list(keys)
+        await self._write(ks, front.delete_many, ks)
 
     async def incr(self, key: str, delta: int = 1) -> int:
         """Add ``delta`` to the int under ``key``; the new value (see ``Cache.incr``)."""
         front = self._sync or await self._front()
-        return await self._call(front.incr, key, delta)
+        return await self._write([key], front.incr, key, delta)
 
     async def invalidate(self, key: str) -> None:
         """Drop the cached copies of ``key``; the store keeps the row."""
         front = self._sync or await self._front()
-        await self._call(front.invalidate, key)
+        await self._write([key], front.invalidate, key)
 
     async def invalidate_many(self, keys: Iterable[str]) -> None:
         """``invalidate`` for each key, in one backend call."""
         front = self._sync or await self._front()
-        await self._call(front.invalidate_many, list(keys))
+        ks = list(keys)
+        await self._write(ks, front.invalidate_many, ks)
 
     async def flush(self, timeout: float | None = None) -> None:
         """Return when every write accepted before the call is in the store (the wait
@@ -176,6 +207,14 @@ class _AsyncFront:
         return memoize(self._owner.namespace, ttl, key, clock)
 
 
+def _landed(reads: dict[str, asyncio.Future[Any]], key: str, flight: asyncio.Future[Any]
+            ) -> None:
+    if reads.get(key) is flight:
+        del reads[key]
+    if not flight.cancelled():
+        flight.exception()  # seen: no "never retrieved" warning when every reader left
+
+
 def _memory_peek(backend: Backend, engine: Any) -> Callable[[str], Any] | None:
     """The inline hit path of one namespace's engine: its live copy in a plain
     MemoryBackend, counted as a hit; MISS sends the call to a worker thread."""
@@ -214,6 +253,7 @@ class AsyncNamespace(_AsyncFront):
         self.name = name
         self._options = options
         self._lock: asyncio.Lock | None = None
+        self._reads = {}
 
     def __repr__(self) -> str:
         return f"<cacheway.AsyncNamespace {self.name!r}>"
@@ -291,6 +331,7 @@ class AsyncCache(_AsyncFront):
         self._closed = False
         self._pool = pool
         self._namespaces: dict[str, AsyncNamespace] = {}
+        self._reads = {}
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         with contextlib.suppress(RuntimeError):  # outside a loop: bound at the first call
