@@ -234,8 +234,8 @@ def test_a_300ms_store_does_not_hold_the_event_loop(policy: str) -> None:
             await acache.delete("w1")
             await acache.flush()
             await acache.close()
-        assert lag.ticks > 20
         assert lag.max_gap < 0.150, f"the loop was held {lag.max_gap * 1000:.0f} ms"
+        assert lag.ticks > 20
         assert slow.data["w0"] == 10
         assert "w1" not in slow.data
 

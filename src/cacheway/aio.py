@@ -30,28 +30,22 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from ._aio_memo import CachedFunction, memoize
-from .backends.base import MISS, Backend
-from .backends.memory import MemoryBackend
+from ._aio_front import UNSET, AsyncFront, memory_peek
+from ._aio_store import AsyncCallbackStore
+from .backends.base import Backend
 from .cache import Cache, Namespace
 from .errors import ClosedError, ConfigError
 from .policies import Policy, WriteBack
 from .serializers import Serializer
-from .stats import Stats
 from .stores.base import Store
-from .stores.callback import CallbackStore
 
 __all__ = ["AsyncCache", "AsyncCallbackStore", "AsyncNamespace", "open_async"]
 
 T = TypeVar("T")
-P = ParamSpec("P")
-R = TypeVar("R")
-_UNSET: Any = object()
 #: Worker threads of an AsyncCache's pool unless ``max_workers=`` says otherwise: enough for
 #: a stampede of slow loads and concurrent journal fsyncs (group commit) to proceed together.
 DEFAULT_WORKERS = 32
@@ -69,183 +63,7 @@ def _journalled(policy: Policy | None) -> bool:
     return isinstance(policy, WriteBack) and policy.journal is not None
 
 
-class _AsyncFront:
-    """The awaitable methods AsyncCache and AsyncNamespace share."""
-
-    _owner: AsyncCache
-    _sync: Cache | Namespace | None = None
-    _peek: Callable[[str], Any] | None = None
-    _reads: dict[str, asyncio.Future[Any]]  # key -> the thread's get tasks share
-
-    async def _front(self) -> Cache | Namespace:
-        raise NotImplementedError
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._owner._run(fn, *args)
-
-    async def get(self, key: str, default: Any = None) -> Any:
-        """Read-through (see ``Cache.get``); concurrent misses of one key from any number
-        of tasks share one store load (and one worker thread)."""
-        peek = self._peek
-        if peek is not None:
-            value = peek(key)
-            if value is not MISS:
-                return value
-        front = self._sync or await self._front()
-        if key.__class__ is not str:
-            return await self._call(front.get, key, default)
-        reads = self._reads
-        flight = reads.get(key)
-        if flight is None:
-            # Tasks reading one key share a thread's get: a stampede larger than the pool
-            # still makes one load, "not found" included. Every write of the key through
-            # this front forgets the flight, so a read after a write never joins a read
-            # that began before it (read-your-writes).
-            flight = asyncio.ensure_future(self._call(front.get, key, _UNSET))
-            reads[key] = flight
-            flight.add_done_callback(functools.partial(_landed, reads, key))
-        value = await asyncio.shield(flight)
-        return default if value is _UNSET else value
-
-    def _forget(self, keys: Iterable[object]) -> None:
-        reads = self._reads
-        if reads:
-            for key in keys:
-                if isinstance(key, str):
-                    reads.pop(key, None)
-
-    async def _write(self, keys: list[Any], fn: Callable[..., T], *args: Any) -> T:
-        self._forget(keys)
-        try:
-            return await self._call(fn, *args)
-        finally:
-            self._forget(keys)
-
-    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """Values of ``keys`` that exist (cache first, one store load for the rest)."""
-        front = self._sync or await self._front()
-        return await self._call(front.get_many, list(keys))
-
-    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Write ``value`` as the policy says; returns when ``Cache.set`` would."""
-        front = self._sync or await self._front()
-        await self._write([key], front.set, key, value, ttl)
-
-    async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
-        """``set`` for each item (write-through/around: one store transaction)."""
-        front = self._sync or await self._front()
-        items = dict(mapping)
-        await self._write(list(items), front.set_many, items, ttl)
-
-    async def delete(self, key: str) -> None:
-        """Delete ``key`` from the store and the cache."""
-        front = self._sync or await self._front()
-        await self._write([key], front.delete, key)
-
-    async def delete_many(self, keys: Iterable[str]) -> None:
-        """``delete`` for each key."""
-        front = self._sync or await self._front()
-        ks = list(keys)
-        await self._write(ks, front.delete_many, ks)
-
-    async def incr(self, key: str, delta: int = 1) -> int:
-        """Add ``delta`` to the int under ``key``; the new value (see ``Cache.incr``)."""
-        front = self._sync or await self._front()
-        return await self._write([key], front.incr, key, delta)
-
-    async def invalidate(self, key: str) -> None:
-        """Drop the cached copies of ``key``; the store keeps the row."""
-        front = self._sync or await self._front()
-        await self._write([key], front.invalidate, key)
-
-    async def invalidate_many(self, keys: Iterable[str]) -> None:
-        """``invalidate`` for each key, in one backend call."""
-        front = self._sync or await self._front()
-        ks = list(keys)
-        await self._write(ks, front.invalidate_many, ks)
-
-    async def flush(self, timeout: float | None = None) -> None:
-        """Return when every write accepted before the call is in the store (the wait
-        happens in a worker thread; see ``Cache.flush``)."""
-        front = self._sync or await self._front()
-        await self._call(front.flush, timeout)
-
-    async def pending(self) -> int:
-        """Dirty entries not yet in the store. Awaitable like every other method: counting
-        takes the write-back table's lock, which a journal append holds across a write."""
-        front = self._sync or await self._front()
-        return await self._call(front.pending)
-
-    def stats(self) -> Stats:
-        """A :class:`Stats` snapshot, synchronous (as a metrics collector calls it). It
-        takes the write-back table's lock for a moment, never across a store call."""
-        front = self._sync
-        return front.stats() if front is not None else Stats()
-
-    def cached(
-        self, ttl: float | None = None, *, key: Callable[..., str] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]:
-        """Memoize an ``async def`` function: its results live ``ttl`` seconds (by
-        ``clock``) in a namespace named after its qualified name, keyed by its bound
-        arguments (or ``key(*args, **kwargs)``); concurrent calls of one key from many
-        tasks share one computation; ``await f.invalidate(*args, **kwargs)`` drops one
-        call's result. See :mod:`cacheway._aio_memo`.
-
-        >>> import asyncio, cacheway as cw
-        >>> acache = cw.AsyncCache(store=cw.SQLiteStore(":memory:"))
-        >>> @acache.cached(ttl=60)
-        ... async def square(x: int) -> int:
-        ...     print("computing")
-        ...     return x * x
-        >>> async def main():
-        ...     return [await square(3), await square(x=3)], await acache.close()
-        >>> asyncio.run(main())
-        computing
-        ([9, 9], None)
-        """
-        return memoize(self._owner.namespace, ttl, key, clock)
-
-
-def _landed(reads: dict[str, asyncio.Future[Any]], key: str, flight: asyncio.Future[Any]
-            ) -> None:
-    if reads.get(key) is flight:
-        del reads[key]
-    if not flight.cancelled():
-        flight.exception()  # seen: no "never retrieved" warning when every reader left
-
-
-def _memory_peek(backend: Backend, engine: Any) -> Callable[[str], Any] | None:
-    """The inline hit path of one namespace's engine: its live copy in a plain
-    MemoryBackend, counted as a hit; MISS sends the call to a worker thread."""
-    if type(backend) is not MemoryBackend:
-        return None  # a subclass may override get/peek; a shared backend does I/O
-    prefix = engine.prefix
-    counters = engine.counters
-    peek = backend.peek
-    # A bounded backend keeps LRU order: a hit also moves the key up (a live entry's get
-    # takes no lock), as the thread front's hit does.
-    touch = backend.get if (backend.max_entries is not None or
-                            backend.max_bytes is not None) else None
-
-    def hit(key: str) -> Any:
-        if key.__class__ is not str or engine.closed:
-            return MISS  # the thread path raises the right error
-        bkey = prefix + key
-        value = peek(bkey)
-        if value is MISS:
-            return MISS
-        if touch is not None:
-            value = touch(bkey)
-            if value is MISS:
-                return MISS
-        counters.hits += 1
-        return value
-
-    return hit
-
-
-class AsyncNamespace(_AsyncFront):
+class AsyncNamespace(AsyncFront):
     """A named slice of an AsyncCache's keys (see ``Cache.namespace``)."""
 
     def __init__(self, owner: AsyncCache, name: str, options: dict[str, Any]) -> None:
@@ -287,7 +105,7 @@ class AsyncNamespace(_AsyncFront):
         await self._call(front.close, timeout)
 
 
-class AsyncCache(_AsyncFront):
+class AsyncCache(AsyncFront):
     """A :class:`cacheway.Cache` for asyncio: the same arguments (``store``, ``backend``,
     ``policy``, ``ttl``, ``serializer``, ``timer``, ``early_refresh``, ``stale_if_error``,
     ``ttl_jitter``, ``random``), every method awaitable except ``stats()`` and
@@ -368,7 +186,7 @@ class AsyncCache(_AsyncFront):
         if not self._inline or not isinstance(cache, Cache):
             return None
         engine = next(e for e in cache.engines() if e.namespace == name)
-        return _memory_peek(cache.backend, engine)
+        return memory_peek(cache.backend, engine)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._sync is not None else "opening"
@@ -404,7 +222,7 @@ class AsyncCache(_AsyncFront):
         return self._closed
 
     def namespace(
-        self, name: str, *, policy: Policy | None = None, ttl: float | None = _UNSET,
+        self, name: str, *, policy: Policy | None = None, ttl: float | None = UNSET,
         store: Store | None = None,
     ) -> AsyncNamespace:
         """An :class:`AsyncNamespace` (same options as ``Cache.namespace``). Asking again
@@ -415,7 +233,7 @@ class AsyncCache(_AsyncFront):
         options: dict[str, Any] = {}
         if policy is not None:
             options["policy"] = policy
-        if ttl is not _UNSET:
+        if ttl is not UNSET:
             options["ttl"] = ttl
         if store is not None:
             options["store"] = store
@@ -458,68 +276,6 @@ class AsyncCache(_AsyncFront):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-class AsyncCallbackStore(CallbackStore):
-    """A :class:`CallbackStore` whose callbacks may be ``async def`` (sync ones work too).
-
-    A worker thread of the AsyncCache that uses it (or its flusher thread) runs each
-    coroutine on the cache's event loop and waits for it, so the callback awaits its own
-    async driver (asyncpg, an HTTP client) on the loop while the loop stays free. A
-    callback must not await the same AsyncCache (it could wait for a thread it holds).
-    When the loop is not running (the app stopped without closing the cache) a call fails
-    with :class:`StoreError` and write-back keeps its entries dirty.
-    """
-
-    def __init__(
-        self,
-        load_many: Callable[[list[str]], Any],
-        save_many: Callable[[list[tuple[str, Any]]], Any],
-        delete_many: Callable[[list[str]], Any],
-        add_many: Callable[[list[tuple[str, int]]], Any] | None = None,
-        *,
-        serializer: Serializer | None = None,
-    ) -> None:
-        self._loop_ref: asyncio.AbstractEventLoop | None = None
-        super().__init__(
-            self._sync_of(load_many, "load_many"), self._sync_of(save_many, "save_many"),
-            self._sync_of(delete_many, "delete_many"),
-            None if add_many is None else self._sync_of(add_many, "add_many"),
-            serializer=serializer)
-
-    def bind_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Run the coroutine callbacks on ``loop`` (the AsyncCache does this)."""
-        if loop is not None:
-            self._loop_ref = loop
-
-    def _sync_of(self, fn: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
-        if not callable(fn) or not inspect.iscoroutinefunction(fn):
-            return fn  # CallbackStore checks it is callable
-
-        def run(arg: Any) -> Any:
-            loop = self._loop_ref
-            if loop is None:
-                raise ClosedError(f"async {name} needs an AsyncCache's running event loop")
-            try:
-                if asyncio.get_running_loop() is loop:
-                    raise ConfigError(
-                        f"async {name} called on its event loop's thread would deadlock")
-            except RuntimeError:
-                pass  # no loop in this thread: the usual case (a worker thread)
-            if loop.is_closed():
-                raise ClosedError(f"the event loop of async {name} is closed")
-            future = asyncio.run_coroutine_threadsafe(fn(arg), loop)
-            while True:
-                try:
-                    return future.result(timeout=0.25)
-                except concurrent.futures.TimeoutError:
-                    if loop.is_closed() or not loop.is_running():
-                        future.cancel()
-                        raise ClosedError(
-                            f"the event loop of async {name} stopped during the call"
-                        ) from None
-
-        return run
 
 
 async def open_async(
