@@ -190,6 +190,35 @@ def test_a_read_after_a_write_does_not_join_a_read_that_began_before_it(
     run(main())
 
 
+def test_queued_write_back_writes_fail_one_by_one_and_keep_their_order(
+        make_store: Any) -> None:
+    # issue 12 item 13: write-back sets without a journal run back to back in one thread
+    store = make_store()
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store.store,
+                                 policy=cw.WriteBack(max_delay=60)) as acache:
+            out = await asyncio.gather(
+                acache.set("a", 1), acache.set("b", object()), acache.set("c", 3),
+                acache.delete("a"), acache.set("d", 4), return_exceptions=True)
+            assert out[0] is None
+            assert isinstance(out[1], cw.SerializationError)
+            assert out[2:] == [None, None, None]
+            await asyncio.gather(*(acache.set("k", i) for i in range(300)))
+            assert await acache.get("k") == 299
+            cancelled = asyncio.create_task(acache.set("e", 5))
+            await asyncio.sleep(0)
+            cancelled.cancel()
+            await asyncio.gather(*(acache.set(f"x{i}", i) for i in range(50)))
+            await acache.flush()
+        assert store.data["k"] == 299
+        assert "a" not in store.data
+        assert store.data["c"] == 3
+        assert store.data["x49"] == 49
+
+    run(main())
+
+
 # -- no call blocks the loop -----------------------------------------------------------
 class SlowStore:
     """A CallbackStore whose calls sleep ``delay`` seconds (a slow database)."""

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from ._aio_batch import Batcher
 from ._aio_memo import CachedFunction, memoize
 from .backends.base import MISS, Backend
 from .backends.memory import MemoryBackend
@@ -36,6 +37,7 @@ class AsyncFront:
     _sync: Cache | Namespace | None = None
     _peek: Callable[[str], Any] | None = None
     _reads: dict[str, asyncio.Future[Any]]  # key -> the thread's get tasks share
+    _batch: Batcher | None = None  # set/delete/invalidate when they never wait for I/O
 
     async def _front(self) -> Cache | Namespace:
         raise NotImplementedError
@@ -77,6 +79,10 @@ class AsyncFront:
     async def _write(self, keys: list[Any], fn: Callable[..., T], *args: Any) -> T:
         self._forget(keys)
         try:
+            batch = self._batch
+            if batch is not None:  # a write that never waits for I/O: queued, see Batcher
+                result: T = await batch.submit(self._owner._loop_for_call(), fn, args)
+                return result
             return await self._call(fn, *args)
         finally:
             self._forget(keys)
@@ -111,7 +117,11 @@ class AsyncFront:
     async def incr(self, key: str, delta: int = 1) -> int:
         """Add ``delta`` to the int under ``key``; the new value (see ``Cache.incr``)."""
         front = self._sync or await self._front()
-        return await self._write([key], front.incr, key, delta)
+        self._forget([key])  # incr may load the store: never batched
+        try:
+            return await self._call(front.incr, key, delta)
+        finally:
+            self._forget([key])
 
     async def invalidate(self, key: str) -> None:
         """Drop the cached copies of ``key``; the store keeps the row."""
