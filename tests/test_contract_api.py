@@ -26,6 +26,11 @@ EMBEDDED_NAMES = {
     "Backpressure",
     "ConfigError",
     "ClosedError",
+    # the asyncio front (issue 12)
+    "AsyncCache",
+    "AsyncCallbackStore",
+    "AsyncNamespace",
+    "open_async",
 }
 
 STATS_FIELDS = {

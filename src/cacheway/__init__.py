@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import metrics as metrics  # cw.metrics.PrometheusCollector (no extra imported)
 from ._urls import open
+from .aio import AsyncCache, AsyncCallbackStore, AsyncNamespace, open_async
 from .backends.memory import MemoryBackend
 from .backends.redis import RedisBackend
 from .backends.two_level import TwoLevelBackend
@@ -38,6 +39,9 @@ from .stores.sqlite import SQLiteStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncCache",
+    "AsyncCallbackStore",
+    "AsyncNamespace",
     "BackendError",
     "Backpressure",
     "Cache",
@@ -68,4 +72,5 @@ __all__ = [
     "WriteBack",
     "WriteThrough",
     "open",
+    "open_async",
 ]

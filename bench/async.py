@@ -1,0 +1,323 @@
+"""asyncio benchmarks (issue 12): AsyncCache against the async caches and the thread front.
+
+    python bench/async.py            # full run (about a minute on 2 cores)
+    python bench/async.py --quick    # smoke run, a few seconds
+
+Comparisons, each a ratio ours / baseline of time per op (lower is better for us), in
+interleaved rounds (see ``_common.py``), every side awaited on one event loop:
+
+1. A/A: ``await acache.get`` memory hit against itself (a second AsyncCache): the noise
+   floor of the harness.
+2. memory hit: ``await acache.get`` (AsyncCache over SQLite, MemoryBackend holding every
+   key: answered on the loop) against cashews' ``mem://`` ``await cache.get``.
+3. the same against aiocache's ``SimpleMemoryCache.get``.
+4. the inline hit path's gain: ``await acache.get`` against the same hit offloaded to a
+   worker thread (``await loop.run_in_executor(pool, cache.get, key)``): what every hit
+   would cost without the inline path.
+5. write-back ``set`` from 100 tasks (``await acache.set``, WriteBack over SQLite) against
+   the thread front's ``cache.set`` from 100 threads (same store, same mix), time per set.
+
+cashews and aiocache are cache-only (nothing reaches a database): 2 and 3 compare the
+hit path alone. AsyncCache is the first, thread-offload version (see cacheway/aio.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import cacheway as cw
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (
+    Comparison,
+    RoundResult,
+    environment,
+    perf_ns,
+    print_detail,
+    print_table,
+    run_alternating,
+    set_mix,
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    keys: int
+    gets: int
+    get_batch: int
+    sets: int
+    set_batch: int
+
+
+FULL = Sizes(keys=10_000, gets=100_000, get_batch=5_000, sets=20_000, set_batch=20_000)
+QUICK = Sizes(keys=1_000, gets=10_000, get_batch=1_000, sets=2_000, set_batch=2_000)
+TASKS = 100
+
+LOOP = asyncio.new_event_loop()
+
+
+def on_loop(coro: Awaitable[Any]) -> Any:
+    async def main() -> Any:
+        return await coro
+
+    return LOOP.run_until_complete(main())
+
+
+async def _time_gets(get: Callable[[str], Awaitable[Any]], keys: Sequence[str],
+                     batch: int) -> RoundResult:
+    out: list[float] = []
+    total = 0
+    for start in range(0, len(keys), batch):
+        chunk = keys[start:start + batch]
+        t0 = perf_ns()
+        for key in chunk:
+            await get(key)
+        dt = perf_ns() - t0
+        total += dt
+        out.append(dt / len(chunk))
+    return RoundResult(out, total / len(keys))
+
+
+def get_round(get: Callable[[str], Awaitable[Any]], keys: Sequence[str], batch: int
+              ) -> Callable[[], RoundResult]:
+    return lambda: on_loop(_time_gets(get, keys, batch))
+
+
+class Scratch:
+    def __init__(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="cw-bench-async-")
+        self.n = 0
+
+    def db(self) -> str:
+        self.n += 1
+        return os.path.join(self.root, f"b{self.n}.db")
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _hit_keys(sz: Sizes, rng: random.Random) -> tuple[dict[str, Any], list[str]]:
+    data = {f"item:{i}": {"n": i, "name": f"item {i}"} for i in range(sz.keys)}
+    names = list(data)
+    return data, [rng.choice(names) for _ in range(sz.gets)]
+
+
+def _filled_async_cache(tmp: Scratch, data: dict[str, Any]) -> cw.AsyncCache:
+    acache = cw.AsyncCache(store=cw.SQLiteStore(tmp.db()))
+    on_loop(acache.set_many(data))
+    return acache
+
+
+def bench_aa(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
+             say: Callable[[str], None]) -> Comparison:
+    data, keys = _hit_keys(sz, rng)
+    a, b = _filled_async_cache(tmp, data), _filled_async_cache(tmp, data)
+    comp = Comparison("A/A: memory hit", "await acache.get (A)", "await acache.get (B)",
+                      1.1, "gets", ops_per_round=len(keys), batch=sz.get_batch)
+    try:
+        return run_alternating(comp, get_round(a.get, keys, sz.get_batch),
+                               get_round(b.get, keys, sz.get_batch), rounds, progress=say)
+    finally:
+        on_loop(a.close())
+        on_loop(b.close())
+
+
+def bench_cashews(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
+                  say: Callable[[str], None]) -> Comparison:
+    from cashews import Cache as Cashews
+
+    data, keys = _hit_keys(sz, rng)
+    ours = _filled_async_cache(tmp, data)
+    theirs = Cashews()
+    theirs.setup("mem://")
+    for k, v in data.items():
+        on_loop(theirs.set(k, v))
+    comp = Comparison("memory hit vs cashews", "await AsyncCache.get",
+                      "await cashews(mem://).get", 1.0, "gets", ops_per_round=len(keys),
+                      batch=sz.get_batch)
+    try:
+        return run_alternating(comp, get_round(ours.get, keys, sz.get_batch),
+                               get_round(theirs.get, keys, sz.get_batch), rounds,
+                               progress=say)
+    finally:
+        on_loop(ours.close())
+
+
+def bench_aiocache(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
+                   say: Callable[[str], None]) -> Comparison:
+    from aiocache import SimpleMemoryCache
+
+    data, keys = _hit_keys(sz, rng)
+    ours = _filled_async_cache(tmp, data)
+    theirs = SimpleMemoryCache()
+    for k, v in data.items():
+        on_loop(theirs.set(k, v))
+    comp = Comparison("memory hit vs aiocache", "await AsyncCache.get",
+                      "await aiocache.SimpleMemoryCache.get", 1.0, "gets",
+                      ops_per_round=len(keys), batch=sz.get_batch)
+    try:
+        return run_alternating(comp, get_round(ours.get, keys, sz.get_batch),
+                               get_round(theirs.get, keys, sz.get_batch), rounds,
+                               progress=say)
+    finally:
+        on_loop(ours.close())
+
+
+def bench_inline(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
+                 say: Callable[[str], None]) -> Comparison:
+    data, keys = _hit_keys(sz, rng)
+    ours = _filled_async_cache(tmp, data)
+    cache = ours.cache
+    assert cache is not None
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
+
+    async def offloaded(key: str) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, cache.get, key)
+
+    few = keys[: max(1, len(keys) // 10)]  # a thread hop is ~100x slower: fewer ops
+    comp = Comparison("inline hit vs thread hop", "await AsyncCache.get (inline)",
+                      "await run_in_executor(cache.get)", 0.5, "gets",
+                      ops_per_round=len(few), batch=max(1, sz.get_batch // 10))
+    try:
+        return run_alternating(comp, get_round(ours.get, few, comp.batch),
+                               get_round(offloaded, few, comp.batch), rounds, progress=say)
+    finally:
+        pool.shutdown()
+        on_loop(ours.close())
+
+
+def bench_set_100(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
+                  say: Callable[[str], None]) -> Comparison:
+    mix = set_mix(rng, sz.sets, 1000)
+    parts = [mix[i::TASKS] for i in range(TASKS)]
+    policy = cw.WriteBack(max_delay=0.2, batch_size=1000, max_dirty=10 * sz.sets)
+    acache = cw.AsyncCache(store=cw.SQLiteStore(tmp.db()), policy=policy)
+    cache = cw.Cache(store=cw.SQLiteStore(tmp.db()), policy=policy)
+
+    async def tasks_round() -> RoundResult:
+        async def worker(part: list[tuple[str, Any]]) -> None:
+            for k, v in part:
+                await acache.set(k, v)
+
+        t0 = perf_ns()
+        await asyncio.gather(*(worker(p) for p in parts))
+        per_op = (perf_ns() - t0) / len(mix)
+        await acache.flush()
+        return RoundResult([per_op], per_op)
+
+    def threads_round() -> RoundResult:
+        barrier = threading.Barrier(TASKS + 1)
+
+        def worker(part: list[tuple[str, Any]]) -> None:
+            barrier.wait()
+            for k, v in part:
+                cache.set(k, v)
+
+        threads = [threading.Thread(target=worker, args=(p,)) for p in parts]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = perf_ns()
+        for t in threads:
+            t.join()
+        per_op = (perf_ns() - t0) / len(mix)
+        cache.flush()
+        return RoundResult([per_op], per_op)
+
+    comp = Comparison(f"write-back set, {TASKS} writers", f"{TASKS} tasks: await acache.set",
+                      f"{TASKS} threads: cache.set", 5.0, "sets", ops_per_round=len(mix),
+                      batch=len(mix))
+    try:
+        return run_alternating(comp, lambda: on_loop(tasks_round()), threads_round, rounds,
+                               progress=say)
+    finally:
+        on_loop(acache.close())
+        cache.close()
+
+
+BENCHES: dict[str, Callable[..., Comparison]] = {
+    "aa": bench_aa,
+    "cashews": bench_cashews,
+    "aiocache": bench_aiocache,
+    "inline": bench_inline,
+    "set100": bench_set_100,
+}
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def source_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True, cwd=os.path.dirname(__file__))
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer ops, for smoke runs")
+    ap.add_argument("--rounds", type=int, default=7, help="timed rounds per side (default 7)")
+    ap.add_argument("--seed", type=int, default=20261127, help="seed of the operation mixes")
+    ap.add_argument("--only", choices=sorted(BENCHES), action="append",
+                    help="run only these comparisons (repeatable)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
+    sz = QUICK if args.quick else FULL
+    say: Callable[[str], None] = (lambda s: None) if args.quiet else print
+    print("cacheway asyncio benchmarks")
+    for line in environment([
+        ("versions", f"cacheway {cw.__version__} (source {source_revision()}), "
+                     f"cashews {_version('cashews')}, aiocache {_version('aiocache')}"),
+        ("run", f"{'quick' if args.quick else 'full'}, {args.rounds} rounds per side "
+                f"(+1 warm-up), alternating, seed {args.seed}"),
+    ]):
+        print("  " + line)
+    print()
+    tmp = Scratch()
+    comps: list[Comparison] = []
+    started = time.monotonic()
+    try:
+        for name, bench in BENCHES.items():
+            if args.only and name not in args.only:
+                continue
+            if name in ("cashews", "aiocache") and _version(name) == "not installed":
+                print(f"{name}: not installed (pip install {name}); skipped\n")
+                continue
+            comp = bench(sz, random.Random(f"{args.seed}:{name}"), tmp, args.rounds, say)
+            if not args.quiet:
+                print()
+            print_detail(comp)
+            comps.append(comp)
+            sys.stdout.flush()
+    finally:
+        tmp.cleanup()
+    print_table(comps)
+    print(f"total wall time {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

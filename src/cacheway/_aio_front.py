@@ -1,0 +1,215 @@
+"""The awaitable methods AsyncCache and AsyncNamespace share, and the inline hit path.
+
+Each method hands its call to the owning AsyncCache's worker threads (``_run``), except a
+hit on a plain MemoryBackend, answered on the loop (see :mod:`cacheway.aio`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from ._aio_batch import Batcher
+from ._aio_memo import CachedFunction, memoize
+from .backends.base import MISS, Backend
+from .backends.memory import MemoryBackend
+from .stats import Stats
+
+if TYPE_CHECKING:
+    from .aio import AsyncCache
+    from .cache import Cache, Namespace
+
+__all__ = ["UNSET", "AsyncFront", "memory_peek"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+UNSET: Any = object()
+
+
+class AsyncFront:
+    """The awaitable methods AsyncCache and AsyncNamespace share."""
+
+    _owner: AsyncCache
+    _sync: Cache | Namespace | None = None
+    _peek: Callable[[str], Any] | None = None
+    _reads: dict[str, asyncio.Future[Any]]  # key -> the thread's get tasks share
+    _batch: Batcher | None = None  # set/delete/invalidate when they never wait for I/O
+
+    async def _front(self) -> Cache | Namespace:
+        raise NotImplementedError
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._owner._run(fn, *args)
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """Read-through (see ``Cache.get``); concurrent misses of one key from any number
+        of tasks share one store load (and one worker thread)."""
+        peek = self._peek
+        if peek is not None:
+            value = peek(key)
+            if value is not MISS:
+                return value
+        front = self._sync or await self._front()
+        if key.__class__ is not str:
+            return await self._call(front.get, key, default)
+        reads = self._reads
+        flight = reads.get(key)
+        if flight is None:
+            # Tasks reading one key share a thread's get: a stampede larger than the pool
+            # still makes one load, "not found" included. Every write of the key through
+            # this front forgets the flight, so a read after a write never joins a read
+            # that began before it (read-your-writes).
+            flight = asyncio.ensure_future(self._call(front.get, key, UNSET))
+            reads[key] = flight
+            flight.add_done_callback(functools.partial(_landed, reads, key))
+        value = await asyncio.shield(flight)
+        return default if value is UNSET else value
+
+    def _forget(self, keys: Iterable[object]) -> None:
+        reads = self._reads
+        if reads:
+            for key in keys:
+                if isinstance(key, str):
+                    reads.pop(key, None)
+
+    async def _write(self, keys: list[Any], fn: Callable[..., T], *args: Any) -> T:
+        self._forget(keys)
+        try:
+            batch = self._batch
+            if batch is not None:  # a write that never waits for I/O: queued, see Batcher
+                result: T = await batch.submit(self._owner._loop_for_call(), fn, args)
+                return result
+            return await self._call(fn, *args)
+        finally:
+            self._forget(keys)
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Values of ``keys`` that exist (cache first, one store load for the rest)."""
+        front = self._sync or await self._front()
+        return await self._call(front.get_many, list(keys))
+
+    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Write ``value`` as the policy says; returns when ``Cache.set`` would."""
+        front = self._sync or await self._front()
+        await self._write([key], front.set, key, value, ttl)
+
+    async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        """``set`` for each item (write-through/around: one store transaction)."""
+        front = self._sync or await self._front()
+        items = dict(mapping)
+        await self._write(list(items), front.set_many, items, ttl)
+
+    async def delete(self, key: str) -> None:
+        """Delete ``key`` from the store and the cache."""
+        front = self._sync or await self._front()
+        await self._write([key], front.delete, key)
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        """``delete`` for each key."""
+        front = self._sync or await self._front()
+        ks = list(keys)
+        await self._write(ks, front.delete_many, ks)
+
+    async def incr(self, key: str, delta: int = 1) -> int:
+        """Add ``delta`` to the int under ``key``; the new value (see ``Cache.incr``)."""
+        front = self._sync or await self._front()
+        self._forget([key])  # incr may load the store: never batched
+        try:
+            return await self._call(front.incr, key, delta)
+        finally:
+            self._forget([key])
+
+    async def invalidate(self, key: str) -> None:
+        """Drop the cached copies of ``key``; the store keeps the row."""
+        front = self._sync or await self._front()
+        await self._write([key], front.invalidate, key)
+
+    async def invalidate_many(self, keys: Iterable[str]) -> None:
+        """``invalidate`` for each key, in one backend call."""
+        front = self._sync or await self._front()
+        ks = list(keys)
+        await self._write(ks, front.invalidate_many, ks)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Return when every write accepted before the call is in the store (the wait
+        happens in a worker thread; see ``Cache.flush``)."""
+        front = self._sync or await self._front()
+        await self._call(front.flush, timeout)
+
+    async def pending(self) -> int:
+        """Dirty entries not yet in the store. Awaitable like every other method: counting
+        takes the write-back table's lock, which a journal append holds across a write."""
+        front = self._sync or await self._front()
+        return await self._call(front.pending)
+
+    def stats(self) -> Stats:
+        """A :class:`Stats` snapshot, synchronous (as a metrics collector calls it). It
+        takes the write-back table's lock for a moment, never across a store call."""
+        front = self._sync
+        return front.stats() if front is not None else Stats()
+
+    def cached(
+        self, ttl: float | None = None, *, key: Callable[..., str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]:
+        """Memoize an ``async def`` function: its results live ``ttl`` seconds (by
+        ``clock``) in a namespace named after its qualified name, keyed by its bound
+        arguments (or ``key(*args, **kwargs)``); concurrent calls of one key from many
+        tasks share one computation; ``await f.invalidate(*args, **kwargs)`` drops one
+        call's result. See :mod:`cacheway._aio_memo`.
+
+        >>> import asyncio, cacheway as cw
+        >>> acache = cw.AsyncCache(store=cw.SQLiteStore(":memory:"))
+        >>> @acache.cached(ttl=60)
+        ... async def square(x: int) -> int:
+        ...     print("computing")
+        ...     return x * x
+        >>> async def main():
+        ...     return [await square(3), await square(x=3)], await acache.close()
+        >>> asyncio.run(main())
+        computing
+        ([9, 9], None)
+        """
+        return memoize(self._owner.namespace, ttl, key, clock)
+
+
+def _landed(reads: dict[str, asyncio.Future[Any]], key: str, flight: asyncio.Future[Any]
+            ) -> None:
+    if reads.get(key) is flight:
+        del reads[key]
+    if not flight.cancelled():
+        flight.exception()  # seen: no "never retrieved" warning when every reader left
+
+
+def memory_peek(backend: Backend, engine: Any) -> Callable[[str], Any] | None:
+    """The inline hit path of one namespace's engine: its live copy in a plain
+    MemoryBackend, counted as a hit; MISS sends the call to a worker thread."""
+    if type(backend) is not MemoryBackend:
+        return None  # a subclass may override get/peek; a shared backend does I/O
+    prefix = engine.prefix
+    counters = engine.counters
+    peek = backend.peek
+    # A bounded backend keeps LRU order: a hit also moves the key up (a live entry's get
+    # takes no lock), as the thread front's hit does.
+    touch = backend.get if (backend.max_entries is not None or
+                            backend.max_bytes is not None) else None
+
+    def hit(key: str) -> Any:
+        if key.__class__ is not str or engine.closed:
+            return MISS  # the thread path raises the right error
+        bkey = prefix + key
+        value = peek(bkey)
+        if value is MISS:
+            return MISS
+        if touch is not None:
+            value = touch(bkey)
+            if value is MISS:
+                return MISS
+        counters.hits += 1
+        return value
+
+    return hit

@@ -1,0 +1,176 @@
+"""``@acache.cached(ttl=60)``: memoize an ``async def`` function in an AsyncCache.
+
+The default key is the function's bound arguments (defaults applied), serialized stably
+(orjson, sorted keys), in a namespace of its own named after the qualified name
+(``module.qualname``, anything outside ``[A-Za-z0-9_.-]`` replaced by ``_``, a hash ending
+the name when it is longer than 64). ``key=`` receives the call's arguments instead.
+
+A result is stored as ``[expires_at, result]`` (``expires_at`` by ``clock``, wall time by
+default; None without ``ttl``), so a stored result outlives a restart but not its ``ttl``.
+Concurrent calls of one key from many tasks share one computation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
+
+import orjson
+
+from ._engine import check_ttl
+from .errors import ConfigError, InvalidKeyError
+
+if TYPE_CHECKING:
+    from .aio import AsyncNamespace
+
+__all__ = ["CachedFunction", "memoize", "namespace_of"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+_MISS: Any = object()
+_NOT_NAME = re.compile(r"[^A-Za-z0-9_.\-]")
+#: Longer serialized arguments become their SHA-256 (stores limit key lengths).
+MAX_KEY_CHARS = 200
+
+
+class CachedFunction(Protocol[P, R_co]):
+    """What ``@acache.cached(...)`` returns: the function, awaitable as before, plus
+    ``invalidate``."""
+
+    @property
+    def __wrapped__(self) -> Callable[P, Awaitable[R_co]]: ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, None]:
+        """Drop the stored result of this call (store and cache)."""
+        ...
+
+
+class _Abandoned(Exception):
+    """The task computing a result was cancelled: a waiter computes it instead."""
+
+
+def namespace_of(fn: Callable[..., Any]) -> str:
+    """The namespace name of ``fn``'s results: its sanitized qualified name."""
+    qual = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', repr(fn))}"
+    name = _NOT_NAME.sub("_", qual)
+    if len(name) > 64:
+        digest = hashlib.blake2b(qual.encode(), digest_size=8).hexdigest()
+        name = f"{name[:47]}.{digest}"
+    return name
+
+
+def _default_key(fn: Callable[..., Any]) -> Callable[..., str]:
+    sig = inspect.signature(fn)
+    qual = getattr(fn, "__qualname__", repr(fn))
+
+    def key(*args: Any, **kwargs: Any) -> str:
+        bound = sig.bind(*args, **kwargs)  # a wrong call raises the TypeError Python would
+        bound.apply_defaults()
+        try:
+            text = orjson.dumps(bound.arguments, option=orjson.OPT_SORT_KEYS).decode()
+        except TypeError as exc:
+            raise InvalidKeyError(
+                f"cannot make a cache key for {qual}() from its arguments ({exc}): pass "
+                "key=lambda *args, **kwargs: '...' to cached()") from None
+        return text
+
+    return key
+
+
+def _live(entry: Any, clock: Callable[[], float]) -> bool:
+    return (entry.__class__ is list and len(entry) == 2
+            and (entry[0] is None or entry[0] > clock()))
+
+
+def _retrieve(flight: asyncio.Future[Any]) -> None:
+    if not flight.cancelled():
+        flight.exception()  # seen: no "exception was never retrieved" without waiters
+
+
+def memoize(
+    namespace: Callable[[str], AsyncNamespace],
+    ttl: float | None,
+    key: Callable[..., str] | None,
+    clock: Callable[[], float],
+) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]:
+    """The decorator ``AsyncCache.cached`` returns; ``namespace(name)`` opens the view
+    the results live in (on the first call)."""
+    ttl = check_ttl(ttl)
+    if key is not None and not callable(key):
+        raise ConfigError(f"key= must be a callable returning a str, not {key!r}")
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> CachedFunction[P, R]:
+        if not inspect.iscoroutinefunction(fn):
+            raise ConfigError(
+                f"AsyncCache.cached() takes an async def function, not {fn!r} "
+                "(Cache.cached memoizes plain functions)")
+        make_key = key if key is not None else _default_key(fn)
+        name = namespace_of(fn)
+        views: list[AsyncNamespace] = []
+        flights: dict[str, asyncio.Future[Any]] = {}
+
+        def key_of(args: Any, kwargs: Any) -> str:
+            k = make_key(*args, **kwargs)
+            if not isinstance(k, str):
+                raise InvalidKeyError(f"key= of {name} returned {k!r}, not a str")
+            if len(k) > MAX_KEY_CHARS:
+                k = "sha256:" + hashlib.sha256(k.encode()).hexdigest()
+            return k
+
+        def view() -> AsyncNamespace:
+            if not views:
+                views.append(namespace(name))
+            return views[0]
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            k = key_of(args, kwargs)
+            ns = view()
+            entry = await ns.get(k, _MISS)
+            if _live(entry, clock):
+                return cast(R, entry[1])
+            while (flight := flights.get(k)) is not None:
+                try:
+                    return cast(R, await asyncio.shield(flight))
+                except _Abandoned:
+                    continue  # its leader was cancelled: lead, or join the next one
+            flight = asyncio.get_running_loop().create_future()
+            flight.add_done_callback(_retrieve)
+            flights[k] = flight
+            try:
+                # Read again under the flight: a computation may have ended since.
+                entry = await ns.get(k, _MISS)
+                if _live(entry, clock):
+                    result = cast(R, entry[1])
+                else:
+                    result = await fn(*args, **kwargs)
+                    expires = None if ttl is None else clock() + ttl
+                    await ns.set(k, [expires, result], ttl)
+            except asyncio.CancelledError:
+                flight.set_exception(_Abandoned())
+                raise
+            except BaseException as exc:
+                flight.set_exception(exc)
+                raise
+            else:
+                flight.set_result(result)
+            finally:
+                if flights.get(k) is flight:
+                    del flights[k]
+            return result
+
+        async def invalidate(*args: P.args, **kwargs: P.kwargs) -> None:
+            await view().delete(key_of(args, kwargs))
+
+        wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+        return cast(CachedFunction[P, R], wrapper)
+
+    return decorate

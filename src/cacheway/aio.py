@@ -1,0 +1,324 @@
+"""AsyncCache: the asyncio front, a first version that drives the thread front.
+
+Every call that can wait (a store load or write, a journal fsync, a network backend, a slow
+callback, a flush) runs in a worker thread of a pool the AsyncCache owns, and the call
+awaits it; nothing of the kind ever runs on the event loop. The guarantees are the thread
+front's (:class:`cacheway.Cache`), which this wraps: single flight across the pool's threads
+(one store load per stampede of tasks), read-your-writes, per-key order, the journal's group
+commit across concurrent fsyncs. This is an honest first version: the redesign that serves
+both fronts from one sans-I/O core (redis.asyncio and psycopg's async pool underneath,
+the flusher as an asyncio task) comes later, and each call here costs a hop to a thread.
+
+Three things keep the hops few (measured by ``bench/async.py``, results/async.txt):
+
+* a hit on a plain process-local ``MemoryBackend`` is answered on the loop: reading a live
+  copy takes no lock and does no I/O, and under every policy the thread front answers a
+  live memory copy first (write-back sets or drops it under its table lock with each
+  accepted write, and no fill lands while a key is dirty). ~0.4 us instead of ~100 us;
+* tasks reading one key share one thread's ``get`` (writes through this front make later
+  reads start afresh, so a read never joins one that began before a write it follows);
+* write-back writes that never wait for I/O (no journal, a process-local backend) are
+  queued and run back to back by one thread (:mod:`cacheway._aio_batch`).
+
+>>> import asyncio, cacheway as cw
+>>> async def main():
+...     async with cw.AsyncCache(store=cw.SQLiteStore(":memory:"),
+...                              policy=cw.WriteBack(max_delay=0.1)) as acache:
+...         await acache.set("k", [1, 2])
+...         return await acache.get("k")
+>>> asyncio.run(main())
+[1, 2]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._aio_batch import Batcher
+from ._aio_front import UNSET, AsyncFront, memory_peek
+from ._aio_store import AsyncCallbackStore
+from .backends.base import Backend
+from .cache import Cache, Namespace
+from .errors import ClosedError, ConfigError
+from .policies import Policy, WriteBack
+from .serializers import Serializer
+from .stores.base import Store
+
+__all__ = ["AsyncCache", "AsyncCallbackStore", "AsyncNamespace", "open_async"]
+
+T = TypeVar("T")
+#: Worker threads of an AsyncCache's pool unless ``max_workers=`` says otherwise: enough for
+#: a stampede of slow loads and concurrent journal fsyncs (group commit) to proceed together.
+DEFAULT_WORKERS = 32
+
+
+def _pool(max_workers: object) -> concurrent.futures.ThreadPoolExecutor:
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+        raise ConfigError(f"max_workers must be an int >= 1, not {max_workers!r}")
+    return concurrent.futures.ThreadPoolExecutor(
+        max_workers=max_workers, thread_name_prefix="cacheway-aio")
+
+
+def _journalled(policy: Policy | None) -> bool:
+    """True when opening an engine for ``policy`` reads and replays a journal (I/O)."""
+    return isinstance(policy, WriteBack) and policy.journal is not None
+
+
+class AsyncNamespace(AsyncFront):
+    """A named slice of an AsyncCache's keys (see ``Cache.namespace``)."""
+
+    def __init__(self, owner: AsyncCache, name: str, options: dict[str, Any]) -> None:
+        self._owner = owner
+        self.name = name
+        self._options = options
+        self._lock: asyncio.Lock | None = None
+        self._reads = {}
+
+    def __repr__(self) -> str:
+        return f"<cacheway.AsyncNamespace {self.name!r}>"
+
+    def _open_now(self, cache: Cache) -> Namespace:
+        ns = cache.namespace(self.name, **self._options)
+        self._peek = self._owner._peek_for(ns.name)
+        self._batch = self._owner._batcher_for(ns.policy, cache)
+        self._sync = ns
+        return ns
+
+    async def _front(self) -> Cache | Namespace:
+        # Deferred (a journalled write-back namespace replays its journal when it opens):
+        # opened in a worker thread on first use, once.
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._sync is None:
+                cache = await self._owner._ready()
+                await self._owner._run(self._open_now, cache)
+        assert self._sync is not None
+        return self._sync
+
+    def namespace(self, name: str, **options: Any) -> AsyncNamespace:
+        """Namespaces are flat: ``ns.namespace(x)`` is ``acache.namespace(x)``."""
+        return self._owner.namespace(name, **options)
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Flush and stop this namespace; the cache's others go on."""
+        front = self._sync or await self._front()
+        assert isinstance(front, Namespace)
+        await self._call(front.close, timeout)
+
+
+class AsyncCache(AsyncFront):
+    """A :class:`cacheway.Cache` for asyncio: the same arguments (``store``, ``backend``,
+    ``policy``, ``ttl``, ``serializer``, ``timer``, ``early_refresh``, ``stale_if_error``,
+    ``ttl_jitter``, ``random``), every method awaitable except ``stats()`` and
+    ``namespace()``. ``max_workers`` sizes the pool of threads that run the calls.
+
+    A cache whose policy keeps a journal opens (replays the journal) in a worker thread on
+    its first awaited call or ``async with``; any other opens here. A call cancelled while
+    it runs in its thread still takes effect, as with any thread offload.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend | None = None,
+        policy: Policy | None = None,
+        ttl: float | None = None,
+        *,
+        serializer: Serializer | None = None,
+        timer: Callable[[], float] = time.monotonic,
+        early_refresh: float | None = None,
+        stale_if_error: float | None = None,
+        ttl_jitter: float = 0.0,
+        random: Callable[[], float] | None = None,
+        max_workers: int = DEFAULT_WORKERS,
+    ) -> None:
+        self._setup(_pool(max_workers), inline=early_refresh is None)
+        self._build = functools.partial(
+            Cache, store, backend, policy, ttl, serializer=serializer, timer=timer,
+            early_refresh=early_refresh, stale_if_error=stale_if_error,
+            ttl_jitter=ttl_jitter, random=random)
+        self._async_store(store)
+        if not _journalled(policy):
+            try:
+                self._opened(self._build())
+            except BaseException:
+                self._pool.shutdown(wait=False)
+                raise
+
+    def _setup(self, pool: concurrent.futures.ThreadPoolExecutor, *, inline: bool) -> None:
+        self._owner = self
+        self._closed = False
+        self._pool = pool
+        self._namespaces: dict[str, AsyncNamespace] = {}
+        self._reads = {}
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):  # outside a loop: bound at the first call
+            self._loop = asyncio.get_running_loop()
+        self._async_stores: list[AsyncCallbackStore] = []
+        self._inline = inline  # early refresh decides on each hit: never inline then
+
+    @classmethod
+    def _wrap(cls, cache: Cache, pool: concurrent.futures.ThreadPoolExecutor) -> AsyncCache:
+        """An AsyncCache over an open ``cache`` (``open_async``); it closes the cache."""
+        self = cls.__new__(cls)
+        self._setup(pool, inline=True)  # open() sets no read options
+        self._async_store(cache.store)
+        self._opened(cache)
+        return self
+
+    def _async_store(self, store: object) -> None:
+        if isinstance(store, AsyncCallbackStore):
+            self._async_stores.append(store)
+            store.bind_loop(self._loop)
+
+    def _bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Async callbacks run on the loop the cache is used from (the latest one)."""
+        self._loop = loop
+        for store in self._async_stores:
+            store.bind_loop(loop)
+
+    def _opened(self, cache: Cache) -> None:
+        self._sync = cache
+        self._peek = self._peek_for("")
+        self._batch = self._batcher_for(cache.policy, cache)
+
+    def _peek_for(self, name: str) -> Callable[[str], Any] | None:
+        cache = self._sync
+        if not self._inline or not isinstance(cache, Cache):
+            return None
+        engine = next(e for e in cache.engines() if e.namespace == name)
+        return memory_peek(cache.backend, engine)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._sync is not None else "opening"
+        return f"<cacheway.AsyncCache {self._sync!r} ({state})>"
+
+    def _loop_for_call(self) -> asyncio.AbstractEventLoop:
+        if self._closed:
+            raise ClosedError("AsyncCache is closed")
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind_loop(loop)
+        return loop
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = self._loop_for_call()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
+    def _batcher_for(self, policy: Policy, cache: Cache) -> Batcher | None:
+        """A Batcher when the writes of ``policy`` never wait for I/O: write-back
+        accepting into a process-local backend, with no journal to sync and no
+        on_full="write_through" (which writes the store when the table is full)."""
+        if (isinstance(policy, WriteBack) and policy.journal is None
+                and policy.on_full != "write_through" and cache.backend.local):
+            return Batcher(self._pool)
+        return None
+
+    async def _ready(self) -> Cache:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._sync is None:
+                self._opened(await self._run(self._build))
+        assert isinstance(self._sync, Cache)
+        return self._sync
+
+    async def _front(self) -> Cache | Namespace:
+        return await self._ready()
+
+    @property
+    def cache(self) -> Cache | None:
+        """The thread-front :class:`Cache` underneath (None until a journalled one opens)."""
+        return self._sync if isinstance(self._sync, Cache) else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def namespace(
+        self, name: str, *, policy: Policy | None = None, ttl: float | None = UNSET,
+        store: Store | None = None,
+    ) -> AsyncNamespace:
+        """An :class:`AsyncNamespace` (same options as ``Cache.namespace``). Asking again
+        for a name without options returns the same view. A journalled write-back
+        namespace opens in a worker thread on its first call."""
+        if self._closed:
+            raise ClosedError("AsyncCache is closed")
+        options: dict[str, Any] = {}
+        if policy is not None:
+            options["policy"] = policy
+        if ttl is not UNSET:
+            options["ttl"] = ttl
+        if store is not None:
+            options["store"] = store
+            self._async_store(store)
+        cache = self._sync
+        existing = self._namespaces.get(name)
+        if existing is not None:
+            if existing._sync is not None:
+                if options and isinstance(cache, Cache):  # it says whether they conflict
+                    cache.namespace(name, **options)
+            elif options and options != existing._options:
+                raise ConfigError(
+                    f"namespace {name!r} already exists with {existing._options}; "
+                    "open it without options")
+            return existing
+        view = AsyncNamespace(self, name, options)
+        pol = policy if policy is not None else cache.policy if isinstance(cache, Cache) else None
+        if isinstance(cache, Cache) and not _journalled(pol):
+            view._open_now(cache)  # raises ConfigError as Cache.namespace does
+        self._namespaces[name] = view
+        return view
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Flush every namespace and stop (``Cache.close(timeout)``, in a worker thread),
+        then stop the worker threads. On a timeout it raises; the journal keeps the rest."""
+        if self._closed:
+            return
+        cache = self._sync
+        try:
+            if isinstance(cache, Cache):
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._pool, cache.close, timeout)
+        finally:
+            self._closed = True
+            self._pool.shutdown(wait=False)
+
+    async def __aenter__(self) -> AsyncCache:
+        await self._ready()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def open_async(
+    store: str | Store = "sqlite:///cacheway.db",
+    backend: str | Backend = "memory://",
+    policy: str | Policy = "write-through",
+    ttl: float | None = None,
+    *,
+    max_workers: int = DEFAULT_WORKERS,
+    **options: Any,
+) -> AsyncCache:
+    """An :class:`AsyncCache` from the URLs :func:`cacheway.open` takes (built, and any
+    journal replayed, in a worker thread); what it builds from URLs closes with it."""
+    from ._urls import open as open_sync
+
+    pool = _pool(max_workers)
+    try:
+        loop = asyncio.get_running_loop()
+        build = functools.partial(open_sync, store, backend, policy, ttl, **options)
+        cache = await loop.run_in_executor(pool, build)
+    except BaseException:
+        pool.shutdown(wait=False)
+        raise
+    return AsyncCache._wrap(cache, pool)
