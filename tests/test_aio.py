@@ -682,3 +682,37 @@ def test_postgres_store_and_redis_backend(pg_table: str, policy: str) -> None:
             store.close()
 
     asyncio.run(main())
+
+
+def test_a_callback_store_with_async_def_callbacks_works_on_async_cache() -> None:
+    # DESIGN: "CallbackStore accepts async def callbacks" (on AsyncCache)
+    data: dict[str, Any] = {}
+
+    async def load_many(keys: list[str]) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {k: data[k] for k in keys if k in data}
+
+    async def save_many(items: list[tuple[str, Any]]) -> None:
+        await asyncio.sleep(0)
+        data.update(items)
+
+    async def delete_many(keys: list[str]) -> None:
+        for k in keys:
+            data.pop(k, None)
+
+    store = cw.CallbackStore(load_many, save_many, delete_many)
+    with pytest.raises(cw.ConfigError, match="AsyncCache"):
+        cw.Cache(store=store)
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store, policy=cw.WriteBack(max_delay=0.01)) as acache:
+            await acache.set("a", 1)
+            await acache.flush()
+            assert data == {"a": 1}
+            data["b"] = 2
+            assert await acache.get("b") == 2
+            await acache.delete("a")
+            await acache.flush()
+            assert data == {"b": 2}
+
+    asyncio.run(main())

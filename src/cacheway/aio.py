@@ -49,6 +49,7 @@ from .errors import ClosedError, ConfigError
 from .policies import Policy, WriteBack
 from .serializers import Serializer
 from .stores.base import Store
+from .stores.callback import CallbackStore
 
 __all__ = ["AsyncCache", "AsyncCallbackStore", "AsyncNamespace", "open_async"]
 
@@ -140,6 +141,9 @@ class AsyncCache(AsyncFront):
         max_workers: int = DEFAULT_WORKERS,
     ) -> None:
         self._setup(_pool(max_workers), inline=early_refresh is None)
+        if type(store) is CallbackStore and store.async_callbacks:
+            # async def callbacks run on this cache's event loop (AsyncCallbackStore)
+            store = AsyncCallbackStore(*store.callbacks, serializer=store.serializer)
         self._build = functools.partial(
             Cache, store, backend, policy, ttl, serializer=serializer, timer=timer,
             early_refresh=early_refresh, stale_if_error=stale_if_error,

@@ -434,6 +434,10 @@ def _check_store(store: object) -> None:
                 f"store must be a cacheway store (cw.SQLiteStore, cw.PostgresStore, "
                 f"cw.SQLAlchemyStore, cw.CallbackStore), not {store!r}"
             )
+    if getattr(store, "async_callbacks", False) and not hasattr(store, "bind_loop"):
+        raise ConfigError(
+            "this CallbackStore has async def callbacks: use it with cw.AsyncCache (which "
+            "runs them on its event loop), or give cw.Cache plain functions")
 
 
 def _check_backend(backend: object) -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,11 @@ class CallbackStore(StoreBase):
         self._save = save_many
         self._delete = delete_many
         self._add = add_many
+        # ``async def`` callbacks need an event loop to run on: cw.AsyncCache gives them
+        # its own (see aio.py); a thread-front Cache refuses them.
+        self.async_callbacks = any(
+            inspect.iscoroutinefunction(fn) for fn in (load_many, save_many, delete_many,
+                                                       add_many) if fn is not None)
         self.serializer = serializer if serializer is not None else JSONSerializer()
 
     @property
@@ -66,6 +72,12 @@ class CallbackStore(StoreBase):
     @staticmethod
     def _full(namespace: str, key: str) -> str:
         return f"{namespace}:{key}" if namespace else key
+
+    @property
+    def callbacks(self) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any],
+                                 Callable[..., Any] | None]:
+        """``(load_many, save_many, delete_many, add_many)`` as given."""
+        return self._load, self._save, self._delete, self._add
 
     def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
         if not keys:
