@@ -17,9 +17,9 @@ import cacheway as cw
 # -- hypothesis profiles (issue 10 item 16) -----------------------------------------------
 # The default run is deterministic: the same examples every time, no example database
 # carried between runs (CI starts fresh, so a stored failure would only show up locally).
-# CACHEWAY_HYPOTHESIS=random explores new examples (the slow runs use it, and tests marked
-# slow pass derandomize=False themselves); a failure prints the blob to reproduce it with
-# @reproduce_failure, and a counterexample found that way is pinned with @example.
+# CACHEWAY_HYPOTHESIS=random explores new examples (the long slow runs too); a failure
+# prints the blob to reproduce it with @reproduce_failure, and a counterexample found that
+# way is pinned with @example.
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, print_blob=True
 )

@@ -34,6 +34,7 @@ from hypothesis.stateful import (
 )
 
 import cacheway as cw
+from conftest import HYPOTHESIS_PROFILE
 from model_harness import (
     ABSENT,
     BACKENDS,
@@ -324,10 +325,12 @@ def test_write_back_matches_a_model(backend_kind: str, store_kind: str, tmp_path
 @pytest.mark.parametrize("backend_kind", BACKENDS)
 def test_write_back_matches_a_model_long_random_run(backend_kind: str, store_kind: str,
                                                     tmp_path: Any) -> None:
-    # issue 10 "How to prove it": the same model, fresh random examples on every run
+    # issue 10 "How to prove it": the same model, five times the examples, longer runs.
+    # Deterministic in CI (a red CI must mean a regression, not a lucky draw); fresh
+    # random examples on every run with CACHEWAY_HYPOTHESIS=random.
     _run(backend_kind, store_kind, tmp_path, settings(
-        derandomize=False, max_examples=300, stateful_step_count=60, deadline=None,
-        suppress_health_check=HEALTH))
+        derandomize=HYPOTHESIS_PROFILE != "random", max_examples=300,
+        stateful_step_count=60, deadline=None, suppress_health_check=HEALTH))
 
 
 # -- three writer threads through outages (a seeded random workload) ------------------------
