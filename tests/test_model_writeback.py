@@ -9,8 +9,8 @@ model of the accepted writes says (read your writes; ``incr`` counts a missing k
 writes reached the store in the order they were accepted (the states it received are a
 subsequence of the key's accepted states). Runs for every backend (memory, memory with
 ``max_entries=2``, Redis, two-level) against a dict ``CallbackStore``, SQLite and
-PostgreSQL. The default run is derandomized (tests/conftest.py); the ``slow`` run
-explores with fresh random examples.
+PostgreSQL. Both runs are derandomized (tests/conftest.py): the ``slow`` one has five
+times the examples; CACHEWAY_HYPOTHESIS=random makes it explore fresh ones.
 
 A second test does the same with three threads writing at once (a seeded random
 workload, not hypothesis) while the store goes down and up.
