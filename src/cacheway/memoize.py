@@ -1,0 +1,394 @@
+"""``get_or_set`` and ``@cache.cached``: compute a value on a miss, once per stampede.
+
+>>> import cacheway as cw
+>>> cache = cw.Cache(store=cw.SQLiteStore(":memory:"))
+>>> @cache.cached(ttl=60)
+... def price(sku: str, region: str = "eu") -> int:
+...     print("computing", sku, region)
+...     return 42
+>>> price("a")
+computing a eu
+42
+>>> price("a", region="eu")  # the same call once defaults are applied
+42
+>>> price.invalidate("a")
+>>> price("a")
+computing a eu
+42
+>>> cache.get_or_set("answer", lambda: 41 + 1)
+42
+>>> cache.close()
+
+A stampede (threads missing one key at once) computes once: the first caller (the leader)
+calls the function and writes its result; the others wait for that result, or its
+exception. Unlike the engine's read single flight this one covers a computation and a
+write, so it lives here, above the engine, keyed by (namespace view, key).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Hashable
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+import orjson
+
+from ._engine import check_ttl
+from .errors import ConfigError, SerializationError
+
+if TYPE_CHECKING:
+    from .cache import Namespace, _Front
+
+__all__ = ["BoundCached", "Cached", "SingleFlight", "cached", "get_or_set", "namespace_for"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_P2 = ParamSpec("_P2")
+_R2 = TypeVar("_R2")
+_S = TypeVar("_S")
+
+_MISSING: Any = object()
+#: Default keys longer than this many UTF-8 bytes are stored as their sha256 hex digest:
+#: stores limit key length (an indexed VARCHAR, PostgreSQL's btree row size).
+MAX_KEY_BYTES = 200
+_NS_BAD = re.compile(r"[^A-Za-z0-9_.\-]")
+_NS_MAX = 64
+
+
+class _Call:
+    __slots__ = ("error", "event", "value", "waiters")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.waiters = 0
+
+
+class SingleFlight:
+    """Per-key single flight: concurrent callers of :meth:`run` for one key share one
+    ``compute()``, its result or its exception.
+
+    A caller reads :meth:`epoch` before its own lookup missed. A flight ending (its result
+    written) bumps the epoch of its key's stripe, so a caller whose lookup raced with the
+    end of a flight looks again instead of leading a second computation; without it a
+    caller that missed just before the write and arrived just after the flight ended
+    would compute again.
+    """
+
+    _STRIPES = 64
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[Hashable, _Call] = {}
+        self._epochs = [0] * self._STRIPES
+
+    def epoch(self, key: Hashable) -> int:
+        return self._epochs[hash(key) % self._STRIPES]
+
+    def waiting(self) -> int:
+        """Callers now waiting for another caller's computation (for tests and stats)."""
+        with self._lock:
+            return sum(call.waiters for call in self._calls.values())
+
+    def run(self, key: Hashable, seen: int, lookup: Callable[[], Any],
+            compute: Callable[[], Any]) -> Any:
+        """The value for ``key`` after a lookup that missed at epoch ``seen``: ``lookup()``
+        again if a flight ended since (``_MISSING`` when absent), else the result of this
+        caller's ``compute()`` or of the one already running."""
+        stripe = hash(key) % self._STRIPES
+        while True:
+            with self._lock:
+                call = self._calls.get(key)
+                leader = call is None and self._epochs[stripe] == seen
+                if leader:
+                    call = self._calls[key] = _Call()
+                elif call is not None:
+                    call.waiters += 1
+            if call is None:  # a flight ended while we looked: its result may be there
+                seen = self._epochs[stripe]
+                value = lookup()
+                if value is not _MISSING:
+                    return value
+                continue
+            if not leader:
+                call.event.wait()
+                if call.error is not None:
+                    raise call.error  # as concurrent.futures.Future.result() does
+                return call.value
+            try:
+                call.value = compute()
+            except BaseException as exc:
+                call.error = exc
+                raise
+            finally:
+                with self._lock:
+                    self._epochs[stripe] += 1
+                    del self._calls[key]
+                call.event.set()
+            return call.value
+
+
+_FLIGHTS = SingleFlight()  # get_or_set's, keyed by (view, key)
+
+
+def get_or_set(front: _Front, key: str, default: Any, ttl: float | None = None) -> Any:
+    """See :meth:`cacheway.Cache.get_or_set`."""
+    flight_key = (front, key)
+    seen = _FLIGHTS.epoch(flight_key)  # before the lookup (see SingleFlight)
+    value = front.get(key, _MISSING)
+    if value is not _MISSING:
+        return value
+
+    def compute() -> Any:
+        result = default() if callable(default) else default
+        front.set(key, result, ttl)
+        return result
+
+    return _FLIGHTS.run(flight_key, seen, lambda: front.get(key, _MISSING), compute)
+
+
+# -- @cached ---------------------------------------------------------------------------------
+def namespace_for(func: Callable[..., Any]) -> str:
+    """The namespace name of ``func``'s results: ``module.qualname`` when that is a valid
+    namespace name, else its valid characters (cut to fit 64) and a short hash of it.
+
+    >>> namespace_for(namespace_for)
+    'cacheway.memoize.namespace_for'
+    >>> def outer():
+    ...     def inner(): pass
+    ...     return inner
+    >>> namespace_for(outer())  # doctest: +ELLIPSIS
+    '...outer._locals_.inner-...'
+    """
+    name = f"{func.__module__}.{func.__qualname__}"
+    clean = _NS_BAD.sub("_", name)
+    if clean == name and len(name) <= _NS_MAX:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    # Keep the tail: the function's own name says more than its module's.
+    head = clean[-(_NS_MAX - 9):].lstrip(".")
+    return f"{head}-{digest}"
+
+
+def _canonical(value: Any, where: str) -> Any:
+    """``value`` as plain JSON types, or SerializationError naming ``where``."""
+    cls = value.__class__
+    if cls is str or cls is bool or value is None:
+        return value
+    if cls is int:
+        if not -(2**63) <= value < 2**64:
+            raise _refuse(where, value, "an int beyond 64 bits")
+        return value
+    if cls is float:
+        if not math.isfinite(value):
+            raise _refuse(where, value, f"the float {value!r}")
+        return value
+    if isinstance(value, Enum):
+        return _canonical(value.value, where)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(x, f"{where}[{i}]") for i, x in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _refuse(f"{where}[{k!r}]", k, "a dict key that is not a str")
+            out[str(k)] = _canonical(v, f"{where}[{k!r}]")
+        return out
+    for base in (str, int, float):  # subclasses key as the value they equal
+        if isinstance(value, base) and not isinstance(value, bool):
+            return _canonical(base(value), where)
+    raise _refuse(where, value, f"of type {cls.__qualname__}")
+
+
+def _refuse(where: str, value: Any, what: str) -> SerializationError:
+    return SerializationError(
+        f"argument {where} is {what} ({value!r:.60}): the default cache key takes None, "
+        "bool, int, finite float, str and lists, tuples and str-keyed dicts of them; "
+        "pass key= to cached() to build the key yourself (methods need it for self)")
+
+
+class Cached(Generic[P, R]):
+    """A function whose results a cache keeps (see :meth:`cacheway.Cache.cached`)."""
+
+    def __init__(self, func: Callable[P, R], ns: Namespace, ttl: float | None,
+                 key: Callable[..., str] | None, clock: Callable[[], float]) -> None:
+        functools.update_wrapper(self, func)
+        self.__wrapped__: Callable[P, R] = func
+        #: The namespace view holding this function's results.
+        self.namespace = ns
+        self.ttl = ttl
+        self._key_func = key
+        self._clock = clock
+        self._flights = SingleFlight()
+        sig = inspect.signature(func)
+        self._sig = sig
+        self._qualname = func.__qualname__
+        params = list(sig.parameters.values())
+        simple = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+        # A positional call of a plain signature binds without inspect: the hit path.
+        self._names = tuple(p.name for p in params) if simple else None
+        self._tails: list[dict[str, Any] | None] = []
+        for i in range(len(params) + 1):
+            rest = params[i:]
+            ok = simple and all(p.default is not p.empty for p in rest)
+            self._tails.append({p.name: p.default for p in rest} if ok else None)
+
+    def __repr__(self) -> str:
+        return f"<cacheway.Cached {self._qualname} in namespace {self.namespace.name!r}>"
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The key this call's result is kept under (in :attr:`namespace`)."""
+        if self._key_func is not None:
+            return self._key_func(*args, **kwargs)
+        arguments: dict[str, Any] | None = None
+        names = self._names
+        if names is not None and not kwargs and len(args) <= len(names):
+            tail = self._tails[len(args)]
+            if tail is not None:
+                arguments = dict(zip(names, args))
+                arguments.update(tail)
+        if arguments is None:
+            bound = self._sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+        for value in arguments.values():
+            cls = value.__class__
+            if not (cls is str or cls is int or cls is bool or value is None
+                    or (cls is float and math.isfinite(value))):
+                arguments = {name: _canonical(v, f"{name!r} of {self._qualname}()")
+                             for name, v in arguments.items()}
+                break
+        try:
+            raw = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError as exc:
+            # An int past 64 bits passes the quick check above: name it.
+            for name, v in arguments.items():
+                _canonical(v, f"{name!r} of {self._qualname}()")
+            raise SerializationError(f"cannot key a call of {self._qualname}(): {exc}") from exc
+        if len(raw) > MAX_KEY_BYTES:
+            return hashlib.sha256(raw).hexdigest()
+        return raw.decode()
+
+    def _fresh(self, item: Any) -> Any:
+        """The result a stored item holds while it lives, else _MISSING."""
+        if item.__class__ is not dict or "v" not in item:
+            return _MISSING  # not ours (written by hand): compute and overwrite it
+        ttl = self.ttl
+        if ttl is not None:
+            at = item.get("at")
+            if not isinstance(at, (int, float)) or at + ttl <= self._clock():
+                return _MISSING
+        return item["v"]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        key = self.cache_key(*args, **kwargs)
+        ns = self.namespace
+        flights = self._flights
+        seen = flights.epoch(key)
+        item = ns.get(key, _MISSING)
+        if item is not _MISSING:
+            value = self._fresh(item)
+            if value is not _MISSING:
+                return value  # type: ignore[no-any-return]
+
+        def lookup() -> Any:
+            found = ns.get(key, _MISSING)
+            return found if found is _MISSING else self._fresh(found)
+
+        def compute() -> Any:
+            result = self.__wrapped__(*args, **kwargs)
+            # The write time, not an expiry: a ttl changed since applies to stored results.
+            ns.set(key, {"v": result, "at": self._clock()}, self.ttl)
+            return result
+
+        return flights.run(key, seen, lookup, compute)  # type: ignore[no-any-return]
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Drop this call's result from the cache and the store: the next call computes."""
+        self.namespace.delete(self.cache_key(*args, **kwargs))
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Cached[P, R]: ...
+
+    @overload
+    def __get__(self: Cached[Concatenate[_S, _P2], _R2], obj: _S,
+                owner: type | None = None) -> BoundCached[_P2, _R2]: ...
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return BoundCached(self, obj)
+
+
+class BoundCached(Generic[P, R]):
+    """A cached method bound to its instance: ``obj.method(...)``,
+    ``obj.method.invalidate(...)``."""
+
+    __slots__ = ("_cached", "_obj")
+
+    def __init__(self, cached: Cached[Any, Any], obj: object) -> None:
+        self._cached = cached
+        self._obj = obj
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._cached(self._obj, *args, **kwargs)  # type: ignore[no-any-return]
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        self._cached.invalidate(self._obj, *args, **kwargs)
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        return self._cached.cache_key(self._obj, *args, **kwargs)
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return functools.partial(self._cached.__wrapped__, self._obj)
+
+
+def cached(
+    front: _Front,
+    ttl: float | None = None,
+    *,
+    key: Callable[..., str] | None = None,
+    namespace: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Callable[[Callable[P, R]], Cached[P, R]]:
+    """See :meth:`cacheway.Cache.cached`."""
+    if callable(ttl):
+        raise ConfigError(
+            f"write @cache.cached() with parentheses (it was given {ttl!r} as ttl)")
+    ttl = check_ttl(ttl)
+    if key is not None and not callable(key):
+        raise ConfigError(f"key= must be a function of the call's arguments, not {key!r}")
+    if not callable(clock):
+        raise ConfigError(f"clock= must be a function returning unix time, not {clock!r}")
+
+    def decorate(func: Callable[P, R]) -> Cached[P, R]:
+        if not callable(func):
+            raise ConfigError(f"@cached() decorates a function, not {func!r}")
+        if inspect.iscoroutinefunction(func):
+            raise ConfigError(
+                f"{func.__qualname__} is async: cache its results with "
+                "cw.AsyncCache(...).cached(), not a sync Cache")
+        name = namespace if namespace is not None else namespace_for(func)
+        return Cached(func, _namespace(front, name), ttl, key, clock)
+
+    return decorate
+
+
+def _namespace(front: _Front, name: str) -> Namespace:
+    from .cache import Namespace
+
+    if isinstance(front, Namespace):
+        # Decorated through a namespace view: its results take that view's policy,
+        # ttl and store (namespaces are flat, so the new one is the cache's).
+        return front.cache.namespace(name, policy=front.policy, ttl=front.ttl,
+                                     store=front.store)
+    return front.namespace(name)  # type: ignore[attr-defined, no-any-return]
