@@ -20,6 +20,22 @@ class Boom(Exception):
     pass
 
 
+def run_stampede(n: int, call: Callable[[], Any], waiting: Callable[[], int],
+                 release: threading.Event) -> None:
+    """``call`` in ``n`` threads at once; ``release`` is set once ``n - 1`` of them wait
+    for the first one's computation (or, failing that, to end the test)."""
+    threads = [threading.Thread(target=call) for _ in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        assert wait_until(lambda: waiting() == n - 1, timeout=30), (
+            f"{waiting()} of {n - 1} callers wait for the first one's computation")
+    finally:
+        release.set()
+        for t in threads:
+            t.join(30)
+
+
 def test_get_or_set_returns_a_stored_value_without_calling_default(
         tmp_path: Path, autoclose: Callable[[Any], Any]) -> None:
     # issue 14 item 1
@@ -98,15 +114,8 @@ def test_get_or_set_calls_default_once_per_stampede(
         return {"answer": 42}
 
     results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get_or_set("k", slow)))
-               for _ in range(n)]
-    for t in threads:
-        t.start()
-    assert wait_until(lambda: memoize._FLIGHTS.waiting() == n - 1, timeout=30), (
-        f"{memoize._FLIGHTS.waiting()} waiting, calls {calls}")
-    release.set()
-    for t in threads:
-        t.join(30)
+    run_stampede(n, lambda: results.append(cache.get_or_set("k", slow)),
+                 memoize._FLIGHTS.waiting, release)
     assert len(calls) == 1
     assert results == [{"answer": 42}] * n
     assert cache.get("k") == {"answer": 42}
@@ -134,13 +143,7 @@ def test_get_or_set_raises_the_defaults_error_in_every_waiter_and_writes_nothing
         except Boom as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=call) for _ in range(n)]
-    for t in threads:
-        t.start()
-    assert wait_until(lambda: memoize._FLIGHTS.waiting() == n - 1, timeout=30)
-    release.set()
-    for t in threads:
-        t.join(30)
+    run_stampede(n, call, memoize._FLIGHTS.waiting, release)
     assert len(calls) == 1
     assert len(errors) == n
     assert cache.get("k", "absent") == "absent"
