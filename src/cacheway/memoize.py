@@ -34,9 +34,10 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from uuid import UUID
 
 import orjson
 
@@ -60,6 +61,9 @@ _MISSING: Any = object()
 MAX_KEY_BYTES = 200
 _NS_BAD = re.compile(r"[^A-Za-z0-9_.\-]")
 _NS_MAX = 64
+# orjson refuses (so _canonical() converts or names) subclasses, dataclasses and dates.
+_KEY_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+                | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME)
 
 
 class _Call:
@@ -83,15 +87,16 @@ class SingleFlight:
     would compute again.
     """
 
-    _STRIPES = 64
-
-    def __init__(self) -> None:
+    def __init__(self, stripes: int = 64) -> None:
         self._lock = threading.Lock()
         self._calls: dict[Hashable, _Call] = {}
-        self._epochs = [0] * self._STRIPES
+        self.stripes = stripes
+        #: flights ended per stripe of keys (``hash(key) % stripes``): more stripes, fewer
+        #: callers looking again because some other key's flight ended
+        self.epochs = [0] * stripes
 
     def epoch(self, key: Hashable) -> int:
-        return self._epochs[hash(key) % self._STRIPES]
+        return self.epochs[hash(key) % self.stripes]
 
     def waiting(self) -> int:
         """Callers now waiting for another caller's computation (for tests and stats)."""
@@ -103,17 +108,17 @@ class SingleFlight:
         """The value for ``key`` after a lookup that missed at epoch ``seen``: ``lookup()``
         again if a flight ended since (``_MISSING`` when absent), else the result of this
         caller's ``compute()`` or of the one already running."""
-        stripe = hash(key) % self._STRIPES
+        stripe = hash(key) % self.stripes
         while True:
             with self._lock:
                 call = self._calls.get(key)
-                leader = call is None and self._epochs[stripe] == seen
+                leader = call is None and self.epochs[stripe] == seen
                 if leader:
                     call = self._calls[key] = _Call()
                 elif call is not None:
                     call.waiters += 1
             if call is None:  # a flight ended while we looked: its result may be there
-                seen = self._epochs[stripe]
+                seen = self.epochs[stripe]
                 value = lookup()
                 if value is not _MISSING:
                     return value
@@ -130,7 +135,7 @@ class SingleFlight:
                 raise
             finally:
                 with self._lock:
-                    self._epochs[stripe] += 1
+                    self.epochs[stripe] += 1
                     del self._calls[key]
                 call.event.set()
             return call.value
@@ -193,6 +198,8 @@ def _canonical(value: Any, where: str) -> Any:
         return value
     if isinstance(value, Enum):
         return _canonical(value.value, where)
+    if isinstance(value, UUID):
+        return str(value)
     if isinstance(value, (list, tuple)):
         return [_canonical(x, f"{where}[{i}]") for i, x in enumerate(value)]
     if isinstance(value, dict):
@@ -216,7 +223,20 @@ def _refuse(where: str, value: Any, what: str) -> SerializationError:
 
 
 class Cached(Generic[P, R]):
-    """A function whose results a cache keeps (see :meth:`cacheway.Cache.cached`)."""
+    """A function whose results a cache keeps (see :meth:`cacheway.Cache.cached`).
+
+    The default key is the JSON array of the call's bound arguments in parameter order,
+    defaults applied (``f(1)``, ``f(1, region="eu")`` and ``f(sku=1)`` are one key when
+    ``region="eu"`` is the default), ``**kwargs`` and dicts with their keys sorted, e.g.
+    ``["sku1","eu"]``; over :data:`MAX_KEY_BYTES` bytes it is its sha256 hex digest. The
+    function's name is in the namespace, not the key. A stored result is
+    ``{"v": result, "at": unix_time_of_the_call}``.
+    """
+
+    # Slots for what a call reads: the wrapper's own __dict__ (the function's name, doc,
+    # annotations...) would make each of these a dict lookup (bench/cached.py).
+    __slots__ = ("__dict__", "_clock", "_defaults", "_epochs", "_flights", "_key_func",
+                 "_names", "_qualname", "_sig", "_simple", "_tails", "namespace", "ttl")
 
     def __init__(self, func: Callable[P, R], ns: Namespace, ttl: float | None,
                  key: Callable[..., str] | None, clock: Callable[[], float]) -> None:
@@ -227,19 +247,26 @@ class Cached(Generic[P, R]):
         self.ttl = ttl
         self._key_func = key
         self._clock = clock
-        self._flights = SingleFlight()
+        # One stripe: its epoch costs a hit no hash; a look again only when a computation
+        # of this function ended during a miss's lookup.
+        self._flights = SingleFlight(stripes=1)
         sig = inspect.signature(func)
         self._sig = sig
         self._qualname = func.__qualname__
         params = list(sig.parameters.values())
-        simple = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
-        # A positional call of a plain signature binds without inspect: the hit path.
-        self._names = tuple(p.name for p in params) if simple else None
-        self._tails: list[dict[str, Any] | None] = []
-        for i in range(len(params) + 1):
-            rest = params[i:]
-            ok = simple and all(p.default is not p.empty for p in rest)
-            self._tails.append({p.name: p.default for p in rest} if ok else None)
+        self._names = tuple(p.name for p in params)
+        # Calls of a plain signature (no *args, **kwargs, positional- or keyword-only
+        # parameters) bind without inspect: the hit path. _tails[len(args)] holds the
+        # defaults of the parameters after a positional call's arguments, None when one
+        # of them has none; _defaults each parameter's default or _MISSING.
+        self._simple = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+        self._defaults = tuple(_MISSING if p.default is p.empty else p.default
+                               for p in params)
+        self._tails = [
+            tuple(self._defaults[i:]) if _MISSING not in self._defaults[i:] else None
+            for i in range(len(params) + 1)
+        ]
+        self._epochs = self._flights.epochs
 
     def __repr__(self) -> str:
         return f"<cacheway.Cached {self._qualname} in namespace {self.namespace.name!r}>"
@@ -248,34 +275,55 @@ class Cached(Generic[P, R]):
         """The key this call's result is kept under (in :attr:`namespace`)."""
         if self._key_func is not None:
             return self._key_func(*args, **kwargs)
-        arguments: dict[str, Any] | None = None
-        names = self._names
-        if names is not None and not kwargs and len(args) <= len(names):
-            tail = self._tails[len(args)]
-            if tail is not None:
-                arguments = dict(zip(names, args))
-                arguments.update(tail)
-        if arguments is None:
+        return self._default_key(args, kwargs)
+
+    def _default_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        values: tuple[Any, ...] | None = None
+        if self._simple and len(args) < len(self._tails):
+            if not kwargs:
+                tail = self._tails[len(args)]
+                if tail is not None:
+                    values = args + tail if tail else args
+            else:
+                values = self._with_keywords(args, kwargs)
+        names: Iterable[str] = self._names
+        if values is None:  # inspect raises what calling the function would
             bound = self._sig.bind(*args, **kwargs)
             bound.apply_defaults()
-            arguments = bound.arguments
-        for value in arguments.values():
-            cls = value.__class__
-            if not (cls is str or cls is int or cls is bool or value is None
-                    or (cls is float and math.isfinite(value))):
-                arguments = {name: _canonical(v, f"{name!r} of {self._qualname}()")
-                             for name, v in arguments.items()}
-                break
+            values = tuple(bound.arguments.values())
+            names = bound.arguments
         try:
-            raw = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError as exc:
-            # An int past 64 bits passes the quick check above: name it.
-            for name, v in arguments.items():
-                _canonical(v, f"{name!r} of {self._qualname}()")
-            raise SerializationError(f"cannot key a call of {self._qualname}(): {exc}") from exc
+            raw = orjson.dumps(values, option=_KEY_OPTIONS)
+        except orjson.JSONEncodeError:
+            raw = b"null"  # what orjson refuses, _canonical() names or converts
+        key = raw.decode()
+        if "null" in key:  # a nan or inf is written as null too: tell them from None
+            canonical = tuple(_canonical(v, f"{name!r} of {self._qualname}()")
+                              for name, v in zip(names, values))
+            raw = orjson.dumps(canonical, option=_KEY_OPTIONS)
+            key = raw.decode()
+        # (bytes' "in" costs more than str's, hence the test on the decoded key)
         if len(raw) > MAX_KEY_BYTES:
             return hashlib.sha256(raw).hexdigest()
-        return raw.decode()
+        return key
+
+    def _with_keywords(self, args: tuple[Any, ...], kwargs: dict[str, Any]
+                       ) -> tuple[Any, ...] | None:
+        """The bound values of a plain signature's call, None when inspect must say
+        what is wrong with it."""
+        values = list(args)
+        names, defaults = self._names, self._defaults
+        used = 0
+        for i in range(len(args), len(names)):
+            value = kwargs.get(names[i], _MISSING)
+            if value is _MISSING:
+                value = defaults[i]
+                if value is _MISSING:
+                    return None
+            else:
+                used += 1
+            values.append(value)
+        return tuple(values) if used == len(kwargs) else None
 
     def _fresh(self, item: Any) -> Any:
         """The result a stored item holds while it lives, else _MISSING."""
@@ -289,11 +337,20 @@ class Cached(Generic[P, R]):
         return item["v"]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        key = self.cache_key(*args, **kwargs)
+        key_func = self._key_func
+        key = self._default_key(args, kwargs) if key_func is None else key_func(*args, **kwargs)
         ns = self.namespace
-        flights = self._flights
-        seen = flights.epoch(key)
+        seen = self._epochs[0]  # before the lookup (see SingleFlight)
         item = ns.get(key, _MISSING)
+        if item.__class__ is dict:  # _fresh(), inlined: this is the hit path
+            ttl = self.ttl
+            if ttl is None:
+                if "v" in item:
+                    return item["v"]  # type: ignore[no-any-return]
+            else:
+                at = item.get("at")
+                if at.__class__ is float and at + ttl > self._clock() and "v" in item:
+                    return item["v"]  # type: ignore[no-any-return]
         if item is not _MISSING:
             value = self._fresh(item)
             if value is not _MISSING:
@@ -309,7 +366,7 @@ class Cached(Generic[P, R]):
             ns.set(key, {"v": result, "at": self._clock()}, self.ttl)
             return result
 
-        return flights.run(key, seen, lookup, compute)  # type: ignore[no-any-return]
+        return self._flights.run(key, seen, lookup, compute)  # type: ignore[no-any-return]
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
         """Drop this call's result from the cache and the store: the next call computes."""
