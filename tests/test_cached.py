@@ -535,3 +535,48 @@ def test_cached_serves_results_across_processes_sharing_the_store(tmp_path: Path
     second = subprocess.run([sys.executable, "-c", code, str(path)], env=env,
                             capture_output=True, text=True, timeout=60, check=True)
     assert (first.stdout, second.stdout) == ("6 1\n", "6 0\n")
+
+
+def test_cached_keyword_calls_key_as_inspect_binds_them(cache: cw.Cache) -> None:
+    # issue 14 item 2: the quick binding of plain signatures agrees with inspect's
+    @cache.cached()
+    def f(a: int, b: int = 2, c: str = "x") -> int:
+        return a
+
+    key = f.cache_key(1, 2, "x")
+    for args, kwargs in [((1,), {}), ((1,), {"c": "x"}), ((), {"a": 1, "b": 2}),
+                         ((1, 2), {"c": "x"}), ((), {"c": "x", "a": 1})]:
+        assert f.cache_key(*args, **kwargs) == key, (args, kwargs)
+    with pytest.raises(TypeError, match="'d'"):
+        f(1, d=3)
+    with pytest.raises(TypeError, match="multiple values"):
+        f(1, a=1)
+    with pytest.raises(TypeError, match="'a'"):
+        f(b=1)
+
+
+def test_cached_keys_enums_uuids_and_subclasses_as_their_values(cache: cw.Cache) -> None:
+    # issue 14 item 2
+    import enum
+    import uuid
+
+    class Region(enum.Enum):
+        EU = "eu"
+
+    class Name(str):
+        pass
+
+    @cache.cached()
+    def f(x: Any, y: Any = None) -> int:
+        return 1
+
+    u = uuid.UUID(int=7)
+    assert f.cache_key(Region.EU) == f.cache_key("eu") == '["eu",null]'
+    assert f.cache_key(u) == f.cache_key(str(u))
+    assert f.cache_key(Name("n")) == f.cache_key("n")
+    assert f.cache_key([u, Region.EU]) == f.cache_key([str(u), "eu"])
+    assert f.cache_key("null") == '["null",null]', "null in a string is no nan"
+    with pytest.raises(cw.SerializationError, match="the float inf"):
+        f(1, float("inf"))
+    with pytest.raises(cw.SerializationError, match="the float nan"):
+        f(float("nan"), 1)
