@@ -12,7 +12,7 @@ import pytest
 
 import cacheway as cw
 from cacheway import memoize
-from cacheway.memoize import SingleFlight
+from cacheway._single_flight import MISSING, SingleFlight
 from conftest import wait_until
 
 
@@ -165,7 +165,7 @@ def test_single_flight_looks_again_when_a_flight_ended_during_the_lookup() -> No
     # after the flight ended must read that write, not compute a second time
     flight = SingleFlight()
     seen = flight.epoch("k")  # read before this caller's (missing) lookup
-    assert flight.run("k", flight.epoch("k"), lambda: memoize._MISSING, lambda: 1) == 1
+    assert flight.run("k", flight.epoch("k"), lambda: MISSING, lambda: 1) == 1
 
     def compute_again() -> int:
         raise AssertionError("computed twice in one stampede")
@@ -182,6 +182,6 @@ def test_single_flight_leads_again_when_the_lookup_still_misses() -> None:
         raise Boom
 
     with pytest.raises(Boom):
-        flight.run("k", seen, lambda: memoize._MISSING, fail)
-    assert flight.run("k", seen, lambda: memoize._MISSING, lambda: 2) == 2
+        flight.run("k", seen, lambda: MISSING, fail)
+    assert flight.run("k", seen, lambda: MISSING, lambda: 2) == 2
     assert flight.waiting() == 0

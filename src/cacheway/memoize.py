@@ -19,10 +19,37 @@ computing a eu
 42
 >>> cache.close()
 
-A stampede (threads missing one key at once) computes once: the first caller (the leader)
-calls the function and writes its result; the others wait for that result, or its
-exception. Unlike the engine's read single flight this one covers a computation and a
-write, so it lives here, above the engine, keyed by (namespace view, key).
+What ``@cache.cached(ttl=None, *, key=None, namespace=None, clock=time.time)`` does:
+
+- **Namespace.** Results live in a namespace of their own, ``module.qualname``
+  (:func:`namespace_for`; names that are not valid namespace names, such as those with
+  ``<locals>``, or longer than 64 characters, keep their valid characters and gain a short
+  hash). A function run as a script is in ``__main__``, and closures made by one factory
+  share a qualname: give ``namespace=`` a name of its own then. Decorated through a
+  namespace view, the results take that view's policy, ttl and store.
+- **Key.** The JSON array of the call's arguments bound to the parameters, defaults
+  applied (``f(1)`` and ``f(1, region="eu")`` are one call when ``"eu"`` is the default),
+  dicts and ``**kwargs`` with sorted keys. It takes None, bool, int (64 bits), finite
+  floats, str, lists, tuples (keyed as lists), dicts with str keys, enums (their value),
+  UUIDs (their text) and subclasses of str/int/float (the value they equal); anything
+  else raises :class:`~cacheway.SerializationError` naming the argument. Methods
+  (``self``) and other objects need ``key=``: a function of the call's arguments, as
+  called, returning the ``str`` key. A default key over :data:`MAX_KEY_BYTES` UTF-8 bytes
+  is its sha256 hex digest (stores limit key length).
+- **Results** are written with the namespace's policy, so they must be values the
+  cache's serializer keeps faithfully (with JSON: no tuples, sets or objects); one it
+  refuses raises :class:`~cacheway.SerializationError` from the call and nothing is kept.
+- **ttl** is each result's lifetime, in the cache and in the store alike: a result is
+  stored as ``{"v": result, "at": unix_time}`` and one older than ``ttl`` (by ``clock``,
+  the wall clock, so it holds across restarts and processes) is computed again (a copy
+  the engine loads from the store is checked the same way). The write time rather than an expiry is stored, so a
+  ``ttl`` changed between deploys applies to the results already stored. Expired rows
+  stay in the store until the next call overwrites them.
+- ``f.invalidate(*args, **kwargs)`` deletes that call's result from the cache and the
+  store; ``f.cache_key(...)`` is its key and ``f.namespace`` its namespace view.
+- **Stampedes**: threads of one process missing one key compute once (the others wait
+  for its result or its exception); other processes sharing the store may each compute
+  it once.
 """
 
 from __future__ import annotations
@@ -32,9 +59,8 @@ import hashlib
 import inspect
 import math
 import re
-import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 from uuid import UUID
@@ -42,12 +68,13 @@ from uuid import UUID
 import orjson
 
 from ._engine import check_ttl
+from ._single_flight import MISSING, SingleFlight
 from .errors import ConfigError, SerializationError
 
 if TYPE_CHECKING:
     from .cache import Namespace, _Front
 
-__all__ = ["BoundCached", "Cached", "SingleFlight", "cached", "get_or_set", "namespace_for"]
+__all__ = ["MAX_KEY_BYTES", "BoundCached", "Cached", "cached", "get_or_set", "namespace_for"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,7 +82,7 @@ _P2 = ParamSpec("_P2")
 _R2 = TypeVar("_R2")
 _S = TypeVar("_S")
 
-_MISSING: Any = object()
+_MISSING = MISSING
 #: Default keys longer than this many UTF-8 bytes are stored as their sha256 hex digest:
 #: stores limit key length (an indexed VARCHAR, PostgreSQL's btree row size).
 MAX_KEY_BYTES = 200
@@ -64,81 +91,6 @@ _NS_MAX = 64
 # orjson refuses (so _canonical() converts or names) subclasses, dataclasses and dates.
 _KEY_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
                 | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME)
-
-
-class _Call:
-    __slots__ = ("error", "event", "value", "waiters")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.waiters = 0
-
-
-class SingleFlight:
-    """Per-key single flight: concurrent callers of :meth:`run` for one key share one
-    ``compute()``, its result or its exception.
-
-    A caller reads :meth:`epoch` before its own lookup missed. A flight ending (its result
-    written) bumps the epoch of its key's stripe, so a caller whose lookup raced with the
-    end of a flight looks again instead of leading a second computation; without it a
-    caller that missed just before the write and arrived just after the flight ended
-    would compute again.
-    """
-
-    def __init__(self, stripes: int = 64) -> None:
-        self._lock = threading.Lock()
-        self._calls: dict[Hashable, _Call] = {}
-        self.stripes = stripes
-        #: flights ended per stripe of keys (``hash(key) % stripes``): more stripes, fewer
-        #: callers looking again because some other key's flight ended
-        self.epochs = [0] * stripes
-
-    def epoch(self, key: Hashable) -> int:
-        return self.epochs[hash(key) % self.stripes]
-
-    def waiting(self) -> int:
-        """Callers now waiting for another caller's computation (for tests and stats)."""
-        with self._lock:
-            return sum(call.waiters for call in self._calls.values())
-
-    def run(self, key: Hashable, seen: int, lookup: Callable[[], Any],
-            compute: Callable[[], Any]) -> Any:
-        """The value for ``key`` after a lookup that missed at epoch ``seen``: ``lookup()``
-        again if a flight ended since (``_MISSING`` when absent), else the result of this
-        caller's ``compute()`` or of the one already running."""
-        stripe = hash(key) % self.stripes
-        while True:
-            with self._lock:
-                call = self._calls.get(key)
-                leader = call is None and self.epochs[stripe] == seen
-                if leader:
-                    call = self._calls[key] = _Call()
-                elif call is not None:
-                    call.waiters += 1
-            if call is None:  # a flight ended while we looked: its result may be there
-                seen = self.epochs[stripe]
-                value = lookup()
-                if value is not _MISSING:
-                    return value
-                continue
-            if not leader:
-                call.event.wait()
-                if call.error is not None:
-                    raise call.error  # as concurrent.futures.Future.result() does
-                return call.value
-            try:
-                call.value = compute()
-            except BaseException as exc:
-                call.error = exc
-                raise
-            finally:
-                with self._lock:
-                    self.epochs[stripe] += 1
-                    del self._calls[key]
-                call.event.set()
-            return call.value
 
 
 _FLIGHTS = SingleFlight()  # get_or_set's, keyed by (view, key)
