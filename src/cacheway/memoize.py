@@ -41,10 +41,10 @@ What ``@cache.cached(ttl=None, *, key=None, namespace=None, clock=time.time)`` d
   refuses raises :class:`~cacheway.SerializationError` from the call and nothing is kept.
 - **ttl** is each result's lifetime, in the cache and in the store alike: a result is
   stored as ``{"v": result, "at": unix_time}`` and one older than ``ttl`` (by ``clock``,
-  the wall clock, so it holds across restarts and processes) is computed again (a copy
-  the engine loads from the store is checked the same way). The write time rather than an expiry is stored, so a
-  ``ttl`` changed between deploys applies to the results already stored. Expired rows
-  stay in the store until the next call overwrites them.
+  the wall clock, so it holds across restarts and processes) is computed again, whether
+  read from the cache or loaded from the store. The write time rather than an expiry is
+  stored, so a ``ttl`` changed between deploys applies to the results already stored.
+  Expired rows stay in the store until the next call overwrites them.
 - ``f.invalidate(*args, **kwargs)`` deletes that call's result from the cache and the
   store; ``f.cache_key(...)`` is its key and ``f.namespace`` its namespace view.
 - **Stampedes**: threads of one process missing one key compute once (the others wait
