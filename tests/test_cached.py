@@ -15,6 +15,8 @@ import pytest
 
 import cacheway as cw
 from cacheway.memoize import MAX_KEY_BYTES, namespace_for
+from conftest import wait_until
+from services import REDIS_URL, require, unique
 from test_get_or_set import run_stampede
 
 WRITE_POLICIES: dict[str, Callable[[], Any]] = {
@@ -580,3 +582,45 @@ def test_cached_keys_enums_uuids_and_subclasses_as_their_values(cache: cw.Cache)
         f(1, float("inf"))
     with pytest.raises(cw.SerializationError, match="the float nan"):
         f(float("nan"), 1)
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("two_level", [False, True])
+def test_cached_results_and_invalidate_reach_every_cache_sharing_redis(
+        tmp_path: Path, two_level: bool) -> None:
+    # issue 14 item 2: a result computed by one process is a hit in another; invalidate
+    # drops it everywhere
+    require("redis")
+    prefix = unique("cwmemo") + ":"
+    path = tmp_path / "a.db"
+    calls: list[str] = []
+
+    def open_cache() -> cw.Cache:
+        l2 = cw.RedisBackend(REDIS_URL, prefix=prefix)
+        backend = cw.TwoLevelBackend(cw.MemoryBackend(), l2) if two_level else l2
+        cache = cw.Cache(store=cw.SQLiteStore(path), backend=backend)
+        ready = getattr(cache.backend, "wait_ready", None)
+        if ready is not None:
+            assert ready(10)
+        return cache
+
+    a, b = open_cache(), open_cache()
+    try:
+        def make(cache: cw.Cache, who: str) -> Any:
+            @cache.cached(ttl=3600)
+            def price(sku: str) -> str:
+                calls.append(who)
+                return f"{sku}@{len(calls)}"
+            return price
+
+        pa, pb = make(a, "a"), make(b, "b")
+        assert pa("x") == "x@1"
+        assert pb("x") == "x@1", "b reads a's result"
+        assert calls == ["a"]
+        pa.invalidate("x")
+        assert wait_until(lambda: pb("x") == "x@2"), "b still serves the dropped result"
+        assert calls == ["a", "b"]
+        assert pa("x") == "x@2"
+    finally:
+        a.close()
+        b.close()
