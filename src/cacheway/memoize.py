@@ -74,7 +74,15 @@ from .errors import ConfigError, SerializationError
 if TYPE_CHECKING:
     from .cache import Namespace, _Front
 
-__all__ = ["MAX_KEY_BYTES", "BoundCached", "Cached", "cached", "get_or_set", "namespace_for"]
+__all__ = [
+    "MAX_KEY_BYTES",
+    "BoundCached",
+    "Cached",
+    "CallKey",
+    "cached",
+    "get_or_set",
+    "namespace_for",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -174,34 +182,20 @@ def _refuse(where: str, value: Any, what: str) -> SerializationError:
         "pass key= to cached() to build the key yourself (methods need it for self)")
 
 
-class Cached(Generic[P, R]):
-    """A function whose results a cache keeps (see :meth:`cacheway.Cache.cached`).
+class CallKey:
+    """The default key of a call of ``func`` (see the module's doc), as ``key_of(args,
+    kwargs)``: one builder for every front (sync and asyncio), so they share results.
 
-    The default key is the JSON array of the call's bound arguments in parameter order,
-    defaults applied (``f(1)``, ``f(1, region="eu")`` and ``f(sku=1)`` are one key when
-    ``region="eu"`` is the default), ``**kwargs`` and dicts with their keys sorted, e.g.
-    ``["sku1","eu"]``; over :data:`MAX_KEY_BYTES` bytes it is its sha256 hex digest. The
-    function's name is in the namespace, not the key. A stored result is
-    ``{"v": result, "at": unix_time_of_the_call}``.
+    >>> def price(sku, region="eu"): ...
+    >>> CallKey(price).key_of(("a",), {}) == CallKey(price).key_of((), {"sku": "a"})
+    True
+    >>> CallKey(price).key_of(("a",), {})
+    '["a","eu"]'
     """
 
-    # Slots for what a call reads: the wrapper's own __dict__ (the function's name, doc,
-    # annotations...) would make each of these a dict lookup (bench/cached.py).
-    __slots__ = ("__dict__", "_clock", "_defaults", "_epochs", "_flights", "_key_func",
-                 "_names", "_qualname", "_sig", "_simple", "_tails", "namespace", "ttl")
+    __slots__ = ("_defaults", "_names", "_qualname", "_sig", "_simple", "_tails")
 
-    def __init__(self, func: Callable[P, R], ns: Namespace, ttl: float | None,
-                 key: Callable[..., str] | None, clock: Callable[[], float]) -> None:
-        functools.update_wrapper(self, func)
-        self.__wrapped__: Callable[P, R] = func
-        #: The namespace view holding this function's results.
-        self.namespace = ns
-        self.ttl = ttl
-        self._key_func = key
-        self._clock = clock
-        # One stripe: its epoch costs a hit no hash; a look again only when a computation
-        # of this function ended during a miss's lookup.
-        self._flights = SingleFlight(stripes=1)
+    def __init__(self, func: Callable[..., Any]) -> None:
         sig = inspect.signature(func)
         self._sig = sig
         self._qualname = func.__qualname__
@@ -218,18 +212,8 @@ class Cached(Generic[P, R]):
             tuple(self._defaults[i:]) if _MISSING not in self._defaults[i:] else None
             for i in range(len(params) + 1)
         ]
-        self._epochs = self._flights.epochs
 
-    def __repr__(self) -> str:
-        return f"<cacheway.Cached {self._qualname} in namespace {self.namespace.name!r}>"
-
-    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        """The key this call's result is kept under (in :attr:`namespace`)."""
-        if self._key_func is not None:
-            return self._key_func(*args, **kwargs)
-        return self._default_key(args, kwargs)
-
-    def _default_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    def key_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         values: tuple[Any, ...] | None = None
         if self._simple and len(args) < len(self._tails):
             if not kwargs:
@@ -276,6 +260,45 @@ class Cached(Generic[P, R]):
                 used += 1
             values.append(value)
         return tuple(values) if used == len(kwargs) else None
+
+
+class Cached(Generic[P, R]):
+    """A function whose results a cache keeps (see :meth:`cacheway.Cache.cached`).
+
+    The default key (:class:`CallKey`) is the JSON array of the call's bound arguments in
+    parameter order, defaults applied, e.g. ``["sku1","eu"]``; the function's name is in
+    the namespace, not the key. A stored result is ``{"v": result, "at": unix_time}``.
+    """
+
+    # Slots for what a call reads: the wrapper's own __dict__ (the function's name, doc,
+    # annotations...) would make each of these a dict lookup (bench/cached.py).
+    __slots__ = ("__dict__", "_clock", "_default_key", "_epochs", "_flights", "_key_func",
+                 "_qualname", "namespace", "ttl")
+
+    def __init__(self, func: Callable[P, R], ns: Namespace, ttl: float | None,
+                 key: Callable[..., str] | None, clock: Callable[[], float]) -> None:
+        functools.update_wrapper(self, func)
+        self.__wrapped__: Callable[P, R] = func
+        #: The namespace view holding this function's results.
+        self.namespace = ns
+        self.ttl = ttl
+        self._key_func = key
+        self._default_key = CallKey(func).key_of
+        self._clock = clock
+        self._qualname = func.__qualname__
+        # One stripe: its epoch costs a hit no hash; a look again only when a computation
+        # of this function ended during a miss's lookup.
+        self._flights = SingleFlight(stripes=1)
+        self._epochs = self._flights.epochs
+
+    def __repr__(self) -> str:
+        return f"<cacheway.Cached {self._qualname} in namespace {self.namespace.name!r}>"
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The key this call's result is kept under (in :attr:`namespace`)."""
+        if self._key_func is not None:
+            return self._key_func(*args, **kwargs)
+        return self._default_key(args, kwargs)
 
     def _fresh(self, item: Any) -> Any:
         """The result a stored item holds while it lives, else _MISSING."""
