@@ -18,8 +18,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from . import memoize
 from ._direct import WriteAroundEngine, WriteThroughEngine
 from ._engine import Engine, check_ttl
 from ._refresh import ReadOptions
@@ -41,6 +42,8 @@ _UNSET: Any = object()
 # Strong references: a cache dropped without close() still has dirty writes that its
 # flusher thread holds, and the atexit hook must be able to reach them.
 _OPEN: set[Cache] = set()
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class _Front:
@@ -100,6 +103,22 @@ class _Front:
     def invalidate_many(self, keys: Iterable[str]) -> None:
         """``invalidate`` for each key, in one backend call."""
         self._engine.invalidate_many(keys)
+
+    def get_or_set(self, key: str, default: Any, ttl: float | None = None) -> Any:
+        """The value under ``key``; on a miss ``default`` (``default()`` when callable,
+        called once per stampede: concurrent misses share its result or exception),
+        written by the policy as ``set(key, value, ttl)`` and returned."""
+        return memoize.get_or_set(self, key, default, ttl)
+
+    def cached(
+        self, ttl: float | None = None, *, key: Callable[..., str] | None = None,
+        namespace: str | None = None, clock: Callable[[], float] = time.time,
+    ) -> Callable[[Callable[_P, _R]], memoize.Cached[_P, _R]]:
+        """Decorator keeping a function's results in their own namespace (``module.qualname``
+        unless ``namespace=``), keyed by the call's bound arguments (see
+        :mod:`cacheway.memoize`) or by ``key(*args, **kwargs)``. ``ttl``: each result's
+        lifetime (``clock``: unix time), in the cache and the store alike."""
+        return memoize.cached(self, ttl, key=key, namespace=namespace, clock=clock)
 
     def __contains__(self, key: str) -> bool:
         return self._engine.get(key, _UNSET) is not _UNSET
