@@ -14,29 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import inspect
-import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
-import orjson
-
 from ._engine import check_ttl
 from .errors import ConfigError, InvalidKeyError
+from .memoize import CallKey, namespace_for
 
 if TYPE_CHECKING:
     from .aio import AsyncNamespace
 
-__all__ = ["CachedFunction", "memoize", "namespace_of"]
+__all__ = ["CachedFunction", "memoize"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 _MISS: Any = object()
-_NOT_NAME = re.compile(r"[^A-Za-z0-9_.\-]")
-#: Longer serialized arguments become their SHA-256 (stores limit key lengths).
-MAX_KEY_CHARS = 200
 
 
 class CachedFunction(Protocol[P, R_co]):
@@ -57,37 +51,13 @@ class _Abandoned(Exception):
     """The task computing a result was cancelled: a waiter computes it instead."""
 
 
-def namespace_of(fn: Callable[..., Any]) -> str:
-    """The namespace name of ``fn``'s results: its sanitized qualified name."""
-    qual = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', repr(fn))}"
-    name = _NOT_NAME.sub("_", qual)
-    if len(name) > 64:
-        digest = hashlib.blake2b(qual.encode(), digest_size=8).hexdigest()
-        name = f"{name[:47]}.{digest}"
-    return name
-
-
-def _default_key(fn: Callable[..., Any]) -> Callable[..., str]:
-    sig = inspect.signature(fn)
-    qual = getattr(fn, "__qualname__", repr(fn))
-
-    def key(*args: Any, **kwargs: Any) -> str:
-        bound = sig.bind(*args, **kwargs)  # a wrong call raises the TypeError Python would
-        bound.apply_defaults()
-        try:
-            text = orjson.dumps(bound.arguments, option=orjson.OPT_SORT_KEYS).decode()
-        except TypeError as exc:
-            raise InvalidKeyError(
-                f"cannot make a cache key for {qual}() from its arguments ({exc}): pass "
-                "key=lambda *args, **kwargs: '...' to cached()") from None
-        return text
-
-    return key
-
-
-def _live(entry: Any, clock: Callable[[], float]) -> bool:
-    return (entry.__class__ is list and len(entry) == 2
-            and (entry[0] is None or entry[0] > clock()))
+def _live(entry: Any, ttl: float | None, clock: Callable[[], float]) -> bool:
+    """A stored result ``{"v": result, "at": written}`` (memoize's shape: the sync and
+    asyncio fronts share results) that has not outlived ``ttl``."""
+    if entry.__class__ is not dict or "v" not in entry:
+        return False  # not ours (written by hand): compute and overwrite it
+    at = entry.get("at")
+    return ttl is None or (isinstance(at, (int, float)) and at + ttl > clock())
 
 
 def _retrieve(flight: asyncio.Future[Any]) -> None:
@@ -112,8 +82,10 @@ def memoize(
             raise ConfigError(
                 f"AsyncCache.cached() takes an async def function, not {fn!r} "
                 "(Cache.cached memoizes plain functions)")
-        make_key = key if key is not None else _default_key(fn)
-        name = namespace_of(fn)
+        call_key = CallKey(fn)
+        make_key = key if key is not None else (
+            lambda *args, **kwargs: call_key.key_of(args, kwargs))
+        name = namespace_for(fn)
         views: list[AsyncNamespace] = []
         flights: dict[str, asyncio.Future[Any]] = {}
 
@@ -121,8 +93,6 @@ def memoize(
             k = make_key(*args, **kwargs)
             if not isinstance(k, str):
                 raise InvalidKeyError(f"key= of {name} returned {k!r}, not a str")
-            if len(k) > MAX_KEY_CHARS:
-                k = "sha256:" + hashlib.sha256(k.encode()).hexdigest()
             return k
 
         def view() -> AsyncNamespace:
@@ -135,8 +105,8 @@ def memoize(
             k = key_of(args, kwargs)
             ns = view()
             entry = await ns.get(k, _MISS)
-            if _live(entry, clock):
-                return cast(R, entry[1])
+            if _live(entry, ttl, clock):
+                return cast(R, entry["v"])
             while (flight := flights.get(k)) is not None:
                 try:
                     return cast(R, await asyncio.shield(flight))
@@ -148,12 +118,11 @@ def memoize(
             try:
                 # Read again under the flight: a computation may have ended since.
                 entry = await ns.get(k, _MISS)
-                if _live(entry, clock):
-                    result = cast(R, entry[1])
+                if _live(entry, ttl, clock):
+                    result = cast(R, entry["v"])
                 else:
                     result = await fn(*args, **kwargs)
-                    expires = None if ttl is None else clock() + ttl
-                    await ns.set(k, [expires, result], ttl)
+                    await ns.set(k, {"v": result, "at": clock()}, ttl)
             except asyncio.CancelledError:
                 flight.set_exception(_Abandoned())
                 raise
