@@ -346,11 +346,34 @@ def bench_writethrough(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
     return run_alternating(comp, ours, base, rounds, progress=say)
 
 
+# -- 5. A/A: the noise floor ---------------------------------------------------------------
+def bench_aa(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
+             say: Callable[[str], None]) -> Comparison:
+    """Two identical write-back caches timed against each other, alternating as every
+    comparison is: how far from 1.0 a ratio strays with nothing different on either side."""
+    items = set_mix(rng, sz.wb_ops, window=1000)
+    caches = [cw.Cache(store=cw.SQLiteStore(tmp.path(f"aa{i}")), policy=cw.WriteBack(
+        max_delay=1.0, batch_size=1000, max_dirty=10**7)) for i in range(2)]
+    comp = Comparison(
+        "5. A/A write-back set", "Cache(WriteBack).set", "the same, a second cache",
+        target=1.1, unit="sets", ops_per_round=len(items), batch=sz.wb_batch,
+    )
+
+    def run(cache: cw.Cache) -> Callable[[], RoundResult]:
+        return lambda: time_batches2(cache.set, items, sz.wb_batch)
+
+    run_alternating(comp, run(caches[0]), run(caches[1]), rounds, progress=say)
+    for cache in caches:
+        cache.close()
+    return comp
+
+
 BENCHES = {
     "get": bench_get,
     "wbset": bench_writeback_set,
     "flush": bench_flush,
     "wtset": bench_writethrough,
+    "aa": bench_aa,  # last: its two caches' flushes must not overlap another comparison
 }
 
 
