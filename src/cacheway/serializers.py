@@ -57,9 +57,10 @@ never the caller's own mutable object)."""
 
 # Both formats carry 64-bit integers (signed, or unsigned for the positive ones).
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-# orjson refuses containers nested deeper (the stdlib path keeps its limit, so that what
+# orjson refuses containers nested deeper: 3.8 takes 255 levels, 3.13 only 253, so the
+# lower one, whatever orjson this process has (the stdlib path keeps it too, so that what
 # one process writes every other one reads); deeper msgpack values take its slow path.
-_JSON_DEPTH = 255
+_JSON_DEPTH = 253
 
 if _orjson is not None:
     # Without these options orjson writes datetimes, dataclasses and str/int/dict/list
@@ -83,7 +84,7 @@ class Serializer(Protocol):
 
 class JSONSerializer:
     """JSON: values are ``dict`` (``str`` keys), ``list``, ``str``, ``int`` (from
-    -2**63 to 2**64-1), finite ``float``, ``bool`` and ``None``, nested up to 255 levels.
+    -2**63 to 2**64-1), finite ``float``, ``bool`` and ``None``, nested up to 253 levels.
 
     Anything else raises :class:`~cacheway.SerializationError` rather than coming back
     changed: tuples, non-``str`` keys, ``nan``/``inf``, wider ints, lone surrogates,
