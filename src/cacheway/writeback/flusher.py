@@ -161,11 +161,13 @@ class Flusher(Engine):
                 self._failed([entry], probe_exc)  # refused for good: dead-lettered now
             else:
                 rest.append(entry)  # may be the store: tried again with the rest
-            exc = probe_exc
+                exc = probe_exc
         if not up:
             if rest:
+                # Not one of these was refused alone: they wait for a retry, whatever
+                # error the batch or another entry's probe saw.
                 self._store_down()
-                self._failed(rest, exc)
+                self._failed(rest, exc, alone=False)
             return
         failing: list[list[Entry]] = [rest] if rest else []
         while failing:
@@ -330,14 +332,17 @@ class Flusher(Engine):
             for bkey, *_ in stamps:
                 self._backend_drop(bkey)
 
-    def _failed(self, entries: list[Entry], exc: Exception) -> None:
+    def _failed(self, entries: list[Entry], exc: Exception, *, alone: bool = True) -> None:
+        """``entries`` failed: each waits for a retry, or goes to on_dead_letter when its
+        retries are spent or it was refused for good on its own (``alone``: the one entry
+        of the failing call)."""
         retry = self.config.retry
         now = self._timer()
         attempts = max(e.attempts for e in entries) + 1
         not_before = now + retry.delay(attempts, self._rand.random)
         dead: list[Entry] = []
         with self._cond:
-            hopeless = len(entries) == 1 and _permanent(exc)
+            hopeless = alone and len(entries) == 1 and _permanent(exc)
             for entry in entries:
                 entry.attempts += 1
                 if hopeless or retry.exhausted(entry.attempts):
