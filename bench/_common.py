@@ -9,13 +9,17 @@ and the round's own per-op mean. The headline number is the median over rounds o
 
 from __future__ import annotations
 
+import argparse
 import gc
 import math
+import os
 import platform
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -293,3 +297,51 @@ def show_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]])
     # Piped into a file, rich would fall back to 80 columns and wrap the table.
     console = Console() if sys.stdout.isatty() else Console(width=120, no_color=True)
     console.print(table)
+
+
+class Scratch:
+    """A temporary directory for one run; every database file is created inside it."""
+
+    def __init__(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="cacheway-bench-")
+        self._n = 0
+
+    def path(self, stem: str) -> str:
+        self._n += 1
+        return os.path.join(self.root, f"{stem}-{self._n}.db")
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def source_revision() -> str:
+    """The git commit of the cacheway being measured (``+dirty`` with local edits)."""
+    import subprocess
+
+    import cacheway as cw
+
+    here = os.path.dirname(os.path.abspath(cw.__file__))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
+
+
+def bench_args(doc: str | None, choices: Iterable[str], seed: int,
+               argv: list[str] | None) -> argparse.Namespace:
+    """The options every benchmark script takes: --quick, --rounds, --seed, --only, -q."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer ops, for smoke runs")
+    ap.add_argument("--rounds", type=int, default=7, help="timed rounds per side (default 7)")
+    ap.add_argument("--seed", type=int, default=seed, help="seed of the operation mixes")
+    ap.add_argument("--only", choices=sorted(choices), action="append",
+                    help="run only these comparisons (repeatable)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
+    return args

@@ -23,15 +23,11 @@ hit path alone. AsyncCache is the first, thread-offload version (see cacheway/ai
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import os
 import random
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,12 +41,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (
     Comparison,
     RoundResult,
+    Scratch,
+    bench_args,
     environment,
     perf_ns,
     print_detail,
     print_table,
     run_alternating,
     set_mix,
+    source_revision,
 )
 
 
@@ -97,19 +96,6 @@ def get_round(get: Callable[[str], Awaitable[Any]], keys: Sequence[str], batch: 
     return lambda: on_loop(_time_gets(get, keys, batch))
 
 
-class Scratch:
-    def __init__(self) -> None:
-        self.root = tempfile.mkdtemp(prefix="cw-bench-async-")
-        self.n = 0
-
-    def db(self) -> str:
-        self.n += 1
-        return os.path.join(self.root, f"b{self.n}.db")
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 def _hit_keys(sz: Sizes, rng: random.Random) -> tuple[dict[str, Any], list[str]]:
     data = {f"item:{i}": {"n": i, "name": f"item {i}"} for i in range(sz.keys)}
     names = list(data)
@@ -117,7 +103,7 @@ def _hit_keys(sz: Sizes, rng: random.Random) -> tuple[dict[str, Any], list[str]]
 
 
 def _filled_async_cache(tmp: Scratch, data: dict[str, Any]) -> cw.AsyncCache:
-    acache = cw.AsyncCache(store=cw.SQLiteStore(tmp.db()))
+    acache = cw.AsyncCache(store=cw.SQLiteStore(tmp.path("b")))
     on_loop(acache.set_many(data))
     return acache
 
@@ -205,8 +191,8 @@ def bench_set_100(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
     mix = set_mix(rng, sz.sets, 1000)
     parts = [mix[i::TASKS] for i in range(TASKS)]
     policy = cw.WriteBack(max_delay=0.2, batch_size=1000, max_dirty=10 * sz.sets)
-    acache = cw.AsyncCache(store=cw.SQLiteStore(tmp.db()), policy=policy)
-    cache = cw.Cache(store=cw.SQLiteStore(tmp.db()), policy=policy)
+    acache = cw.AsyncCache(store=cw.SQLiteStore(tmp.path("b")), policy=policy)
+    cache = cw.Cache(store=cw.SQLiteStore(tmp.path("b")), policy=policy)
 
     async def tasks_round() -> RoundResult:
         async def worker(part: list[tuple[str, Any]]) -> None:
@@ -265,26 +251,8 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def source_revision() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, check=True, cwd=os.path.dirname(__file__))
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer ops, for smoke runs")
-    ap.add_argument("--rounds", type=int, default=7, help="timed rounds per side (default 7)")
-    ap.add_argument("--seed", type=int, default=20261127, help="seed of the operation mixes")
-    ap.add_argument("--only", choices=sorted(BENCHES), action="append",
-                    help="run only these comparisons (repeatable)")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
-    args = ap.parse_args(argv)
-    if args.rounds < 1:
-        ap.error("--rounds must be >= 1")
+    args = bench_args(__doc__, BENCHES, 20261127, argv)
     sz = QUICK if args.quick else FULL
     say: Callable[[str], None] = (lambda s: None) if args.quiet else print
     print("cacheway asyncio benchmarks")

@@ -25,7 +25,6 @@ a database; theirs end with the process.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import random
@@ -46,14 +45,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (
     Comparison,
     RoundResult,
+    bench_args,
     environment,
     fmt_ns,
     print_detail,
     run_alternating,
     show_table,
+    source_revision,
     time_batches,
 )
-from embedded import get_mix, source_revision
+from embedded import get_mix
 
 
 @dataclass(frozen=True)
@@ -143,16 +144,7 @@ COMPARISONS: dict[str, tuple[str, str, str, str, bool, float]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer calls, for smoke runs")
-    ap.add_argument("--rounds", type=int, default=7, help="timed rounds per side (default 7)")
-    ap.add_argument("--seed", type=int, default=20240601, help="seed of the call mix")
-    ap.add_argument("--only", choices=sorted(COMPARISONS), action="append",
-                    help="run only these comparisons (repeatable)")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
-    args = ap.parse_args(argv)
-    if args.rounds < 1:
-        ap.error("--rounds must be >= 1")
+    args = bench_args(__doc__, COMPARISONS, 20240601, argv)
     sz = QUICK if args.quick else FULL
     say: Callable[[str], None] = (lambda s: None) if args.quiet else print
 

@@ -22,15 +22,12 @@ Every SQLite file lives in a fresh temporary directory; both sides use
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import queue
 import random
-import shutil
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +44,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (
     Comparison,
     RoundResult,
+    Scratch,
+    bench_args,
     distinct_mix,
     environment,
     perf_ns,
@@ -54,6 +53,7 @@ from _common import (
     print_table,
     run_alternating,
     set_mix,
+    source_revision,
     time_batches,
     time_batches2,
 )
@@ -85,21 +85,6 @@ FULL = Sizes(get_keys=20_000, get_ops=300_000, get_batch=10_000, wb_ops=60_000,
              wb_batch=5_000, flush_keys=50_000, wt_ops=400)
 QUICK = Sizes(get_keys=2_000, get_ops=30_000, get_batch=5_000, wb_ops=6_000,
               wb_batch=1_000, flush_keys=5_000, wt_ops=40)
-
-
-class Scratch:
-    """A temporary directory for one run; every database file is created inside it."""
-
-    def __init__(self) -> None:
-        self.root = tempfile.mkdtemp(prefix="cacheway-bench-")
-        self._n = 0
-
-    def path(self, stem: str) -> str:
-        self._n += 1
-        return os.path.join(self.root, f"{stem}-{self._n}.db")
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def raw_connection(path: str) -> sqlite3.Connection:
@@ -377,32 +362,8 @@ BENCHES = {
 }
 
 
-def source_revision() -> str:
-    """The git commit of the cacheway being measured (``+dirty`` with local edits)."""
-    import subprocess
-
-    here = os.path.dirname(os.path.abspath(cw.__file__))
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
-                             capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer ops, for smoke runs")
-    ap.add_argument("--rounds", type=int, default=7, help="timed rounds per side (default 7)")
-    ap.add_argument("--seed", type=int, default=20240601, help="seed of the operation mixes")
-    ap.add_argument("--only", choices=sorted(BENCHES), action="append",
-                    help="run only these comparisons (repeatable)")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
-    args = ap.parse_args(argv)
-    if args.rounds < 1:
-        ap.error("--rounds must be >= 1")
+    args = bench_args(__doc__, BENCHES, 20240601, argv)
     sz = QUICK if args.quick else FULL
     say: Callable[[str], None] = (lambda s: None) if args.quiet else print
 
