@@ -1,4 +1,4 @@
-"""The public API of DESIGN.md, used the way a new user would use it."""
+"""The public API of docs/design.md, used the way a new user would use it."""
 
 from __future__ import annotations
 

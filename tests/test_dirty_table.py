@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from cacheway.core.dirty import DirtyTable, Entry
 from cacheway.stores.base import ADD, DELETE, SET
-from cacheway.writeback.dirty import DirtyTable, Entry
 
 KEYS = ["a", "b", "c", "d"]
 

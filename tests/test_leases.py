@@ -135,7 +135,7 @@ def test_a_dead_lease_holder_blocks_readers_only_until_the_lease_expires(
     prefix = unique("cw") + ":"
     backend = cw.RedisBackend(redis_url, prefix=prefix, lease_ttl=0.5)
     # a holder that died right after taking the lease
-    from cacheway._engine import LEASE_ACQUIRED
+    from cacheway.engine.leases import LEASE_ACQUIRED
 
     assert backend.lease_get(":k", b"dead-holder")[0] == LEASE_ACQUIRED
     store = cw.SQLiteStore(tmp_path / "app.db")

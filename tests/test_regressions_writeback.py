@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import cacheway as cw
+from cacheway.core.dirty import DirtyTable
 from cacheway.stores.base import SET
-from cacheway.writeback.dirty import DirtyTable
 from conftest import DictStore
 
 

@@ -14,15 +14,14 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._aio_batch import Batcher
 from ._aio_memo import CachedFunction, memoize
-from .backends.base import MISS, Backend
-from .backends.memory import MemoryBackend
+from .backends.base import MISS
 from .stats import Stats
 
 if TYPE_CHECKING:
     from .aio import AsyncCache
     from .cache import Cache, Namespace
 
-__all__ = ["UNSET", "AsyncFront", "memory_peek"]
+__all__ = ["UNSET", "AsyncFront"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -183,33 +182,3 @@ def _landed(reads: dict[str, asyncio.Future[Any]], key: str, flight: asyncio.Fut
         del reads[key]
     if not flight.cancelled():
         flight.exception()  # seen: no "never retrieved" warning when every reader left
-
-
-def memory_peek(backend: Backend, engine: Any) -> Callable[[str], Any] | None:
-    """The inline hit path of one namespace's engine: its live copy in a plain
-    MemoryBackend, counted as a hit; MISS sends the call to a worker thread."""
-    if type(backend) is not MemoryBackend:
-        return None  # a subclass may override get/peek; a shared backend does I/O
-    prefix = engine.prefix
-    counters = engine.counters
-    peek = backend.peek
-    # A bounded backend keeps LRU order: a hit also moves the key up (a live entry's get
-    # takes no lock), as the thread front's hit does.
-    touch = backend.get if (backend.max_entries is not None or
-                            backend.max_bytes is not None) else None
-
-    def hit(key: str) -> Any:
-        if key.__class__ is not str or engine.closed:
-            return MISS  # the thread path raises the right error
-        bkey = prefix + key
-        value = peek(bkey)
-        if value is MISS:
-            return MISS
-        if touch is not None:
-            value = touch(bkey)
-            if value is MISS:
-                return MISS
-        counters.hits += 1
-        return value
-
-    return hit

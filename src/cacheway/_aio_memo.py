@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
-from ._engine import check_ttl
+from .core.keys import check_ttl
 from .errors import ConfigError, InvalidKeyError
 from .memoize import CallKey, namespace_for
 

@@ -41,10 +41,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._aio_batch import Batcher
-from ._aio_front import UNSET, AsyncFront, memory_peek
+from ._aio_front import UNSET, AsyncFront
 from ._aio_store import AsyncCallbackStore
 from .backends.base import Backend
 from .cache import Cache, Namespace
+from .engine.fastpaths import memory_peek
 from .errors import ClosedError, ConfigError
 from .policies import Policy, WriteBack
 from .serializers import Serializer
@@ -77,15 +78,22 @@ class AsyncNamespace(AsyncFront):
     def __init__(self, owner: AsyncCache, name: str, options: dict[str, Any]) -> None:
         self._owner = owner
         self.name = name
-        self._options = options
+        #: the options it was opened with (``Cache.namespace``'s)
+        self.options = options
         self._lock: asyncio.Lock | None = None
         self._reads = {}
 
     def __repr__(self) -> str:
         return f"<cacheway.AsyncNamespace {self.name!r}>"
 
-    def _open_now(self, cache: Cache) -> Namespace:
-        ns = cache.namespace(self.name, **self._options)
+    @property
+    def opened(self) -> bool:
+        """True once its namespace of the thread front is open."""
+        return self._sync is not None
+
+    def open_now(self, cache: Cache) -> Namespace:
+        """Open its namespace of ``cache`` (blocking: a journal may replay)."""
+        ns = cache.namespace(self.name, **self.options)
         self._peek = self._owner._peek_for(ns.name)
         self._batch = self._owner._batcher_for(ns.policy, cache)
         self._sync = ns
@@ -99,7 +107,7 @@ class AsyncNamespace(AsyncFront):
         async with self._lock:
             if self._sync is None:
                 cache = await self._owner._ready()
-                await self._owner._run(self._open_now, cache)
+                await self._owner._run(self.open_now, cache)
         assert self._sync is not None
         return self._sync
 
@@ -199,7 +207,7 @@ class AsyncCache(AsyncFront):
         if not self._inline or not isinstance(cache, Cache):
             return None
         engine = next(e for e in cache.engines() if e.namespace == name)
-        return memory_peek(cache.backend, engine)
+        return memory_peek(engine)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._sync is not None else "opening"
@@ -267,18 +275,18 @@ class AsyncCache(AsyncFront):
         cache = self._sync
         existing = self._namespaces.get(name)
         if existing is not None:
-            if existing._sync is not None:
+            if existing.opened:
                 if options and isinstance(cache, Cache):  # it says whether they conflict
                     cache.namespace(name, **options)
-            elif options and options != existing._options:
+            elif options and options != existing.options:
                 raise ConfigError(
-                    f"namespace {name!r} already exists with {existing._options}; "
+                    f"namespace {name!r} already exists with {existing.options}; "
                     "open it without options")
             return existing
         view = AsyncNamespace(self, name, options)
         pol = policy if policy is not None else cache.policy if isinstance(cache, Cache) else None
         if isinstance(cache, Cache) and not _journalled(pol):
-            view._open_now(cache)  # raises ConfigError as Cache.namespace does
+            view.open_now(cache)  # raises ConfigError as Cache.namespace does
         self._namespaces[name] = view
         return view
 

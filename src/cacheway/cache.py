@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from . import memoize
-from ._direct import WriteAroundEngine, WriteThroughEngine
-from ._engine import Engine, check_ttl
 from ._refresh import ReadOptions
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
+from .core.keys import check_ttl
+from .engine.read import Engine
+from .engine.write_through import WriteAroundEngine, WriteThroughEngine
 from .errors import CachewayError, ClosedError, ConfigError
 from .policies import Policy, WriteAround, WriteBack, WriteThrough
 from .serializers import Serializer
@@ -151,6 +152,10 @@ class Namespace(_Front):
     def __repr__(self) -> str:
         return f"<cacheway.Namespace {self.name!r} policy={self.policy.name}>"
 
+    def after_fork_in_child(self, engine: Engine) -> None:
+        """In the child of a fork: serve from the engine the child has now."""
+        self._bind(engine)
+
     def flush(self, timeout: float | None = None) -> None:
         """Write this namespace's dirty entries to the store (see ``Cache.flush``)."""
         self._engine.flush(timeout)
@@ -161,7 +166,7 @@ class Namespace(_Front):
 
     def stats(self) -> Stats:
         """Counters of this namespace alone."""
-        return self.cache._stats_of([self._engine])
+        return _stats([self._engine], self.cache.backend)
 
     def namespace(self, name: str, **kwargs: Any) -> Namespace:
         """Namespaces are flat: ``ns.namespace(x)`` is ``cache.namespace(x)``."""
@@ -249,7 +254,7 @@ class Cache(_Front):
         engine: Engine
         if isinstance(policy, WriteBack):
             journal = self._open_journal(name, policy, store)
-            from .writeback.engine import WriteBackEngine
+            from .engine.write_back import WriteBackEngine
 
             engine = WriteBackEngine(
                 name, store, self.backend, self.serializer, ttl, counters, policy,
@@ -370,21 +375,7 @@ class Cache(_Front):
 
     def stats(self) -> Stats:
         """A :class:`Stats` snapshot over every namespace."""
-        return self._stats_of(list(self._engines.values()))
-
-    def _stats_of(self, engines: list[Engine]) -> Stats:
-        total = Stats()
-        for engine in engines:
-            dirty = engine.pending()  # first: staged writes are counted as they drain
-            c = engine.counters
-            total = total + c.stats(dirty=dirty)
-            journal = getattr(engine, "journal", None)
-            if journal is not None:
-                total = total + Stats(journal_bytes=journal.bytes, journal_syncs=journal.syncs)
-        return total + Stats(
-            evictions=self.backend.evictions,
-            decode_errors=int(getattr(self.backend, "decode_errors", 0)),
-        )
+        return _stats(list(self._engines.values()), self.backend)
 
     @property
     def closed(self) -> bool:
@@ -412,7 +403,7 @@ class Cache(_Front):
             engine.after_fork_in_child()
         self._bind(self._engines[""])
         for name, view in self._namespaces.items():
-            view._bind(self._engines[name])
+            view.after_fork_in_child(self._engines[name])
         self._journals = [j for j in (getattr(e, "journal", None) for e in self.engines())
                           if j is not None]
 
@@ -444,6 +435,21 @@ class Cache(_Front):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stats(engines: list[Engine], backend: Backend) -> Stats:
+    """The counters of ``engines`` and their backend, as one snapshot."""
+    total = Stats()
+    for engine in engines:
+        dirty = engine.pending()  # first: staged writes are counted as they drain
+        total = total + engine.counters.stats(dirty=dirty)
+        journal = getattr(engine, "journal", None)
+        if journal is not None:
+            total = total + Stats(journal_bytes=journal.bytes, journal_syncs=journal.syncs)
+    return total + Stats(
+        evictions=backend.evictions,
+        decode_errors=int(getattr(backend, "decode_errors", 0)),
+    )
 
 
 def _check_store(store: object) -> None:

@@ -11,10 +11,11 @@ import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._engine import Engine
-from .backends.base import MISS
-from .errors import StoreError
-from .stores.base import ADD, DELETE, NOTSET, SET, Applied, Op
+from ..backends.base import MISS
+from ..core.fills import MASK
+from ..errors import StoreError
+from ..stores.base import ADD, DELETE, NOTSET, SET, Applied, Op
+from .read import Engine
 
 __all__ = ["WriteAroundEngine", "WriteThroughEngine"]
 
@@ -26,14 +27,15 @@ class WriteThroughEngine(Engine):
     drops_copies = False  # a write drops the cached copy instead of setting it
 
     def _apply(self, ops: list[Op], bkeys: list[str]) -> list[Applied]:
-        ops = self._versioned(ops)
+        if self._clock is not None:
+            ops = self.versioned(ops)
         try:
             results = self.store.apply(ops)
         except Exception as exc:
             # The outcome is unknown: whatever the store did, no stale copy may stay.
             for bkey in bkeys:
-                self._gens[self._stripe(bkey)] += 1
-                self._backend_drop(bkey)
+                self.gens[self.stripe(bkey)] += 1
+                self.backend_drop(bkey)
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"store write failed: {exc!r}") from exc
@@ -46,28 +48,28 @@ class WriteThroughEngine(Engine):
         if not res.applied:
             return  # the store kept a newer write (another process's): so does the backend
         version = res.version
-        self._gens[self._stripe(bkey)] += 1
+        self.gens[hash(bkey) & MASK] += 1
         if self.drops_copies or not (self.store.versioned or self.backend.local):
-            self._backend_drop(bkey, version)
+            self.backend_drop(bkey, version)
         else:
-            self._backend_set(bkey, value, payload, ttl, version)
+            self.backend_set(bkey, value, payload, ttl, version)
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        key, value, payload, ttl_ = self._prepare(key, value, ttl)
+        key, value, payload, ttl_ = self.prepare(key, value, ttl)
         bkey = self.prefix + key
-        with self._locks[self._stripe(bkey)]:
+        with self.locks[hash(bkey) & MASK]:
             res = self._apply([Op(self.namespace, key, SET, payload, 0, value)], [bkey])
             self.counters.writes += 1
             self._publish(bkey, value, payload, ttl_, res[0])
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
-        prepared = [self._prepare(k, v, ttl) for k, v in mapping.items()]
+        prepared = [self.prepare(k, v, ttl) for k, v in mapping.items()]
         if not prepared:
             return
         ops = [Op(self.namespace, k, SET, p, 0, v) for k, v, p, _ in prepared]
         bkeys = [self.prefix + k for k, _, _, _ in prepared]
         with contextlib.ExitStack() as stack:
-            for lock in self._locks_for(bkeys):
+            for lock in self.locks_for(bkeys):
                 stack.enter_context(lock)
             results = self._apply(ops, bkeys)
             self.counters.writes += len(ops)
@@ -78,51 +80,49 @@ class WriteThroughEngine(Engine):
         self.delete_many([key])
 
     def delete_many(self, keys: Iterable[str]) -> None:
-        ks = list(dict.fromkeys(self._key(k) for k in keys))
+        ks = list(dict.fromkeys(self.check_write_key(k) for k in keys))
         if self.closed:
-            raise self._closed()
+            raise self.closed_error()
         if not ks:
             return
         bkeys = [self.prefix + k for k in ks]
         with contextlib.ExitStack() as stack:
-            for lock in self._locks_for(bkeys):
+            for lock in self.locks_for(bkeys):
                 stack.enter_context(lock)
             results = self._apply([Op(self.namespace, k, DELETE) for k in ks], bkeys)
             self.counters.writes += len(ks)
             for bkey, res in zip(bkeys, results):
                 if res.applied:
-                    self._gens[self._stripe(bkey)] += 1
-                    self._backend_drop(bkey, res.version)
+                    self.gens[self.stripe(bkey)] += 1
+                    self.backend_drop(bkey, res.version)
 
     def incr(self, key: str, delta: int = 1) -> int:
-        key = self._key(key)
-        delta = self._check_delta(key, delta)
+        key = self.check_write_key(key)
+        delta = self.check_delta(key, delta)
         if self.closed:
-            raise self._closed()
+            raise self.closed_error()
         bkey = self.prefix + key
-        with self._locks[self._stripe(bkey)]:
+        with self.locks[self.stripe(bkey)]:
             # Read under the lock: a store without atomic adds gets the absolute value,
             # which is only right if no other in-process incr slips in between. Not
             # through get(): a single-flight load of this key would need this lock to
             # fill, and we would wait for it forever.
-            current = self._as_counter(key, self._read_locked(key, bkey))
+            current = self.as_counter(key, self._read_locked(key, bkey))
             new = current + delta
-            op = Op(self.namespace, key, ADD, self._dumps(new), delta, new)
+            op = Op(self.namespace, key, ADD, self.dumps(new), delta, new)
             res = self._apply([op], [bkey])[0]
             self.counters.writes += 1
             value = new if res.value is NOTSET or res.value is None else res.value
             self._publish(bkey, value, None, self.ttl, res)
         return int(value)
 
-
     def _read_locked(self, key: str, bkey: str) -> Any:
-        value = self._cached(bkey)
+        value = self.cached(bkey)
         if value is not MISS:
             return value
         self.counters.misses += 1
-        self.counters.loads += 1
-        row = self.store.fetch(self.namespace, [key]).get(key)
-        return None if row is None else self._decode(row)[0]
+        row = self.fetch(key)
+        return None if row is None else self.decode(row)[0]
 
 
 class WriteAroundEngine(WriteThroughEngine):

@@ -1,0 +1,63 @@
+"""How many Python frames one ``set`` runs, over how many modules, with how many switches
+between modules (issue 11: a newcomer should find each policy's write path in one place).
+
+    python bench/frames.py
+
+Traces the third ``set`` of a warm cache (memory backend + SQLite) with ``sys.settrace``
+and counts each Python function call ("frames"), the distinct source files they belong
+to ("modules") and the times one call's module differs from the previous call's
+("switches"). Calls into C (dict, locks, sqlite3) are not frames.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import cacheway as cw
+
+
+def trace(fn: Callable[[], Any]) -> tuple[int, list[str], int]:
+    calls: list[str] = []
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call":
+            calls.append(frame.f_code.co_filename)
+        return None
+
+    sys.settrace(tracer)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    switches = sum(1 for a, b in itertools.pairwise(calls) if a != b)
+    return len(calls), sorted({os.path.relpath(c) for c in calls}), switches
+
+
+def main() -> None:
+    tmp = tempfile.mkdtemp()
+    cases = {
+        "write-through set": {"policy": cw.WriteThrough()},
+        "write-back set": {"policy": cw.WriteBack()},
+        "write-back set, journal": {"policy": cw.WriteBack(
+            journal=os.path.join(tmp, "j"), fsync="never")},
+        "write-around set": {"policy": cw.WriteAround()},
+    }
+    print(f"{'case':<26} {'frames':>6} {'modules':>7} {'switches':>8}  modules")
+    for i, (name, kw) in enumerate(cases.items()):
+        with cw.Cache(store=cw.SQLiteStore(os.path.join(tmp, f"{i}.db")),
+                      backend=cw.MemoryBackend(), **kw) as cache:
+            cache.set("k", 1)
+            cache.set("k", 2)
+            frames, modules, switches = trace(lambda: cache.set("k", 3))
+            cache.flush()
+        short = ", ".join(m.split("cacheway/")[-1] for m in modules)
+        print(f"{name:<26} {frames:>6} {len(modules):>7} {switches:>8}  {short}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Cross-process single flight on a shared backend that offers leases (Redis).
+
+One lease holder (in any process) loads a missing key and fills it; the other readers
+poll for its fill for at most the lease's lifetime, then load by themselves (a dead
+holder's lease has expired by then).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..backends.base import Backend
+from ..errors import BackendError
+
+if TYPE_CHECKING:
+    from .read import Engine
+
+__all__ = ["LEASE_ACQUIRED", "LEASE_HELD", "LEASE_NOT_FOUND", "LEASE_VALUE", "Leases"]
+
+# lease_get answers (see RedisBackend.lease_get)
+LEASE_VALUE, LEASE_ACQUIRED, LEASE_HELD, LEASE_NOT_FOUND = 0, 1, 2, 3
+
+
+class Leases:
+    """The leased load of one engine's misses."""
+
+    def __init__(self, engine: Engine, backend: Any) -> None:
+        self._engine = engine
+        self._backend = backend
+        self._lease_get = backend.lease_get
+        self._wait = float(getattr(backend, "lease_ttl", 10.0))
+
+    @classmethod
+    def of(cls, engine: Engine, backend: Backend) -> Leases | None:
+        """Leases for ``engine`` when ``backend`` offers them, else None."""
+        if not getattr(backend, "leases", False):
+            return None
+        return cls(engine, backend)
+
+    def load(self, key: str, bkey: str, stripe: int, gen: int) -> tuple[bool, Any]:
+        """(found, value) of ``key``: from the lease holder's fill, or loaded here."""
+        engine = self._engine
+        token = os.urandom(12)
+        deadline = time.monotonic() + self._wait
+        delay = 0.001
+        while True:
+            try:
+                state, value = self._lease_get(bkey, token)
+            except BackendError as exc:
+                engine.backend_down(exc)
+                return engine.load(key, bkey, stripe, gen, fill=False)
+            if state == LEASE_VALUE:
+                return True, value
+            if state == LEASE_NOT_FOUND:
+                return False, None
+            if state == LEASE_ACQUIRED:
+                return self._fill(key, bkey, stripe, gen, token)
+            if time.monotonic() >= deadline:
+                # The holder is slow or gone: load, but only a lease holder may fill.
+                return engine.load(key, bkey, stripe, gen, fill=False)
+            time.sleep(delay)
+            delay = min(0.02, delay * 1.5)
+
+    def _fill(self, key: str, bkey: str, stripe: int, gen: int, token: bytes
+              ) -> tuple[bool, Any]:
+        engine = self._engine
+        row = engine.fetch(key)
+        value = payload = version = None
+        if row is not None:
+            value, payload = engine.decode(row)
+            version = row.version
+        if engine.can_fill(bkey, stripe, gen):
+            # Any write since the lease was taken replaced it, so this fill then fails.
+            try:
+                self._backend.lease_fill(
+                    bkey, token, value, payload,
+                    engine.fill_ttl if row is not None else None, version,
+                    found=row is not None,
+                )
+            except BackendError as exc:
+                engine.backend_down(exc)
+        return row is not None, value

@@ -1,0 +1,442 @@
+"""The read-through path every policy uses, and the per-key machinery under it.
+
+An engine serves one namespace. Reads go backend -> store (on a miss), with:
+
+* single flight (:class:`~cacheway.core.fills.Flights`): concurrent misses of one key
+  share one store load (waiters share a "not found" answer too); across processes that
+  share Redis, a lease (:mod:`.leases`);
+* fill tokens (:class:`~cacheway.core.fills.FillTokens`): each write bumps its key's
+  stripe generation under the stripe's lock; a fill whose generation moved (a write
+  happened after its load started) is dropped instead of putting an old value back.
+
+Which ``get`` a namespace runs (this one, an inlined memory hit, early refresh) is
+chosen in one place, :func:`cacheway.engine.fastpaths.choose_get`. The write path of
+each policy is its own module: :mod:`.write_through` (also write-around) and
+:mod:`.write_back`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from .._refresh import ReadOptions
+from ..backends.base import MISS, Backend
+from ..core.dirty import Entry
+from ..core.fills import MASK, STRIPES, FillTokens, Flights
+from ..core.keys import check_key, check_ttl
+from ..errors import BackendError, ClosedError, ConfigError, SerializationError, StoreError
+from ..serializers import Serializer, encoder
+from ..stats import Counters
+from ..stores.base import ADD, DELETE, NOTSET, SET, Loaded, Op, Store
+from ..stores.base import check_key as check_store_key
+from . import fastpaths
+from .leases import Leases
+from .refresh import Refresher
+
+__all__ = ["Engine", "check_key", "check_ttl"]
+
+log = logging.getLogger("cacheway")
+
+
+class Engine:
+    """One namespace's read-through reads, key stripes and fill tokens; the policy
+    engines (:mod:`.write_through`, :mod:`.write_back`) add the writes."""
+
+    def __init__(
+        self,
+        namespace: str,
+        store: Store,
+        backend: Backend,
+        serializer: Serializer,
+        ttl: float | None,
+        counters: Counters,
+        fill_ttl: float | None = None,
+        read: ReadOptions | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.store = store
+        self.backend = backend
+        self.serializer = serializer
+        # (payload, copy) of a value, or SerializationError when it would not come back
+        # the same (value fidelity: the copy is what reads answer with).
+        self.encode = encoder(serializer)
+        self.ttl = ttl
+        # A namespace ttl shorter than the policy's fill_ttl wins: copies never outlive it.
+        self.fill_ttl = ttl if fill_ttl is None else fill_ttl if ttl is None else min(ttl, fill_ttl)
+        self.counters = counters
+        self.prefix = f"{namespace}:"
+        self.closed = False
+        self.locks = [threading.RLock() for _ in range(STRIPES)]
+        self.tokens = FillTokens()
+        self.gens = self.tokens.gens
+        self.flights = Flights()
+        self.flight_lock = threading.Lock()
+        #: a write-back engine's lookup of a key's newest pending write (reads answer
+        #: from it before the backend); None for policies that write before returning
+        self.pending_entry: Callable[[str], Entry | None] | None = None
+        self.read_options = read if read is not None else ReadOptions()
+        self._jitter = self.read_options.ttl_jitter
+        self._rand = self.read_options.rand
+        self.refresher = Refresher(self, backend, self.read_options)
+        self._backend_get = backend.get
+        # A store may refuse a write at the call that makes it (a dict with an unknown
+        # column, a key too long for its table) rather than later in a flusher.
+        self.validate: Callable[[str, str, Any, int], Any] | None = getattr(
+            store, "validate", None)
+        # Keys the store can never keep (too long, a NUL) are refused by every write. An
+        # ASCII key of at most max_key characters without NUL needs no look (hot paths).
+        limits = [n for n in (getattr(store, "max_key_bytes", None),
+                              getattr(store, "max_key_chars", None)) if n is not None]
+        self.max_key: int | None = min(limits) if limits else None
+        self.nul_ok: bool = getattr(store, "keys_take_nul", True)
+        self._store_keys = bool(limits) or not self.nul_ok
+        # A shared backend's clock (RedisBackend.versions) versions writes that reach the
+        # store first, so stores apply them set-if-newer in the order they were accepted.
+        self._clock: Callable[[int], list[int]] | None = (
+            getattr(backend, "versions", None)
+            if not backend.local and store.versioned else None)
+        self.leases = Leases.of(self, backend)
+        self._backend_logged = 0.0
+        self.bind_get()
+
+    def bind_get(self) -> None:
+        """Choose this namespace's ``get`` (see :func:`fastpaths.choose_get`)."""
+        self.get = fastpaths.choose_get(self)  # type: ignore[method-assign,assignment]
+
+    # -- helpers ----------------------------------------------------------------------
+    def closed_error(self) -> ClosedError:
+        name = self.namespace or "default"
+        return ClosedError(f"cache namespace {name!r} is closed")
+
+    @staticmethod
+    def stripe(bkey: str) -> int:
+        return hash(bkey) & MASK
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return self.serializer.dumps(value)
+        except SerializationError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SerializationError(f"cannot serialize value: {exc}") from exc
+
+    def decode(self, row: Loaded) -> tuple[Any, bytes | None]:
+        value = row.value
+        if value is NOTSET:
+            assert row.payload is not None
+            value = self.serializer.loads(row.payload)
+        return value, row.payload
+
+    def can_fill(self, bkey: str, stripe: int, gen: int) -> bool:
+        """May a fill of ``bkey`` that took token ``gen`` land (under :meth:`fill_lock`)?"""
+        return self.gens[stripe] == gen
+
+    def fill_lock(self, stripe: int) -> Any:
+        """The lock a fill of a key of ``stripe`` checks its token under."""
+        return self.locks[stripe]
+
+    # -- reads ------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        """The general read: pending write, else the backend's copy, else the store."""
+        if key.__class__ is not str:
+            check_key(key)
+        if self.closed:
+            raise self.closed_error()
+        if self.pending_entry is not None:
+            entry = self.pending_entry(key)
+            if entry is not None:
+                self.counters.hits += 1
+                return default if entry.kind == DELETE else entry.value
+        return self.read_backend(key, self.prefix + key, default)
+
+    def cached(self, bkey: str) -> Any:
+        """The backend's copy (counted as a hit), or MISS; a failing backend reads as a
+        miss (the store still has the truth)."""
+        try:
+            value = self._backend_get(bkey)
+        except BackendError as exc:
+            return self.backend_down(exc)
+        if value is not MISS:
+            self.counters.hits += 1
+        return value
+
+    def read_backend(self, key: str, bkey: str, default: Any) -> Any:
+        """The backend's answer, else the store's (read-through)."""
+        if not key.isascii():
+            check_key(key)  # a key no store can keep is refused, not "not found"
+        value = self.cached(bkey)
+        return value if value is not MISS else self.miss(key, bkey, default)
+
+    def backend_down(self, exc: BackendError) -> Any:
+        """A backend that fails a read makes it a miss: the store still has the truth."""
+        now = time.monotonic()
+        if now - self._backend_logged > 5.0:
+            self._backend_logged = now
+            log.warning("cacheway: backend read failed, reading the store instead: %s", exc)
+        return MISS
+
+    def miss(self, key: str, bkey: str, default: Any) -> Any:
+        stripe = self.stripe(bkey)
+        with self.flight_lock:
+            gen = self.gens[stripe]
+            flight, leader = self.flights.join(bkey, gen, threading.Event)
+        self.counters.misses += 1
+        if not leader:
+            flight.waiter.wait()
+            if flight.error is not None:
+                raise StoreError(f"load of {key!r} failed: {flight.error}") from flight.error
+            return flight.value if flight.found else default
+        try:
+            try:
+                if self.leases is not None:
+                    flight.found, flight.value = self.leases.load(key, bkey, stripe, gen)
+                else:
+                    flight.found, flight.value = self.load(key, bkey, stripe, gen, fill=True)
+            except Exception as exc:
+                stale = self.refresher.stale(key, bkey, exc)
+                if stale is MISS:
+                    raise
+                flight.found, flight.value = True, stale
+        except BaseException as exc:
+            flight.error = exc
+            if isinstance(exc, StoreError):
+                raise
+            if isinstance(exc, Exception):
+                raise StoreError(f"load of {key!r} failed: {exc!r}") from exc
+            raise
+        finally:
+            with self.flight_lock:
+                self.flights.land(bkey, flight)
+            flight.waiter.set()
+        return flight.value if flight.found else default
+
+    def fetch(self, key: str) -> Loaded | None:
+        """The store's row of ``key`` (a load, counted)."""
+        self.counters.loads += 1
+        return self.store.fetch(self.namespace, [key]).get(key)
+
+    def load(self, key: str, bkey: str, stripe: int, gen: int, *, fill: bool
+             ) -> tuple[bool, Any]:
+        started = time.monotonic()
+        row = self.fetch(key)
+        if row is None:
+            return False, None
+        value, payload = self.decode(row)
+        if fill:
+            self.fill(bkey, stripe, gen, value, payload, row.version,
+                      time.monotonic() - started)
+        return True, value
+
+    def fill(
+        self, bkey: str, stripe: int, gen: int, value: Any, payload: bytes | None,
+        version: int | None, delta: float = 0.0,
+    ) -> None:
+        with self.fill_lock(stripe):
+            if self.can_fill(bkey, stripe, gen):
+                self.backend_set(bkey, value, payload, self.fill_ttl, version, delta)
+
+    def backend_set(
+        self, bkey: str, value: Any, payload: bytes | None, ttl: float | None,
+        version: int | None, delta: float = 0.0,
+    ) -> None:
+        """Set a cached copy; a failing backend loses the copy, never the write."""
+        if self._jitter and ttl is not None:
+            ttl *= 1.0 - self._jitter * self._rand()
+        try:
+            if self.refresher.meta:
+                self.backend.set(bkey, value, payload, ttl, version,
+                                 delta=delta)  # type: ignore[call-arg]
+            else:
+                self.backend.set(bkey, value, payload, ttl, version)
+        except Exception as exc:  # noqa: BLE001 - any backend failure: drop the copy, keep the write
+            log.warning("cacheway: backend set of %r failed (%r); dropping the copy", bkey, exc)
+            self.backend_drop(bkey)
+
+    def backend_drop(self, bkey: str, version: int | None = None) -> None:
+        try:
+            self.backend.delete(bkey, version)
+        except Exception as exc:  # noqa: BLE001 - logged; the store already has the truth
+            log.error("cacheway: backend delete of %r failed: %r", bkey, exc)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        if self.closed:
+            raise self.closed_error()
+        out: dict[str, Any] = {}
+        prefix = self.prefix
+        pending = self.pending_entry
+        ask: list[str] = []  # not pending: the backend answers them in one call
+        hits = 0
+        for key in keys:
+            if key.__class__ is not str:
+                check_key(key)
+            if pending is not None:
+                entry = pending(key)
+                if entry is not None:
+                    hits += 1
+                    if entry.kind != DELETE:
+                        out[key] = entry.value
+                    continue
+            ask.append(key)
+        if ask:
+            ask = list(dict.fromkeys(ask))
+            bkeys = [prefix + k for k in ask]
+            try:
+                cached = self.backend.get_many(bkeys)
+            except BackendError as exc:
+                self.backend_down(exc)
+                cached = {}
+            missing: list[str] = []
+            for key, bkey in zip(ask, bkeys):
+                value = cached.get(bkey, MISS)
+                if value is MISS:
+                    missing.append(key)
+                else:
+                    hits += 1
+                    out[key] = value
+            if missing:
+                self._load_many(missing, out)
+        self.counters.hits += hits
+        return out
+
+    def _load_many(self, missing: list[str], out: dict[str, Any]) -> None:
+        prefix = self.prefix
+        # Fill tokens are taken before the store is read: a write after this point
+        # makes the fill of its key stand down.
+        gens = {k: self.gens[self.stripe(prefix + k)] for k in missing}
+        self.counters.misses += len(missing)
+        self.counters.loads += 1
+        try:
+            rows = self.store.fetch(self.namespace, missing)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"load of {len(missing)} keys failed: {exc!r}") from exc
+        for key, row in rows.items():
+            value, payload = self.decode(row)
+            out[key] = value
+            bkey = prefix + key
+            self.fill(bkey, self.stripe(bkey), gens[key], value, payload, row.version)
+
+    # -- fork -----------------------------------------------------------------------------
+    def before_fork(self) -> None:
+        """Called in the parent just before ``os.fork()`` (see cache.py)."""
+
+    def after_fork_in_parent(self) -> None:
+        """Called in the parent just after ``os.fork()``."""
+
+    def after_fork_in_child(self) -> None:
+        """Called in the child: the parent's other threads are gone, so nothing they held
+        or were doing (stripe locks, single flights, refreshes) may be waited for."""
+        self.locks = [threading.RLock() for _ in range(STRIPES)]
+        self.flight_lock = threading.Lock()
+        self.flights = Flights()
+        self.refresher.after_fork_in_child()
+
+    # -- invalidation ---------------------------------------------------------------------
+    def invalidate(self, key: str) -> None:
+        self.invalidate_many([key])
+
+    def invalidate_many(self, keys: Iterable[str]) -> None:
+        """Drop the cached copies of ``keys`` (the store keeps its rows): every level of
+        the backend, and every process sharing it. A fill that loaded before the call
+        stands down, so it cannot put back a copy read before the store changed."""
+        bkeys = [self.prefix + check_key(k) for k in dict.fromkeys(keys)]
+        if self.closed:
+            raise self.closed_error()
+        if not bkeys:
+            return
+        for bkey in bkeys:
+            stripe = self.stripe(bkey)
+            with self.fill_lock(stripe):
+                self.gens[stripe] += 1
+        self.backend.delete_many(bkeys)
+
+    # -- writes (the policy engines define them) ------------------------------------------
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        raise NotImplementedError
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        raise NotImplementedError
+
+    def incr(self, key: str, delta: int = 1) -> int:
+        raise NotImplementedError
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+    def pending(self) -> int:
+        return 0
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+        self.refresher.stop()
+
+    # -- what every write path checks -----------------------------------------------------
+    def prepare(self, key: object, value: Any, ttl: object
+                ) -> tuple[str, Any, bytes, float | None]:
+        """What a write of ``value`` under ``key`` takes: the key checked (an ASCII key of
+        at most ``max_key`` characters without NUL needs no closer look), the payload,
+        the copy reads will answer with (value fidelity) and the ttl."""
+        if key.__class__ is not str or not key.isascii() or (
+                self.max_key is not None and len(key) > self.max_key) or (
+                not self.nul_ok and "\x00" in key):
+            self.check_write_key(key)
+        if self.closed:
+            raise self.closed_error()
+        ttl_ = self.ttl if ttl is None else check_ttl(ttl)
+        if self.validate is not None:
+            value = self.validate(self.namespace, key, value, SET)  # type: ignore[arg-type]
+        payload, copy = self.encode(value)
+        return key, copy, payload, ttl_  # type: ignore[return-value]
+
+    def versioned(self, ops: list[Op]) -> list[Op]:
+        """``ops`` with versions from the shared backend's clock, when it has one (else
+        as they are: the store stamps its own, and with Redis down order across
+        processes is the store's)."""
+        if self._clock is None or not ops:
+            return ops
+        try:
+            versions = self._clock(len(ops))
+        except BackendError as exc:
+            self.backend_down(exc)
+            return ops
+        return [op._replace(version=v) for op, v in zip(ops, versions)]
+
+    def check_write_key(self, key: object) -> str:
+        """``key`` checked for a write: a str the store can keep (else InvalidKeyError,
+        or InvalidWriteError for one this store cannot)."""
+        k = check_key(key)
+        if self._store_keys:
+            check_store_key(self.store, self.namespace, k)
+        return k
+
+    def check_delta(self, key: str, delta: object) -> int:
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise ConfigError(f"incr delta must be an int, not {delta!r}")
+        if self.validate is not None:
+            self.validate(self.namespace, key, delta, ADD)
+        return delta
+
+    @staticmethod
+    def as_counter(key: str, current: Any) -> int:
+        if current is None:
+            return 0
+        if isinstance(current, bool) or not isinstance(current, int):
+            raise ConfigError(
+                f"cannot incr {key!r}: its value {current!r:.60} is not an int"
+            )
+        return current
+
+    def locks_for(self, bkeys: Sequence[str]) -> list[threading.RLock]:
+        stripes = sorted({self.stripe(b) for b in bkeys})
+        return [self.locks[s] for s in stripes]
