@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from cacheway._urls import open as cw_open
+from cacheway import open as cw_open
 
 from . import workloads as wl
 from .runner import STRATEGIES, Row, Strategy, Target

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
+from cacheway import open as cw_open
 from cacheway._urls import backend_from_url
-from cacheway._urls import open as cw_open
 from cacheway.backends.memory import MemoryBackend
 from cacheway.stores.base import StoreBase
 
