@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 import cacheway as cw
-from cacheway import _demo
 from cacheway.cli import main
+from cacheway.cli.demo import runner
 
 OURS = [
     "write-through",
@@ -152,14 +152,14 @@ def test_demo_policies_and_workload_select_rows(capsys: pytest.CaptureFixture[st
 def test_demo_skips_journal_rows_when_the_journal_module_is_missing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real_open = _demo.cw_open
+    real_open = runner.cw_open
 
     def fake_open(**kwargs: Any) -> Any:
         if "journal" in kwargs:
             raise ModuleNotFoundError("No module named 'cacheway.writeback.journal'")
         return real_open(**kwargs)
 
-    monkeypatch.setattr(_demo, "cw_open", fake_open)
+    monkeypatch.setattr(runner, "cw_open", fake_open)
     code = main(["demo", "--ops", "50", "--workload", "counters", "--policies",
                  "write-back,always", "--no-crash"])
     out = capsys.readouterr().out

@@ -21,8 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cacheway.core.journal_records import decode_at, encode_record
 from cacheway.errors import ConfigError, InvalidKeyError, JournalError
-from cacheway.writeback import journal as journal_mod
+from cacheway.writeback import journal_sync as journal_mod
 from cacheway.writeback.journal import (
     ADD,
     DELETE,
@@ -32,7 +33,6 @@ from cacheway.writeback.journal import (
     Record,
     inspect,
 )
-from cacheway.writeback.journal_format import decode_at, encode_record
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

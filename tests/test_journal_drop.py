@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 import cacheway as cw
+from cacheway.core.journal_records import encode_record, scan, segment_name
 from cacheway.errors import ConfigError, InvalidWriteError, JournalError
 from cacheway.stores.base import JournalMark, Op
 from cacheway.writeback.journal import ADD, DELETE, DROP, SET, Journal, inspect
-from cacheway.writeback.journal_format import encode_record, scan, segment_name
 from cacheway.writeback.recovery import replay
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import cacheway as cw
+from cacheway.core.journal_records import ID_FILE
 from cacheway.errors import JournalError
 from cacheway.stores.base import ADD, JournalMark, Op
-from cacheway.writeback.journal import Journal
-from cacheway.writeback.journal_format import ID_FILE, inspect
+from cacheway.writeback.journal import Journal, inspect
 from cacheway.writeback.recovery import replay
 
 

@@ -8,7 +8,8 @@ Values keep their fidelity (DESIGN.md): :func:`encoder` gives the bytes to keep 
 with the value as the store will give it back, and refuses with
 :class:`~cacheway.SerializationError` any value that would come back different (a tuple as
 a list, ``nan`` as ``None``, an enum member as its value), so a ``get`` answers the same
-whether it reads the cached copy, the dirty table or the store.
+whether it reads the cached copy, the dirty table or the store (the checks themselves are
+in :mod:`cacheway._fidelity`).
 
 >>> s = JSONSerializer()
 >>> s.loads(s.dumps({"a": [1, 2]}))
@@ -24,7 +25,6 @@ cacheway.errors.SerializationError: cannot store this tuple as json unchanged: a
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import json
@@ -32,6 +32,17 @@ import pickle
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from ._fidelity import (
+    ATOMS,
+    JSON_ATOMS,
+    plain_copy,
+    plain_inside,
+    problem,
+    refusal,
+    same,
+    short,
+    type_name,
+)
 from .errors import ConfigError, SerializationError
 
 __all__ = [
@@ -54,13 +65,6 @@ Encoder = Callable[[Any], tuple[bytes, Any]]
 """``encode(value) -> (payload, copy)``: the bytes to keep, and the value as ``loads`` of
 those bytes gives it back (equal to ``value``, with the same types all the way down, and
 never the caller's own mutable object)."""
-
-# Both formats carry 64-bit integers (signed, or unsigned for the positive ones).
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-# orjson refuses containers nested deeper: 3.8 takes 255 levels, 3.13 only 253, so the
-# lower one, whatever orjson this process has (the stdlib path keeps it too, so that what
-# one process writes every other one reads); deeper msgpack values take its slow path.
-_JSON_DEPTH = 253
 
 if _orjson is not None:
     # Without these options orjson writes datetimes, dataclasses and str/int/dict/list
@@ -176,7 +180,7 @@ class PickleSerializer:
             body = self._pickle(value)
             # Unpickled from our own bytes, so the signature need not be checked; pickle
             # gives back what it was given (no comparison: many objects define no ==).
-            copy = value if value.__class__ in _ATOMS else pickle.loads(body)  # noqa: S301
+            copy = value if value.__class__ in ATOMS else pickle.loads(body)  # noqa: S301
             return hmac.new(key, body, hashlib.sha256).digest() + body, copy
 
         self.encode = encode
@@ -199,19 +203,14 @@ class PickleSerializer:
             raise SerializationError(f"value is not picklable: {exc}") from exc
 
 
-# Immutable values that come back as themselves (floats: only finite ones from JSON).
-_ATOMS: frozenset[type] = frozenset((str, int, bool, type(None), float, bytes))
-_JSON_ATOMS: frozenset[type] = frozenset((str, int, bool, type(None)))
-
-
 def _orjson_encoder() -> Encoder:
     dumps, opt, tobytes = _orjson.dumps, _STRICT, memoryview.tobytes
-    plain, inside, atoms = _plain_copy, _plain_inside, _JSON_ATOMS
+    plain, inside, atoms = plain_copy, plain_inside, JSON_ATOMS
 
     def encode(value: Any) -> tuple[bytes, Any]:
         cls = value.__class__
         if cls is dict:
-            # _plain_copy's first loop, inlined for a row of scalars: 0.06 us of 0.42 for
+            # plain_copy's first loop, inlined for a row of scalars: 0.06 us of 0.42 for
             # {"n": 1} (bench/fidelity.py).
             copy = value.copy()
             for item in copy.values():
@@ -221,80 +220,33 @@ def _orjson_encoder() -> Encoder:
                     continue
                 copy = inside(copy, 1, atoms)
                 if copy is None:
-                    raise _refusal(value, "json", None)
+                    raise refusal(value, "json", None)
                 break
         elif cls is list:
             copy = plain(value, 1, atoms)
             if copy is None:
-                raise _refusal(value, "json", None)
+                raise refusal(value, "json", None)
         elif (cls is str or cls is int or cls is bool or value is None
               or (cls is float and value - value == 0.0)):  # finite: orjson writes nan as null
             copy = value
         else:
-            raise _refusal(value, "json", None)
+            raise refusal(value, "json", None)
         try:
             # Written from the copy: a thread changing the value meanwhile cannot make
             # the payload and the copy differ. compact(), inlined.
             return tobytes(memoryview(dumps(copy, option=opt))), copy
         except TypeError as exc:  # a key that is not a str, an int too wide, a surrogate
-            raise _refusal(value, "json", exc) from None
+            raise refusal(value, "json", exc) from None
 
     return encode
 
 
-def _plain_copy(value: Any, depth: int, atoms: frozenset[type]) -> Any:
-    """A copy of the dict or list ``value`` if it holds only dicts, lists and ``atoms``
-    (and finite floats), else None: what the format gives back unchanged, so the copy is
-    what ``loads`` of the payload would give, without parsing it. For the small values a
-    cache mostly holds this walk costs less than ``loads`` and a comparison
-    (bench/fidelity.py). Keys are left to the format (orjson refuses keys that are not
-    ``str``, packb subclasses and tuples), as are int ranges and lone surrogates.
-    """
-    if depth > _JSON_DEPTH:
-        return None
-    copy = value.copy()
-    is_dict = copy.__class__ is dict
-    # A row of scalars, the common value, needs one pass and no keys.
-    for item in copy.values() if is_dict else copy:
-        kind = item.__class__
-        if kind in atoms:
-            continue
-        if kind is float:  # JSON's atoms hold no float: nan and inf come back as null
-            if item - item != 0.0:
-                return None
-        elif kind is dict or kind is list:
-            break
-        else:  # a tuple, a subclass (an enum member), datetime, UUID, bytearray...
-            return None
-    else:
-        return copy
-    return _plain_inside(copy, depth, atoms)
-
-
-def _plain_inside(copy: Any, depth: int, atoms: frozenset[type]) -> Any:
-    """:func:`_plain_copy`'s second pass: ``copy`` with its containers replaced by
-    copies, or None."""
-    for k, item in copy.items() if copy.__class__ is dict else enumerate(copy):
-        kind = item.__class__
-        if kind is dict or kind is list:
-            inner = _plain_copy(item, depth + 1, atoms)
-            if inner is None:
-                return None
-            copy[k] = inner
-        elif kind is float:
-            if item - item != 0.0:
-                return None
-        elif kind not in atoms:
-            return None
-    return copy
-
-
 def _stdlib_json_encoder() -> Encoder:
     def encode(value: Any) -> tuple[bytes, Any]:
-        if _problem(value, "json") is not None:
-            raise _refusal(value, "json", None)
+        if problem(value, "json") is not None:
+            raise refusal(value, "json", None)
         payload = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-        return payload, value if value.__class__ in _ATOMS else json.loads(payload)
+        return payload, value if value.__class__ in ATOMS else json.loads(payload)
 
     return encode
 
@@ -304,21 +256,21 @@ def _msgpack_encoder(msgpack: Any) -> Encoder:
 
     def encode(value: Any) -> tuple[bytes, Any]:
         cls = value.__class__
-        copy = _plain_copy(value, 1, _ATOMS) if cls is dict or cls is list else None
+        copy = plain_copy(value, 1, ATOMS) if cls is dict or cls is list else None
         try:
             # strict_types: tuples and subclasses raise instead of packing as their base
             payload: bytes = packb(value if copy is None else copy, use_bin_type=True,
                                    strict_types=True)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise _refusal(value, "msgpack", exc) from None
+            raise refusal(value, "msgpack", exc) from None
         if copy is not None:
             return payload, copy
-        if cls in _ATOMS:
+        if cls in ATOMS:
             return payload, value
         # What the walk does not know (ExtType, Timestamp) or refuses (bytearray)
         copy = unpackb(payload, raw=False, strict_map_key=False)
-        if not _same(copy, value):
-            raise _refusal(value, "msgpack", None)
+        if not same(copy, value):
+            raise refusal(value, "msgpack", None)
         return payload, copy
 
     return encode
@@ -337,11 +289,11 @@ def _generic_encoder(serializer: Serializer) -> Encoder:
             raise
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise SerializationError(
-                f"{name} cannot {step} this {_type_name(value)}: {exc}") from exc
-        if not _same(copy, value):
+                f"{name} cannot {step} this {type_name(value)}: {exc}") from exc
+        if not same(copy, value):
             raise SerializationError(
-                f"cannot store this {_type_name(value)} as {name} unchanged: it comes back "
-                f"as {_short(copy)}")
+                f"cannot store this {type_name(value)} as {name} unchanged: it comes back "
+                f"as {short(copy)}")
         return payload, copy
 
     return encode
@@ -368,97 +320,6 @@ def encoder(serializer: Serializer) -> Encoder:
         built_in: Encoder = serializer.encode  # type: ignore[attr-defined]
         return built_in
     return _generic_encoder(serializer)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """``a == b`` with the same types all the way down (``nan`` equal to ``nan``)."""
-    cls = a.__class__
-    if cls is not b.__class__:
-        return False
-    if cls is list or cls is tuple:
-        return len(a) == len(b) and all(map(_same, a, b))
-    if cls is dict:
-        if len(a) != len(b):
-            return False
-        if all(_same(ka, kb) and _same(va, vb)
-               for (ka, va), (kb, vb) in zip(a.items(), b.items())):
-            return True
-        keys = {k: k for k in b}  # in another order: match keys by ==, then check types
-        return all(k in keys and _same(k, keys[k]) and _same(v, b[k]) for k, v in a.items())
-    if cls is float and a != a:
-        return bool(b != b)
-    return bool(a == b)
-
-
-def _refusal(value: Any, fmt: str, exc: Exception | None) -> SerializationError:
-    try:
-        why = _problem(value, fmt)
-    except RecursionError:
-        why = "it is nested too deeply"
-    if why is None:
-        why = str(exc) if exc is not None else "it would come back changed"
-    name = value.__class__.__qualname__
-    return SerializationError(f"cannot store this {name} as {fmt} unchanged: {why}")
-
-
-def _problem(value: Any, fmt: str, path: str = "", depth: int = 0) -> str | None:
-    """Why ``value`` would not come back unchanged from ``fmt`` ("json" or "msgpack"),
-    naming where (``value['a'][2]``); None if it would."""
-    cls = value.__class__
-    where = f" at value{path}" if path else ""
-    if cls is bool or value is None:
-        return None
-    if cls is str:
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return f"the str{where} holds a lone surrogate, which is not UTF-8"
-        return None
-    if cls is int:
-        if _INT_MIN <= value <= _INT_MAX:
-            return None
-        return f"the int{where} is outside {fmt}'s range, -2**63 to 2**64-1"
-    if cls is float:
-        if fmt == "json" and value - value != 0.0:
-            return f"float {value!r}{where}: JSON has no NaN or Infinity"
-        return None
-    if cls is bytes and fmt == "msgpack":
-        return None
-    if cls is dict or cls is list:
-        if fmt == "json" and depth >= _JSON_DEPTH:
-            return (f"the {cls.__name__}{where} is nested {_JSON_DEPTH} levels deep "
-                    "(or holds itself)")
-        items = value.items() if cls is dict else enumerate(value)
-        for k, v in items:
-            if cls is dict:
-                if fmt == "json" and k.__class__ is not str:
-                    return (f"dict key {_short(k)}{where} is of type {_type_name(k)}: "
-                            "JSON keys are str")
-                if (why := _problem(k, fmt, path, depth + 1)) is not None:
-                    return f"dict key {_short(k)}: {why}"
-            if (why := _problem(v, fmt, f"{path}[{_short(k)}]", depth + 1)) is not None:
-                return why
-        return None
-    if cls is tuple:
-        return f"a tuple{where} would come back as a list (pass a list)"
-    if fmt == "msgpack" and cls in (bytearray, memoryview):
-        return f"a {cls.__name__}{where} would come back as bytes (pass bytes)"
-    hint = "store its .value" if isinstance(value, enum.Enum) else "convert it first"
-    return f"type {_type_name(value)}{where} is not a {fmt} type ({hint})"
-
-
-def _type_name(value: Any) -> str:
-    cls = value.__class__
-    name = cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    for base in (int, float, str, bytes, dict, list):
-        if isinstance(value, base) and cls is not base and cls is not bool:
-            return f"{name} (a subclass of {base.__name__})"
-    return name
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def compact(data: bytes) -> bytes:

@@ -15,6 +15,12 @@ A journal is a directory::
     app.wal@4242-1f2e3d4c/        the journal of a process forked from the one that has
                                   app.wal open (see :meth:`Journal.for_child`)
 
+Where the parts live: the bytes of a record and of the small files,
+:mod:`cacheway.core.journal_records` (pure); what a directory holds and ``inspect``,
+:mod:`.journal_layout`; opening after a crash, :mod:`.journal_open`; group commit and the
+``everysec`` thread, :mod:`.journal_sync`; durable file writes, the lock and the
+directories of forked processes, :mod:`.journal_files`.
+
 >>> import tempfile, os
 >>> with tempfile.TemporaryDirectory() as tmp, Journal(os.path.join(tmp, "app.wal")) as j:
 ...     seq = j.append("", "user:1", SET, b'{"name": "Ada"}')
@@ -30,44 +36,35 @@ import contextlib
 import logging
 import os
 import threading
-import time
-import uuid
-import warnings
 from pathlib import Path
 from types import TracebackType
 
+from cacheway.core.journal_records import (
+    ADD,
+    CHECKPOINT_FILE,
+    DELETE,
+    DROP,
+    SET,
+    Record,
+    encode,
+    encode_checkpoint,
+    scan,
+    segment_name,
+    void_dropped,
+)
 from cacheway.errors import ConfigError, JournalError
 from cacheway.writeback.journal_files import (
     JournalInUse,
     abandoned_children,
-    fsync_dir,
     lock_directory,
     make_child_directory,
     remove_directory,
     write_all,
     write_atomic,
 )
-from cacheway.writeback.journal_format import (
-    ADD,
-    CHECKPOINT_FILE,
-    DELETE,
-    DROP,
-    ID_FILE,
-    SET,
-    JournalReport,
-    Layout,
-    Record,
-    SegmentInfo,
-    analyze,
-    damaged_error,
-    encode,
-    encode_checkpoint,
-    encode_id,
-    inspect,
-    scan,
-    segment_name,
-    void_dropped,
-)
+from cacheway.writeback.journal_layout import JournalReport, SegmentInfo, damaged_error, inspect
+from cacheway.writeback.journal_open import make_directory, recover
+from cacheway.writeback.journal_sync import GroupCommit
 
 __all__ = [
     "ADD", "DELETE", "DROP", "FSYNC_MODES", "SET", "Journal", "JournalInUse", "JournalReport",
@@ -78,15 +75,6 @@ logger = logging.getLogger(__name__)
 
 FSYNC_MODES = ("always", "everysec", "never")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_EVERYSEC_INTERVAL = 1.0  # seconds between background syncs; tests shorten it
-
-
-def _datasync(fd: int) -> None:
-    # fdatasync skips the mtime update that fsync also forces: one disk write, not two.
-    if hasattr(os, "fdatasync"):
-        os.fdatasync(fd)
-    else:  # pragma: no cover - macOS
-        os.fsync(fd)
 
 
 class Journal:
@@ -95,6 +83,11 @@ class Journal:
     ``fsync``: ``"always"`` (``wait(seq)`` returns once the record is on disk; concurrent
     waiters share one sync), ``"everysec"`` (a background thread syncs once a second) or
     ``"never"`` (the OS decides). ``segment_bytes``: size at which a new segment starts.
+    ``remove_when_empty``: delete the directory at close when the store holds every record
+    (the journal of a forked process, see :meth:`for_child`).
+
+    Appends, their durability and the journal's lock are a :class:`GroupCommit`'s
+    (:mod:`.journal_sync`); the journal owns the segments, the checkpoint and the files.
     """
 
     def __init__(
@@ -103,6 +96,7 @@ class Journal:
         *,
         fsync: str = "everysec",
         segment_bytes: int = 64 * 1024 * 1024,
+        remove_when_empty: bool = False,
     ) -> None:
         if fsync not in FSYNC_MODES:
             raise ConfigError(f"fsync={fsync!r} is not one of {', '.join(map(repr, FSYNC_MODES))}")
@@ -115,103 +109,26 @@ class Journal:
         self._path = Path(os.fspath(path))
         self._fsync = fsync
         self._segment_bytes = segment_bytes
-        self._cond = threading.Condition(threading.Lock())
         self._checkpoint_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._segments: list[SegmentInfo] = []
-        self._fd: int | None = None  # the last segment, opened O_APPEND
-        self._retired: list[int] = []  # earlier segments' fds, closed after their next sync
-        self._dir_dirty = False  # a segment was created since the last sync
-        self._last_seq = 0
-        self._synced_seq = 0
-        self._checkpoint_seq = 0
-        self._syncs = 0
-        self._syncing = False
-        self._waiting = 0  # threads blocked in wait() for a running sync
-        self._failure: OSError | None = None
         self._closed = False  # no more appends
-        self._released = False  # fds and lock given back
-        self._id = ""
         self._pid = os.getpid()
-        self._child = False  # made by for_child: its directory goes when it closes empty
+        self._remove_when_empty = remove_when_empty  # a forked process's journal
         self._remove = False  # remove() was called: the directory goes at close
-        self._make_directory()
+        make_directory(self._path)
         self._lock_fd = lock_directory(self._path)
         try:
-            self._recover()
+            opened = recover(self._path)
         except BaseException:
-            self._release()
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)  # closing the lock file's last fd releases the flock
             raise
+        self._id = opened.id
+        self._checkpoint_seq = opened.checkpoint_seq
+        self._segments: list[SegmentInfo] = opened.segments
+        self._commit = GroupCommit(self._path, last_seq=opened.last_seq, fd=opened.fd,
+                                   syncs=opened.syncs)
         if fsync == "everysec":
-            self._thread = threading.Thread(
-                target=self._sync_every_second, name=f"cacheway-journal-{self._id[:8]}", daemon=True
-            )
-            self._thread.start()
-
-    def _make_directory(self) -> None:
-        if self._path.exists() and not self._path.is_dir():
-            raise JournalError(f"journal path '{self._path}' is a file; a journal is a directory")
-        if not self._path.exists():
-            try:
-                self._path.mkdir(parents=True, exist_ok=True)
-                fsync_dir(self._path.resolve().parent)
-            except OSError as exc:
-                raise JournalError(
-                    f"cannot create journal directory '{self._path}': {exc}"
-                ) from exc
-
-    def _recover(self) -> None:
-        found = analyze(self._path)
-        if found.damage:
-            raise damaged_error(self._path, found.damage)
-        try:
-            self._recover_files(found)
-        except OSError as exc:
-            raise JournalError(f"cannot open journal '{self._path}': {exc}") from exc
-
-    def _recover_files(self, found: Layout) -> None:
-        for name in (f"{ID_FILE}.tmp", f"{CHECKPOINT_FILE}.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                (self._path / name).unlink()  # a crash before os.replace: the old file stands
-        self._id = uuid.uuid4().hex if found.id is None else found.id
-        if found.id is None or found.old_id:
-            write_atomic(self._path, ID_FILE, encode_id(self._id))
-        if found.torn is not None:
-            name, offset, why = found.torn
-            message = (
-                f"journal '{self._path}': {name}: offset {offset}: {why}; dropping this torn "
-                "last record (left by a crash mid-append, it was never acknowledged as durable)"
-            )
-            warnings.warn(message, RuntimeWarning, stacklevel=4)
-            logger.warning("%s", message)
-            fd = os.open(self._path / name, os.O_WRONLY | _O_CLOEXEC)
-            try:
-                os.ftruncate(fd, offset)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self._checkpoint_seq = found.checkpoint_seq
-        self._last_seq = max([found.checkpoint_seq] + [s.last_seq for s in found.segments])
-        for seg in found.segments:
-            if seg.stale or seg.last_seq < self._checkpoint_seq:
-                (self._path / seg.name).unlink()
-                continue
-            # What a crashed predecessor wrote may still sit in the page cache only.
-            fd = os.open(self._path / seg.name, os.O_RDONLY | _O_CLOEXEC)
-            try:
-                _datasync(fd)
-                self._syncs += 1
-            finally:
-                os.close(fd)
-            seg.size = seg.end
-            self._segments.append(seg)
-        fsync_dir(self._path)
-        self._syncs += 1
-        self._synced_seq = self._last_seq
-        if self._segments:
-            last = self._path / self._segments[-1].name
-            self._fd = os.open(last, os.O_WRONLY | os.O_APPEND | _O_CLOEXEC)
+            self._commit.start_every_second(f"cacheway-journal-{self._id[:8]}")
 
     # -- reading -------------------------------------------------------------------------
 
@@ -227,7 +144,7 @@ class Journal:
     @property
     def last_seq(self) -> int:
         """Highest seq appended (or checkpointed) so far; 0 for a new journal."""
-        return self._last_seq
+        return self._commit.last_seq
 
     @property
     def checkpoint_seq(self) -> int:
@@ -237,24 +154,24 @@ class Journal:
     @property
     def synced_seq(self) -> int:
         """Every record up to this seq is on disk."""
-        return self._synced_seq
+        return self._commit.synced_seq
 
     @property
     def syncs(self) -> int:
         """fsync/fdatasync calls made since open (journal_syncs in stats)."""
-        return self._syncs
+        return self._commit.syncs
 
     @property
     def bytes(self) -> int:
         """Total size of the live segment files (journal_bytes in stats)."""
-        with self._cond:
+        with self._commit.cond:
             return sum(seg.size for seg in self._segments)
 
     def records(self) -> list[Record]:
         """Every intact write with seq > checkpoint_seq that no DROP record voids, in seq
         order (what a replay applies)."""
-        with self._cond:
-            if self._released:
+        with self._commit.cond:
+            if self._commit.released:
                 raise JournalError(f"journal '{self._path}' is closed")
             segments = [(seg.name, seg.size) for seg in self._segments]
             checkpoint_seq = self._checkpoint_seq
@@ -287,26 +204,28 @@ class Journal:
     ) -> int:
         """Hand one record to the OS (not yet durable: see :meth:`wait`) and return its seq."""
         encoded = encode(namespace, key, kind, payload, delta)
-        with self._cond:
+        commit = self._commit
+        with commit.cond:
             if self._closed:
                 raise JournalError(f"journal '{self._path}' is closed")
-            self._raise_if_failed()
-            seq = self._last_seq + 1
-            if self._fd is None or self._segments[-1].size >= self._segment_bytes:
+            commit.raise_if_failed()
+            seq = commit.last_seq + 1
+            if commit.fd is None or self._segments[-1].size >= self._segment_bytes:
                 self._rotate(seq)
-            assert self._fd is not None
+            fd = commit.fd
+            assert fd is not None
             segment = self._segments[-1]
             try:
-                write_all(self._fd, encoded.frame(seq))
+                write_all(fd, encoded.frame(seq))
             except OSError as exc:
                 try:  # take back a partial record so later appends stay readable
-                    os.ftruncate(self._fd, segment.size)
+                    os.ftruncate(fd, segment.size)
                 except OSError:
-                    self._fail(exc)
-                    self._raise_if_failed()
+                    commit.fail(exc)
+                    commit.raise_if_failed()
                 raise JournalError(f"cannot append to journal '{self._path}': {exc}") from exc
             segment.size += encoded.size
-            self._last_seq = seq
+            commit.last_seq = seq
             return seq
 
     def drop(self, namespace: str, key: str, upto_seq: int) -> None:
@@ -315,9 +234,10 @@ class Journal:
         fsync mode: a write the application was told is dropped never comes back."""
         if isinstance(upto_seq, bool) or not isinstance(upto_seq, int) or upto_seq < 1:
             raise ConfigError(f"upto_seq {upto_seq!r} must be an int >= 1")
-        if upto_seq > self._last_seq:
-            raise ConfigError(f"seq {upto_seq} was never appended (last_seq is {self._last_seq})")
-        self._wait_synced(self.append(namespace, key, DROP, b"", upto_seq))
+        if upto_seq > self._commit.last_seq:
+            raise ConfigError(
+                f"seq {upto_seq} was never appended (last_seq is {self._commit.last_seq})")
+        self._commit.wait_synced(self.append(namespace, key, DROP, b"", upto_seq))
 
     def _rotate(self, seq: int) -> None:
         name = segment_name(seq)
@@ -328,115 +248,22 @@ class Journal:
             raise JournalError(
                 f"cannot create journal segment '{self._path / name}': {exc}"
             ) from exc
-        if self._fd is not None:
-            self._retired.append(self._fd)
-        self._fd = fd
+        self._commit.start_segment(fd)
         self._segments.append(SegmentInfo(seq, name, 0))
-        self._dir_dirty = True  # the new file's name is durable only after a directory sync
 
     def wait(self, seq: int) -> None:
         """Return once record ``seq`` is as durable as the fsync mode promises."""
+        commit = self._commit
         if self._fsync == "always":
-            self._wait_synced(seq)
+            commit.wait_synced(seq)
             return
-        with self._cond:
-            self._check_appended(seq)
-            self._raise_if_failed()
+        with commit.cond:
+            commit.check_appended(seq)
+            commit.raise_if_failed()
 
     def sync(self) -> None:
         """Make everything appended so far durable now, whatever the fsync mode."""
-        self._wait_synced(self._last_seq)
-
-    def _wait_synced(self, seq: int) -> None:
-        yielded = False
-        with self._cond:
-            self._check_appended(seq)
-            while True:
-                self._raise_if_failed()
-                if self._synced_seq >= seq:
-                    return
-                if self._released:
-                    raise JournalError(f"journal '{self._path}' is closed")
-                if self._syncing:
-                    self._waiting += 1
-                    self._cond.wait()
-                    self._waiting -= 1
-                elif self._waiting and not yielded:
-                    # Others are queued behind us: let the writers the last sync just woke
-                    # append first, so this sync covers them too (bigger groups).
-                    yielded = True
-                    self._cond.release()
-                    time.sleep(0)
-                    self._cond.acquire()
-                else:
-                    self._sync_locked()
-
-    def _check_appended(self, seq: int) -> None:
-        if seq > self._last_seq:
-            raise ConfigError(f"seq {seq} was never appended (last_seq is {self._last_seq})")
-
-    def _sync_locked(self) -> None:
-        """Sync everything written so far; called (and returns) with ``_cond`` held.
-
-        The lock is dropped during the disk I/O, so writers keep appending while a sync
-        runs; whoever waits when it ends starts the next one, covering them all at once.
-        """
-        target = self._last_seq
-        fds = [*self._retired, *([self._fd] if self._fd is not None else [])]
-        retired, self._retired = self._retired, []
-        dir_dirty, self._dir_dirty = self._dir_dirty, False
-        self._syncing = True
-        self._cond.release()
-        done = 0
-        failure: OSError | None = None
-        try:
-            for fd in fds:
-                _datasync(fd)
-                done += 1
-            if dir_dirty:
-                fsync_dir(self._path)
-                done += 1
-        except OSError as exc:
-            failure = exc
-        finally:
-            self._cond.acquire()
-            self._syncing = False
-            self._syncs += done
-            for fd in retired:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            if failure is not None:
-                self._fail(failure)
-            else:
-                self._synced_seq = max(self._synced_seq, target)
-            self._cond.notify_all()
-        self._raise_if_failed()
-
-    def _fail(self, exc: OSError) -> None:
-        # Never retry a failed fsync: the kernel may have dropped the dirty pages and marked
-        # them clean, so a second fsync can "succeed" without the data (the fsyncgate lesson).
-        if self._failure is None:
-            self._failure = exc
-            logger.error("journal '%s' failed and takes no more writes: %s", self._path, exc)
-
-    def _raise_if_failed(self) -> None:
-        if self._failure is not None:
-            raise JournalError(
-                f"journal '{self._path}' failed: {self._failure}; writes appended since its "
-                "last successful sync may not be on disk. Close it and reopen the journal "
-                "(after fixing the disk) to replay what is there"
-            ) from self._failure
-
-    def _sync_every_second(self) -> None:
-        while not self._stop.wait(_EVERYSEC_INTERVAL):
-            with self._cond:
-                if self._closed or self._failure is not None:
-                    return
-                pending = self._last_seq > self._synced_seq or self._dir_dirty or self._retired
-                if self._syncing or not pending:
-                    continue
-                with contextlib.suppress(JournalError):  # _fail has logged it
-                    self._sync_locked()
+        self._commit.wait_synced(self._commit.last_seq)
 
     def checkpoint(self, seq: int) -> None:
         """Record that every record with seq <= ``seq`` is in the store; drop covered segments.
@@ -447,33 +274,31 @@ class Journal:
         """
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise ConfigError(f"checkpoint seq {seq!r} must be an int >= 0")
+        commit = self._commit
         with self._checkpoint_lock:
             persisted = False
-            with self._cond:
+            with commit.cond:
                 if self._closed:
                     raise JournalError(f"journal '{self._path}' is closed")
                 if seq <= self._checkpoint_seq:
                     return
-                if seq > self._last_seq:
+                if seq > commit.last_seq:
                     # Persist under the lock: an append between the two would get a seq
                     # the checkpoint claims is already in the store.
                     self._persist_checkpoint(seq)
-                    self._syncs += 2
+                    commit.count_syncs(2)
                     persisted = True
-                    self._last_seq = self._synced_seq = seq
-                    if self._fd is not None:
-                        self._retired.append(self._fd)  # the next record starts a segment
-                        self._fd = None
+                    commit.skip_to(seq)  # the next record starts a segment
             if not persisted:
                 self._persist_checkpoint(seq)
-            with self._cond:
+            with commit.cond:
                 if not persisted:
-                    self._syncs += 2
+                    commit.count_syncs(2)
                 self._checkpoint_seq = max(self._checkpoint_seq, seq)
                 segments = self._segments
                 # The segment being appended to stays; an earlier one goes once the
                 # checkpoint reaches the seq just before its successor's first record.
-                last = len(segments) if self._fd is None else len(segments) - 1
+                last = len(segments) if commit.fd is None else len(segments) - 1
                 doomed = [
                     s
                     for i, s in enumerate(segments[:last])
@@ -500,21 +325,16 @@ class Journal:
 
     def close(self) -> None:
         """Sync what was appended (unless the journal failed), stop, release the lock."""
-        with self._cond:
+        commit = self._commit
+        with commit.cond:
             if self._closed:
                 return
             self._closed = True
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        with self._cond:
-            while self._syncing:
-                self._cond.wait()
-            if self._failure is None and (self._synced_seq < self._last_seq or self._retired):
-                with contextlib.suppress(JournalError):
-                    self._sync_locked()
-            empty = self._failure is None and self._checkpoint_seq >= self._last_seq
-            if (self._child or self._remove) and empty:
+        commit.stop_every_second()
+        with commit.cond:
+            commit.finish_locked()
+            empty = not commit.failed and self._checkpoint_seq >= commit.last_seq
+            if (self._remove_when_empty or self._remove) and empty:
                 self._remove_files()  # a forked process's journal, all in the store
             self._release()
 
@@ -523,13 +343,13 @@ class Journal:
 
         Refused while records wait for replay: only a journal checkpointed up to its
         ``last_seq`` holds nothing the store lacks."""
-        with self._cond:
-            if self._released:
+        with self._commit.cond:
+            if self._commit.released:
                 raise JournalError(f"journal '{self._path}' is closed")
-            if self._checkpoint_seq < self._last_seq:
+            if self._checkpoint_seq < self._commit.last_seq:
                 raise JournalError(
                     f"journal '{self._path}' still holds records {self._checkpoint_seq + 1}.."
-                    f"{self._last_seq}; replay them before removing it"
+                    f"{self._commit.last_seq}; replay them before removing it"
                 )
             self._remove = True
         self.close()
@@ -543,14 +363,12 @@ class Journal:
             logger.warning("journal '%s': cannot remove it: %s", self._path, exc)
 
     def _release(self) -> None:
-        self._released = self._closed = True
-        fds = [*self._retired, *([self._fd] if self._fd is not None else [])]
+        self._closed = True
+        self._commit.release()
         if self._lock_fd >= 0:
-            fds.append(self._lock_fd)
-        for fd in fds:
             with contextlib.suppress(OSError):
-                os.close(fd)  # closing the lock file's last fd releases the flock
-        self._retired, self._fd, self._lock_fd = [], None, -1
+                os.close(self._lock_fd)  # closing the lock file's last fd releases the flock
+        self._lock_fd = -1
 
     # -- fork ------------------------------------------------------------------------------
 
@@ -574,17 +392,13 @@ class Journal:
                 f"Journal.for_child() of '{self._path}' is for a process forked from the one "
                 "that opened it; this is that process"
             )
-        self._cond = threading.Condition(threading.Lock())
         self._checkpoint_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = None
-        self._syncing, self._waiting = False, 0
+        self._commit.after_fork()
         self._release()
         self._pid = os.getpid()  # a second call in this process is refused
         path = make_child_directory(self._path)
-        child = Journal(path, fsync=self._fsync, segment_bytes=self._segment_bytes)
-        child._child = True
-        return child
+        return Journal(path, fsync=self._fsync, segment_bytes=self._segment_bytes,
+                       remove_when_empty=True)
 
     def __enter__(self) -> Journal:
         return self
@@ -599,5 +413,5 @@ class Journal:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fsync={self._fsync!r}"
-        return f"<Journal {str(self._path)!r} last_seq={self._last_seq} {state}>"
+        return f"<Journal {str(self._path)!r} last_seq={self._commit.last_seq} {state}>"
 

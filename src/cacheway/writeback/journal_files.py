@@ -11,15 +11,23 @@ import re
 import secrets
 from pathlib import Path
 
+from cacheway.core.journal_records import LOCK_FILE
 from cacheway.errors import JournalError
-from cacheway.writeback.journal_format import LOCK_FILE
 
 __all__ = [
-    "JournalInUse", "abandoned_children", "fsync_dir", "lock_directory", "make_child_directory",
-    "remove_directory", "write_all", "write_atomic",
+    "JournalInUse", "abandoned_children", "datasync", "fsync_dir", "lock_directory",
+    "make_child_directory", "remove_directory", "write_all", "write_atomic",
 ]
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def datasync(fd: int) -> None:
+    # fdatasync skips the mtime update that fsync also forces: one disk write, not two.
+    if hasattr(os, "fdatasync"):
+        os.fdatasync(fd)
+    else:  # pragma: no cover - macOS
+        os.fsync(fd)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -3,7 +3,8 @@
 ``cacheway demo`` measures the write-policy comparison table on an embedded cache
 (memory + SQLite in a temp dir); ``cacheway bench`` runs the same workloads on the
 store and backend URLs you give it. A bad option or URL prints one line
-``cacheway: error: ...`` and exits 2.
+``cacheway: error: ...`` and exits 2. This module parses the command line; the commands
+are in :mod:`.run_cmd`, :mod:`.check_cmd` and :mod:`.journal_cmd`.
 
 >>> main(["demo", "--ops", "0"])  # stderr: cacheway: error: argument --ops: must be ...
 2
@@ -12,23 +13,15 @@ store and backend URLs you give it. A bad option or URL prints one line
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import re
-import shutil
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
-from .errors import CachewayError
+from cacheway.errors import CachewayError
 
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from ._demo import Row, RunConfig
+from . import check_cmd, journal_cmd, run_cmd
+from ._common import UsageError
 
 __all__ = ["main"]
 
@@ -37,13 +30,9 @@ __all__ = ["main"]
 _DEFAULT_WORKLOADS = "read-heavy,counters"
 
 
-class _UsageError(Exception):
-    """A bad command line: one line on stderr, exit 2."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
+        raise UsageError(message)
 
 
 def _positive_int(text: str) -> int:
@@ -77,7 +66,7 @@ def _namespace(text: str) -> str:
 
 
 def _workloads(text: str) -> list[str]:
-    from ._demo_workloads import WORKLOADS
+    from .demo.workloads import WORKLOADS
 
     names = list(WORKLOADS) if text.strip() == "all" else [
         t.strip() for t in text.split(",") if t.strip()]
@@ -103,7 +92,7 @@ _ALIASES = {
 
 
 def _policies(text: str) -> list[str]:
-    from ._demo import STRATEGIES
+    from .demo.runner import STRATEGIES
 
     names: list[str] = []
     for part in text.split(","):
@@ -142,7 +131,7 @@ def _add_run_options(p: argparse.ArgumentParser, ops: int) -> None:
 
 
 def _parser() -> _Parser:
-    from . import __version__
+    from cacheway import __version__
 
     parser = _Parser(
         prog="cacheway",
@@ -227,228 +216,12 @@ def _parser() -> _Parser:
     return parser
 
 
-def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 160
-    return Console(file=stream, width=width, highlight=False)
-
-
-@contextmanager
-def _quiet_replays() -> Iterator[None]:
-    # the crash column reopens journals on purpose; their "replayed N writes" warnings
-    # would interleave with the progress bar
-    log = logging.getLogger("cacheway")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-def _execute(cfg: RunConfig, command: str, json_path: str | None, plot_path: str | None
-             ) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ._demo import run
-    from ._demo_report import print_tables, to_json, write_json, write_plot
-
-    out = _console()
-    steps = len(cfg.workloads) * len(cfg.strategies) * (2 if cfg.crash else 1)
-    started = time.perf_counter()
-    with Progress(TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=_console(stderr=True), transient=True
-                  ) as progress, _quiet_replays():
-        task = progress.add_task("starting", total=steps)
-
-        def advance(what: str) -> None:
-            progress.update(task, advance=1, description=what)
-
-        rows: list[Row] = run(cfg, advance)
-        progress.update(task, completed=steps)
-    elapsed = time.perf_counter() - started
-    print_tables(out, rows, cfg)
-    out.print(f"[dim]{command}: {elapsed:.1f} s[/]")
-    if json_path:
-        write_json(json_path, to_json(rows, cfg, command, elapsed))
-        out.print(f"wrote {json_path}")
-    if plot_path:
-        write_plot(plot_path, rows, cfg)
-        out.print(f"wrote {plot_path}")
-    return 0
-
-
-def _check_output(path: str | None, option: str) -> None:
-    if path is None:
-        return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise _UsageError(f"{option} {path!r}: directory {parent!r} does not exist")
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from ._demo import RunConfig
-
-    _check_output(args.json, "--json")
-    _check_output(args.plot, "--plot")
-    if args.path is not None:
-        os.makedirs(args.path, exist_ok=True)
-        directory, remove = args.path, False
-    else:
-        directory, remove = tempfile.mkdtemp(prefix="cacheway-demo-"), True
-    cfg = RunConfig(workloads=args.workload, strategies=args.policies, ops=args.ops,
-                    seed=args.seed, directory=directory, crash=not args.no_crash)
-    try:
-        return _execute(cfg, "cacheway demo", args.json, args.plot)
-    finally:
-        if remove:
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from ._demo import STRATEGIES, RunConfig, sqlite_path_of
-    from ._urls import backend_from_url, store_from_url
-
-    _check_output(args.json, "--json")
-    _check_output(args.plot, "--plot")
-    store_from_url(args.store).close()  # a bad URL fails here, before any work
-    backend_from_url(args.backend).close()
-    strategies = list(args.policies)
-    if sqlite_path_of(args.store) is None:
-        strategies = [s for s in strategies if STRATEGIES[s].textbook is None]
-        if not strategies:
-            raise _UsageError("textbook baselines need a sqlite:///file store URL")
-    directory = tempfile.mkdtemp(prefix="cacheway-bench-")
-    cfg = RunConfig(workloads=args.workload, strategies=strategies, ops=args.ops,
-                    seed=args.seed, directory=directory, store_url=args.store,
-                    backend_url=args.backend, processes=args.processes, crash=False)
-    try:
-        return _execute(cfg, "cacheway bench", args.json, args.plot)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _check(args: argparse.Namespace) -> int:
-    import json
-
-    from rich.markup import escape
-    from rich.table import Table
-
-    from ._urls import _redact, backend_from_url, store_from_url
-    from .check import check
-
-    _check_output(args.json, "--json")
-    if args.rounds < 0:
-        raise _UsageError(f"argument --rounds: must be an int >= 0, not {args.rounds}")
-    namespaces = list(dict.fromkeys(args.namespaces or [""]))
-    store = store_from_url(args.store)
-    closing: list[Callable[[], None]] = [store.close]
-    try:
-        backend = backend_from_url(args.backend)
-        closing[:0] = [backend.close]
-        l2 = getattr(backend, "_owned_l2", None)
-        if l2 is not None:
-            closing.append(l2.close)
-        report = check(store, backend, namespaces=namespaces, sample=args.sample,
-                       quiet=args.quiet, rounds=args.rounds, seed=args.seed)
-    finally:
-        for close in closing:
-            close()
-    out = _console()
-    table = Table(title="cacheway check", title_justify="left", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", justify="right")
-    table.add_row("store", escape(_redact(args.store)))
-    table.add_row("backend", escape(_redact(args.backend)))
-    table.add_row("namespaces", escape(", ".join(ns or "default" for ns in namespaces)))
-    table.add_row("keys sampled", f"{report.sampled:,}")
-    table.add_row("cached entries compared", f"{report.checked:,}")
-    bad = f"{report.disagreeing:,}"
-    table.add_row("disagreeing", f"[red]{bad}[/]" if report.disagreeing else f"[green]{bad}[/]")
-    table.add_row("nines", f"{report.nines:.2f}")
-    table.add_row("quiet period", f"{report.within_seconds:g} s")
-    table.add_row("re-check rounds used", str(report.rounds))
-    out.print(table)
-    if report.examples:
-        ex = Table(title="disagreeing entries (first few)", title_justify="left")
-        for name in ("level", "namespace", "key", "cached", "version", "stored", "version"):
-            ex.add_column(name)
-        for e in report.examples:
-            stored = repr(e.stored) if e.stored_found else "(no row)"
-            ex.add_row(e.level, e.namespace or "default", escape(e.key),
-                       escape(repr(e.cached)[:60]), str(e.cached_version),
-                       escape(stored[:60]), str(e.stored_version))
-        out.print(ex)
-    out.print(str(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report.to_dict(), f, indent=2, default=repr)
-        out.print(f"wrote {args.json}")
-    return 1 if report.disagreeing else 0
-
-
-def _journal_inspect(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from .writeback.journal import inspect
-
-    report = inspect(args.path)
-    out = _console()
-    table = Table(title=f"journal {report.path}", title_justify="left", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    table.add_row("id", report.id or "-")
-    table.add_row("records to replay", f"{report.records:,}")
-    table.add_row("first seq to replay", "-" if report.first_seq is None else str(report.first_seq))
-    table.add_row("last seq", str(report.last_seq))
-    table.add_row("checkpoint seq", str(report.checkpoint_seq))
-    table.add_row("bytes", f"{report.bytes:,}")
-    table.add_row("segments", "\n".join(f"{name}  {size:,} B" for name, size in report.segments)
-                  or "-")
-    table.add_row("damage", "\n".join(f"[red]{d}[/]" for d in report.damage) or "[green]none[/]")
-    out.print(table)
-    return 1 if report.damage else 0
-
-
-def _journal_replay(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from ._urls import store_from_url
-    from .writeback.journal import Journal, inspect
-    from .writeback.recovery import replay
-
-    if not os.path.isdir(args.path):
-        raise _UsageError(f"no journal at {args.path!r} (a journal is a directory)")
-    found = inspect(args.path)
-    if found.id is None and not found.segments:
-        # opening would turn any directory into an empty journal: refuse instead
-        raise _UsageError(f"no journal at {args.path!r} (the directory holds no journal)")
-    store = store_from_url(args.store)
-    try:
-        with Journal(args.path) as journal:
-            report = replay(journal, store)
-    finally:
-        store.close()
-    table = Table(title=f"replayed {args.path} into {args.store}", title_justify="left",
-                  show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", justify="right")
-    table.add_row("records read", f"{report.records:,}")
-    table.add_row("skipped (already applied)", f"{report.skipped:,}")
-    table.add_row("writes applied", f"{report.applied:,}")
-    table.add_row("batches", f"{report.batches:,}")
-    _console().print(table)
-    return 0
-
-
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "demo": _demo,
-    "bench": _bench,
-    "check": _check,
-    "journal inspect": _journal_inspect,
-    "journal replay": _journal_replay,
+    "demo": run_cmd.demo,
+    "bench": run_cmd.bench,
+    "check": check_cmd.check,
+    "journal inspect": journal_cmd.inspect,
+    "journal replay": journal_cmd.replay,
 }
 
 
@@ -462,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         return _COMMANDS[name](args)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
-    except (_UsageError, CachewayError) as exc:
+    except (UsageError, CachewayError) as exc:
         print(f"cacheway: error: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:
@@ -472,7 +245,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cacheway: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
-"""Child process of ``cacheway demo``/``bench``: ``python -m cacheway._demo_child MODE JOB``.
+"""Child process of ``cacheway demo``/``bench``: ``python -m cacheway.cli.demo.child MODE JOB``.
 
-``measure``: run one workload and print the :class:`~cacheway._demo.Measured` as JSON (one
+``measure``: run one workload and print the :class:`~cacheway.cli.demo.runner.Measured` as JSON (one
 of ``bench --processes N``'s clients). ``crash``: run a workload stream and write one line
 ``key<TAB>seq`` to stdout after each acknowledged write, until the parent ``kill -9``s
 it. Each line is a single ``write(2)`` on fd 1, so a line the parent reads was
@@ -16,8 +16,8 @@ import sys
 import time
 from typing import Any
 
-from . import _demo_workloads as wl
-from ._demo import STRATEGIES, Skip, Target, measure_target, open_prepared
+from . import workloads as wl
+from .runner import STRATEGIES, Skip, Target, measure_target, open_prepared
 
 
 def _measure(job: dict[str, Any]) -> int:

@@ -1,6 +1,6 @@
 """The "writes lost after a crash" column: ``kill -9`` a child mid-workload, then count.
 
-A child (:mod:`._demo_child`) runs the workload on its own SQLite file and prints every
+A child (:mod:`.child`) runs the workload on its own SQLite file and prints every
 acknowledged write. After a random delay the parent sends SIGKILL, reopens the store
 (for journalled strategies: reopens the cache, which replays the journal) and counts the
 keys whose latest acknowledged value the store does not have. Values carry increasing
@@ -22,12 +22,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from . import _demo_workloads as wl
-from ._demo import STRATEGIES, Row, Strategy, Target
-from ._urls import open as cw_open
+from cacheway import open as cw_open
+
+from . import workloads as wl
+from .runner import STRATEGIES, Row, Strategy, Target
 
 if TYPE_CHECKING:
-    from ._demo import RunConfig
+    from .runner import RunConfig
 
 __all__ = ["crash_trial", "crash_trials"]
 
@@ -54,7 +55,7 @@ def _verify(strategy: Strategy, target: Target, acked: dict[str, int]) -> int:
         cache = cw_open(store=target.store_url, backend="memory://", policy="write-back",
                         journal=target.journal, fsync=strategy.fsync)
         cache.close()
-    from .stores.sqlite import SQLiteStore
+    from cacheway.stores.sqlite import SQLiteStore
 
     assert target.sqlite_path is not None
     store = SQLiteStore(target.sqlite_path)
@@ -83,7 +84,7 @@ def crash_trial(strategy: Strategy, workload: str, seed: int, directory: str, de
     out_path, err_path = f"{base}.acks", f"{base}.err"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         child = subprocess.Popen(
-            [sys.executable, "-m", "cacheway._demo_child", "crash", json.dumps(job)],
+            [sys.executable, "-m", "cacheway.cli.demo.child", "crash", json.dumps(job)],
             stdout=out, stderr=err,
         )
     try:

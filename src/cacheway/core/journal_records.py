@@ -1,4 +1,7 @@
-"""How journal records are laid out in bytes, and the scanner that reads them back.
+"""How journal records are laid out in bytes, and the scanner that reads them back; also
+the small files beside them (``id``, ``checkpoint``) and the segments' names. Pure: bytes
+in, records (or the reason there are none) out; reading and writing the files is
+:mod:`cacheway.writeback.journal` and its helpers' business.
 
 Each record is framed so that a torn write (a crash mid-append) or a flipped byte is
 detected rather than replayed::
@@ -24,33 +27,37 @@ Record(seq=7, namespace='ns', key='k', kind=2, payload=b'', delta=-3)
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
 import re
 import struct
 import zlib
-from pathlib import Path
 from typing import NamedTuple
 
-from cacheway.errors import ConfigError, InvalidKeyError, JournalError
+from cacheway.errors import ConfigError, InvalidKeyError
 
 __all__ = [
     "ADD",
+    "CHECKPOINT_FILE",
     "DELETE",
     "DROP",
+    "ID_FILE",
     "KINDS",
+    "LOCK_FILE",
     "MAGIC",
     "SET",
     "Encoded",
     "Record",
     "Scan",
     "decode_at",
+    "decode_checkpoint",
+    "decode_id",
     "encode",
+    "encode_checkpoint",
     "encode_id",
     "encode_record",
     "find_record",
     "scan",
+    "segment_first_seq",
+    "segment_name",
     "void_dropped",
 ]
 
@@ -256,7 +263,7 @@ def void_dropped(records: list[Record]) -> list[Record]:
     ]
 
 
-# -- the journal directory ------------------------------------------------------------------
+# -- the files beside the segments -------------------------------------------------------
 
 ID_FILE, LOCK_FILE, CHECKPOINT_FILE = "id", "lock", "checkpoint"
 _SEGMENT_RE = re.compile(r"(\d{20})\.seg")
@@ -267,8 +274,18 @@ _CHECKPOINT_MAGIC = b"CWCK"
 
 
 def segment_name(seq: int) -> str:
-    """Segments are named by their first seq, zero-padded so names sort like numbers."""
+    """Segments are named by their first seq, zero-padded so names sort like numbers.
+
+    >>> segment_name(7), segment_first_seq(segment_name(7)), segment_first_seq("id")
+    ('00000000000000000007.seg', 7, None)
+    """
     return f"{seq:020d}.seg"
+
+
+def segment_first_seq(name: str) -> int | None:
+    """The first seq of the segment file ``name``, or None if it names no segment."""
+    found = _SEGMENT_RE.fullmatch(name)
+    return None if found is None else int(found.group(1))
 
 
 def encode_checkpoint(seq: int) -> bytes:
@@ -276,24 +293,17 @@ def encode_checkpoint(seq: int) -> bytes:
     return head + struct.pack("<I", zlib.crc32(head))
 
 
-@dataclasses.dataclass
-class SegmentInfo:
-    first_seq: int
-    name: str
-    size: int  # bytes on disk (after open: bytes of intact records)
-    last_seq: int = 0  # last intact seq; first_seq - 1 when empty
-    end: int = 0  # offset past the last intact record
-    stale: bool = False  # every record is covered by the checkpoint
+def decode_checkpoint(raw: bytes) -> int | None:
+    """The seq of a ``checkpoint`` file's bytes, or None if they are not a checkpoint.
 
-
-@dataclasses.dataclass
-class Layout:
-    id: str | None
-    old_id: bool  # the id file has no checksum yet (written by format 1)
-    checkpoint_seq: int
-    segments: list[SegmentInfo]
-    damage: list[str]
-    torn: tuple[str, int, str] | None  # (segment, offset, why) of a crash's leftover tail
+    >>> decode_checkpoint(encode_checkpoint(42)), decode_checkpoint(b"junk")
+    (42, None)
+    """
+    if len(raw) == _CHECKPOINT_FORMAT.size:
+        magic, seq, crc = _CHECKPOINT_FORMAT.unpack(raw)
+        if magic == _CHECKPOINT_MAGIC and zlib.crc32(raw[:12]) == crc:
+            return int(seq)
+    return None
 
 
 def encode_id(journal_id: str) -> bytes:
@@ -302,184 +312,24 @@ def encode_id(journal_id: str) -> bytes:
     return f"{journal_id} {zlib.crc32(journal_id.encode('ascii')):08x}\n".encode("ascii")
 
 
-def _read_id(directory: Path, damage: list[str]) -> tuple[str | None, bool]:
-    """(id, in the old format without a checksum) of the ``id`` file."""
-    try:
-        raw = (directory / ID_FILE).read_bytes()
-    except FileNotFoundError:
-        return None, False
-    except OSError as exc:
-        damage.append(f"{ID_FILE}: cannot read: {exc}")
-        return None, False
+def decode_id(raw: bytes) -> tuple[str, bool] | str:
+    """(id, in the old format without a checksum) of an ``id`` file's bytes, or why they
+    hold no valid id.
+
+    >>> decode_id(encode_id("ab" * 16))
+    ('abababababababababababababababab', False)
+    """
     text = raw.decode("ascii", "replace")
     if _OLD_ID_RE.fullmatch(text):
         return text[:32], True  # written before ids had a checksum: upgraded on open
     found = _ID_RE.fullmatch(text)
     if found is None:
-        damage.append(f"{ID_FILE}: offset 0: {raw[:60]!r} is not a journal id")
-        return None, False
+        return f"offset 0: {raw[:60]!r} is not a journal id"
     if zlib.crc32(found.group(1).encode("ascii")) != int(found.group(2), 16):
-        damage.append(
-            f"{ID_FILE}: offset 0: checksum mismatch: the journal id {found.group(1)} changed "
+        return (
+            f"offset 0: checksum mismatch: the journal id {found.group(1)} changed "
             f"since it was written (stores know what they applied by this id: under a changed "
             f"one every record would be replayed again, counters twice). Put back the '{ID_FILE}' "
             "file from a copy of this journal"
         )
-        return None, False
     return found.group(1), False
-
-
-def _read_checkpoint(directory: Path, damage: list[str]) -> int:
-    try:
-        raw = (directory / CHECKPOINT_FILE).read_bytes()
-    except FileNotFoundError:
-        return 0
-    except OSError as exc:
-        damage.append(f"{CHECKPOINT_FILE}: cannot read: {exc}")
-        return 0
-    if len(raw) == _CHECKPOINT_FORMAT.size:
-        magic, seq, crc = _CHECKPOINT_FORMAT.unpack(raw)
-        if magic == _CHECKPOINT_MAGIC and zlib.crc32(raw[:12]) == crc:
-            return int(seq)
-    damage.append(f"{CHECKPOINT_FILE}: offset 0: not a valid checkpoint ({len(raw)} bytes)")
-    return 0
-
-
-def analyze(directory: Path) -> Layout:
-    """Read everything in the journal directory and say what is intact; never raises."""
-    damage: list[str] = []
-    journal_id, old_id = _read_id(directory, damage)
-    checkpoint_seq = _read_checkpoint(directory, damage)
-    try:
-        names = os.listdir(directory)
-    except OSError as exc:
-        return Layout(
-            journal_id, old_id, checkpoint_seq, [], [f"{directory}: cannot list: {exc}"], None
-        )
-    found = sorted((int(m.group(1)), n) for n in names if (m := _SEGMENT_RE.fullmatch(n)))
-    if journal_id is None and (found or CHECKPOINT_FILE in names) and not damage:
-        damage.append(f"{ID_FILE}: file missing next to segments or a checkpoint")
-    segments: list[SegmentInfo] = []
-    torn = None
-    prev_last: int | None = None
-    for i, (first, name) in enumerate(found):
-        is_last = i == len(found) - 1
-        seg = SegmentInfo(first, name, 0, last_seq=first - 1)
-        segments.append(seg)
-        # A segment whose successor starts at or below checkpoint + 1 holds nothing the
-        # store lacks (a crash between checkpoint and deletion left it): skip, even if damaged.
-        if not is_last and found[i + 1][0] - 1 <= checkpoint_seq:
-            seg.stale = True
-            with contextlib.suppress(OSError):
-                seg.size = (directory / name).stat().st_size
-            continue
-        try:
-            data = (directory / name).read_bytes()
-        except OSError as exc:
-            damage.append(f"{name}: cannot read: {exc}")
-            continue
-        seg.size = len(data)
-        result = scan(data)
-        seg.end = result.end
-        for offset, record in result.records:
-            if record.seq != seg.last_seq + 1:
-                damage.append(
-                    f"{name}: offset {offset}: record seq {record.seq} where {seg.last_seq + 1} "
-                    "was expected (a record is missing or out of order)"
-                )
-                seg.end = offset
-                break
-            seg.last_seq = record.seq
-        else:
-            if result.error is not None and result.torn and is_last:
-                torn = (name, result.end, result.error)
-            elif result.error is not None:
-                where = "last segment" if is_last else "segment that is not the last one"
-                damage.append(
-                    f"{name}: offset {result.end}: {result.error} (intact records follow it "
-                    f"or it is in a {where}, so it is not a torn append)"
-                )
-        if prev_last is None and first - 1 > checkpoint_seq:
-            damage.append(
-                f"{name}: offset 0: starts at seq {first} but the checkpoint is {checkpoint_seq}: "
-                f"records {checkpoint_seq + 1}..{first - 1} are missing (a segment was deleted?)"
-            )
-        elif prev_last is not None and first <= prev_last:
-            damage.append(
-                f"{name}: offset 0: starts at seq {first} but the previous segment "
-                f"ends at {prev_last}"
-            )
-        elif prev_last is not None and first - 1 > max(prev_last, checkpoint_seq):
-            damage.append(
-                f"{name}: offset 0: records {prev_last + 1}..{first - 1} are missing "
-                "(a segment was deleted?)"
-            )
-        prev_last = seg.last_seq
-    return Layout(journal_id, old_id, checkpoint_seq, segments, damage, torn)
-
-
-def damaged_error(directory: Path, damage: list[str]) -> JournalError:
-    more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
-    return JournalError(
-        f"journal '{directory}' is damaged: {damage[0]}{more}. Run `cacheway journal inspect "
-        f"{directory}` to see the damage; to start empty, move '{directory}' away (its "
-        "unflushed writes are then lost unless recovered by hand)"
-    )
-
-
-@dataclasses.dataclass
-class JournalReport:
-    """What :func:`inspect` found; ``damage`` is empty for a healthy journal."""
-
-    path: str
-    id: str | None
-    segments: list[tuple[str, int]]  # (file name, size in bytes)
-    records: int  # intact writes a reopen would replay (seq > checkpoint_seq, not dropped)
-    first_seq: int | None  # first write to replay
-    last_seq: int
-    checkpoint_seq: int
-    bytes: int
-    damage: list[str]
-
-
-def _live_records(directory: Path, live: list[SegmentInfo], checkpoint_seq: int) -> list[Record]:
-    out: list[Record] = []
-    for seg in live:
-        with contextlib.suppress(OSError):  # analyze() has reported it as damage
-            data = (directory / seg.name).read_bytes()[: seg.end]
-            out.extend(r for _, r in scan(data).records if checkpoint_seq < r.seq <= seg.last_seq)
-    return out
-
-
-def inspect(path: str | os.PathLike[str]) -> JournalReport:
-    """Describe the journal at ``path`` without locking or changing anything.
-
-    >>> import tempfile, os
-    >>> from cacheway.writeback.journal import Journal
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     with Journal(os.path.join(tmp, "j"), fsync="never") as j:
-    ...         _ = j.append("", "k", DELETE)
-    ...     inspect(os.path.join(tmp, "j")).records
-    1
-    """
-    directory = Path(os.fspath(path))
-    if not directory.is_dir():
-        raise JournalError(f"no journal at '{directory}' (a journal is a directory)")
-    found = analyze(directory)
-    damage = list(found.damage)
-    if found.torn is not None:
-        name, offset, why = found.torn
-        damage.append(f"{name}: offset {offset}: {why} (a torn last record; opening drops it)")
-    live = [s for s in found.segments if not s.stale]
-    writes = void_dropped(_live_records(directory, live, found.checkpoint_seq))
-    return JournalReport(
-        path=str(directory),
-        id=found.id,
-        segments=[(s.name, s.size) for s in found.segments],
-        records=len(writes),
-        first_seq=writes[0].seq if writes else None,
-        last_seq=max([found.checkpoint_seq] + [s.last_seq for s in live]),
-        checkpoint_seq=found.checkpoint_seq,
-        bytes=sum(s.size for s in found.segments),
-        damage=damage,
-    )

@@ -1,9 +1,9 @@
 """The workload runner behind ``cacheway demo`` and ``cacheway bench``.
 
-Every strategy of a run faces the same seeded operations (:mod:`._demo_workloads`); the
+Every strategy of a run faces the same seeded operations (:mod:`.workloads`); the
 runner times each call, keeps a model of the last acknowledged value of every key (so a
 read that returns anything else counts as stale), and reads the cache's own counters.
-The crash column comes from :mod:`._demo_crash`. Nothing shown is typed in: every number
+The crash column comes from :mod:`.crash`. Nothing shown is typed in: every number
 is computed from the run.
 """
 
@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
-from . import _demo_workloads as wl
-from ._demo_pollution import Residency, TrackingMemoryBackend
-from ._demo_textbook import TextbookWriteBack, TextbookWriteThrough
-from ._urls import backend_from_url
-from ._urls import open as cw_open
-from .backends.memory import MemoryBackend
-from .stores.base import StoreBase
+from cacheway import open as cw_open
+from cacheway._urls import backend_from_url
+from cacheway.backends.memory import MemoryBackend
+from cacheway.stores.base import StoreBase
+
+from . import workloads as wl
+from .pollution import Residency, TrackingMemoryBackend
+from .textbook import TextbookWriteBack, TextbookWriteThrough
 
 __all__ = [
     "STRATEGIES",
@@ -174,7 +175,7 @@ def prepare(workload: str, target: Target, subject: Subject | None) -> None:
         if data and isinstance(store, StoreBase):
             store.save_many(data)
         return
-    from .stores.sqlite import SQLiteStore
+    from cacheway.stores.sqlite import SQLiteStore
 
     assert target.sqlite_path is not None
     with SQLiteStore(target.sqlite_path) as sqlite:  # also creates the table
@@ -214,7 +215,7 @@ class Measured:
     pending: int = 0
     durable_s: float = 0.0
     wall_s: float = 0.0
-    # cache pollution (see _demo_pollution); all None when the backend is not tracked
+    # cache pollution (see pollution.py); all None when the backend is not tracked
     cache_inserts: int | None = None
     cache_entries_read: int | None = None
     cache_evicted_unread: int | None = None
@@ -394,7 +395,7 @@ def _measure_processes(cfg: RunConfig, workload: str, strategy: Strategy, run_id
         job = {"strategy": strategy.name, "workload": workload, "ops": cfg.ops,
                "seed": cfg.seed + proc, "target": dataclasses.asdict(target)}
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "cacheway._demo_child", "measure", json.dumps(job)],
+            [sys.executable, "-m", "cacheway.cli.demo.child", "measure", json.dumps(job)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))
     total: Measured | None = None
@@ -417,7 +418,7 @@ def _measure_processes(cfg: RunConfig, workload: str, strategy: Strategy, run_id
 
 def run(cfg: RunConfig, advance: Callable[[str], None] = lambda _: None) -> list[Row]:
     """Measure every strategy on every workload, then the crash column."""
-    from ._demo_crash import crash_trials
+    from .crash import crash_trials
 
     run_id = uuid.uuid4().hex[:8]
     rows: list[Row] = []

@@ -10,13 +10,13 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _demo_workloads as wl
+from . import workloads as wl
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from ._demo import Row, RunConfig
+    from .runner import Row, RunConfig
 
 __all__ = ["print_tables", "to_json", "write_json", "write_plot"]
 
@@ -127,7 +127,7 @@ def print_tables(console: Console, rows: Sequence[Row], cfg: RunConfig) -> None:
 
 def to_json(rows: Sequence[Row], cfg: RunConfig, command: str, elapsed_s: float
             ) -> dict[str, Any]:
-    from . import __version__
+    from cacheway import __version__
 
     workloads: dict[str, Any] = {}
     for workload in cfg.workloads:
@@ -292,7 +292,7 @@ def write_plot(path: str, rows: Sequence[Row], cfg: RunConfig) -> None:
     if cfg.store_url is None:
         where = "memory backend + SQLite store"
     else:
-        from ._urls import _redact
+        from cacheway._urls import _redact
 
         where = f"store {_redact(cfg.store_url)}, backend {_redact(cfg.backend_url or '')}"
     fig.suptitle(

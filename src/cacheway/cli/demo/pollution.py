@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from .backends.memory import MemoryBackend
+from cacheway.backends.memory import MemoryBackend
 
 __all__ = ["ENGINE_KEY_PREFIX", "Residency", "TrackingMemoryBackend"]
 

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from ._demo_pollution import Residency
+from .pollution import Residency
 
 __all__ = ["TextbookWriteBack", "TextbookWriteThrough"]
 
