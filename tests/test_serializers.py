@@ -1,4 +1,4 @@
-"""Value fidelity of the serializers (DESIGN.md "Value fidelity", issue 10 item 4).
+"""Value fidelity of the serializers (docs/design.md "Value fidelity", issue 10 item 4).
 
 ``encoder(serializer)(value)`` gives the bytes to keep and the value as the store gives it
 back: equal to what was passed, with the same types all the way down, never sharing a

@@ -4,7 +4,7 @@ A serializer is any object with ``dumps(value) -> bytes`` and ``loads(bytes) -> 
 and a ``name``. JSON is the default (orjson when installed); msgpack and signed pickle
 are opt-in.
 
-Values keep their fidelity (DESIGN.md): :func:`encoder` gives the bytes to keep together
+Values keep their fidelity (docs/design.md): :func:`encoder` gives the bytes to keep together
 with the value as the store will give it back, and refuses with
 :class:`~cacheway.SerializationError` any value that would come back different (a tuple as
 a list, ``nan`` as ``None``, an enum member as its value), so a ``get`` answers the same
