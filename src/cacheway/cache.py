@@ -14,13 +14,13 @@ import atexit
 import logging
 import os
 import re
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-from . import memoize
+from ._front import Front
+from ._lifecycle import OPEN
 from ._refresh import ReadOptions
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
@@ -31,7 +31,6 @@ from .errors import CachewayError, ClosedError, ConfigError
 from .policies import Policy, WriteAround, WriteBack, WriteThrough
 from .serializers import Serializer
 from .stats import Counters, Stats
-from .stores._fork import reopen_in_child
 from .stores.base import Store
 
 __all__ = ["Cache", "Namespace"]
@@ -40,104 +39,9 @@ log = logging.getLogger("cacheway")
 
 _NS_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _UNSET: Any = object()
-# Strong references: a cache dropped without close() still has dirty writes that its
-# flusher thread holds, and the atexit hook must be able to reach them.
-_OPEN: set[Cache] = set()
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
-class _Front:
-    """The methods a cache and each namespace share, bound straight to one engine so the
-    hot path costs no extra call."""
-
-    _engine: Engine
-
-    def _bind(self, engine: Engine) -> None:
-        self._engine = engine
-        self.get = engine.get  # type: ignore[method-assign]
-        self.get_many = engine.get_many  # type: ignore[method-assign]
-        self.set = engine.set  # type: ignore[method-assign]
-        self.set_many = engine.set_many  # type: ignore[method-assign]
-        self.delete = engine.delete  # type: ignore[method-assign]
-        self.delete_many = engine.delete_many  # type: ignore[method-assign]
-        self.incr = engine.incr  # type: ignore[method-assign]
-        self.invalidate = engine.invalidate  # type: ignore[method-assign]
-        self.invalidate_many = engine.invalidate_many  # type: ignore[method-assign]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """Read-through: the cached value, else the store's (filling the cache), else
-        ``default``. Concurrent misses of one key share one store load."""
-        return self._engine.get(key, default)
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """Values of ``keys`` that exist (cache first, one store load for the rest)."""
-        return self._engine.get_many(keys)
-
-    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Write ``value`` under ``key`` as the policy says (``ttl``: of the cached copy)."""
-        self._engine.set(key, value, ttl)
-
-    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
-        """``set`` for each item; write-through/around apply them in one store transaction."""
-        self._engine.set_many(mapping, ttl)
-
-    def delete(self, key: str) -> None:
-        """Delete ``key`` from the store and the cache."""
-        self._engine.delete(key)
-
-    def delete_many(self, keys: Iterable[str]) -> None:
-        """``delete`` for each key."""
-        self._engine.delete_many(keys)
-
-    def incr(self, key: str, delta: int = 1) -> int:
-        """Add ``delta`` to the int under ``key`` (missing counts as 0); the new value.
-        Write-back sums the deltas until the flush; stores add them atomically."""
-        return self._engine.incr(key, delta)
-
-    def invalidate(self, key: str) -> None:
-        """Drop the cached copies of ``key`` (every level, every process sharing the
-        backend); the store keeps the row, and the next read loads it. For rows changed
-        in the database behind the cache's back. A pending write-back write stays."""
-        self._engine.invalidate(key)
-
-    def invalidate_many(self, keys: Iterable[str]) -> None:
-        """``invalidate`` for each key, in one backend call."""
-        self._engine.invalidate_many(keys)
-
-    def get_or_set(self, key: str, default: Any, ttl: float | None = None) -> Any:
-        """The value under ``key``; on a miss ``default`` (``default()`` when callable,
-        called once per stampede: concurrent misses share its result or exception),
-        written by the policy as ``set(key, value, ttl)`` and returned."""
-        return memoize.get_or_set(self, key, default, ttl)
-
-    def cached(
-        self, ttl: float | None = None, *, key: Callable[..., str] | None = None,
-        namespace: str | None = None, clock: Callable[[], float] = time.time,
-    ) -> Callable[[Callable[_P, _R]], memoize.Cached[_P, _R]]:
-        """Decorator keeping a function's results in their own namespace (``module.qualname``
-        unless ``namespace=``), keyed by the call's bound arguments (see
-        :mod:`cacheway.memoize`) or by ``key(*args, **kwargs)``. ``ttl``: each result's
-        lifetime (``clock``: unix time), in the cache and the store alike."""
-        return memoize.cached(self, ttl, key=key, namespace=namespace, clock=clock)
-
-    def __contains__(self, key: str) -> bool:
-        return self._engine.get(key, _UNSET) is not _UNSET
-
-    def __getitem__(self, key: str) -> Any:
-        value = self._engine.get(key, _UNSET)
-        if value is _UNSET:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._engine.set(key, value)
-
-    def __delitem__(self, key: str) -> None:
-        self._engine.delete(key)
-
-
-class Namespace(_Front):
+class Namespace(Front):
     """A named slice of a cache's keys with its own policy and ttl (and maybe store)."""
 
     def __init__(self, cache: Cache, name: str, engine: Engine, policy: Policy,
@@ -183,7 +87,7 @@ class Namespace(_Front):
         self.close()
 
 
-class Cache(_Front):
+class Cache(Front):
     """A cache in front of ``store`` with ``backend`` copies and a write ``policy``.
 
     ``ttl`` is the default lifetime (seconds) of cached copies. ``serializer`` turns
@@ -242,7 +146,7 @@ class Cache(_Front):
         self._namespaces: dict[str, Namespace] = {}
         self._counters: list[Counters] = []
         self._bind(self._engine_for("", policy, self.ttl, store))
-        _OPEN.add(self)
+        OPEN.add(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -414,7 +318,7 @@ class Cache(_Front):
             if self._closed:
                 return
             self._closed = True
-        _OPEN.discard(self)
+        OPEN.discard(self)
         deadline = None if timeout is None else time.monotonic() + timeout
         error: BaseException | None = None
         for engine in list(self._engines.values()):
@@ -474,61 +378,6 @@ def _check_backend(backend: object) -> None:
             )
 
 
-# -- fork: gunicorn --preload, multiprocessing, Celery prefork ---------------------------
-_FORKING: list[Cache] = []  # the open caches as of the last before-fork hook
-
-
-class _ExitHook:
-    """Registered with multiprocessing's (and billiard's, Celery's) after-fork hooks: their
-    children end with os._exit(), which skips atexit, and they clear the finalizers
-    inherited from the parent before running these."""
-
-    def __init__(self) -> None:
-        self.registered: set[str] = set()
-
-    def __call__(self, _: object) -> None:
-        for name in self.registered:
-            sys.modules[name].Finalize(None, _close_forgotten, exitpriority=100)
-
-    def register(self) -> None:
-        for name in ("multiprocessing.util", "billiard.util"):
-            util: Any = sys.modules.get(name)
-            if util is not None and name not in self.registered:
-                self.registered.add(name)
-                util.register_after_fork(self, _EXIT_HOOK)
-
-
-_EXIT_HOOK = _ExitHook()
-
-
-def _before_fork() -> None:
-    if _OPEN:
-        _EXIT_HOOK.register()
-    _FORKING[:] = list(_OPEN)
-    for cache in _FORKING:
-        for engine in cache.engines():
-            engine.before_fork()
-
-
-def _after_fork_in_parent() -> None:
-    for cache in _FORKING:
-        for engine in cache.engines():
-            engine.after_fork_in_parent()
-    _FORKING.clear()
-
-
-def _after_fork_in_child() -> None:
-    reopen_in_child()  # stores first: the flushers restarted below write to them at once
-    for cache in _FORKING:
-        cache.after_fork_in_child()
-    _FORKING.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                        after_in_child=_after_fork_in_child)
-
-
 #: Seconds the exit hook spends flushing caches that were never closed, all together: a
 #: store that is down must not hold the process's exit for long.
 EXIT_FLUSH_TIMEOUT = 10.0
@@ -540,7 +389,7 @@ def _close_forgotten() -> None:
     what is still dirty after EXIT_FLUSH_TIMEOUT seconds is logged (and kept by the
     journal, when there is one)."""
     deadline = time.monotonic() + EXIT_FLUSH_TIMEOUT
-    for cache in list(_OPEN):
+    for cache in list(OPEN):
         try:
             cache.close(timeout=max(0.0, deadline - time.monotonic()))
         except CachewayError as exc:

@@ -72,7 +72,8 @@ from .core.keys import check_ttl
 from .errors import ConfigError, SerializationError
 
 if TYPE_CHECKING:
-    from .cache import Namespace, _Front
+    from ._front import Front
+    from .cache import Namespace
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -104,7 +105,7 @@ _KEY_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
 _FLIGHTS = SingleFlight()  # get_or_set's, keyed by (view, key)
 
 
-def get_or_set(front: _Front, key: str, default: Any, ttl: float | None = None) -> Any:
+def get_or_set(front: Front, key: str, default: Any, ttl: float | None = None) -> Any:
     """See :meth:`cacheway.Cache.get_or_set`."""
     flight_key = (front, key)
     seen = _FLIGHTS.epoch(flight_key)  # before the lookup (see SingleFlight)
@@ -386,7 +387,7 @@ class BoundCached(Generic[P, R]):
 
 
 def cached(
-    front: _Front,
+    front: Front,
     ttl: float | None = None,
     *,
     key: Callable[..., str] | None = None,
@@ -416,7 +417,7 @@ def cached(
     return decorate
 
 
-def _namespace(front: _Front, name: str) -> Namespace:
+def _namespace(front: Front, name: str) -> Namespace:
     from .cache import Namespace
 
     if isinstance(front, Namespace):
