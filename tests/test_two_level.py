@@ -186,7 +186,7 @@ def test_l1_copies_live_no_longer_than_l2(env: Env) -> None:
     assert two.wait_ready(10)
     put(env.raw(), "k", "v", ttl=30)  # written elsewhere: the TTL is only known to Redis
     warm(two, "k", "v")
-    left = two.l1._data["k"][1] - clock.now
+    left = two.l1.get_meta("k")[1]  # seconds the L1 copy has left
     assert 0 < left <= 30
     clock.now += 30.001
     assert in_l1(two, "k") is MISS
@@ -231,7 +231,7 @@ def test_close_stops_the_thread_and_leaves_both_levels_open(env: Env) -> None:
     put(two, "k", 1)
     warm(two, "k", 1)
     two.close()
-    assert not two._thread.is_alive()
+    assert not two.listening
     assert len(l1) == 0
     assert not two.trusted
     # our connection is gone (Redis notices the close a moment later: poll for it)
@@ -386,10 +386,10 @@ def test_killed_connection_clears_and_bypasses_the_l1_until_it_is_back(env: Env)
 def test_redis_side_flush_clears_the_l1(env: Env, two: TwoLevelBackend) -> None:
     put(two, "k", 1)
     warm(two, "k", 1)
-    epoch = two._epoch
+    epoch = two._guard.epoch
     two._invalidate(None)  # what FLUSHDB sends; not sent for real: it would hit other tests
     assert len(two.l1) == 0
-    assert two._epoch == epoch + 1
+    assert two._guard.epoch == epoch + 1
 
 
 # -- an invalidation racing a fill ------------------------------------------------------------
@@ -440,10 +440,11 @@ def test_own_write_between_l2_read_and_l1_fill_wins(env: Env,
 
 
 def test_token_voided_by_reconnection(two: TwoLevelBackend) -> None:
-    token = two._token("k")
+    guard = two._guard
+    token = guard.token("k")
     two._invalidate([b""])  # unrelated message: keys outside the prefix are ignored
-    with two._lock:
-        assert two._valid("k", token)
-    two._epoch += 1  # what a reconnection does
-    with two._lock:
-        assert not two._valid("k", token)
+    with guard.lock:
+        assert guard.valid("k", token)
+    guard.epoch += 1  # what a reconnection does
+    with guard.lock:
+        assert not guard.valid("k", token)
