@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import cacheway as cw
-from cacheway.backends.base import MISS, Backend
+from cacheway.backends.base import MISS, Backend, backend_capabilities
 from cacheway.backends.two_level import TwoLevelBackend
 from conftest import wait_until
 from services import unique
@@ -448,3 +448,67 @@ def test_token_voided_by_reconnection(two: TwoLevelBackend) -> None:
     guard.epoch += 1  # what a reconnection does
     with guard.lock:
         assert not guard.valid("k", token)
+
+
+# -- the declared fast view, capabilities and ownership of the L2 -----------------------------
+def test_fast_view_is_the_l1_behind_the_gate(env: Env) -> None:
+    two = env.new(cw.MemoryBackend(max_entries=100))
+    assert two.wait_ready(10)
+    view = two.fast_view("ns")
+    assert view is not None
+    assert view.gate is not None
+    assert view.ordered
+    assert not view.namespaced
+    assert view.gate.open is two.trusted is True
+    put(two, "ns:k", "v")
+    warm(two, "ns:k", "v")
+    assert view.data["ns:k"][0] == "v"  # the L1's own dict
+    two.close()
+    assert view.gate.open is False  # closed: hits must not come from the L1
+    assert len(view.data) == 0
+
+
+def test_no_fast_view_for_an_unbounded_l1(env: Env) -> None:
+    two = env.new(cw.MemoryBackend())
+    assert two.fast_view("ns") is None
+    assert two.l1.fast_view("ns") is not None  # the L1 alone would have one
+
+
+def test_capabilities_of_two_level_and_redis(env: Env) -> None:
+    two = env.new(cw.MemoryBackend(max_entries=10))
+    caps = backend_capabilities(two)
+    assert caps.local is False
+    for name in ("leases", "publish", "clock", "serializer", "versioned_deletes", "fork",
+                 "decode_errors", "fast"):
+        assert getattr(caps, name) is two, name
+    for name in ("meta", "stale", "peek", "ttl_reads"):
+        assert getattr(caps, name) is None, name
+    caps = backend_capabilities(two.l2)
+    assert caps.ttl_reads is two.l2
+    assert caps.leases is two.l2
+    assert caps.fast is None
+    assert caps.lease_ttl == 10.0
+    no_leases = cw.RedisBackend(env.url, prefix=env.prefix, leases=False, lease_ttl=3)
+    env.made.append((None, no_leases))  # type: ignore[arg-type]
+    caps = backend_capabilities(no_leases)
+    assert caps.leases is None  # offered, but switched off
+    assert caps.lease_ttl == 3.0
+
+
+def test_owns_l2_closes_it_with_the_backend(env: Env) -> None:
+    kept, owned = env.new(), env.new(owns_l2=True)
+    assert not kept.owns_l2
+    assert owned.owns_l2
+    for b in (kept, owned):
+        put(b, "k", 1)
+    ids = [b.l2.client.client_id() for b in (kept, owned)]  # their pooled connections
+    kept.close()
+    owned.close()
+    assert kept.l2.get("k") == 1  # still usable: the caller's
+
+    def connected() -> set[int]:
+        return {int(c["id"]) for c in kept.l2.client.client_list()}
+
+    # the owned L2 closed its pool (Redis notices a moment later: poll for it)
+    assert wait_until(lambda: ids[1] not in connected())
+    assert ids[0] in connected()
