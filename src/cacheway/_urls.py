@@ -291,5 +291,5 @@ def open(
         for resource in owned:
             resource.close()
         raise
-    cache._owned.extend(owned)
+    cache.close_with(*owned)
     return cache

@@ -22,7 +22,7 @@ from typing import Any
 from ._front import Front
 from ._lifecycle import OPEN
 from ._refresh import ReadOptions
-from .backends.base import Backend
+from .backends.base import Backend, backend_capabilities
 from .backends.memory import MemoryBackend
 from .core.keys import check_ttl
 from .engine.read import Engine
@@ -132,9 +132,9 @@ class Cache(Front):
         self.policy = policy
         self.ttl = check_ttl(ttl)
         self.serializer: Serializer = serializer if serializer is not None else store.serializer
-        bind = getattr(backend, "bind_serializer", None)
-        if bind is not None:
-            bind(self.serializer)  # a remote backend keeps the same bytes as the store
+        caps = backend_capabilities(backend)
+        if caps.serializer is not None:  # a remote backend keeps the same bytes as the store
+            caps.serializer.bind_serializer(self.serializer)
         self._timer = timer
         self._read = ReadOptions(early_refresh, stale_if_error, ttl_jitter,
                                  *(() if random is None else (random,)))
@@ -334,6 +334,11 @@ class Cache(Front):
         if error is not None:
             raise error
 
+    def close_with(self, *resources: Any) -> None:
+        """Close ``resources`` (anything with ``close()``: a pool, a client) when this
+        cache closes, after its last flush; ``cw.open`` hands over what it built."""
+        self._owned.extend(resources)
+
     def __enter__(self) -> Cache:
         return self
 
@@ -352,7 +357,7 @@ def _stats(engines: list[Engine], backend: Backend) -> Stats:
             total = total + Stats(journal_bytes=journal.bytes, journal_syncs=journal.syncs)
     return total + Stats(
         evictions=backend.evictions,
-        decode_errors=int(getattr(backend, "decode_errors", 0)),
+        decode_errors=int(getattr(backend, "decode_errors", 0)),  # DecodeErrorsBackend
     )
 
 

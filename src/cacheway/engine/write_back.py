@@ -70,7 +70,7 @@ class WriteBackEngine(Engine):
         # checks each value first.
         self._view = view if (journal is None and view is not None and not view.counts_bytes
                               and self.validate is None) else None
-        self.copies = SharedCopies(self, backend)
+        self.copies = SharedCopies(self)
         self.room = Room(self)
         self.pending_entry = self._pending_entry
         self._start()
