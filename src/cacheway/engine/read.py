@@ -33,6 +33,7 @@ from ..serializers import Serializer, encoder
 from ..stats import Counters
 from ..stores.base import ADD, DELETE, NOTSET, SET, Loaded, Op, Store
 from ..stores.base import check_key as check_store_key
+from ..typed import Codec, typed_encoder
 from . import fastpaths
 from .leases import Leases
 from .refresh import Refresher
@@ -56,6 +57,7 @@ class Engine:
         counters: Counters,
         fill_ttl: float | None = None,
         read: ReadOptions | None = None,
+        codec: Codec[Any] | None = None,
     ) -> None:
         self.namespace = namespace
         self.store = store
@@ -64,6 +66,11 @@ class Engine:
         # (payload, copy) of a value, or SerializationError when it would not come back
         # the same (value fidelity: the copy is what reads answer with).
         self.encode = encoder(serializer)
+        #: a typed namespace's codec: writes check and keep the plain form, reads of the
+        #: store answer with the type (see cacheway.typed)
+        self.codec = codec
+        if codec is not None:
+            self.encode = typed_encoder(self.encode, codec)
         self.ttl = ttl
         # A namespace ttl shorter than the policy's fill_ttl wins: copies never outlive it.
         self.fill_ttl = ttl if fill_ttl is None else fill_ttl if ttl is None else min(ttl, fill_ttl)
@@ -131,6 +138,8 @@ class Engine:
         if value is NOTSET:
             assert row.payload is not None
             value = self.serializer.loads(row.payload)
+        if self.codec is not None:
+            value = self.codec.from_plain(value)
         return value, row.payload
 
     def can_fill(self, bkey: str, stripe: int, gen: int) -> bool:

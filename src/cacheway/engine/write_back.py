@@ -25,6 +25,7 @@ from ..policies import WriteBack
 from ..serializers import Serializer
 from ..stats import Counters
 from ..stores.base import ADD, DELETE, SET, Store
+from ..typed import Codec
 from ..writeback.flusher import Flusher
 from . import fastpaths
 from .read import Engine
@@ -52,8 +53,10 @@ class WriteBackEngine(Engine):
         journal: Journal | None = None,
         timer: Callable[[], float] = time.monotonic,
         read: ReadOptions | None = None,
+        codec: Codec[Any] | None = None,
     ) -> None:
-        super().__init__(namespace, store, backend, serializer, ttl, counters, read=read)
+        super().__init__(namespace, store, backend, serializer, ttl, counters, read=read,
+                         codec=codec)
         self.config = config
         self.journal = journal
         self.timer = timer
