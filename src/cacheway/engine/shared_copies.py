@@ -81,7 +81,7 @@ class SharedCopies:
         drops: list[tuple[str, int | None]] = []
         fresh: list[Publish] = []
         for bkey, kind, value, payload, ttl, version in stamps:
-            if kind == ADD:  # a tombstone newer than every write so far (Flusher._acked)
+            if kind == ADD:  # a tombstone newer than every write so far (see Flusher)
                 fresh.append((bkey, DELETE, None, None))
             elif kind == DELETE:
                 drops.append((bkey, version))

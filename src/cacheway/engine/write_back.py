@@ -4,7 +4,7 @@ Writes return as soon as they are in the dirty table (and, with a journal, appen
 synced per its fsync policy). The path of a ``set``: :func:`fastpaths.staged_set` on a
 plain memory backend without a journal (stage the write, set the copy); else
 :meth:`WriteBackEngine.set_unstaged` (the dirty table, the journal record, the copy);
-else, when the table is full, parked or the backend shared, :meth:`WriteBackEngine._accept`
+else, when the table is full, parked or the backend shared, its accept path
 (back-pressure in :mod:`.room`, shared copies in :mod:`.shared_copies`). The flusher
 (:mod:`cacheway.writeback.flusher`, a component this engine owns) writes batches.
 """
