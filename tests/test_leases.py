@@ -148,3 +148,45 @@ def test_a_dead_lease_holder_blocks_readers_only_until_the_lease_expires(
     backend.clear()
     cache.close()
     store.close()
+
+
+@pytest.mark.parametrize("after_delete", [False, True], ids=["plain", "after-a-delete"])
+def test_a_lease_holder_whose_load_fails_gives_the_lease_up(
+    redis_url: str, tmp_path: Path, after_delete: bool
+) -> None:
+    # Found by the long outage model run (session 3): the holder's failed load left its
+    # lease in Redis, so every other reader of the key, in every process, polled for
+    # lease_ttl (10 s) for a fill that never came before loading by itself.
+    from cacheway.backends._redis_format import HLEN, LEASE, TOMBSTONE
+
+    prefix = unique("cw") + ":"
+    down = threading.Event()
+
+    def load_many(keys: list[str]) -> dict[str, Any]:
+        if down.is_set():
+            raise ConnectionError("store down")
+        return {}
+
+    store = cw.CallbackStore(load_many=load_many, save_many=lambda items: None,
+                             delete_many=lambda keys: None)
+    raw = redis.Redis.from_url(redis_url)
+    backend = cw.RedisBackend(redis_url, prefix=prefix)
+    with cw.Cache(store=store, backend=backend) as cache:
+        if after_delete:
+            # a versioned delete's tombstone: the lease keeps its version as a floor
+            assert backend.delete(":k", version=5)
+        down.set()
+        with pytest.raises(cw.StoreError, match="store down"):
+            cache.get("k")
+        entry = raw.get(prefix + ":k")
+        flag = None if entry is None else entry[HLEN - 1]
+        assert flag != LEASE, "the failed holder's lease is still in Redis"
+        if after_delete:
+            assert flag == TOMBSTONE  # the delete's version still refuses older fills
+        # The next reader takes the lease at once and loads (here: fails) by itself.
+        with pytest.raises(cw.StoreError, match="store down"):
+            cache.get("k")
+        assert cache.stats().loads == 2
+        down.clear()
+        assert cache.get("k", "absent") == "absent"
+    raw.close()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from ..errors import BackendError, CachewayError, ConfigError
 from ..serializers import Serializer
 from .base import invalid_key
 
@@ -29,6 +29,21 @@ def redact(url: str) -> str:
     except ValueError:
         head, at, tail = url.rpartition("@")
         return f"{head.partition('://')[0]}://***@{tail}" if at else url
+
+
+def refusal(keys: Sequence[object], what: str, exc: Exception,
+            errors: type[Exception] | tuple[type[Exception], ...], where: str,
+            password: str | None) -> CachewayError:
+    """The error for a Redis call that failed: BackendError for Redis's own ``errors``;
+    for a failure on the arguments, InvalidKeyError naming the first key that cannot be
+    a Redis key (not a str, not UTF-8), else BackendError. The password never shows."""
+    if not isinstance(exc, errors):
+        for key in keys:
+            bad = invalid_key(key)
+            if bad is not None:
+                return bad
+    why = scrub(f"{type(exc).__name__}: {exc}", password)
+    return BackendError(f"Redis {what} failed on {where}: {why}")
 
 
 def scrub(text: str, password: str | None) -> str:

@@ -32,8 +32,9 @@ from ..errors import BackendError
 
 __all__ = [
     "CLOCK", "DELETE_IF_NEWER", "DELETE_IF_SAME", "HLEN", "LEASE_ACQUIRED", "LEASE_FILL",
-    "LEASE_GET", "LEASE_HELD", "LEASE_NOT_FOUND", "LEASE_VALUE", "MAX_VERSION", "NOT_FOUND",
-    "PUBLISH", "SET_IF_NEWER", "TOMBSTONE", "VALUE", "VALUE0", "VERSIONS", "header",
+    "LEASE_GET", "LEASE_HELD", "LEASE_NOT_FOUND", "LEASE_RELEASE", "LEASE_VALUE",
+    "MAX_VERSION", "NOT_FOUND", "PUBLISH", "SET_IF_NEWER", "TOMBSTONE", "VALUE", "VALUE0",
+    "VERSIONS", "header",
 ]
 
 HLEN = 9
@@ -152,6 +153,22 @@ elseif cmp(cur, entry) > 0 then
 end
 local err = put(KEYS[1], entry, ARGV[3])
 if err then return err end
+return 1
+"""
+
+# A holder whose load failed gives its lease up, so the other readers load at once
+# instead of polling out the lease (10 s by default) while the store is down; a lease
+# that replaced a tombstone leaves that tombstone (its version stays the floor).
+# KEYS[1] key; ARGV[1] token; ARGV[2] tombstone PX. Returns 1 when released.
+LEASE_RELEASE = COMMON + """
+local cur, flag = current(KEYS[1])
+if flag ~= 2 or string.sub(cur, 10) ~= ARGV[1] then return 0 end
+local floor = string.sub(cur, 2, 8)
+if floor == string.rep('\\0', 7) then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], header(floor, 1), 'PX', ARGV[2])
+end
 return 1
 """
 

@@ -208,6 +208,8 @@ class LeaseBackend(Protocol):
     def lease_fill(self, key: str, token: bytes, value: Any, payload: bytes | None,
                    ttl: float | None, version: int | None, *, found: bool = True) -> bool: ...
 
+    def lease_release(self, key: str, token: bytes) -> bool: ...
+
 
 @runtime_checkable
 class MetaBackend(Protocol):

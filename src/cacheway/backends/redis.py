@@ -29,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import BackendError, CachewayError, ConfigError
+from ..errors import CachewayError, ConfigError
 from ..serializers import Serializer
-from ._redis_client import check_options, connect, run_pipeline, scrub, unlink_prefix
+from ._redis_client import check_options, connect, refusal, run_pipeline, unlink_prefix
 from ._redis_codec import Codec
 from ._redis_format import (
     CLOCK,
@@ -43,6 +43,7 @@ from ._redis_format import (
     LEASE_GET,
     LEASE_HELD,
     LEASE_NOT_FOUND,
+    LEASE_RELEASE,
     LEASE_VALUE,
     PUBLISH,
     SET_IF_NEWER,
@@ -51,7 +52,7 @@ from ._redis_format import (
     VERSIONS,
     header,
 )
-from .base import MISS, invalid_key
+from .base import MISS
 
 if TYPE_CHECKING:
     import redis
@@ -127,6 +128,7 @@ class RedisBackend:
         self._del_script = client.register_script(DELETE_IF_NEWER)
         self._lease_script = client.register_script(LEASE_GET)
         self._fill_script = client.register_script(LEASE_FILL)
+        self._release_script = client.register_script(LEASE_RELEASE)
         self._publish_script = client.register_script(PUBLISH)
         self._versions_script = client.register_script(VERSIONS)
         self._clock = prefix + CLOCK
@@ -165,21 +167,8 @@ class RedisBackend:
         return self._codec.decode_errors
 
     # -- errors ------------------------------------------------------------------------
-    def _fail(self, what: str, exc: Exception) -> BackendError:
-        why = scrub(f"{type(exc).__name__}: {exc}", self._password)
-        return BackendError(f"Redis {what} failed on {self._where}: {why}")
-
     def _refuse(self, keys: Sequence[object], what: str, exc: Exception) -> CachewayError:
-        """The error for a call that failed: BackendError for Redis's own errors; for a
-        failure on the arguments, InvalidKeyError naming the first key that cannot be a
-        Redis key (not a str, not UTF-8), else BackendError."""
-        if isinstance(exc, self._errors):
-            return self._fail(what, exc)
-        for key in keys:
-            bad = invalid_key(key)
-            if bad is not None:
-                return bad
-        return self._fail(what, exc)
+        return refusal(keys, what, exc, self._errors, self._where, self._password)
 
     # -- reads -------------------------------------------------------------------------
     def get(self, key: str) -> Any:
@@ -290,6 +279,14 @@ class RedisBackend:
         except self._caught as exc:
             raise self._refuse([key], f"fill of {key!r}", exc) from exc
 
+    def lease_release(self, key: str, token: bytes) -> bool:
+        """Give ``token``'s lease of ``key`` up (its load failed): waiters load at once."""
+        try:
+            return bool(self._release_script(keys=[self._prefix + key],
+                                             args=[token, self._tombstone_px]))
+        except self._caught as exc:
+            raise self._refuse([key], f"lease release of {key!r}", exc) from exc
+
     # -- writes ------------------------------------------------------------------------
     def set(
         self, key: str, value: Any, payload: bytes | None, ttl: float | None,
@@ -379,7 +376,7 @@ class RedisBackend:
         try:
             return [int(v) for v in self._versions_script(keys=[self._clock], args=[n])]
         except self._errors as exc:
-            raise self._fail(f"versions from the clock at {self._clock!r}", exc) from exc
+            raise self._refuse([], f"versions from the clock at {self._clock!r}", exc) from exc
 
     def delete(self, key: str, version: int | None = None) -> bool:
         """Remove a copy; with ``version``, leave a tombstone that blocks older fills
@@ -431,7 +428,7 @@ class RedisBackend:
             raise self._refuse(keys, what, exc) from exc
         for r in results:
             if isinstance(r, Exception):
-                raise self._fail(what, r)
+                raise self._refuse([], what, r)
 
     # -- whole backend -----------------------------------------------------------------
     def clear(self) -> None:
@@ -440,7 +437,7 @@ class RedisBackend:
         try:
             unlink_prefix(self._client, self._prefix, keep=self._clock.encode())
         except self._errors as exc:
-            raise self._fail(f"clear of prefix {self._prefix!r}", exc) from exc
+            raise self._refuse([], f"clear of prefix {self._prefix!r}", exc) from exc
 
     def close(self) -> None:
         """Close the connection pool if this backend built it from a URL."""

@@ -272,6 +272,9 @@ class TwoLevelBackend:
     def lease_get(self, key: str, token: bytes) -> tuple[int, Any]:
         return self._l2.lease_get(key, token)
 
+    def lease_release(self, key: str, token: bytes) -> bool:
+        return self._l2.lease_release(key, token)
+
     def lease_fill(self, key: str, token: bytes, value: Any, payload: bytes | None,
                    ttl: float | None, version: int | None, *, found: bool = True) -> bool:
         """Fill the L2 under ``token``'s lease; the next read copies it into the L1."""

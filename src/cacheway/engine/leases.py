@@ -59,7 +59,16 @@ class Leases:
     def _fill(self, key: str, bkey: str, stripe: int, gen: int, token: bytes
               ) -> tuple[bool, Any]:
         engine = self._engine
-        row = engine.fetch(key)
+        try:
+            row = engine.fetch(key)
+        except BaseException:
+            # The waiters would poll out the lease (lease_ttl, 10 s by default) for a
+            # fill that never comes: give it up, so each loads (and sees the error) now.
+            try:
+                self._backend.lease_release(bkey, token)
+            except BackendError as exc:
+                engine.backend_down(exc)
+            raise
         value = payload = version = None
         if row is not None:
             value, payload = engine.decode(row)
