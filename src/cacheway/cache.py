@@ -161,7 +161,14 @@ class Cache(Front[Any]):
                     codec: Codec[Any] | None = None) -> Engine:
         counters = Counters()
         engine: Engine
-        if isinstance(policy, WriteBack):
+        if isinstance(policy, WriteBack) and policy.queue is not None:
+            from .queue import QueueWriteBackEngine  # distributed write-behind (Streams)
+
+            engine = QueueWriteBackEngine(
+                name, store, self.backend, self.serializer, ttl, counters, policy,
+                timer=self._timer, read=self._read, codec=codec,
+            )
+        elif isinstance(policy, WriteBack):
             journal = self._open_journal(name, policy, store)
             from .engine.write_back import WriteBackEngine
 

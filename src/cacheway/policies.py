@@ -111,6 +111,12 @@ class WriteBack(Policy):
     ``"everysec"`` or ``"never"``). ``on_full`` says what a write does when ``max_dirty``
     entries wait: ``"block"`` (up to ``block_timeout``, then :class:`Backpressure`),
     ``"raise"``, or ``"write_through"``.
+
+    ``queue="redis://host:6379/0"`` makes it distributed write-behind: a write is
+    acknowledged once Redis has the copy and an entry in one of ``partitions`` streams
+    named after ``queue_name``; consumers (one per partition at a time, in this process
+    when ``flush_in_process``, or ``cacheway worker``) apply them to the store; a dead
+    consumer's entries are reclaimed after ``claim_after`` seconds.
     """
 
     max_delay: float = 1.0
@@ -122,6 +128,11 @@ class WriteBack(Policy):
     fsync: str = "everysec"
     retry: Retry = field(default_factory=Retry)
     on_dead_letter: Callable[[str, Any, BaseException], object] | None = None
+    queue: str | None = None
+    queue_name: str = "cacheway"
+    partitions: int = 16
+    flush_in_process: bool = True
+    claim_after: float = 30.0
     name = "write-back"
 
     def __post_init__(self) -> None:
@@ -139,6 +150,21 @@ class WriteBack(Policy):
             raise ConfigError(f"on_dead_letter must be callable, not {self.on_dead_letter!r}")
         if self.journal is not None and not isinstance(self.journal, (str, os.PathLike)):
             raise ConfigError(f"journal must be a path, not {self.journal!r}")
+        if self.queue is not None:
+            if not isinstance(self.queue, str) or not self.queue.startswith(
+                    ("redis://", "rediss://", "unix://")):
+                raise ConfigError(f"queue must be a redis:// URL, not {self.queue!r}")
+            if self.journal is not None:
+                raise ConfigError("a queue= write-back keeps its writes in Redis: it takes "
+                                  "no journal=")
+        if not isinstance(self.queue_name, str) or not self.queue_name or any(
+                c in self.queue_name for c in "{}: \n"):
+            raise ConfigError(f"queue_name must be a short name without '{{', '}}', ':' "
+                              f"or spaces, not {self.queue_name!r}")
+        _count("WriteBack.partitions", self.partitions)
+        _positive("WriteBack.claim_after", self.claim_after)
+        if not isinstance(self.flush_in_process, bool):
+            raise ConfigError(f"flush_in_process must be a bool, not {self.flush_in_process!r}")
 
 
 _NAMES: dict[str, Callable[[], Policy]] = {
