@@ -16,6 +16,6 @@ __all__ = ["QueueWriteBackEngine"]
 class QueueWriteBackEngine(Engine):
     """Placeholder until the queue engine lands: refuses at construction."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: D107
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise ConfigError("WriteBack(queue=...) (distributed write-behind) is not "
                           "available yet in this version of cacheway")
