@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.dirty import Entry
 from ..core.fills import MASK
 from ..core.schedule import PROBE_EVERY, BatchAttempt, next_step, permanent, verdict
+from ..engine.shared_copies import Stamp
 from ..errors import JournalError
 from ..stores.base import ADD, DELETE, LATENESS, NOTSET, SET, JournalMark, make_op
 
@@ -183,55 +184,69 @@ class Flusher:
 
     def _acked(self, part: list[Entry], results: list[Any], versions: list[int | None]
                ) -> None:
+        """The store has ``part``: on a shared backend, first stamp the copies (the keys'
+        stripe locks keep their writers out meanwhile), then release the entries, so
+        that ``flush()`` returns only once the backend agrees with the store."""
         engine = self._engine
         table, prefix, local = engine.table, engine.prefix, engine.local
         locks = engine.shared_locks([e.key for e in part])
-        stamps: list[tuple[str, int, Any, bytes | None, float | None, int | None]] = []
         try:
+            if not local:
+                with engine.cond:
+                    stamps = self._stamps(part, results, versions)
+                if stamps:
+                    engine.copies.stamp(stamps)
             with engine.cond:
                 gens = engine.gens
-                for entry, res, version in zip(part, results, versions):
+                for entry, res in zip(part, results):
                     if not table.ack(entry) or not res.applied:
                         # A newer write of this key is pending (it set the backend), or the
                         # store kept a newer one of another process (so did the backend).
                         continue
                     bkey = prefix + entry.key
-                    if local:
-                        # The key is clean now: a fill that read the store before this
-                        # write landed must stand down (set() leaves this bump to us).
-                        gens[hash(bkey) & MASK] += 1
-                    if entry.kind == ADD and res.value is not NOTSET and res.value is not None:
+                    # The key is clean now: a fill that read the store before this write
+                    # landed must stand down (set() leaves this bump to us).
+                    gens[hash(bkey) & MASK] += 1
+                    if local and entry.kind == ADD and res.value is not NOTSET and (
+                            res.value is not None):
                         # The store summed deltas from every process: its total is the truth.
-                        if local:
-                            engine.backend_set(bkey, res.value, None, entry.ttl, res.version)
-                        else:
-                            gens[hash(bkey) & MASK] += 1
-                            if version is not None and res.version != version:
-                                # Every ADD lands (deltas from all processes sum): this one
-                                # changed the value of a row that keeps another process's
-                                # newer version, which so no longer names one value. The
-                                # copy is dropped with a fresh tombstone instead.
-                                stamps.append((bkey, ADD, None, None, entry.ttl, None))
-                            else:
-                                stamps.append((bkey, SET, res.value, None, entry.ttl,
-                                               res.version))
-                    elif not local and entry.version is None:
-                        # Stamp the store's version on the shared copy (set-if-newer); a
-                        # copy published with a clock version has it already.
-                        gens[hash(bkey) & MASK] += 1
-                        stamps.append((bkey, entry.kind, entry.value, entry.payload, entry.ttl,
-                                       res.version))
+                        engine.backend_set(bkey, res.value, None, entry.ttl, res.version)
                 engine.counters.flushes += 1
                 engine.counters.store_writes += len(part)
                 low = table.low_water(table.seq + 1) if engine.journal is not None else 0
                 engine.cond.notify_all()
-            if stamps:
-                engine.copies.stamp(stamps)
         finally:
             for lock in locks:
                 lock.release()
         if engine.journal is not None:
             engine.journal.checkpoint(low)
+
+    def _stamps(self, part: list[Entry], results: list[Any], versions: list[int | None]
+                ) -> list[Stamp]:
+        """What the shared backend's copies of ``part`` become (called holding the table
+        lock and the keys' stripe locks, so no write of these keys comes in between)."""
+        table, prefix = self._engine.table, self._engine.prefix
+        stamps: list[Stamp] = []
+        for entry, res, version in zip(part, results, versions):
+            if entry.key in table.dirty or not res.applied:
+                continue  # a newer write is pending, or the store kept a newer one
+            bkey = prefix + entry.key
+            if entry.kind == ADD and res.value is not NOTSET and res.value is not None:
+                # The store summed deltas from every process: its total is the truth.
+                if version is not None and res.version != version:
+                    # Every ADD lands (deltas from all processes sum): this one changed the
+                    # value of a row that keeps another process's newer version, which so
+                    # no longer names one value. The copy is dropped with a fresh
+                    # tombstone instead.
+                    stamps.append((bkey, ADD, None, None, entry.ttl, None))
+                else:
+                    stamps.append((bkey, SET, res.value, None, entry.ttl, res.version))
+            elif entry.version is None:
+                # Stamp the store's version on the shared copy (set-if-newer); a copy
+                # published with a clock version has it already.
+                stamps.append((bkey, entry.kind, entry.value, entry.payload, entry.ttl,
+                               res.version))
+        return stamps
 
     def _failed(self, entries: list[Entry], exc: Exception, *, alone: bool = True) -> None:
         """``entries`` failed: each waits for a retry, or goes to on_dead_letter when its
