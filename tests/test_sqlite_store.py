@@ -271,8 +271,8 @@ def test_batch_writes_agree_with_and_without_multirow_statements(
     # While another thread keeps the interpreter busy, a late batch is written with
     # multi-row statements instead of executemany: rows, versions and results must not
     # differ.
-    from cacheway.stores import sqlite as sqlite_mod
     from cacheway.stores.base import DELETE, LATENESS, SET, Op
+    from cacheway.stores.sqlite import kv as sqlite_mod
 
     monkeypatch.setattr(sqlite_mod, "_gil_contended", lambda: contended)
     monkeypatch.setattr(LATENESS, "late", lambda: True)  # as a flusher says of a late batch

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .base import SET, Applied, Op
+from ..base import SET, Applied, Op
 
 if TYPE_CHECKING:
     from psycopg import Cursor
