@@ -498,6 +498,7 @@ def test_row_mode_maps_dicts_to_columns(postgres_dsn: str, users: str,
         with pytest.raises(cw.StoreError, match="dict"):
             s.save_many({"u3": "not a dict"})
         assert s.load("u3") is None, "a refused batch wrote nothing"
+        assert s.sample_keys("any namespace", 10) == ["u1"]  # row mode: the table's keys
         s.apply([Op("", "u1", SET, None, 0, {"name": "A2"})], journal=JournalMark("rj", 2, [3]))
         assert s.applied_state("rj") == (2, {("", "u1"): 3})
 
