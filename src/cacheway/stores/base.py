@@ -196,7 +196,7 @@ class Store(Protocol):
 
     What a store can do besides is declared, never probed per call: the capability
     Protocols below (:class:`Validate`, :class:`KeyLimits`, :class:`LateAware`,
-    :class:`SamplesKeys`, :class:`~cacheway.stores._fork.ForkAware`), read once by
+    :class:`SamplesKeys`, ``ForkAware`` (in ``_fork.py``)), read once by
     :func:`store_capabilities` when an engine is built.
     """
 

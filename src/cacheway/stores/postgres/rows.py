@@ -278,7 +278,7 @@ class RowMapper:
     def write_stamped(self, cur: Cursor[Any], ops: Sequence[Op],
                       rows: list[dict[str, Any] | None], out: list[Applied | None]) -> None:
         """A whole batch holding versioned ops, set-if-newer (see
-        :mod:`cacheway.stores._row_versions`). Versioned batches of the table run one at
+        :mod:`cacheway.stores.rows`). Versioned batches of the table run one at
         a time under the lock of its sequence, so tombstones are read and written
         consistently; the sequence is raised above the batch's versions first, so its
         unversioned ops draw newer ones."""

@@ -11,11 +11,6 @@ Row mode (``key_column=``, ``columns=``) maps dict values onto the columns of an
 existing table instead (see :mod:`cacheway.stores.postgres.rows`). The store owns the
 pool and the transactions (:mod:`cacheway.stores.postgres.run`); the mapping chosen at
 construction writes the SQL.
-
->>> store = PostgresStore("postgresql://postgres@127.0.0.1/test", table="doctest_kv")
-... # doctest: +SKIP
->>> store.save_many({"a": {"n": 1}}); store.load("a")  # doctest: +SKIP
-{'n': 1}
 """
 
 from __future__ import annotations
@@ -124,7 +119,7 @@ class PostgresStore(PgRunner, StoreBase):
     versioned = True
     #: Keys (and namespaces) up to 2000 UTF-8 bytes: a btree index entry holds at most
     #: 2704 bytes (8 kB pages), and the primary key (namespace, key) and the journal
-    #: marks' (journal, namespace, key) must fit with their headers (see _pg_helpers).
+    #: marks' (journal, namespace, key) must fit with their headers (see postgres/helpers.py).
     max_key_bytes: int | None = MAX_KEY_BYTES
     keys_take_nul = False
 

@@ -283,7 +283,7 @@ class SQLAlchemyRows:
     def _current(self, conn: sa.Connection, ops: Sequence[Op], keys: Sequence[Any]
                  ) -> dict[str, int]:
         """The versions of the keys of the versioned ops: rows (locked), else tombstones
-        (see :mod:`cacheway.stores._row_versions`)."""
+        (see :mod:`cacheway.stores.rows`)."""
         import sqlalchemy as sa_
 
         s, t, a = self.spec, self._t, self._a

@@ -93,7 +93,7 @@ class SQLAlchemyStore(StoreBase):
     bounds the calls of an engine built from a URL: the wait for a pooled connection,
     and each read and write of the driver's socket where the driver has a timeout
     (pymysql, mysqlclient, MariaDB Connector: a stalled server fails the call with
-    ``StoreError`` instead of hanging; see :mod:`cacheway.stores._sa_engine`). Keys compare
+    ``StoreError`` instead of hanging; see :mod:`cacheway.stores.sqlalchemy.engine`). Keys compare
     byte for byte on every database (MySQL/MariaDB get a binary, no-pad collation), so
     ``"A"``, ``"a"`` and ``"a "`` are three keys.
 
@@ -202,7 +202,7 @@ class SQLAlchemyStore(StoreBase):
                        "collate": self._mysql_collation()}
             table_kw = {f"{p}_{k}": v for k, v in options.items() for p in ("mysql", "mariadb")}
         if self._kind == "postgresql":
-            self.max_key_bytes = MAX_KEY_BYTES  # the btree entry limit (see _pg_helpers)
+            self.max_key_bytes = MAX_KEY_BYTES  # the btree entry limit (see postgres/helpers.py)
             self.keys_take_nul = False
         self._mapping.open(self._engine, self._kind, table_kw, self._ns_len, self.key_length)
         self.max_key_chars = self._mapping.max_key_chars

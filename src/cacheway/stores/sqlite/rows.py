@@ -271,7 +271,7 @@ class SQLiteRows:
     def _current(self, conn: sqlite3.Connection, ops: Sequence[Op],
                  keys: Sequence[str | int | None]) -> dict[str, int]:
         """The versions of the keys of the versioned ops: rows, else tombstones (see
-        :mod:`cacheway.stores._row_versions`)."""
+        :mod:`cacheway.stores.rows`)."""
         s = self.spec
         names = {b: op.key for op, b in zip(ops, keys) if op.version is not None}
         bound = [b for b in names if b is not None]
