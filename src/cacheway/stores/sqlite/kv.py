@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import chain, repeat
 from operator import attrgetter
 from typing import Any
@@ -110,13 +111,9 @@ class SQLiteKV:
     def apply(self, conn: sqlite3.Connection, ops: Sequence[Op],
               journal: JournalMark | None, late: Late) -> list[Applied]:
         now = time.time()
-
-        def write_sets(conn: sqlite3.Connection, sets: list[_Row],
-                       dels: list[tuple[str, str]]) -> None:
-            self._write_sets(conn, sets, dels, late)
-
         with immediate(conn):
             if has_versions(ops):
+                write_sets = partial(self._write_sets, late=late)
                 results = apply_versioned(conn, self.table, self._meta, ops, now,
                                           write_sets, self._add)
             else:

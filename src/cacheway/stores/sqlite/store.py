@@ -222,19 +222,18 @@ class SQLiteStore(StoreBase):
     # -- the store protocol ------------------------------------------------------------
     def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
         self._check()
-        out: dict[str, Loaded] = {}
         if not keys:
-            return out
+            return {}
+        fetch = self._mapping.fetch
         try:
             if self._memory:
                 with self._lock:
-                    self._fetch_into(self._conn, namespace, keys, out)
-            else:
-                conn = self._borrow()
-                try:
-                    self._fetch_into(conn, namespace, keys, out)
-                finally:
-                    self._give_back(conn)
+                    return fetch(self._conn, namespace, keys)
+            conn = self._borrow()
+            try:
+                return fetch(conn, namespace, keys)
+            finally:
+                self._give_back(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite load from {self.table!r} failed: {exc}") from exc
         except UnicodeEncodeError as exc:
@@ -242,13 +241,7 @@ class SQLiteStore(StoreBase):
             valid = [k for k in keys if storable_text(k)]
             if len(valid) == len(keys) and storable_text(namespace):
                 raise StoreError(f"SQLite load from {self.table!r} failed: {exc}") from exc
-            return self.fetch(namespace, valid) if valid and storable_text(namespace) else out
-        return out
-
-    def _fetch_into(
-        self, conn: sqlite3.Connection, ns: str, keys: Sequence[str], out: dict[str, Loaded]
-    ) -> None:
-        out.update(self._mapping.fetch(conn, ns, keys))
+            return self.fetch(namespace, valid) if valid and storable_text(namespace) else {}
 
     def sample_keys(self, namespace: str, n: int) -> list[str]:
         """Up to ``n`` random keys of ``namespace`` that hold a value (for the checker)."""
