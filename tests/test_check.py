@@ -263,3 +263,39 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv: list[str], tmp_path: Path,
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("cacheway: error: "), captured.err
     assert captured.out == ""
+
+
+def test_row_mode_stores_are_sampled_too(tmp_path: Path) -> None:
+    # Row mode has no namespace column: the checker samples the table's keys through
+    # the store's sample_keys, and finds a row changed behind the cache's back.
+    import sqlite3
+
+    path = tmp_path / "rows.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT)")
+    store = cw.SQLiteStore(path, table="users", key_column="id", columns=["name"])
+    memory = cw.MemoryBackend()
+    with cw.Cache(store=store, backend=memory) as cache:
+        cache.set_many({f"u{i}": {"name": str(i)} for i in range(10)})
+        report = check(store, memory, sleep=no_sleep)
+        assert (report.checked, report.disagreeing) == (10, 0)
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE users SET name = 'changed' WHERE id = 'u3'")
+        report = check(store, memory, sleep=no_sleep)
+        assert report.disagreeing == 1
+        assert report.examples[0].key == "u3"
+        assert report.examples[0].stored == {"name": "changed"}
+    store.close()
+
+
+def test_a_callback_store_is_checked_on_cached_keys_only() -> None:
+    data: dict[str, Any] = {}
+    store = cw.CallbackStore(load_many=lambda ks: {k: data[k] for k in ks if k in data},
+                             save_many=lambda items: data.update(items),
+                             delete_many=lambda ks: [data.pop(k, None) for k in ks])
+    memory = cw.MemoryBackend()
+    data["only-stored"] = 1
+    with cw.Cache(store=store, backend=memory) as cache:
+        cache.set("a", 1)
+        report = check(store, memory, sleep=no_sleep)
+    assert (report.sampled, report.checked, report.disagreeing) == (1, 1, 0)

@@ -131,6 +131,20 @@ def test_bad_dsn_is_a_clear_error_without_the_password(postgres_dsn: str, dsn: s
     assert "PostgreSQL" in str(info.value)
 
 
+def test_capabilities_are_declared_and_read_once(store: PostgresStore) -> None:
+    from cacheway.stores.base import store_capabilities
+
+    caps = store_capabilities(store)
+    assert (caps.versioned, caps.atomic_add, caps.validate) == (True, True, None)
+    assert (caps.max_key_bytes, caps.max_key, caps.keys_take_nul) == (2000, 2000, False)
+    assert (caps.takes_late, caps.fork_aware, caps.async_callbacks) == (False, True, False)
+    assert caps.sample_keys is not None
+    store.save_many({"a": 1, "b": 2}, namespace="ns")
+    store.delete_many(["b"], namespace="ns")
+    assert caps.sample_keys("ns", 10) == ["a"]
+    assert caps.sample_keys("other", 10) == []
+
+
 def test_bad_options_are_config_errors(postgres_dsn: str) -> None:
     for kwargs in ({"min_size": -1}, {"max_size": 0}, {"timeout": 0}, {"key_column": "id"}):
         with pytest.raises(cw.ConfigError):
@@ -498,6 +512,7 @@ def test_row_mode_maps_dicts_to_columns(postgres_dsn: str, users: str,
         with pytest.raises(cw.StoreError, match="dict"):
             s.save_many({"u3": "not a dict"})
         assert s.load("u3") is None, "a refused batch wrote nothing"
+        assert s.sample_keys("any namespace", 10) == ["u1"]  # row mode: the table's keys
         s.apply([Op("", "u1", SET, None, 0, {"name": "A2"})], journal=JournalMark("rj", 2, [3]))
         assert s.applied_state("rj") == (2, {("", "u1"): 3})
 

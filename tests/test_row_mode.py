@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 import cacheway as cw
-from cacheway.stores.base import ADD, DELETE, NOTSET, SET, Applied, JournalMark, Op
+from cacheway.stores.base import (
+    ADD,
+    DELETE,
+    NOTSET,
+    SET,
+    Applied,
+    JournalMark,
+    Op,
+    store_capabilities,
+)
 from services import unique
 
 
@@ -116,6 +125,30 @@ def test_round_trip_through_the_store(env: Env) -> None:
     s.delete_many(["u2", "never-there"])
     assert rows_of(env, users) == {"u1": ("A1", "ann@new")}
     assert s.load_many(["u1", "u2"]) == {"u1": {"name": "A1", "email": "ann@new"}}
+
+
+def test_capabilities_and_sampled_keys_of_row_mode(env: Env) -> None:
+    # Declared once, read once: row mode validates writes and does not add counters;
+    # the checker samples keys of the table (no namespace column: any namespace).
+    users = env.users()
+    s = env.store(users, **VROW)
+    caps = store_capabilities(s)
+    assert (caps.versioned, caps.atomic_add) == (True, False)
+    assert caps.validate is not None
+    assert caps.validate("", "u1", {"name": "A"}, SET) == {"name": "A", "email": None}
+    assert caps.sample_keys is not None
+    assert caps.sample_keys("", 5) == []
+    s.save_many({f"u{i}": {"name": str(i)} for i in range(6)})
+    got = caps.sample_keys("any", 4)
+    assert len(got) == 4
+    assert set(got) <= {f"u{i}" for i in range(6)}
+    kv = env.store(unique("kv"))
+    env.tables += [kv.table, f"{kv.table}_meta", f"{kv.table}_applied"]
+    kv_caps = store_capabilities(kv)
+    assert (kv_caps.versioned, kv_caps.atomic_add, kv_caps.validate) == (True, True, None)
+    kv.save_many({"a": 1, "b": 2}, namespace="views")
+    assert sorted(kv.sample_keys("views", 10)) == ["a", "b"]
+    assert kv.sample_keys("", 10) == []
 
 
 def test_bad_values_fail_the_whole_batch_before_any_sql(env: Env) -> None:

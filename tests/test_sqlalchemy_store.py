@@ -260,7 +260,9 @@ def test_the_password_never_shows(sqlite_url: str) -> None:
 def test_dialects_without_an_upsert_use_the_portable_path(
     monkeypatch: pytest.MonkeyPatch, sqlite_url: str
 ) -> None:
-    monkeypatch.setattr(SQLAlchemyStore, "_upsert", lambda self, *args: None)
+    from cacheway.stores.sqlalchemy import kv
+
+    monkeypatch.setattr(kv, "upsert", lambda *args: None)
     engine = sa.create_engine(sqlite_url)
     engine.dialect.update_returning = False
     make: Callable[[], SQLAlchemyStore] = lambda: SQLAlchemyStore(engine, table="plain")  # noqa: E731

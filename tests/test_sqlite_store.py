@@ -6,6 +6,7 @@ import multiprocessing
 import sqlite3
 import time
 import traceback
+from typing import Any
 
 import pytest
 
@@ -264,27 +265,36 @@ def test_reader_connections_stay_bounded_with_a_thread_per_request(tmp_path) -> 
     store.close()
 
 
+@pytest.mark.parametrize("passed", ["late=", "LATENESS"])
 @pytest.mark.parametrize("contended", [False, True])
 def test_batch_writes_agree_with_and_without_multirow_statements(
-    tmp_path, monkeypatch, contended: bool
+    tmp_path, monkeypatch, contended: bool, passed: str
 ) -> None:  # type: ignore[no-untyped-def]
     # While another thread keeps the interpreter busy, a late batch is written with
     # multi-row statements instead of executemany: rows, versions and results must not
-    # differ.
-    from cacheway.stores import sqlite as sqlite_mod
+    # differ. A flusher says the batch is late with apply(late=...), or (the older way,
+    # still read when late= is not given) with LATENESS.
     from cacheway.stores.base import DELETE, LATENESS, SET, Op
+    from cacheway.stores.sqlite import kv as sqlite_mod
 
-    monkeypatch.setattr(sqlite_mod, "_gil_contended", lambda: contended)
-    monkeypatch.setattr(LATENESS, "late", lambda: True)  # as a flusher says of a late batch
+    multirow: list[int] = []
+    monkeypatch.setattr(sqlite_mod, "_gil_contended",
+                        lambda: multirow.append(1) is None and contended)
+    kw: dict[str, Any] = {}
+    if passed == "late=":
+        kw["late"] = lambda: True  # as a flusher says of a late batch
+    else:
+        monkeypatch.setattr(LATENESS, "late", lambda: True)
     monkeypatch.setattr(sqlite_mod, "_CHUNK", 3)  # several statements per batch
     monkeypatch.setattr(sqlite_mod, "_STEP", 4)
     store = cw.SQLiteStore(str(tmp_path / "m.db"))
     try:
         ops = [Op("", f"k{i}", SET, b"%d" % i, 0, i) for i in range(10)]
-        first = store.apply(ops)
+        first = store.apply(ops, **kw)
         mixed = [Op("", "k1", DELETE), Op("", "k2", SET, b"20", 0, 20),
                  Op("", "k2", SET, b"21", 0, 21), Op("views", "k1", SET, b"1", 0, 1)]
-        second = store.apply(mixed)
+        second = store.apply(mixed, **kw)
+        assert multirow, "the store never asked whether the late batch could go faster"
         rows = store.fetch("", [f"k{i}" for i in range(10)])
         assert {k: r.payload for k, r in rows.items()} == {
             **{f"k{i}": b"%d" % i for i in range(10) if i not in (1, 2)}, "k2": b"21"}
@@ -314,3 +324,20 @@ def test_the_flusher_writes_while_a_thread_keeps_the_interpreter_busy(db_path: s
         assert flushed >= 10, f"only {flushed} batches flushed while {i} writes were made"
     finally:
         cache.close()
+
+
+def test_late_is_asked_only_of_late_batches(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # late= given and False: the store does not look at the interpreter at all.
+    from cacheway.stores.base import SET, Op, store_capabilities
+    from cacheway.stores.sqlite import kv as sqlite_mod
+
+    asked: list[int] = []
+    monkeypatch.setattr(sqlite_mod, "_gil_contended", lambda: bool(asked.append(1)))
+    store = cw.SQLiteStore(str(tmp_path / "l.db"))
+    try:
+        assert store_capabilities(store).takes_late
+        store.apply([Op("", f"k{i}", SET, b"1", 0, 1) for i in range(10)], late=lambda: False)
+        assert asked == []
+        assert store.load_many(["k0", "k9"]) == {"k0": 1, "k9": 1}
+    finally:
+        store.close()

@@ -17,10 +17,8 @@ agrees by definition (the next read loads the store).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,9 +28,9 @@ from .backends.base import MISS
 from .backends.memory import MemoryBackend
 from .backends.redis import RedisBackend
 from .backends.two_level import TwoLevelBackend
-from .errors import BackendError, ConfigError, StoreError
+from .errors import BackendError, ConfigError
 from .serializers import Serializer
-from .stores.base import NOTSET, Store
+from .stores.base import NOTSET, SamplesKeys, Store
 
 __all__ = ["CheckReport", "Example", "check"]
 
@@ -185,63 +183,13 @@ def _levels(backend: object, serializer: Serializer) -> list[_Level]:
                       f"cw.MemoryBackend, not {backend!r}")
 
 
-# -- what is stored: a sample of rows per namespace, per kind of store ---------------------
+# -- what is stored: a sample of rows per namespace ------------------------------------------
 def _store_keys(store: Store, namespace: str, n: int) -> list[str]:
-    """Up to ``n`` random keys of ``namespace`` in ``store`` ([] when it cannot list)."""
-    from .stores.sqlite import SQLiteStore
-
-    kind = "SQLiteStore" if isinstance(store, SQLiteStore) else type(store).__name__
-    lister = {"SQLiteStore": _sqlite_keys, "PostgresStore": _postgres_keys,
-              "SQLAlchemyStore": _sqlalchemy_keys}.get(kind)
-    # callback stores cannot list: only keys found in the backend are checked
-    return lister(store, namespace, n) if lister is not None and n > 0 else []
-
-
-def _sqlite_keys(store: Any, namespace: str, n: int) -> list[str]:
-    # (a NULL value is the tombstone of a versioned delete)
-    query = (f'SELECT key FROM "{store.table}" WHERE namespace = ? AND value IS NOT NULL '
-             'ORDER BY random() LIMIT ?')
-    try:
-        if store._memory:  # only the store's own connection sees an in-memory database
-            with store._lock:
-                return [str(r[0]) for r in store._conn.execute(query, (namespace, n))]
-        uri = f"file:{store.path}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30.0)) as conn:
-            return [str(r[0]) for r in conn.execute(query, (namespace, n))]
-    except sqlite3.Error as exc:
-        raise StoreError(f"listing keys of {store!r} failed: {exc}") from exc
-
-
-def _postgres_keys(store: Any, namespace: str, n: int) -> list[str]:
-    import psycopg
-    from psycopg import sql
-
-    rows = store._rows  # row mode has no namespace column: one table serves one namespace
-    # (a NULL value is the tombstone of a versioned delete)
-    where = sql.SQL("" if rows else "WHERE namespace = %(ns)s AND value IS NOT NULL")
-    key = sql.Identifier(rows.key_column if rows else "key")
-    query = sql.SQL("SELECT {}::text FROM {} {} ORDER BY random() LIMIT %(n)s").format(
-        key, sql.Identifier(store.table), where)
-    try:
-        with store._pool.connection(timeout=store._timeout) as conn:
-            return [str(r[0]) for r in conn.execute(query, {"ns": namespace, "n": n})]
-    except psycopg.Error as exc:
-        raise StoreError(f"listing keys of {store!r} failed: {exc}") from exc
-
-
-def _sqlalchemy_keys(store: Any, namespace: str, n: int) -> list[str]:
-    import sqlalchemy as sa
-
-    engine: sa.Engine = store.engine
-    t = sa.table(store.table, sa.column("namespace"), sa.column("key"), sa.column("value"))
-    rand = sa.func.rand() if engine.dialect.name in ("mysql", "mariadb") else sa.func.random()
-    query = sa.select(t.c.key).where(
-        t.c.namespace == namespace, t.c.value.is_not(None)).order_by(rand).limit(n)
-    try:
-        with engine.connect() as conn:
-            return [str(r[0]) for r in conn.execute(query)]
-    except sa.exc.SQLAlchemyError as exc:
-        raise StoreError(f"listing keys of {store!r} failed: {exc}") from exc
+    """Up to ``n`` random keys of ``namespace`` in ``store`` ([] when it cannot list:
+    callback stores; then only keys found in the backend are checked)."""
+    if n <= 0 or not isinstance(store, SamplesKeys):
+        return []
+    return store.sample_keys(namespace, n)
 
 
 # -- the check ------------------------------------------------------------------------------
@@ -365,7 +313,7 @@ def check(
     if not wanted or not all(isinstance(ns, str) and ":" not in ns for ns in wanted):
         raise ConfigError(f"namespaces must be names without ':' ('' for the default), "
                           f"not {namespaces!r}")
-    if not (hasattr(store, "fetch") and hasattr(store, "serializer")):
+    if not isinstance(store, Store):
         raise ConfigError(f"check needs a cacheway store, not {store!r}")
     levels = _levels(backend, store.serializer)
     picked = _sample(levels, store, wanted, sample, random.Random(seed))

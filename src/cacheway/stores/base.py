@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -25,12 +26,18 @@ __all__ = [
     "SET",
     "Applied",
     "JournalMark",
+    "KeyLimits",
+    "LateAware",
     "Loaded",
     "Op",
+    "SamplesKeys",
     "Store",
     "StoreBase",
+    "StoreCapabilities",
+    "Validate",
     "check_key",
     "has_versions",
+    "store_capabilities",
     "validate_identifier",
 ]
 
@@ -61,15 +68,19 @@ def check_key(store: object, namespace: str, key: str) -> None:
     """Raise :class:`InvalidWriteError` when ``store`` can never take ``key``: longer
     than its ``max_key_chars`` code points or its ``max_key_bytes`` UTF-8 bytes, holding
     a NUL character where its ``keys_take_nul`` is False, or (key or ``namespace``) not
-    encodable as UTF-8 (a lone surrogate). A store without these attributes takes any
-    key of valid text.
+    encodable as UTF-8 (a lone surrogate). ``store`` is a store or its
+    :class:`StoreCapabilities` (what engines keep: nothing is looked up per call). A
+    store without these attributes takes any key of valid text.
 
     >>> check_key(StoreBase(), "", "x" * 10_000)
     """
-    nul = getattr(store, "keys_take_nul", True)
+    # Stores and capabilities declare the limits: read as they are (no probing per call).
+    caps: KeyLimits = (store if isinstance(store, (StoreCapabilities, StoreBase))
+                       else store_capabilities(store))
+    who = caps.name if isinstance(caps, StoreCapabilities) else repr(caps)
     for what, text in (("key", key), ("namespace", namespace)):
-        if not nul and "\x00" in text:
-            raise InvalidWriteError(f"{what} {text[:40]!r} holds a NUL character: {store!r} "
+        if not caps.keys_take_nul and "\x00" in text:
+            raise InvalidWriteError(f"{what} {text[:40]!r} holds a NUL character: {who} "
                                     "cannot keep it")
         if not text.isascii():
             try:
@@ -78,17 +89,17 @@ def check_key(store: object, namespace: str, key: str) -> None:
                 raise InvalidWriteError(
                     f"{what} {text[:40]!r} is not valid Unicode text ({exc.reason} at "
                     f"position {exc.start}): no store can keep it") from None
-    max_chars: int | None = getattr(store, "max_key_chars", None)
+    max_chars = caps.max_key_chars
     n = len(key)
     if max_chars is not None and n > max_chars:
         raise InvalidWriteError(
-            f"key {key[:40]!r}... has {n} characters: {store!r} keeps at most {max_chars}")
-    max_bytes: int | None = getattr(store, "max_key_bytes", None)
+            f"key {key[:40]!r}... has {n} characters: {who} keeps at most {max_chars}")
+    max_bytes = caps.max_key_bytes
     if max_bytes is not None and n * 4 > max_bytes:  # else it fits whatever it holds
         size = n if key.isascii() else len(key.encode())
         if size > max_bytes:
             raise InvalidWriteError(
-                f"key {key[:40]!r}... is {size} bytes in UTF-8: {store!r} keeps at most "
+                f"key {key[:40]!r}... is {size} bytes in UTF-8: {who} keeps at most "
                 f"{max_bytes}")
 
 
@@ -183,12 +194,10 @@ class Applied(NamedTuple):
 class Store(Protocol):
     """What a policy needs from a store.
 
-    A store may also offer ``validate(namespace, key, value, kind)``, called by every
-    write before it is accepted, to refuse a write at the call that makes it (a dict
-    with an unknown column) instead of later in a write-back flusher. It raises
-    :class:`~cacheway.ConfigError` or ``StoreError``. And it may declare
-    ``max_key_bytes`` / ``max_key_chars`` (see :class:`StoreBase` and
-    :func:`check_key`): the longest key it can ever keep.
+    What a store can do besides is declared, never probed per call: the capability
+    Protocols below (:class:`Validate`, :class:`KeyLimits`, :class:`LateAware`,
+    :class:`SamplesKeys`, ``ForkAware`` (in ``_fork.py``)), read once by
+    :func:`store_capabilities` when an engine is built.
     """
 
     serializer: Serializer
@@ -205,6 +214,123 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+# -- capabilities: declared by a store, read once (store_capabilities) ---------------------
+#: ``validate(namespace, key, value, kind) -> the value the cache keeps``: called by
+#: every write before it is accepted, to refuse a write at the call that makes it (a
+#: dict with an unknown column) instead of later in a write-back flusher. It raises
+#: :class:`~cacheway.ConfigError` or ``StoreError``.
+ValidateFn = Callable[[str, str, Any, int], Any]
+
+
+@runtime_checkable
+class Validate(Protocol):
+    """A store that checks writes at the call (None: it takes any value)."""
+
+    @property
+    def validate(self) -> ValidateFn | None: ...
+
+
+@runtime_checkable
+class KeyLimits(Protocol):
+    """The longest key a store can ever keep (UTF-8 bytes, characters; None: no
+    limit), and whether keys may hold NUL (see :func:`check_key`)."""
+
+    @property
+    def max_key_bytes(self) -> int | None: ...
+
+    @property
+    def max_key_chars(self) -> int | None: ...
+
+    @property
+    def keys_take_nul(self) -> bool: ...
+
+
+@runtime_checkable
+class LateAware(Protocol):
+    """A store whose ``apply`` takes ``late=``: a callable saying whether the batch is
+    now later than its ``max_delay`` (a write-back flusher passes it), so the store may
+    spend more work to get it through busy writer threads (SQLiteStore does).
+    ``takes_late`` is True (a declaration: every store has an ``apply``)."""
+
+    takes_late: bool
+
+    def apply(self, ops: Sequence[Op], *, journal: JournalMark | None = None,
+              late: Callable[[], bool] | None = None) -> list[Applied]: ...
+
+
+@runtime_checkable
+class SamplesKeys(Protocol):
+    """A store that can list some of its keys (for :func:`cacheway.check.check`)."""
+
+    def sample_keys(self, namespace: str, n: int) -> list[str]:
+        """Up to ``n`` random keys of ``namespace`` that hold a value."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoreCapabilities:
+    """What a store can do, read once by :func:`store_capabilities`.
+
+    ``atomic_add``: counter deltas are added by the store (else the cache sends the
+    absolute value); ``validate``: see :class:`Validate`; ``max_key_*`` and
+    ``keys_take_nul``: see :class:`KeyLimits` (``max_key`` is the smaller limit);
+    ``takes_late``: see :class:`LateAware`; ``sample_keys``: the store's bound method,
+    or None; ``fork_aware``: it reopens its connections in a forked child itself;
+    ``async_callbacks``: it holds ``async def`` callbacks (an AsyncCache runs them).
+    """
+
+    name: str
+    versioned: bool
+    atomic_add: bool = True
+    validate: ValidateFn | None = None
+    max_key_bytes: int | None = None
+    max_key_chars: int | None = None
+    keys_take_nul: bool = True
+    takes_late: bool = False
+    sample_keys: Callable[[str, int], list[str]] | None = None
+    fork_aware: bool = False
+    async_callbacks: bool = False
+
+    @property
+    def max_key(self) -> int | None:
+        """The smaller of the two key limits: an ASCII key of at most this many
+        characters without NUL fits (engines check only longer keys)."""
+        limits = [n for n in (self.max_key_bytes, self.max_key_chars) if n is not None]
+        return min(limits) if limits else None
+
+    @property
+    def limits_keys(self) -> bool:
+        """Whether some key can be refused (a length limit, or no NUL)."""
+        return self.max_key is not None or not self.keys_take_nul
+
+
+def store_capabilities(store: object) -> StoreCapabilities:
+    """What ``store`` declares it can do, read once (engines keep the answer).
+
+    Built-in stores declare every capability on :class:`StoreBase`; a store that only
+    implements the :class:`Store` protocol gets the defaults of what it leaves out.
+
+    >>> caps = store_capabilities(StoreBase())
+    >>> caps.atomic_add, caps.takes_late, caps.sample_keys, caps.max_key
+    (True, False, None, None)
+    """
+    sample = store.sample_keys if isinstance(store, SamplesKeys) else None
+    limits = store if isinstance(store, KeyLimits) else None
+    return StoreCapabilities(
+        name=repr(store),
+        versioned=bool(getattr(store, "versioned", False)),
+        atomic_add=bool(getattr(store, "atomic_add", True)),
+        validate=store.validate if isinstance(store, Validate) else None,
+        max_key_bytes=None if limits is None else limits.max_key_bytes,
+        max_key_chars=None if limits is None else limits.max_key_chars,
+        keys_take_nul=True if limits is None else bool(limits.keys_take_nul),
+        takes_late=isinstance(store, LateAware) and bool(store.takes_late),
+        sample_keys=sample,
+        fork_aware=callable(getattr(store, "after_fork_in_child", None)),
+        async_callbacks=bool(getattr(store, "async_callbacks", False)),
+    )
+
+
 class StoreBase:
     """Python-value methods shared by every store, built on ``fetch`` and ``apply``."""
 
@@ -218,6 +344,15 @@ class StoreBase:
     max_key_chars: int | None = None
     #: False where keys cannot hold a NUL character (PostgreSQL text).
     keys_take_nul: bool = True
+    #: True where ``apply`` takes ``late=`` (see :class:`LateAware`).
+    takes_late: bool = False
+    #: True where the store's callbacks are ``async def`` (CallbackStore).
+    async_callbacks: bool = False
+
+    @property
+    def validate(self) -> ValidateFn | None:
+        """Checks a write at the call (see :class:`Validate`); None: any value goes."""
+        return None
 
     @property
     def atomic_add(self) -> bool:
@@ -290,8 +425,9 @@ class _Lateness(threading.local):
         self.late = _never
 
 
-#: A store may spend more work to get a late batch through busy writer threads
-#: (SQLiteStore does).
+#: Deprecated side channel, kept until every flusher passes ``late=`` to
+#: ``apply`` (see :class:`LateAware`): a store that takes ``late=`` reads this when
+#: it is not given.
 LATENESS = _Lateness()
 
 #: ``make_op((namespace, key, kind, payload, delta, value[, version]))``: a fast :class:`Op`.

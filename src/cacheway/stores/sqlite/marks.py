@@ -2,7 +2,7 @@
 
 ``meta`` holds one ``journal:<id>`` row per journal (its low water); ``applied`` holds,
 per journal and key, the last journal seq the store applied. Both are written in the
-same transaction as the batch they describe.
+same transaction as the batch they describe (:mod:`cacheway.stores.marks`).
 """
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from .base import JournalMark, Op
+from ..base import JournalMark, Op
+from ..marks import Trim, last_seqs
 
 __all__ = ["read_marks", "write_mark"]
 
 
 def write_mark(conn: sqlite3.Connection, meta: str, applied: str, ops: Sequence[Op],
-               mark: JournalMark, trim: bool) -> None:
+               mark: JournalMark, trim: Trim) -> None:
     """Record ``mark`` for the batch ``ops`` (``meta``/``applied``: quoted table names);
-    ``trim`` also drops the rows at or under the low water."""
+    when ``trim`` is due, also drop the rows at or under the low water."""
     jid = mark.journal_id
     conn.execute(
         f"INSERT INTO {meta} (name, value) VALUES (?, ?) ON CONFLICT(name) DO "
@@ -28,9 +29,9 @@ def write_mark(conn: sqlite3.Connection, meta: str, applied: str, ops: Sequence[
     conn.executemany(
         f"INSERT INTO {applied} (journal, namespace, key, seq) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(journal, namespace, key) DO UPDATE SET seq = max(seq, excluded.seq)",
-        [(jid, op.namespace, op.key, s) for op, s in zip(ops, mark.seqs)],
+        [(jid, ns, key, s) for (ns, key), s in last_seqs(ops, mark).items()],
     )
-    if trim:
+    if trim.due():
         # Rows at or under the low water say nothing a replay needs.
         conn.execute(f"DELETE FROM {applied} WHERE journal = ? AND seq <= ?",
                      (jid, mark.low_water))

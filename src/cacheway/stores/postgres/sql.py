@@ -55,7 +55,7 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
                      "%b::bytea[]) AS u(ns, key, value) "
                      "WHERE t.namespace = u.ns AND t.key = u.key "
                      "RETURNING t.namespace, t.key, t.version",
-        # -- versioned ops (Op.version): set-if-newer, see _pg_versions ---------------
+        # -- versioned ops (Op.version): set-if-newer, see versions.py ---------------
         # SETs and DELETEs (a NULL value: the tombstone that keeps a deleted key's version).
         "vset": "INSERT INTO {t} AS t (namespace, key, value, version) "
                 "SELECT u.ns, u.key, u.value::{vtype}, u.v FROM unnest(%b::text[], "

@@ -7,8 +7,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConfigError
-from .base import Applied, Op
+from ...errors import ConfigError
+from ..base import Applied, Op
 
 _INSTALL = "pip install 'cacheway[postgres]'"
 
@@ -91,3 +91,30 @@ def _fill(out: list[Applied | None], ops: Sequence[Op], idx: list[int],
           got: dict[tuple[str, str], Applied]) -> None:
     for i in idx:
         out[i] = got[(ops[i].namespace, ops[i].key)]
+
+
+# Advisory-lock class id of cacheway's DDL ("cw"), so user locks on the same hash differ.
+LOCK_CLASS = 0x6377
+
+
+def ddl_lock(conn: Any, table: str) -> None:
+    """Take the DDL lock of ``table`` for the transaction: CREATE ... IF NOT EXISTS alone
+    races (duplicate pg_type rows), so one creator at a time."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '.' || %s))",
+        (LOCK_CLASS, table),
+    )
+
+
+def create_marks(conn: Any, meta: str, applied: str) -> None:
+    """The journal-mark tables (see :mod:`cacheway.stores.marks`), in the caller's
+    transaction."""
+    from psycopg import sql
+
+    conn.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value bigint NOT NULL)"
+    ).format(sql.Identifier(meta)))
+    conn.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (journal text NOT NULL, namespace text NOT NULL, "
+        "key text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (journal, namespace, key))"
+    ).format(sql.Identifier(applied)))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .base import ADD, DELETE, SET, Applied, Op
+from ..base import ADD, DELETE, SET, Applied, Op
 
 __all__ = ["plan_versioned"]
 

@@ -6,7 +6,7 @@ of the key, and a version not greater than the row's leaves the row as it is (st
 locked, so the version read back for the report is the row's latest). A versioned
 DELETE writes a *tombstone*: the row with a NULL value (reads skip it) holding the
 delete's version, so an older SET arriving later is skipped instead of bringing the key
-back. Versioned ADDs are in :class:`~cacheway.stores.postgres.PostgresStore` (``_add``).
+back. Versioned ADDs are in :mod:`cacheway.stores.postgres.kv` (``_add``).
 
 After the batch's writes the table's sequence is raised to at least every version of
 the batch (:func:`raise_sequence`), so writes the store stamps itself afterwards are
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .base import SET, Applied, Op
+from ..base import SET, Applied, Op
 
 if TYPE_CHECKING:
     from psycopg import Cursor

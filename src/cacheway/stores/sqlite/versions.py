@@ -19,8 +19,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 
-from ..errors import ConfigError
-from .base import ADD, DELETE, SET, Applied, Op
+from ...errors import ConfigError
+from ..base import ADD, DELETE, SET, Applied, Op
 
 __all__ = ["apply_versioned"]
 

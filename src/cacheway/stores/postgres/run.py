@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import ClosedError, ConfigError, InvalidWriteError, StoreError
-from ._deadline import Deadline, Watchdog
-from ._errors import is_permanent
-from ._pg_helpers import _CONFLICT_RETRIES, _Attempt, _scrub, _secrets
+from ...errors import ClosedError, ConfigError, InvalidWriteError, StoreError
+from .._deadline import Deadline, Watchdog
+from .._errors import is_permanent
+from .helpers import _CONFLICT_RETRIES, _Attempt, _scrub, _secrets
 
 if TYPE_CHECKING:
     from psycopg import Connection

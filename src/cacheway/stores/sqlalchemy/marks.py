@@ -1,14 +1,15 @@
-"""The version counter and journal marks of SQLAlchemyStore, shared by its key/value
-and row modes: ``m`` is the meta table (name, value), ``a`` the applied table (journal,
-namespace, key, seq)."""
+"""The version counter and journal marks of SQLAlchemyStore (see
+:mod:`cacheway.stores.marks`), shared by its key/value and row modes: ``m`` is the meta
+table (name, value), ``a`` the applied table (journal, namespace, key, seq)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StoreError
-from .base import JournalMark, Op
+from ...errors import StoreError
+from ..base import JournalMark, Op
+from ..marks import last_seqs
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -72,10 +73,7 @@ def write_mark(conn: sa.Connection, m: sa.Table, a: sa.Table, upsert_meta: Any,
     import sqlalchemy as sa_
 
     jid = mark.journal_id
-    seqs: dict[tuple[str, str], int] = {}
-    for op, seq in zip(ops, mark.seqs):
-        k = (op.namespace, op.key)
-        seqs[k] = max(seq, seqs.get(k, seq))
+    seqs = last_seqs(ops, mark)
     merge_max(conn, m, upsert_meta, [{"name": "journal:" + jid, "value": mark.low_water}],
               "value")
     merge_max(conn, a, upsert_applied, [

@@ -1,0 +1,189 @@
+"""The key/value mapping of :class:`~cacheway.stores.postgres.PostgresStore`: one table
+``(namespace, key, value jsonb | bytea, version, updated_at)`` it creates when missing,
+versions from the sequence ``{table}_version_seq``, journal marks in ``{table}_meta``
+and ``{table}_applied`` (created with the table). Imported once the driver was found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from psycopg import Connection, Cursor, errors, sql
+
+from ...errors import ConfigError, InvalidWriteError
+from ...serializers import Serializer
+from ..base import ADD, DELETE, NOTSET, SET, Applied, Loaded, Op, has_versions
+from .helpers import _fill, create_marks, ddl_lock
+from .sql import kv_queries
+from .versions import raise_sequence
+from .versions import write_sets as write_versioned
+
+__all__ = ["PgKV"]
+
+
+class PgKV:
+    """The SQL of key/value mode for one table; :class:`PostgresStore` runs it on its
+    pool, in its transactions."""
+
+    versioned = True
+    atomic_add = True
+    validate = None
+    max_key_chars: int | None = None
+    marks_at_setup = True  # the mark tables are created with the table
+    tombstones_in_marks = False  # tombstones are rows with a NULL value
+
+    def __init__(self, table: str, serializer: Serializer,
+                 scrub: Callable[[str], str]) -> None:
+        self.table = table
+        self.serializer = serializer
+        self.marks = (f"{table}_meta", f"{table}_applied")
+        self.seq = f"{table}_version_seq"
+        self.companion = self.seq  # the longest name it adds next to the table
+        self._scrub = scrub
+        self._jsonb = False
+        self._q: dict[str, str] = {}
+
+    def setup(self, conn: Connection[Any]) -> None:
+        ident = sql.Identifier
+        with conn.transaction():
+            ddl_lock(conn, self.table)
+            conn.execute(sql.SQL("CREATE SEQUENCE IF NOT EXISTS {}").format(ident(self.seq)))
+            value_type = "jsonb" if self.serializer.name == "json" else "bytea"
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (namespace text NOT NULL, key text NOT NULL, "
+                "value " + value_type + ", version bigint NOT NULL, updated_at timestamptz "
+                "NOT NULL DEFAULT now(), PRIMARY KEY (namespace, key))"
+            ).format(ident(self.table)))
+            create_marks(conn, *self.marks)
+            found = dict(conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = %s", (self.table,)
+            ).fetchall())
+        missing = [c for c in ("namespace", "key", "value", "version") if c not in found]
+        if missing:
+            raise ConfigError(
+                f"table {self.table!r} exists without the columns {', '.join(missing)}: "
+                "use another table= (or row mode with key_column=/columns=)"
+            )
+        if found["value"] not in ("jsonb", "bytea"):
+            raise ConfigError(f"column value of {self.table!r} is {found['value']}, "
+                              "not jsonb or bytea")
+        self._jsonb = found["value"] == "jsonb"
+        if self._jsonb and self.serializer.name != "json":
+            raise ConfigError(
+                f"table {self.table!r} keeps jsonb values but the serializer is "
+                f"{self.serializer.name!r}: use the JSON serializer or another table"
+            )
+        self._q.update(kv_queries(conn, self.table, self.seq, self._jsonb))
+
+    # -- reads --------------------------------------------------------------------------
+    def fetch(self, conn: Connection[Any], ns: str, keys: list[str]) -> dict[str, Loaded]:
+        found = conn.execute(self._q["fetch"], (ns, keys)).fetchall()
+        if self._jsonb:
+            return {k: Loaded(v.encode(), NOTSET, ver) for k, v, ver in found}
+        return {k: Loaded(bytes(v), NOTSET, ver) for k, v, ver in found}
+
+    def sample_keys(self, conn: Connection[Any], ns: str, n: int) -> list[str]:
+        # (a NULL value is the tombstone of a versioned delete)
+        query = sql.SQL("SELECT key FROM {} WHERE namespace = %s AND value IS NOT NULL "
+                        "ORDER BY random() LIMIT %s").format(sql.Identifier(self.table))
+        return [str(r[0]) for r in conn.execute(query, (ns, n))]
+
+    # -- writes -------------------------------------------------------------------------
+    def prepare(self, ops: Sequence[Op]) -> None:
+        return None
+
+    def versions(self, ops: Sequence[Op]) -> list[int]:
+        return [op.version for op in ops if op.version is not None]
+
+    def one_statement(self, ops: Sequence[Op], prepared: None, kinds: set[int]) -> bool:
+        """Whether a batch of one kind (no key twice) is one statement: a bytea ADD
+        is two (read, then write)."""
+        return ADD not in kinds or self._jsonb
+
+    def write(self, cur: Cursor[Any], ops: Sequence[Op], prepared: None,
+              segments: list[list[int]], versions: list[int],
+              out: list[Applied | None]) -> None:
+        # Unversioned ops of the batch are stamped above its versions: raise the
+        # sequence first when there are some (its lock then lasts the whole batch),
+        # else last, so the lock is held for the commit only.
+        raise_first = bool(versions) and len(versions) < len(ops)
+        if raise_first:
+            raise_sequence(cur, self._q, self.seq, max(versions))
+        for segment in segments:
+            self._write(cur, ops, segment, out)
+        if versions and not raise_first:
+            raise_sequence(cur, self._q, self.seq, max(versions))
+
+    def _write(self, cur: Cursor[Any], ops: Sequence[Op], segment: list[int],
+               out: list[Applied | None]) -> None:
+        q = self._q
+        if has_versions([ops[i] for i in segment]):
+            stamped = [i for i in segment if ops[i].version is not None]
+            segment = [i for i in segment if ops[i].version is None]
+            sets = [i for i in stamped if ops[i].kind != ADD]
+            if sets:
+                write_versioned(cur, q, ops, sets, out, self._payload)
+            adds = [i for i in stamped if ops[i].kind == ADD]
+            if adds:
+                self._add(cur, ops, adds, out, versioned=True)
+        sets = [i for i in segment if ops[i].kind == SET]
+        dels = [i for i in segment if ops[i].kind == DELETE]
+        adds = [i for i in segment if ops[i].kind == ADD]
+        if sets:
+            values = [self._payload(ops[i]) for i in sets]
+            cur.execute(q["set"], ([ops[i].namespace for i in sets],
+                                   [ops[i].key for i in sets], values))
+            _fill(out, ops, sets, {(ns, k): Applied(v) for ns, k, v in cur.fetchall()})
+        if dels:
+            cur.execute(q["delete"], {"ns": [ops[i].namespace for i in dels],
+                                      "key": [ops[i].key for i in dels]})
+            _fill(out, ops, dels, {(ns, k): Applied(v) for ns, k, v in cur.fetchall()})
+        if adds:
+            self._add(cur, ops, adds, out)
+
+    def _payload(self, op: Op) -> Any:
+        payload = op.payload if op.payload is not None else self.serializer.dumps(op.value)
+        if not self._jsonb:
+            return payload
+        try:
+            return payload.decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidWriteError(f"payload of key {op.key!r} is not UTF-8 JSON: {exc}"
+                                    ) from None
+
+    def _add(self, cur: Cursor[Any], ops: Sequence[Op], adds: list[int],
+             out: list[Applied | None], versioned: bool = False) -> None:
+        """Counter adds; ``versioned``: ops that carry versions, which give the row the
+        greater of its version and theirs (queries prefixed "v")."""
+        nss, keys = [ops[i].namespace for i in adds], [ops[i].key for i in adds]
+        v, stamps = ("v", ([ops[i].version for i in adds],)) if versioned else ("", ())
+        if self._jsonb:
+            try:
+                cur.execute(self._q[v + "add"],
+                            (nss, keys, [int(ops[i].delta) for i in adds], *stamps))
+            except errors.InvalidTextRepresentation as exc:
+                raise InvalidWriteError(
+                    f"cannot add to a counter in {self.table!r}: a stored value is not an "
+                    f"integer ({self._scrub(str(exc))})"
+                ) from exc
+            got = {(ns, k): Applied(v, int(val)) for ns, k, v, val in cur.fetchall()}
+            _fill(out, ops, adds, got)
+            return
+        cur.execute(self._q[v + "add_lock"], (self.serializer.dumps(0), nss, keys))
+        # A tombstone's NULL value (a versioned delete) counts from 0.
+        current = {(ns, k): 0 if val is None else self.serializer.loads(bytes(val))
+                   for ns, k, val in cur.fetchall()}
+        news: list[int] = []
+        for i in adds:
+            value = current[(ops[i].namespace, ops[i].key)]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidWriteError(f"cannot add to key {ops[i].key!r}: its stored value "
+                                 f"{value!r} is not an integer")
+            news.append(value + ops[i].delta)
+        cur.execute(self._q[v + "add_write"],
+                    (nss, keys, [self.serializer.dumps(n) for n in news], *stamps))
+        versions = {(ns, k): ver for ns, k, ver in cur.fetchall()}
+        _fill(out, ops, adds, {(ops[i].namespace, ops[i].key): Applied(
+            versions[(ops[i].namespace, ops[i].key)], n) for i, n in zip(adds, news)})
