@@ -265,26 +265,20 @@ def test_reader_connections_stay_bounded_with_a_thread_per_request(tmp_path) -> 
     store.close()
 
 
-@pytest.mark.parametrize("passed", ["late=", "LATENESS"])
 @pytest.mark.parametrize("contended", [False, True])
 def test_batch_writes_agree_with_and_without_multirow_statements(
-    tmp_path, monkeypatch, contended: bool, passed: str
+    tmp_path, monkeypatch, contended: bool
 ) -> None:  # type: ignore[no-untyped-def]
     # While another thread keeps the interpreter busy, a late batch is written with
     # multi-row statements instead of executemany: rows, versions and results must not
-    # differ. A flusher says the batch is late with apply(late=...), or (the older way,
-    # still read when late= is not given) with LATENESS.
-    from cacheway.stores.base import DELETE, LATENESS, SET, Op
+    # differ. A flusher says the batch is late with apply(late=...).
+    from cacheway.stores.base import DELETE, SET, Op
     from cacheway.stores.sqlite import kv as sqlite_mod
 
     multirow: list[int] = []
     monkeypatch.setattr(sqlite_mod, "_gil_contended",
                         lambda: multirow.append(1) is None and contended)
-    kw: dict[str, Any] = {}
-    if passed == "late=":
-        kw["late"] = lambda: True  # as a flusher says of a late batch
-    else:
-        monkeypatch.setattr(LATENESS, "late", lambda: True)
+    kw: dict[str, Any] = {"late": lambda: True}  # as a flusher says of a late batch
     monkeypatch.setattr(sqlite_mod, "_CHUNK", 3)  # several statements per batch
     monkeypatch.setattr(sqlite_mod, "_STEP", 4)
     store = cw.SQLiteStore(str(tmp_path / "m.db"))

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .stores._fork import reopen_in_child
+from .stores import reopen_in_child
 
 if TYPE_CHECKING:
     from .cache import Cache

@@ -32,7 +32,7 @@ from .errors import CachewayError, ClosedError, ConfigError
 from .policies import Policy, WriteAround, WriteBack, WriteThrough
 from .serializers import Serializer
 from .stats import Counters, Stats
-from .stores.base import Store
+from .stores.base import Store, store_capabilities
 from .typed import Codec, codec_for
 
 __all__ = ["Cache", "Namespace"]
@@ -400,7 +400,7 @@ def _check_store(store: object) -> None:
                 f"store must be a cacheway store (cw.SQLiteStore, cw.PostgresStore, "
                 f"cw.SQLAlchemyStore, cw.CallbackStore), not {store!r}"
             )
-    if getattr(store, "async_callbacks", False) and not hasattr(store, "bind_loop"):
+    if store_capabilities(store).async_callbacks and not hasattr(store, "bind_loop"):
         raise ConfigError(
             "this CallbackStore has async def callbacks: use it with cw.AsyncCache (which "
             "runs them on its event loop), or give cw.Cache plain functions")

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import ConfigError, InvalidKeyError
 from ..serializers import Serializer
-from ..stores import _fork
+from ..stores import track
 from ._invalidations import Subscriber
 from ._l1_guard import L1Guard
 from .base import MISS, MemoryView, invalid_key, raise_for_keys
@@ -123,7 +123,7 @@ class TwoLevelBackend:
             subscribed=self._subscribed, invalidated=self._invalidate, dropped=self._dropped,
         )
         self._subscriber.start()
-        _fork.track(self)
+        track(self)
         # Use the L1 from the first read when Redis is there; when it is not, start
         # bypassed rather than fail: the thread keeps trying.
         self._subscriber.ready.wait(ready_timeout)

@@ -31,7 +31,7 @@ from ..core.keys import check_key, check_ttl
 from ..errors import BackendError, ClosedError, ConfigError, SerializationError, StoreError
 from ..serializers import Serializer, encoder
 from ..stats import Counters
-from ..stores.base import ADD, DELETE, NOTSET, SET, Loaded, Op, Store
+from ..stores.base import ADD, DELETE, NOTSET, SET, Loaded, Op, Store, store_capabilities
 from ..stores.base import check_key as check_store_key
 from ..typed import Codec, typed_encoder
 from . import fastpaths
@@ -92,22 +92,21 @@ class Engine:
         self._rand = self.read_options.rand
         self.refresher = Refresher(self, caps, self.read_options)
         self._backend_get = backend.get
+        #: what the store declares it can do, read once
+        self.store_caps = scaps = store_capabilities(store)
         # A store may refuse a write at the call that makes it (a dict with an unknown
         # column, a key too long for its table) rather than later in a flusher.
-        self.validate: Callable[[str, str, Any, int], Any] | None = getattr(
-            store, "validate", None)
+        self.validate: Callable[[str, str, Any, int], Any] | None = scaps.validate
         # Keys the store can never keep (too long, a NUL) are refused by every write. An
         # ASCII key of at most max_key characters without NUL needs no look (hot paths).
-        limits = [n for n in (getattr(store, "max_key_bytes", None),
-                              getattr(store, "max_key_chars", None)) if n is not None]
-        self.max_key: int | None = min(limits) if limits else None
-        self.nul_ok: bool = getattr(store, "keys_take_nul", True)
-        self._store_keys = bool(limits) or not self.nul_ok
+        self.max_key: int | None = scaps.max_key
+        self.nul_ok: bool = scaps.keys_take_nul
+        self._store_keys = scaps.limits_keys
         # A shared backend's clock (RedisBackend.versions) versions writes that reach the
         # store first, so stores apply them set-if-newer in the order they were accepted.
         self._clock: Callable[[int], list[int]] | None = (
             caps.clock.versions if caps.clock is not None and not caps.local
-            and store.versioned else None)
+            and scaps.versioned else None)
         self.leases = Leases(self, caps.leases, caps.lease_ttl) if caps.leases else None
         self._backend_logged = 0.0
         self.bind_get()
@@ -428,7 +427,7 @@ class Engine:
         or InvalidWriteError for one this store cannot)."""
         k = check_key(key)
         if self._store_keys:
-            check_store_key(self.store, self.namespace, k)
+            check_store_key(self.store_caps, self.namespace, k)
         return k
 
     def check_delta(self, key: str, delta: object) -> int:

@@ -49,7 +49,7 @@ class WriteThroughEngine(Engine):
             return  # the store kept a newer write (another process's): so does the backend
         version = res.version
         self.gens[hash(bkey) & MASK] += 1
-        if self.drops_copies or not (self.store.versioned or self.backend.local):
+        if self.drops_copies or not (self.store_caps.versioned or self.backend_caps.local):
             self.backend_drop(bkey, version)
         else:
             self.backend_set(bkey, value, payload, ttl, version)

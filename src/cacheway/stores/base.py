@@ -9,7 +9,6 @@ transaction). Users get the friendlier Python-value methods of :class:`StoreBase
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -21,7 +20,6 @@ from ..serializers import JSONSerializer, Serializer
 __all__ = [
     "ADD",
     "DELETE",
-    "LATENESS",
     "NOTSET",
     "SET",
     "Applied",
@@ -413,22 +411,6 @@ class StoreBase:
 def _never() -> bool:
     return False
 
-
-class _Lateness(threading.local):
-    """Per thread: ``late()`` says whether the batch being written is now later than its
-    max_delay (a write-back flusher sets it around each batch; elsewhere never)."""
-
-    def __init__(self) -> None:
-        self.late: Callable[[], bool] = _never
-
-    def clear(self) -> None:
-        self.late = _never
-
-
-#: Deprecated side channel, kept until every flusher passes ``late=`` to
-#: ``apply`` (see :class:`LateAware`): a store that takes ``late=`` reads this when
-#: it is not given.
-LATENESS = _Lateness()
 
 #: ``make_op((namespace, key, kind, payload, delta, value[, version]))``: a fast :class:`Op`.
 make_op = _fast(Op)

@@ -23,7 +23,7 @@ from ..core.fills import MASK
 from ..core.schedule import PROBE_EVERY, BatchAttempt, next_step, permanent, verdict
 from ..engine.shared_copies import Stamp
 from ..errors import JournalError
-from ..stores.base import ADD, DELETE, LATENESS, NOTSET, SET, JournalMark, make_op
+from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, make_op
 
 if TYPE_CHECKING:
     from ..engine.write_back import WriteBackEngine
@@ -156,13 +156,17 @@ class Flusher:
             with engine.cond:
                 low = engine.table.low_water(engine.table.seq + 1, {e.key: e for e in part})
             mark = JournalMark(journal.id, low, [e.last_seq for e in part])
-        # Once the batch is older than max_delay, the store may work harder to get it
-        # through (see LATENESS).
-        deadline, timer = min(map(_born, part)) + engine.config.max_delay, engine.timer
-        LATENESS.late = lambda: timer() > deadline
         started = time.perf_counter()
         try:
-            results = engine.store.apply(ops, journal=mark)
+            if engine.store_caps.takes_late:
+                # Once the batch is older than max_delay, the store may work harder to
+                # get it through (see stores.base.LateAware).
+                deadline = min(map(_born, part)) + engine.config.max_delay
+                timer = engine.timer
+                results = engine.store.apply(ops, journal=mark,  # type: ignore[call-arg]
+                                             late=lambda: timer() > deadline)
+            else:
+                results = engine.store.apply(ops, journal=mark)
         except Exception as exc:  # noqa: BLE001 - any store failure is retried, never lost
             counters.flush_errors += 1
             counters.last_error = repr(exc)
@@ -175,8 +179,6 @@ class Flusher:
                     len(part), ns or "default", exc,
                 )
             return exc
-        finally:
-            LATENESS.clear()
         counters.store_down_since = None
         counters.flush_seconds.observe(time.perf_counter() - started)
         self._acked(part, results, versions)

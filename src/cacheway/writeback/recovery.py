@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidWriteError
-from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, Op, Store
+from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, Op, Store, store_capabilities
 from .journal import Journal, JournalInUse, abandoned_children
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ class _Replay:
                  on_dead_letter: OnDeadLetter | None) -> None:
         self.journal, self.store, self.report = journal, store, report
         self.on_dead_letter = on_dead_letter
+        self.atomic_add = store_capabilities(store).atomic_add
         self.waiting: dict[tuple[str, str], int] = {}  # first seq of what is not yet applied
         self.firsts: list[tuple[int, tuple[str, str]]] = []  # heap of them (lazily pruned)
 
@@ -125,7 +126,7 @@ class _Replay:
     def _op(self, k: tuple[str, str], p: _Pending) -> Op:
         value: Any = NOTSET
         store = self.store
-        if p.kind == ADD and not getattr(store, "atomic_add", True):
+        if p.kind == ADD and not self.atomic_add:
             row = store.fetch(k[0], [k[1]]).get(k[1])
             base: Any = 0
             if row is not None:

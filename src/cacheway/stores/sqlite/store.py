@@ -28,7 +28,6 @@ from ...serializers import JSONSerializer, Serializer
 from .._errors import is_permanent, storable_text
 from .._fork import track
 from ..base import (
-    LATENESS,
     Applied,
     JournalMark,
     Loaded,
@@ -271,7 +270,7 @@ class SQLiteStore(StoreBase):
         if not ops and journal is None:
             return []
         if late is None:
-            late = LATENESS.late  # the older side channel, until flushers pass late=
+            late = _never
         try:
             with self._lock:
                 return self._mapping.apply(self._conn, ops, journal, late)
@@ -299,3 +298,6 @@ class SQLiteStore(StoreBase):
             self._readers.clear()
             self._idle.clear()
 
+
+def _never() -> bool:
+    return False
