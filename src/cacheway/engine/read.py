@@ -9,10 +9,8 @@ An engine serves one namespace. Reads go backend -> store (on a miss), with:
   stripe generation under the stripe's lock; a fill whose generation moved (a write
   happened after its load started) is dropped instead of putting an old value back.
 
-Which ``get`` a namespace runs (this one, an inlined memory hit, early refresh) is
-chosen in one place, :func:`cacheway.engine.fastpaths.choose_get`. The write path of
-each policy is its own module: :mod:`.write_through` (also write-around) and
-:mod:`.write_back`.
+Which ``get`` runs is chosen in one place (:func:`.fastpaths.choose_get`); each
+policy's writes are a module of their own (:mod:`.write_through`, :mod:`.write_back`).
 """
 
 from __future__ import annotations
