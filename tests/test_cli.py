@@ -302,3 +302,37 @@ def test_journal_replay_applies_what_a_killed_cache_left(
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if "writes applied" in x)
     assert line.split()[-2] == "0"
+
+
+def test_journal_replay_with_a_backend_drops_its_stale_copies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], redis_url: str, prefix: str
+) -> None:
+    # The journal's cache died with its writes in Redis but not in the store: after a
+    # replay from the command line, Redis must not keep serving copies the replay may
+    # have changed (an older copy, a counter's partial sum).
+    wal, db = tmp_path / "app.wal", tmp_path / "app.db"
+    script = textwrap.dedent(f"""
+        import os, cacheway as cw
+        cache = cw.Cache(store=cw.SQLiteStore({str(db)!r}),
+                         backend=cw.RedisBackend({redis_url!r}, prefix={prefix!r}),
+                         policy=cw.WriteBack(journal={str(wal)!r}, fsync="always",
+                                             max_delay=60))
+        cache.set("k", {{"n": 1}})
+        cache.incr("hits", 3)
+        os._exit(0)  # no flush, no atexit: like a crash
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    stale = cw.RedisBackend(redis_url, prefix=prefix)
+    stale.set(":k", {"n": 0}, None, None)  # what another process left there meanwhile
+    assert stale.get(":k") == {"n": 0}
+    url = f"{redis_url}?prefix={prefix}"
+    assert main(["journal", "replay", str(wal), "--store", f"sqlite:///{db}",
+                 "--backend", url]) == 0
+    out = capsys.readouterr().out
+    assert "shared copies dropped" in out
+    from cacheway.backends.base import MISS
+    assert stale.get(":k") is MISS
+    assert stale.get(":hits") is MISS
+    with cw.Cache(store=cw.SQLiteStore(str(db)), backend=stale) as cache:
+        assert cache.get("k") == {"n": 1}
+        assert cache.get("hits") == 3

@@ -36,10 +36,11 @@ def inspect(args: argparse.Namespace) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
-    """``cacheway journal replay PATH --store URL``: apply what the store lacks."""
+    """``cacheway journal replay PATH --store URL [--backend URL]``: apply what the store
+    lacks; with a backend, drop its copies of the replayed keys (they may be stale)."""
     from rich.table import Table
 
-    from cacheway._urls import store_from_url
+    from cacheway._urls import backend_from_url, store_from_url
     from cacheway.writeback.journal import Journal
     from cacheway.writeback.journal import inspect as inspect_journal
     from cacheway.writeback.recovery import replay as replay_journal
@@ -51,11 +52,23 @@ def replay(args: argparse.Namespace) -> int:
         # opening would turn any directory into an empty journal: refuse instead
         raise UsageError(f"no journal at {args.path!r} (the directory holds no journal)")
     store = store_from_url(args.store)
+    backend = backend_from_url(args.backend) if args.backend else None
+    dropped = 0
+
+    def invalidate(keys: list[tuple[str, str]]) -> None:
+        nonlocal dropped
+        assert backend is not None
+        backend.delete_many([f"{ns}:{key}" for ns, key in keys])
+        dropped += len(keys)
+
     try:
         with Journal(args.path) as journal:
-            report = replay_journal(journal, store)
+            report = replay_journal(journal, store,
+                                    invalidate=invalidate if backend is not None else None)
     finally:
         store.close()
+        if backend is not None:
+            backend.close()
     table = Table(title=f"replayed {args.path} into {args.store}", title_justify="left",
                   show_header=False)
     table.add_column("field", style="bold")
@@ -64,5 +77,7 @@ def replay(args: argparse.Namespace) -> int:
     table.add_row("skipped (already applied)", f"{report.skipped:,}")
     table.add_row("writes applied", f"{report.applied:,}")
     table.add_row("batches", f"{report.batches:,}")
+    if backend is not None:
+        table.add_row("shared copies dropped", f"{dropped:,}")
     console().print(table)
     return 0

@@ -213,6 +213,9 @@ def _parser() -> _Parser:
     replay.add_argument("path", metavar="PATH", help="the journal directory (e.g. app.wal)")
     replay.add_argument("--store", required=True, metavar="URL",
                         help="store URL the journal's cache wrote to, e.g. sqlite:///app.db")
+    replay.add_argument("--backend", metavar="URL",
+                        help="the shared backend of that cache (redis://...?prefix=cw:): "
+                             "the copies of every replayed key are dropped from it")
     return parser
 
 
