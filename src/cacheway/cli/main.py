@@ -1,4 +1,5 @@
-"""The ``cacheway`` command: ``demo``, ``bench``, ``check`` and ``journal inspect|replay``.
+"""The ``cacheway`` command: ``demo``, ``bench``, ``check``, ``top`` and ``journal
+inspect|replay``.
 
 ``cacheway demo`` measures the write-policy comparison table on an embedded cache
 (memory + SQLite in a temp dir); ``cacheway bench`` runs the same workloads on the
@@ -20,7 +21,7 @@ from typing import NoReturn
 
 from cacheway.errors import CachewayError
 
-from . import check_cmd, journal_cmd, run_cmd
+from . import check_cmd, journal_cmd, run_cmd, top_cmd
 from ._common import UsageError
 
 __all__ = ["main"]
@@ -194,6 +195,26 @@ def _parser() -> _Parser:
     check.add_argument("--seed", type=int, default=None, help="sampling seed")
     check.add_argument("--json", metavar="FILE", help="also write the report to FILE as JSON")
 
+    top = sub.add_parser(
+        "top", help="a live view of running caches (their /metrics, the store, the backend)",
+        description="Refresh a table of each namespace's rates (hits, misses, loads, writes, "
+                    "store writes per second), hit ratio, flush time, dirty entries and "
+                    "store errors, summed over the Prometheus endpoints given (one per "
+                    "process: cw.metrics.PrometheusCollector), with the store's read time "
+                    "and the number of copies under the backend's prefix. Ctrl-C stops it.",
+    )
+    top.add_argument("--metrics", action="append", metavar="URL",
+                     help="a process's metrics endpoint, e.g. http://127.0.0.1:9100/metrics "
+                          "(repeatable)")
+    top.add_argument("--store", metavar="URL", help="store URL to time a read of")
+    top.add_argument("--backend", metavar="URL",
+                     help="backend URL whose cached copies to count, e.g. "
+                          "redis://127.0.0.1:6379/0?prefix=cw:")
+    top.add_argument("--interval", type=float, default=1.0, metavar="S",
+                     help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true",
+                     help="print one table (rates over one interval) and exit")
+
     journal = sub.add_parser("journal", help="look into or replay a write-back journal",
                              description="Inspect or replay a write-back journal directory.")
     jsub = journal.add_subparsers(dest="journal_command", metavar="ACTION",
@@ -225,6 +246,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": check_cmd.check,
     "journal inspect": journal_cmd.inspect,
     "journal replay": journal_cmd.replay,
+    "top": top_cmd.top,
 }
 
 
