@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import griffe
-
 _ROLE = re.compile(r":(?:py:)?[a-z]+:`(~?)([^`<]*?)(?:\s*<([^`>]*)>)?`")
 
 
@@ -58,9 +56,15 @@ def fence_doctests(text: str) -> str:
     return "\n".join(out)
 
 
-class MarkdownDocstrings(griffe.Extension):
-    """Rewrite every docstring griffe loads (see the module docstring)."""
+try:
+    import griffe
+except ImportError:  # without the docs extra the functions above still serve tests/test_docs.py
+    pass
+else:
 
-    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
-        if obj.docstring is not None:
-            obj.docstring.value = fence_doctests(plain_roles(obj.docstring.value))
+    class MarkdownDocstrings(griffe.Extension):
+        """Rewrite every docstring griffe loads (see the module docstring)."""
+
+        def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+            if obj.docstring is not None:
+                obj.docstring.value = fence_doctests(plain_roles(obj.docstring.value))
