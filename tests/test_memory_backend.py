@@ -3,9 +3,12 @@ timer, evictions in stats(), and object identity vs what the store receives."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import cacheway as cw
+from cacheway.backends.base import Backend, backend_capabilities
 
 
 class FakeClock:
@@ -247,7 +250,10 @@ def test_keys_len_peek_and_clear_across_namespaces(make_store, autoclose,
         assert set(backend._spaces) == {"", "views"}
         # ...until a cache's namespace of that name asks for one: the entry moves in
         ids = cache.namespace("id123")
-        assert set(backend._spaces) == {"", "views", "id123"}
+        view = backend.fast_view("id123")
+        assert view is not None
+        assert view.namespaced
+        assert view.data["x"][0] == 4
         assert ids.get("x") == 4
         assert backend.peek("id123:x") == 4
     backend.clear()
@@ -270,3 +276,117 @@ def test_unbounded_backend_expires_per_namespace_entries(make_store, autoclose, 
     assert cache.get("k") == "v"  # expired copy, still pending: the dirty table answers
     cache.flush()
     assert ds.data == {"k": "v"}
+
+
+# -- the declared fast view and capabilities ------------------------------------------------
+def test_fast_view_of_a_bounded_backend_is_its_lru_dict() -> None:
+    clock = FakeClock()
+    backend = cw.MemoryBackend(max_entries=2, timer=clock)
+    view = backend.fast_view("ns")
+    assert view is not None
+    assert (view.ordered, view.namespaced, view.counts_bytes, view.gate) == (
+        True, False, False, None)
+    assert view.max_entries == 2
+    assert view.timer is clock
+    backend.set("ns:a", 1, None, 10)
+    assert view.data["ns:a"] == (1, clock.now + 10, 0, 0.0)  # the documented layout
+    # what an engine may do inline: insert under the lock, then evict over max_entries
+    with view.lock, view.lock:  # the backend's own lock, reentrant
+        view.data["ns:b"] = (2, None, 0, 0.0)
+        view.data["ns:c"] = (3, None, 0, 0.0)
+        view.evict()
+    assert backend.get("ns:a") is cw.backends.base.MISS  # the least recently used went
+    assert (backend.get("ns:b"), backend.get("ns:c")) == (2, 3)
+    assert backend.evictions == 1
+
+
+def test_fast_view_of_an_unbounded_backend_is_one_namespace() -> None:
+    backend = cw.MemoryBackend()
+    backend.set("ns:a", 1, None, None)  # stored before the view: it moves in
+    view = backend.fast_view("ns")
+    assert view is not None
+    assert view.namespaced
+    assert not view.ordered
+    assert view.data == {"a": (1, None, 0, 0.0)}
+    view.data["b"] = (2, None, 0, 0.0)  # set inline by an engine
+    assert backend.get("ns:b") == 2
+    backend.delete("ns:a")
+    assert "a" not in view.data
+    assert backend.fast_view("ns").data is view.data  # type: ignore[union-attr]
+
+
+def test_fast_view_says_when_sizes_are_kept() -> None:
+    view = cw.MemoryBackend(max_bytes=10_000).fast_view("")
+    assert view is not None
+    assert view.counts_bytes
+    assert view.ordered
+
+
+def test_no_fast_view_for_a_subclass_that_overrides_get_or_set() -> None:
+    class Counting(cw.MemoryBackend):
+        def get(self, key: str) -> Any:
+            return super().get(key)
+
+    class Checking(cw.MemoryBackend):
+        def set(self, key: str, value: Any, *args: Any, **kw: Any) -> None:
+            super().set(key, value, *args, **kw)
+
+    class Named(cw.MemoryBackend):  # adds, overrides neither: inlined as the base
+        def name(self) -> str:
+            return "named"
+
+    assert Counting(max_entries=5).fast_view("") is None
+    assert Checking().fast_view("") is None
+    assert Named(max_entries=5).fast_view("") is not None
+
+
+def test_delete_many_takes_versions() -> None:
+    backend = cw.MemoryBackend()
+    backend.set_many([("a", 1, None, None), ("b", 2, None, None)], None)
+    backend.delete_many(["a", "b"], versions=[3, None])
+    assert len(backend) == 0
+
+
+def test_capabilities_of_a_memory_backend() -> None:
+    backend = cw.MemoryBackend(max_entries=5)
+    caps = backend_capabilities(backend)
+    assert caps.local is True
+    for name in ("meta", "stale", "peek", "fork", "fast", "versioned_deletes"):
+        assert getattr(caps, name) is backend, name
+    for name in ("leases", "publish", "clock", "serializer", "ttl_reads", "decode_errors"):
+        assert getattr(caps, name) is None, name
+    assert caps.lease_ttl == 10.0
+
+
+def test_capabilities_of_a_minimal_backend() -> None:
+    class Minimal:
+        local = True
+        evictions = 0
+
+        def get(self, key: str) -> Any:
+            return cw.backends.base.MISS
+
+        def get_many(self, keys: Any) -> dict[str, Any]:
+            return {}
+
+        def set(self, *args: Any) -> None: ...
+
+        def set_many(self, items: Any, ttl: Any) -> None: ...
+
+        def delete(self, key: str, version: Any = None) -> None: ...
+
+        def delete_many(self, keys: Any) -> None: ...  # no versions: not declared
+
+        def clear(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    backend = Minimal()
+    assert isinstance(backend, Backend)
+    caps = backend_capabilities(backend)
+    assert caps.local
+    assert caps.versioned_deletes is None
+    assert caps.fast is None
+    assert caps.meta is None
+    assert caps.leases is None
+    assert caps.lease_ttl == 10.0

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import cacheway as cw
-from cacheway.backends.base import MISS, Backend
+from cacheway.backends.base import MISS, Backend, backend_capabilities
 from cacheway.backends.two_level import TwoLevelBackend
 from conftest import wait_until
 from services import unique
@@ -186,7 +186,7 @@ def test_l1_copies_live_no_longer_than_l2(env: Env) -> None:
     assert two.wait_ready(10)
     put(env.raw(), "k", "v", ttl=30)  # written elsewhere: the TTL is only known to Redis
     warm(two, "k", "v")
-    left = two.l1._data["k"][1] - clock.now
+    left = two.l1.get_meta("k")[1]  # seconds the L1 copy has left
     assert 0 < left <= 30
     clock.now += 30.001
     assert in_l1(two, "k") is MISS
@@ -231,7 +231,7 @@ def test_close_stops_the_thread_and_leaves_both_levels_open(env: Env) -> None:
     put(two, "k", 1)
     warm(two, "k", 1)
     two.close()
-    assert not two._thread.is_alive()
+    assert not two.listening
     assert len(l1) == 0
     assert not two.trusted
     # our connection is gone (Redis notices the close a moment later: poll for it)
@@ -386,10 +386,10 @@ def test_killed_connection_clears_and_bypasses_the_l1_until_it_is_back(env: Env)
 def test_redis_side_flush_clears_the_l1(env: Env, two: TwoLevelBackend) -> None:
     put(two, "k", 1)
     warm(two, "k", 1)
-    epoch = two._epoch
+    epoch = two._guard.epoch
     two._invalidate(None)  # what FLUSHDB sends; not sent for real: it would hit other tests
     assert len(two.l1) == 0
-    assert two._epoch == epoch + 1
+    assert two._guard.epoch == epoch + 1
 
 
 # -- an invalidation racing a fill ------------------------------------------------------------
@@ -440,10 +440,75 @@ def test_own_write_between_l2_read_and_l1_fill_wins(env: Env,
 
 
 def test_token_voided_by_reconnection(two: TwoLevelBackend) -> None:
-    token = two._token("k")
+    guard = two._guard
+    token = guard.token("k")
     two._invalidate([b""])  # unrelated message: keys outside the prefix are ignored
-    with two._lock:
-        assert two._valid("k", token)
-    two._epoch += 1  # what a reconnection does
-    with two._lock:
-        assert not two._valid("k", token)
+    with guard.lock:
+        assert guard.valid("k", token)
+    guard.epoch += 1  # what a reconnection does
+    with guard.lock:
+        assert not guard.valid("k", token)
+
+
+# -- the declared fast view, capabilities and ownership of the L2 -----------------------------
+def test_fast_view_is_the_l1_behind_the_gate(env: Env) -> None:
+    two = env.new(cw.MemoryBackend(max_entries=100))
+    assert two.wait_ready(10)
+    view = two.fast_view("ns")
+    assert view is not None
+    assert view.gate is not None
+    assert view.ordered
+    assert not view.namespaced
+    assert view.gate.open is two.trusted is True
+    put(two, "ns:k", "v")
+    warm(two, "ns:k", "v")
+    assert view.data["ns:k"][0] == "v"  # the L1's own dict
+    two.close()
+    assert view.gate.open is False  # closed: hits must not come from the L1
+    assert len(view.data) == 0
+
+
+def test_no_fast_view_for_an_unbounded_l1(env: Env) -> None:
+    two = env.new(cw.MemoryBackend())
+    assert two.fast_view("ns") is None
+    assert two.l1.fast_view("ns") is not None  # the L1 alone would have one
+
+
+def test_capabilities_of_two_level_and_redis(env: Env) -> None:
+    two = env.new(cw.MemoryBackend(max_entries=10))
+    caps = backend_capabilities(two)
+    assert caps.local is False
+    for name in ("leases", "publish", "clock", "serializer", "versioned_deletes", "fork",
+                 "decode_errors", "fast"):
+        assert getattr(caps, name) is two, name
+    for name in ("meta", "stale", "peek", "ttl_reads"):
+        assert getattr(caps, name) is None, name
+    caps = backend_capabilities(two.l2)
+    assert caps.ttl_reads is two.l2
+    assert caps.leases is two.l2
+    assert caps.fast is None
+    assert caps.lease_ttl == 10.0
+    no_leases = cw.RedisBackend(env.url, prefix=env.prefix, leases=False, lease_ttl=3)
+    env.made.append((None, no_leases))  # type: ignore[arg-type]
+    caps = backend_capabilities(no_leases)
+    assert caps.leases is None  # offered, but switched off
+    assert caps.lease_ttl == 3.0
+
+
+def test_owns_l2_closes_it_with_the_backend(env: Env) -> None:
+    kept, owned = env.new(), env.new(owns_l2=True)
+    assert not kept.owns_l2
+    assert owned.owns_l2
+    for b in (kept, owned):
+        put(b, "k", 1)
+    ids = [b.l2.client.client_id() for b in (kept, owned)]  # their pooled connections
+    kept.close()
+    owned.close()
+    assert kept.l2.get("k") == 1  # still usable: the caller's
+
+    def connected() -> set[int]:
+        return {int(c["id"]) for c in kept.l2.client.client_list()}
+
+    # the owned L2 closed its pool (Redis notices a moment later: poll for it)
+    assert wait_until(lambda: ids[1] not in connected())
+    assert ids[0] in connected()

@@ -33,12 +33,12 @@ class AsyncFront:
     """The awaitable methods AsyncCache and AsyncNamespace share."""
 
     _owner: AsyncCache
-    _sync: Cache | Namespace | None = None
+    _sync: Cache | Namespace[Any] | None = None
     _peek: Callable[[str], Any] | None = None
     _reads: dict[str, asyncio.Future[Any]]  # key -> the thread's get tasks share
     _batch: Batcher | None = None  # set/delete/invalidate when they never wait for I/O
 
-    async def _front(self) -> Cache | Namespace:
+    async def _front(self) -> Cache | Namespace[Any]:
         raise NotImplementedError
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:

@@ -1,5 +1,11 @@
 """``cacheway.open``: build a cache from URLs (what the CLI uses).
 
+A URL's scheme picks a factory from a registry: :data:`STORE_SCHEMES` and
+:data:`BACKEND_SCHEMES`. A new store or backend is one line,
+``register_store_scheme("mydb", factory)``, where ``factory(url, parts, params)`` gets the
+URL, its ``urlsplit`` parts and its query options (a dict it pops what it knows from;
+what is left is an error for it to raise).
+
 >>> import tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "app.db")
 >>> with open(store=f"sqlite:///{path}", policy="write-back", max_delay=0.1) as cache:
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
@@ -21,14 +28,74 @@ from .policies import Policy, policy_from_name
 from .stores.base import Store
 from .stores.sqlite import SQLiteStore
 
-__all__ = ["backend_from_url", "open", "store_from_url"]
+__all__ = [
+    "BACKEND_SCHEMES",
+    "STORE_SCHEMES",
+    "BackendFactory",
+    "StoreFactory",
+    "backend_from_url",
+    "open",
+    "register_backend_scheme",
+    "register_store_scheme",
+    "store_from_url",
+]
 
-_STORE_SCHEMES = "sqlite:///path, postgresql://..., or an SQLAlchemy URL (mysql+pymysql://...)"
-_BACKEND_SCHEMES = ("memory://, redis://host:port/db, rediss://, or redis+l1://host:port/db "
-                    "(process memory in front of Redis)")
+#: ``factory(url, parts, params)``: the URL, its ``urlsplit`` parts, its query options.
+StoreFactory = Callable[[str, SplitResult, "dict[str, str]"], Store]
+BackendFactory = Callable[[str, SplitResult, "dict[str, str]"], Backend]
+
+#: scheme -> factory. ``"+"`` stands for any ``dialect+driver`` scheme not listed.
+STORE_SCHEMES: dict[str, StoreFactory] = {}
+BACKEND_SCHEMES: dict[str, BackendFactory] = {}
+
+_STORE_HINT = "sqlite:///path, postgresql://..., or an SQLAlchemy URL (mysql+pymysql://...)"
+_BACKEND_HINT = ("memory://, redis://host:port/db, rediss://, or redis+l1://host:port/db "
+                 "(process memory in front of Redis)")
+_BUILT_IN: set[str] = set()  # schemes the hints above already name
 
 
-_SQLALCHEMY_SCHEMES = ("mysql", "mariadb", "oracle", "mssql")
+def register_store_scheme(scheme: str, factory: StoreFactory, *, replace: bool = False
+                          ) -> None:
+    """Let :func:`store_from_url` (and ``cacheway.open``, the CLI) build stores for
+    ``scheme://`` URLs with ``factory(url, parts, params)``.
+
+    >>> register_store_scheme("sqlite", lambda url, parts, params: None)
+    Traceback (most recent call last):
+    ...
+    cacheway.errors.ConfigError: store URL scheme 'sqlite' is taken: pass replace=True
+    """
+    _register(STORE_SCHEMES, "store", scheme, factory, replace)
+
+
+def register_backend_scheme(scheme: str, factory: BackendFactory, *, replace: bool = False
+                            ) -> None:
+    """Let :func:`backend_from_url` build backends for ``scheme://`` URLs with
+    ``factory(url, parts, params)``."""
+    _register(BACKEND_SCHEMES, "backend", scheme, factory, replace)
+
+
+def _register(registry: dict[str, Any], what: str, scheme: str, factory: Callable[..., Any],
+              replace: bool) -> None:
+    if not isinstance(scheme, str) or not re.fullmatch(r"[a-z][a-z0-9+.-]*|\+", scheme):
+        raise ConfigError(f"{what} URL scheme must be lower-case letters, digits, '+', '-' "
+                          f"or '.', starting with a letter, not {scheme!r}")
+    if not callable(factory):
+        raise ConfigError(f"the factory for {scheme!r} must be callable, not {factory!r}")
+    if scheme in registry and not replace:
+        raise ConfigError(f"{what} URL scheme {scheme!r} is taken: pass replace=True")
+    registry[scheme] = factory
+
+
+def _lookup(registry: dict[str, Any], scheme: str) -> Any:
+    found = registry.get(scheme)
+    if found is None and "+" in scheme:
+        found = registry.get("+")
+    return found
+
+
+def _hint(registry: dict[str, Any], base: str) -> str:
+    extra = sorted(s for s in registry if s not in _BUILT_IN)
+    return base + "".join(f", {s}://" for s in extra)
 
 
 def _redact(url: str) -> str:
@@ -84,89 +151,116 @@ def _check_port(parts: SplitResult, url: str) -> None:
 
 def store_from_url(url: str, *, table: str | None = None) -> Store:
     """A store for ``url``: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
-    ``sqlite://:memory:``; ``?table=name&synchronous=NORMAL``."""
+    ``sqlite://:memory:``; ``?table=name&synchronous=NORMAL``; or any scheme in
+    :data:`STORE_SCHEMES`."""
     if not isinstance(url, str):
         raise ConfigError(f"store URL must be a str, not {url!r}")
     parts = _split(url, "store")
-    scheme = parts.scheme.lower()
     params = dict(parse_qsl(parts.query))
     if table is not None:
         params["table"] = table
-    if scheme == "sqlite":
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        if parts.netloc == ":memory:" or path == ":memory:":
-            path = ":memory:"
-        if not path:
-            raise ConfigError(f"SQLite URL {url!r} has no path: use sqlite:///app.db")
-        kwargs: dict[str, Any] = {}
-        for name in ("table", "synchronous"):
-            if name in params:
-                kwargs[name] = params.pop(name)
-        if params:
-            raise ConfigError(f"unknown SQLite URL option(s) {sorted(params)} in {url!r}")
-        return SQLiteStore(path, **kwargs)
-    if scheme in ("postgresql", "postgres"):
-        from .stores.postgres import PostgresStore
+    factory = _lookup(STORE_SCHEMES, parts.scheme.lower())
+    if factory is None:
+        raise ConfigError(f"unknown store URL {_redact(url)!r}: use "
+                          f"{_hint(STORE_SCHEMES, _STORE_HINT)}")
+    store: Store = factory(url, parts, params)
+    return store
 
-        tbl = params.pop("table", "cacheway")
-        # cacheway's own options are not libpq's: pass the DSN on without them
-        rest = "&".join(f"{k}={v}" for k, v in params.items())
-        dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
-        return PostgresStore(dsn, table=tbl)
-    if "+" in scheme or scheme in _SQLALCHEMY_SCHEMES:
-        from .stores.sqlalchemy import SQLAlchemyStore
 
-        tbl = params.pop("table", "cacheway")
-        rest = "&".join(f"{k}={v}" for k, v in params.items())
-        return SQLAlchemyStore(urlunsplit((parts.scheme, parts.netloc, parts.path, rest, "")),
-                               table=tbl)
-    raise ConfigError(f"unknown store URL {_redact(url)!r}: use {_STORE_SCHEMES}")
+def _sqlite(url: str, parts: SplitResult, params: dict[str, str]) -> Store:
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if parts.netloc == ":memory:" or path == ":memory:":
+        path = ":memory:"
+    if not path:
+        raise ConfigError(f"SQLite URL {url!r} has no path: use sqlite:///app.db")
+    kwargs: dict[str, Any] = {}
+    for name in ("table", "synchronous"):
+        if name in params:
+            kwargs[name] = params.pop(name)
+    if params:
+        raise ConfigError(f"unknown SQLite URL option(s) {sorted(params)} in {url!r}")
+    return SQLiteStore(path, **kwargs)
+
+
+def _postgres(url: str, parts: SplitResult, params: dict[str, str]) -> Store:
+    from .stores.postgres import PostgresStore
+
+    tbl = params.pop("table", "cacheway")
+    # cacheway's own options are not libpq's: pass the DSN on without them
+    rest = "&".join(f"{k}={v}" for k, v in params.items())
+    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
+    return PostgresStore(dsn, table=tbl)
+
+
+def _sqlalchemy(url: str, parts: SplitResult, params: dict[str, str]) -> Store:
+    from .stores.sqlalchemy import SQLAlchemyStore
+
+    tbl = params.pop("table", "cacheway")
+    rest = "&".join(f"{k}={v}" for k, v in params.items())
+    return SQLAlchemyStore(urlunsplit((parts.scheme, parts.netloc, parts.path, rest, "")),
+                           table=tbl)
 
 
 def backend_from_url(url: str) -> Backend:
-    """A backend for ``url``: ``memory://?max_entries=N&max_bytes=N``, or
-    ``redis://[user:password@]host:port/db?prefix=cw:`` (``rediss://`` for TLS)."""
+    """A backend for ``url``: ``memory://?max_entries=N&max_bytes=N``,
+    ``redis://[user:password@]host:port/db?prefix=cw:`` (``rediss://`` for TLS),
+    ``redis+l1://...?l1_max_entries=N&l1_ttl=S``, or any scheme in :data:`BACKEND_SCHEMES`.
+    A two-level backend built here owns its Redis level (closing it closes both)."""
     if not isinstance(url, str):
         raise ConfigError(f"backend URL must be a str, not {url!r}")
     parts = _split(url, "backend")
-    scheme = parts.scheme.lower()
-    params = dict(parse_qsl(parts.query))
-    if scheme == "memory":
-        max_entries = _int_param(params, "max_entries", url)
-        max_bytes = _int_param(params, "max_bytes", url)
-        if params:
-            raise ConfigError(f"unknown memory URL option(s) {sorted(params)} in {_redact(url)!r}")
-        return MemoryBackend(max_entries=max_entries, max_bytes=max_bytes)
-    if scheme in ("redis+l1", "rediss+l1"):
-        from .backends.redis import RedisBackend
-        from .backends.two_level import TwoLevelBackend
+    factory = _lookup(BACKEND_SCHEMES, parts.scheme.lower())
+    if factory is None:
+        raise ConfigError(f"unknown backend URL {_redact(url)!r}: use "
+                          f"{_hint(BACKEND_SCHEMES, _BACKEND_HINT)}")
+    backend: Backend = factory(url, parts, dict(parse_qsl(parts.query)))
+    return backend
 
-        _check_port(parts, url)
-        prefix = params.pop("prefix", "cw:")
-        max_entries = _int_param(params, "l1_max_entries", url)
-        l1_ttl = _float_param(params, "l1_ttl", url)
-        if params:
-            raise ConfigError(f"unknown option(s) {sorted(params)} in {_redact(url)!r}")
-        base = urlunsplit((scheme.split("+")[0], parts.netloc, parts.path, "", ""))
-        l2 = RedisBackend(base, prefix=prefix)
-        try:
-            two = TwoLevelBackend(MemoryBackend(max_entries=max_entries), l2,
-                                  l1_ttl=l1_ttl)
-        except BaseException:
-            l2.close()
-            raise
-        two._owned_l2 = l2  # type: ignore[attr-defined]
-        return two
-    if scheme in ("redis", "rediss", "unix"):
-        from .backends.redis import RedisBackend
 
-        _check_port(parts, url)
-        prefix = params.pop("prefix", "cw:")
-        base = url.split("?", 1)[0]
-        if params:  # other options (e.g. ssl_cert_reqs) stay in the URL for redis-py
-            base = url
-        return RedisBackend(base, prefix=prefix)
-    raise ConfigError(f"unknown backend URL {_redact(url)!r}: use {_BACKEND_SCHEMES}")
+def _memory(url: str, parts: SplitResult, params: dict[str, str]) -> Backend:
+    max_entries = _int_param(params, "max_entries", url)
+    max_bytes = _int_param(params, "max_bytes", url)
+    if params:
+        raise ConfigError(f"unknown memory URL option(s) {sorted(params)} in {_redact(url)!r}")
+    return MemoryBackend(max_entries=max_entries, max_bytes=max_bytes)
+
+
+def _two_level(url: str, parts: SplitResult, params: dict[str, str]) -> Backend:
+    from .backends.redis import RedisBackend
+    from .backends.two_level import TwoLevelBackend
+
+    _check_port(parts, url)
+    prefix = params.pop("prefix", "cw:")
+    max_entries = _int_param(params, "l1_max_entries", url)
+    l1_ttl = _float_param(params, "l1_ttl", url)
+    if params:
+        raise ConfigError(f"unknown option(s) {sorted(params)} in {_redact(url)!r}")
+    base = urlunsplit((parts.scheme.lower().split("+")[0], parts.netloc, parts.path, "", ""))
+    l2 = RedisBackend(base, prefix=prefix)
+    try:
+        return TwoLevelBackend(MemoryBackend(max_entries=max_entries), l2,
+                               l1_ttl=l1_ttl, owns_l2=True)
+    except BaseException:
+        l2.close()
+        raise
+
+
+def _redis(url: str, parts: SplitResult, params: dict[str, str]) -> Backend:
+    from .backends.redis import RedisBackend
+
+    _check_port(parts, url)
+    prefix = params.pop("prefix", "cw:")
+    base = url.split("?", 1)[0]
+    if params:  # other options (e.g. ssl_cert_reqs) stay in the URL for redis-py
+        base = url
+    return RedisBackend(base, prefix=prefix)
+
+
+STORE_SCHEMES.update({"sqlite": _sqlite, "postgresql": _postgres, "postgres": _postgres})
+STORE_SCHEMES.update(dict.fromkeys(("mysql", "mariadb", "oracle", "mssql", "+"), _sqlalchemy))
+BACKEND_SCHEMES.update({"memory": _memory, "redis+l1": _two_level, "rediss+l1": _two_level})
+BACKEND_SCHEMES.update(dict.fromkeys(("redis", "rediss", "unix"), _redis))
+_BUILT_IN.update(STORE_SCHEMES, BACKEND_SCHEMES)
 
 
 def open(
@@ -185,10 +279,7 @@ def open(
             owned.append(st)
         be = backend_from_url(backend) if isinstance(backend, str) else backend
         if isinstance(backend, str):
-            owned.append(be)
-            l2 = getattr(be, "_owned_l2", None)
-            if l2 is not None:  # a two-level backend leaves its levels to their owner
-                owned.append(l2)
+            owned.append(be)  # a two-level backend built from a URL closes its L2 too
         if isinstance(policy, str):
             pol = policy_from_name(policy, **options)
         elif options:
@@ -200,5 +291,5 @@ def open(
         for resource in owned:
             resource.close()
         raise
-    cache._owned.extend(owned)
+    cache.close_with(*owned)
     return cache

@@ -91,7 +91,7 @@ class AsyncNamespace(AsyncFront):
         """True once its namespace of the thread front is open."""
         return self._sync is not None
 
-    def open_now(self, cache: Cache) -> Namespace:
+    def open_now(self, cache: Cache) -> Namespace[Any]:
         """Open its namespace of ``cache`` (blocking: a journal may replay)."""
         ns = cache.namespace(self.name, **self.options)
         self._peek = self._owner._peek_for(ns.name)
@@ -99,7 +99,7 @@ class AsyncNamespace(AsyncFront):
         self._sync = ns
         return ns
 
-    async def _front(self) -> Cache | Namespace:
+    async def _front(self) -> Cache | Namespace[Any]:
         # Deferred (a journalled write-back namespace replays its journal when it opens):
         # opened in a worker thread on first use, once.
         if self._lock is None:
@@ -243,7 +243,7 @@ class AsyncCache(AsyncFront):
         assert isinstance(self._sync, Cache)
         return self._sync
 
-    async def _front(self) -> Cache | Namespace:
+    async def _front(self) -> Cache | Namespace[Any]:
         return await self._ready()
 
     @property

@@ -11,18 +11,19 @@
 from __future__ import annotations
 
 import atexit
+import builtins
 import logging
 import os
 import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
-from ._front import Front
+from ._front import Front, V
 from ._lifecycle import OPEN
 from ._refresh import ReadOptions
-from .backends.base import Backend
+from .backends.base import Backend, backend_capabilities
 from .backends.memory import MemoryBackend
 from .core.keys import check_ttl
 from .engine.read import Engine
@@ -32,6 +33,7 @@ from .policies import Policy, WriteAround, WriteBack, WriteThrough
 from .serializers import Serializer
 from .stats import Counters, Stats
 from .stores.base import Store
+from .typed import Codec, codec_for
 
 __all__ = ["Cache", "Namespace"]
 
@@ -41,7 +43,7 @@ _NS_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _UNSET: Any = object()
 
 
-class Namespace(Front):
+class Namespace(Front[V]):
     """A named slice of a cache's keys with its own policy and ttl (and maybe store)."""
 
     def __init__(self, cache: Cache, name: str, engine: Engine, policy: Policy,
@@ -51,6 +53,8 @@ class Namespace(Front):
         self.policy = policy
         self.ttl = ttl
         self.store = store
+        #: the type a typed namespace keeps (``namespace(name, type=...)``), else None
+        self.type = engine.codec.kind if engine.codec is not None else None
         self._bind(engine)
 
     def __repr__(self) -> str:
@@ -72,7 +76,7 @@ class Namespace(Front):
         """Counters of this namespace alone."""
         return _stats([self._engine], self.cache.backend)
 
-    def namespace(self, name: str, **kwargs: Any) -> Namespace:
+    def namespace(self, name: str, **kwargs: Any) -> Namespace[Any]:
         """Namespaces are flat: ``ns.namespace(x)`` is ``cache.namespace(x)``."""
         return self.cache.namespace(name, **kwargs)
 
@@ -80,14 +84,14 @@ class Namespace(Front):
         """Flush and stop this namespace; the cache's other namespaces go on."""
         self._engine.close(timeout)
 
-    def __enter__(self) -> Namespace:
+    def __enter__(self) -> Namespace[V]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-class Cache(Front):
+class Cache(Front[Any]):
     """A cache in front of ``store`` with ``backend`` copies and a write ``policy``.
 
     ``ttl`` is the default lifetime (seconds) of cached copies. ``serializer`` turns
@@ -132,9 +136,9 @@ class Cache(Front):
         self.policy = policy
         self.ttl = check_ttl(ttl)
         self.serializer: Serializer = serializer if serializer is not None else store.serializer
-        bind = getattr(backend, "bind_serializer", None)
-        if bind is not None:
-            bind(self.serializer)  # a remote backend keeps the same bytes as the store
+        caps = backend_capabilities(backend)
+        if caps.serializer is not None:  # a remote backend keeps the same bytes as the store
+            caps.serializer.bind_serializer(self.serializer)
         self._timer = timer
         self._read = ReadOptions(early_refresh, stale_if_error, ttl_jitter,
                                  *(() if random is None else (random,)))
@@ -143,7 +147,7 @@ class Cache(Front):
         self._owned: list[Any] = []  # what open() built from URLs; closed with the cache
         self._journals: list[Any] = []
         self._engines: dict[str, Engine] = {}
-        self._namespaces: dict[str, Namespace] = {}
+        self._namespaces: dict[str, Namespace[Any]] = {}
         self._counters: list[Counters] = []
         self._bind(self._engine_for("", policy, self.ttl, store))
         OPEN.add(self)
@@ -153,7 +157,8 @@ class Cache(Front):
         return f"<cacheway.Cache {self.policy.name} store={self.store!r} ({state})>"
 
     # -- engines ----------------------------------------------------------------------
-    def _engine_for(self, name: str, policy: Policy, ttl: float | None, store: Store) -> Engine:
+    def _engine_for(self, name: str, policy: Policy, ttl: float | None, store: Store,
+                    codec: Codec[Any] | None = None) -> Engine:
         counters = Counters()
         engine: Engine
         if isinstance(policy, WriteBack):
@@ -162,16 +167,16 @@ class Cache(Front):
 
             engine = WriteBackEngine(
                 name, store, self.backend, self.serializer, ttl, counters, policy,
-                journal=journal, timer=self._timer, read=self._read,
+                journal=journal, timer=self._timer, read=self._read, codec=codec,
             )
         elif isinstance(policy, WriteAround):
             engine = WriteAroundEngine(
                 name, store, self.backend, self.serializer, ttl, counters,
-                fill_ttl=policy.fill_ttl, read=self._read,
+                fill_ttl=policy.fill_ttl, read=self._read, codec=codec,
             )
         elif isinstance(policy, WriteThrough):
             engine = WriteThroughEngine(name, store, self.backend, self.serializer, ttl, counters,
-                                        read=self._read)
+                                        read=self._read, codec=codec)
         else:
             raise ConfigError(f"unknown policy {policy!r}")
         self._engines[name] = engine
@@ -205,12 +210,28 @@ class Cache(Front):
         return journal
 
     # -- namespaces ---------------------------------------------------------------------
+    @overload
     def namespace(
         self, name: str, *, policy: Policy | None = None, ttl: float | None = _UNSET,
-        store: Store | None = None,
-    ) -> Namespace:
+        store: Store | None = None, type: None = None,
+    ) -> Namespace[Any]: ...
+
+    @overload
+    def namespace(
+        self, name: str, *, policy: Policy | None = None, ttl: float | None = _UNSET,
+        store: Store | None = None, type: builtins.type[V],
+    ) -> Namespace[V]: ...
+
+    def namespace(
+        self, name: str, *, policy: Policy | None = None, ttl: float | None = _UNSET,
+        store: Store | None = None, type: Any = None,
+    ) -> Namespace[Any]:
         """A view of the keys under ``name`` with its own policy/ttl (inherited unless
         given) and optionally its own store. Asking again for a name returns the same view.
+
+        ``type=`` (a dataclass, ``msgspec.Struct``, ``TypedDict`` or pydantic model) makes
+        it a typed namespace: ``set`` takes only that type, ``get`` returns it from every
+        level, and the store keeps its plain form (see :mod:`cacheway.typed`).
 
         >>> import cacheway as cw
         >>> cache = cw.Cache(store=cw.CallbackStore(lambda k: {}, print, print))
@@ -226,6 +247,7 @@ class Cache(Front):
             raise ConfigError(f"policy must be a write policy, not {policy!r}")
         if store is not None:
             _check_store(store)
+        codec = codec_for(type) if type is not None else None
         with self._lock:
             if self._closed:
                 raise ClosedError("cache is closed")
@@ -233,7 +255,8 @@ class Cache(Front):
             if existing is not None:
                 if (policy is not None and policy != existing.policy) or (
                     ttl is not _UNSET and ttl != existing.ttl) or (
-                    store is not None and store is not existing.store):
+                    store is not None and store is not existing.store) or (
+                    type is not None and type is not existing.type):
                     raise ConfigError(
                         f"namespace {name!r} already exists with policy "
                         f"{existing.policy!r}, ttl={existing.ttl}; open it without options"
@@ -242,11 +265,12 @@ class Cache(Front):
             pol = policy if policy is not None else self.policy
             ttl_ = self.ttl if ttl is _UNSET else check_ttl(ttl)
             st = store if store is not None else self.store
-            view = Namespace(self, name, self._engine_for(name, pol, ttl_, st), pol, ttl_, st)
+            engine = self._engine_for(name, pol, ttl_, st, codec)
+            view: Namespace[Any] = Namespace(self, name, engine, pol, ttl_, st)
             self._namespaces[name] = view
             return view
 
-    def namespaces(self) -> dict[str, Namespace]:
+    def namespaces(self) -> dict[str, Namespace[Any]]:
         """Every namespace's view by name, the default namespace first under ``""``: a
         view of its own, whose ``stats()`` count the default namespace alone (where
         ``cache.stats()`` counts them all). For exporters such as ``cacheway.metrics``.
@@ -260,7 +284,8 @@ class Cache(Front):
         """
         with self._lock:
             named = dict(self._namespaces)
-        default = Namespace(self, "", self._engines[""], self.policy, self.ttl, self.store)
+        default: Namespace[Any] = Namespace(self, "", self._engines[""], self.policy, self.ttl,
+                                            self.store)
         return {"": default, **named}
 
     # -- whole-cache operations -----------------------------------------------------------
@@ -334,6 +359,11 @@ class Cache(Front):
         if error is not None:
             raise error
 
+    def close_with(self, *resources: Any) -> None:
+        """Close ``resources`` (anything with ``close()``: a pool, a client) when this
+        cache closes, after its last flush; ``cw.open`` hands over what it built."""
+        self._owned.extend(resources)
+
     def __enter__(self) -> Cache:
         return self
 
@@ -352,7 +382,7 @@ def _stats(engines: list[Engine], backend: Backend) -> Stats:
             total = total + Stats(journal_bytes=journal.bytes, journal_syncs=journal.syncs)
     return total + Stats(
         evictions=backend.evictions,
-        decode_errors=int(getattr(backend, "decode_errors", 0)),
+        decode_errors=int(getattr(backend, "decode_errors", 0)),  # DecodeErrorsBackend
     )
 
 

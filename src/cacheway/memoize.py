@@ -105,7 +105,7 @@ _KEY_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
 _FLIGHTS = SingleFlight()  # get_or_set's, keyed by (view, key)
 
 
-def get_or_set(front: Front, key: str, default: Any, ttl: float | None = None) -> Any:
+def get_or_set(front: Front[Any], key: str, default: Any, ttl: float | None = None) -> Any:
     """See :meth:`cacheway.Cache.get_or_set`."""
     flight_key = (front, key)
     seen = _FLIGHTS.epoch(flight_key)  # before the lookup (see SingleFlight)
@@ -277,7 +277,7 @@ class Cached(Generic[P, R]):
     __slots__ = ("__dict__", "_clock", "_default_key", "_epochs", "_flights", "_key_func",
                  "_qualname", "namespace", "ttl")
 
-    def __init__(self, func: Callable[P, R], ns: Namespace, ttl: float | None,
+    def __init__(self, func: Callable[P, R], ns: Namespace[Any], ttl: float | None,
                  key: Callable[..., str] | None, clock: Callable[[], float]) -> None:
         functools.update_wrapper(self, func)
         self.__wrapped__: Callable[P, R] = func
@@ -387,7 +387,7 @@ class BoundCached(Generic[P, R]):
 
 
 def cached(
-    front: Front,
+    front: Front[Any],
     ttl: float | None = None,
     *,
     key: Callable[..., str] | None = None,
@@ -417,7 +417,7 @@ def cached(
     return decorate
 
 
-def _namespace(front: Front, name: str) -> Namespace:
+def _namespace(front: Front[Any], name: str) -> Namespace[Any]:
     from .cache import Namespace
 
     if isinstance(front, Namespace):

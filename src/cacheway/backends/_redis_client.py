@@ -3,15 +3,18 @@ bounded timeouts and one quick reconnect) or passed in (then the caller's, untou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from ..serializers import Serializer
+from .base import invalid_key
 
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["connect", "redact", "scrub"]
+__all__ = ["check_options", "connect", "redact", "run_pipeline", "scrub", "unlink_prefix"]
 
 
 def redact(url: str) -> str:
@@ -87,3 +90,65 @@ def connect(url_or_client: str | redis.Redis, timeout: float | None,
     raise ConfigError(
         f"RedisBackend needs a redis:// URL or a redis.Redis client, not {url_or_client!r}"
     )
+
+
+def check_options(prefix: object, serializer: object, **seconds: float | None) -> None:
+    """Refuse a bad ``prefix``, ``serializer`` or number of ``seconds`` (each > 0;
+    ``timeout=None`` means "wait for ever" and is fine)."""
+    if not isinstance(prefix, str) or invalid_key(prefix) is not None:
+        raise ConfigError(f"prefix must be a str that encodes as UTF-8, not {prefix!r}")
+    for name, v in seconds.items():
+        if v is None and name == "timeout":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ConfigError(f"{name} must be a number of seconds > 0, not {v!r}")
+    if serializer is not None and not isinstance(serializer, Serializer):
+        raise ConfigError(f"serializer must have dumps/loads/name, not {serializer!r}")
+
+
+def run_pipeline(client: redis.Redis, commands: list[tuple[Any, ...]], scripts: Sequence[Any],
+                 noscript: type[Exception]) -> list[Any]:
+    """Run ``commands`` in one round trip; a failed command's result is its exception.
+
+    Scripts go in as raw EVALSHA: redis-py's Script in a pipeline would first ask
+    SCRIPT EXISTS, a second round trip on every batch. After a Redis restart (empty
+    script cache) the failed EVALSHAs are loaded (``scripts``: the ``Script`` objects
+    they name) and repeated once; they are set-if-newer, so repeating them is safe.
+    """
+    results = _run(client, commands)
+    retry = [c for c, r in zip(commands, results) if isinstance(r, noscript)]
+    if retry:
+        shas = {}
+        for script in scripts:
+            old = script.sha
+            script.sha = client.script_load(script.script)
+            shas[old] = script.sha
+        again = _run(client, [(c[0], shas.get(c[1], c[1]), *c[2:]) for c in retry])
+        results = [r for r in results if not isinstance(r, noscript)] + again
+    return results
+
+
+_SCAN_BATCH = 1000
+
+
+def unlink_prefix(client: redis.Redis, prefix: str, *, keep: bytes) -> None:
+    """UNLINK every key that starts with ``prefix`` except ``keep``, ``_SCAN_BATCH`` keys
+    a round trip (SCAN with the prefix's glob characters escaped)."""
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+    batch: list[bytes] = []
+    for name in client.scan_iter(match=pattern, count=_SCAN_BATCH):
+        if name == keep:
+            continue
+        batch.append(name)
+        if len(batch) >= _SCAN_BATCH:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+
+
+def _run(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    with client.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        return list(pipe.execute(raise_on_error=False))

@@ -18,15 +18,18 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import ConfigError
-from .base import MISS, raise_for_keys
+from .base import MISS, Item, MemoryView, raise_for_keys
 
 __all__ = ["MemoryBackend"]
 
 # Per-entry bookkeeping charged against max_bytes, on top of key and payload sizes.
 _OVERHEAD = 64
 
-# (value, expires_at or None, size charged, load time in seconds)
-_Item = tuple[Any, "float | None", int, float]
+def _reinit_after_fork(lock: Any) -> None:
+    """Start ``lock`` afresh in a forked child. The one use of a CPython private
+    (``_at_fork_reinit``, what ``threading`` itself calls after a fork): a new lock
+    object would not do, since engines hold this one (``MemoryView.lock``)."""
+    lock._at_fork_reinit()
 
 
 class MemoryBackend:
@@ -40,6 +43,9 @@ class MemoryBackend:
     unbounded one has no order to keep: it holds one plain dict per namespace, keyed by
     the key within it (``"ns:key"`` is split at its first ``":"``), so a cache's engine
     reads and writes its namespace's dict without building ``"ns:key"`` strings.
+
+    :meth:`fast_view` declares those dicts to engines (see :class:`MemoryView`); a
+    subclass that overrides ``get`` or ``set`` gets no view, so its overrides always run.
     """
 
     local = True
@@ -61,9 +67,9 @@ class MemoryBackend:
         self._timer = timer
         self._lru = max_entries is not None or max_bytes is not None
         # Bounded: every key, in LRU order. Unbounded: the keys of no cache's namespace.
-        self._data: dict[str, _Item] = OrderedDict() if self._lru else {}
+        self._data: dict[str, Item] = OrderedDict() if self._lru else {}
         # Unbounded only: namespace -> {key within it: item}, one per cache namespace
-        self._spaces: dict[str, dict[str, _Item]] = {}
+        self._spaces: dict[str, dict[str, Item]] = {}
         self._grace = 0.0
         # Reentrant: a write-back engine guards its dirty table with this lock too, and
         # calls the backend while holding it.
@@ -90,7 +96,38 @@ class MemoryBackend:
             out.extend(f"{name}:{key}" for key in list(space))
         return out
 
-    def _space(self, namespace: str) -> dict[str, _Item]:
+    @property
+    def ordered(self) -> bool:
+        """True when every key lives in one LRU ``OrderedDict`` (a bounded backend)."""
+        return self._lru
+
+    def fast_view(self, namespace: str) -> MemoryView | None:
+        """The dict an engine for ``namespace`` may read and write inline, or None when
+        this class overrides ``get`` or ``set`` (a view would bypass them).
+
+        >>> b = MemoryBackend(max_entries=10); b.set("ns:k", 1, None, None)
+        >>> view = b.fast_view("ns"); view.ordered, view.data["ns:k"][0]
+        (True, 1)
+        >>> u = MemoryBackend(); u.set("ns:k", 2, None, None); u.fast_view("ns").data
+        {'k': (2, None, 0, 0.0)}
+        """
+        kind = type(self)
+        if kind.get is not MemoryBackend.get or kind.set is not MemoryBackend.set:
+            return None
+        ordered = self._lru
+        return MemoryView(
+            data=self._data if ordered else self._space(namespace),
+            namespaced=not ordered,
+            ordered=ordered,
+            timer=self._timer,
+            lock=self._lock,
+            max_entries=self.max_entries,
+            evict=self._evict,
+            counts_bytes=self.max_bytes is not None,
+            gate=None,
+        )
+
+    def _space(self, namespace: str) -> dict[str, Item]:
         """The dict of one namespace's entries (unbounded backends only), made when a
         cache's engine for that namespace asks for it; it lives as long as the backend,
         so the engine may keep it. Entries already stored under ``"namespace:..."``
@@ -108,7 +145,7 @@ class MemoryBackend:
                     self._spaces[namespace] = space
         return space
 
-    def _where(self, key: str) -> tuple[dict[str, _Item], str]:
+    def _where(self, key: str) -> tuple[dict[str, Item], str]:
         """The dict holding ``key`` and its key there: a namespace's own dict when an
         engine made one for it, else the dict of every other key."""
         if not self._lru:
@@ -205,7 +242,7 @@ class MemoryBackend:
             return MISS
         return item[0]
 
-    def _expire(self, data: dict[str, _Item], key: str, item: _Item) -> None:
+    def _expire(self, data: dict[str, Item], key: str, item: Item) -> None:
         if self._grace and item[1] is not None and self._timer() < item[1] + self._grace:
             return  # expired for readers, kept a while for stale-if-error
         with self._lock:
@@ -288,7 +325,11 @@ class MemoryBackend:
             if old is not None:
                 self._bytes -= old[2]
 
-    def delete_many(self, keys: Sequence[str]) -> None:
+    def delete_many(
+        self, keys: Sequence[str], versions: Sequence[int | None] | None = None
+    ) -> None:
+        """Delete ``keys``. ``versions`` are taken and ignored, as :meth:`delete` ignores
+        its version: copies only this process sees need no tombstones."""
         for key in keys:
             self.delete(key)
 
@@ -296,8 +337,7 @@ class MemoryBackend:
         """In a forked child, a lock some thread of the parent held at the fork would
         stay held for good: start it afresh (TwoLevelBackend calls this for its L1; an
         engine that shares this lock holds it across the fork itself)."""
-        reinit: Any = self._lock
-        reinit._at_fork_reinit()  # CPython's own way, as threading uses it after fork
+        _reinit_after_fork(self._lock)
 
     def clear(self) -> None:
         with self._lock:

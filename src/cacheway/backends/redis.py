@@ -12,16 +12,9 @@ newer write or delete from any process. Unversioned writes (version 0) are plain
 
 ``publish`` draws versions from Redis instead, when a write is accepted (write-back
 processes sharing Redis then agree on the order of their writes before any reaches the
-store): one script writes a batch and stamps each item from a per-prefix hybrid clock,
-``v = max(last + 1, Redis TIME in microseconds, version held at the key + 1)``, kept at
-``<prefix>~clock`` (a key no cache namespace produces; ``clear()`` leaves it). The
-versions rise across processes even when TIME steps back or the clock key is evicted,
-stay below 2**53 (exact as Lua numbers) and above every store sequence, so the usual
-set-if-newer ``set(..., version)`` keeps working with them.
-
-Damage cannot stick: an entry whose header fails its check byte (one flipped bit), whose
-version is 2**53 or more, or a marker (tombstone, lease, not-found) that lost its expiry
-counts as absent for every script, so the next write, lease or fill replaces it.
+store), from a per-prefix hybrid clock kept at ``<prefix>~clock`` (``_redis_format``
+says how it rises). Damage cannot stick: an entry whose header fails its check byte, or
+a marker that lost its expiry, counts as absent for every script (``_redis_format``).
 
 >>> b = RedisBackend("redis://127.0.0.1:6379/0", prefix="doctest:")  # doctest: +SKIP
 >>> b.set("k", [1, 2], None, 60, version=5); b.get("k")  # doctest: +SKIP
@@ -33,32 +26,28 @@ True
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import BackendError, CachewayError, ConfigError
-from ..serializers import JSONSerializer, Serializer
-from ._redis_client import connect, scrub
+from ..serializers import Serializer
+from ._redis_client import check_options, connect, run_pipeline, scrub, unlink_prefix
+from ._redis_codec import Codec
 from ._redis_format import (
     CLOCK,
     DELETE_IF_NEWER,
     DELETE_IF_SAME,
     HLEN,
-    LEASE,
     LEASE_ACQUIRED,
     LEASE_FILL,
     LEASE_GET,
     LEASE_HELD,
     LEASE_NOT_FOUND,
     LEASE_VALUE,
-    NOT_FOUND,
     PUBLISH,
     SET_IF_NEWER,
     TOMBSTONE,
     VALUE,
-    VALUE0,
     VERSIONS,
     header,
 )
@@ -68,22 +57,6 @@ if TYPE_CHECKING:
     import redis
 
 __all__ = ["LEASE_ACQUIRED", "LEASE_HELD", "LEASE_NOT_FOUND", "LEASE_VALUE", "RedisBackend"]
-
-log = logging.getLogger("cacheway")
-
-_SCAN_BATCH = 1000
-
-
-def _loads_of(serializer: Serializer) -> Callable[[bytes], Any]:
-    # Every decoder failure is caught here anyway, so the stock JSON serializer's
-    # wrapper (which only converts orjson's errors) can be skipped: a Python call per
-    # value is a visible share of an MGET of small values.
-    if type(serializer) is JSONSerializer and getattr(serializer, "_orjson", False):
-        import orjson  # present: the serializer uses it
-
-        return orjson.loads
-    return serializer.loads
-
 
 def _px(ttl: float) -> int:
     return max(1, int(ttl * 1000))
@@ -132,23 +105,11 @@ class RedisBackend:
             raise ConfigError(
                 "RedisBackend needs redis-py: pip install 'cacheway[redis]'"
             ) from exc
-        if not isinstance(prefix, str) or invalid_key(prefix) is not None:
-            raise ConfigError(f"prefix must be a str that encodes as UTF-8, not {prefix!r}")
-        if (
-            isinstance(tombstone_ttl, bool)
-            or not isinstance(tombstone_ttl, (int, float))
-            or not tombstone_ttl > 0
-        ):
-            raise ConfigError(
-                f"tombstone_ttl must be a number of seconds > 0, not {tombstone_ttl!r}"
-            )
-        for name, v in (("lease_ttl", lease_ttl), ("not_found_ttl", not_found_ttl),
-                        ("timeout", 1.0 if timeout is None else timeout)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ConfigError(f"{name} must be a number of seconds > 0, not {v!r}")
-        if serializer is not None and not isinstance(serializer, Serializer):
-            raise ConfigError(f"serializer must have dumps/loads/name, not {serializer!r}")
+        check_options(prefix, serializer, tombstone_ttl=tombstone_ttl, lease_ttl=lease_ttl,
+                      not_found_ttl=not_found_ttl, timeout=timeout)
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
+        # What a call may raise: Redis's errors, or a key redis-py cannot send.
+        self._caught: tuple[type[Exception], ...] = (redis.RedisError, TypeError, ValueError)
         self._noscript: type[Exception] = redis.exceptions.NoScriptError
         client, self._where, self._password, self._owned = connect(
             url_or_client, timeout, client_options)
@@ -156,9 +117,11 @@ class RedisBackend:
         # decode_responses is refused above, so replies are bytes, never str.
         self._get = cast(Callable[[str], "bytes | None"], client.get)
         self._prefix = prefix
-        self._serializer: Serializer = serializer if serializer is not None else JSONSerializer()
-        self._fixed_serializer = serializer is not None
-        self._loads = _loads_of(self._serializer)
+        self._codec = Codec(prefix, serializer)
+        self._loads = self._codec.loads
+        self._bad_entry = self._codec.bad_entry
+        self._decode = self._codec.decode
+        self._entry = self._codec.entry
         self._tombstone_px = _px(float(tombstone_ttl))
         self._set_script = client.register_script(SET_IF_NEWER)
         self._del_script = client.register_script(DELETE_IF_NEWER)
@@ -171,8 +134,6 @@ class RedisBackend:
         self.leases = bool(leases)
         self._lease_px = _px(float(lease_ttl))
         self._not_found_px = _px(float(not_found_ttl))
-        self._decode_errors = 0
-        self._lock = threading.Lock()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -181,9 +142,8 @@ class RedisBackend:
     # -- configuration and counters ------------------------------------------------------
     def bind_serializer(self, serializer: Serializer) -> None:
         """Use the cache's serializer, unless one was given to the constructor."""
-        if not self._fixed_serializer:
-            self._serializer = serializer
-            self._loads = _loads_of(serializer)
+        self._codec.bind(serializer)
+        self._loads = self._codec.loads
 
     @property
     def client(self) -> redis.Redis:
@@ -202,7 +162,7 @@ class RedisBackend:
     @property
     def decode_errors(self) -> int:
         """Entries found in Redis that were not ours or failed to decode (served as misses)."""
-        return self._decode_errors
+        return self._codec.decode_errors
 
     # -- errors ------------------------------------------------------------------------
     def _fail(self, what: str, exc: Exception) -> BackendError:
@@ -210,54 +170,22 @@ class RedisBackend:
         return BackendError(f"Redis {what} failed on {self._where}: {why}")
 
     def _refuse(self, keys: Sequence[object], what: str, exc: Exception) -> CachewayError:
-        """The error for a call that failed on its arguments: InvalidKeyError naming the
-        first key that cannot be a Redis key (not a str, not UTF-8), else BackendError."""
+        """The error for a call that failed: BackendError for Redis's own errors; for a
+        failure on the arguments, InvalidKeyError naming the first key that cannot be a
+        Redis key (not a str, not UTF-8), else BackendError."""
+        if isinstance(exc, self._errors):
+            return self._fail(what, exc)
         for key in keys:
             bad = invalid_key(key)
             if bad is not None:
                 return bad
         return self._fail(what, exc)
 
-    def _bad_entry(self, key: str, why: str) -> Any:
-        with self._lock:
-            self._decode_errors += 1
-            first = self._decode_errors == 1
-        if first:  # once per backend: garbage tends to come in floods
-            log.warning(
-                "cacheway: Redis key %r holds an entry that cannot be decoded (%s); "
-                "treating it as a miss (further decode errors are only counted)",
-                self._prefix + key, why,
-            )
-        return MISS
-
-    # -- encoding ----------------------------------------------------------------------
-    def _decode(self, key: str, raw: bytes) -> Any:
-        if len(raw) < HLEN:
-            return self._bad_entry(key, "shorter than the header")
-        flag = raw[8]
-        if flag == VALUE:
-            try:
-                return self._loads(raw[HLEN:])
-            except Exception as exc:  # noqa: BLE001 - any decoder failure is a miss, never a crash
-                return self._bad_entry(key, f"{type(exc).__name__}: {exc}"[:200])
-        if (flag == TOMBSTONE and len(raw) == HLEN) or flag in (LEASE, NOT_FOUND):
-            return MISS
-        return self._bad_entry(key, f"unknown header flag {flag}")
-
-    def _entry(self, value: Any, payload: bytes | None, version: int | None) -> bytes:
-        if payload is None:
-            payload = self._serializer.dumps(value)
-        if not version:
-            return VALUE0 + payload
-        return header(version, VALUE) + payload
-
     # -- reads -------------------------------------------------------------------------
     def get(self, key: str) -> Any:
         try:
             raw = self._get(self._prefix + key)
-        except self._errors as exc:
-            raise self._fail(f"GET of {key!r}", exc) from exc
-        except (TypeError, ValueError) as exc:  # a key redis-py cannot send
+        except self._caught as exc:
             raise self._refuse([key], f"GET of {key!r}", exc) from exc
         if raw is None:
             return MISS
@@ -275,9 +203,7 @@ class RedisBackend:
         prefix = self._prefix
         try:
             raws = cast("list[bytes | None]", self._client.mget([prefix + k for k in keys]))
-        except self._errors as exc:
-            raise self._fail(f"MGET of {len(keys)} keys", exc) from exc
-        except (TypeError, ValueError) as exc:
+        except self._caught as exc:
             raise self._refuse(keys, f"MGET of {len(keys)} keys", exc) from exc
         out: dict[str, Any] = {}
         loads = self._loads
@@ -313,9 +239,7 @@ class RedisBackend:
                 for name in names:
                     pipe.pttl(name)
                 replies = pipe.execute()
-        except self._errors as exc:
-            raise self._fail(what, exc) from exc
-        except (TypeError, ValueError) as exc:
+        except self._caught as exc:
             raise self._refuse(keys, what, exc) from exc
         out: dict[str, tuple[Any, bytes | None, float | None]] = {}
         for key, raw, pttl in zip(keys, replies[0], replies[1:]):
@@ -349,9 +273,7 @@ class RedisBackend:
                 # Bytes that do not decode (the read before this counted and logged
                 # them) are worth nothing to anyone: remove exactly them, take the lease.
                 self._client.eval(DELETE_IF_SAME, 1, name, reply[1])
-        except self._errors as exc:
-            raise self._fail(f"lease of {key!r}", exc) from exc
-        except (TypeError, ValueError) as exc:
+        except self._caught as exc:
             raise self._refuse([key], f"lease of {key!r}", exc) from exc
         return LEASE_HELD, None
 
@@ -365,9 +287,7 @@ class RedisBackend:
             px = self._not_found_px if ttl is None else min(self._not_found_px, _px(ttl))
         try:
             return bool(self._fill_script(keys=[self._prefix + key], args=[token, entry, px]))
-        except self._errors as exc:
-            raise self._fail(f"fill of {key!r}", exc) from exc
-        except (TypeError, ValueError) as exc:
+        except self._caught as exc:
             raise self._refuse([key], f"fill of {key!r}", exc) from exc
 
     # -- writes ------------------------------------------------------------------------
@@ -386,9 +306,7 @@ class RedisBackend:
                 return True
             px: int | str = "" if ttl is None else _px(ttl)
             return bool(self._set_script(keys=[name], args=[entry, px]))
-        except self._errors as exc:
-            raise self._fail(f"SET of {key!r}", exc) from exc
-        except (TypeError, ValueError) as exc:
+        except self._caught as exc:
             raise self._refuse([key], f"SET of {key!r}", exc) from exc
 
     def set_many(
@@ -436,6 +354,7 @@ class RedisBackend:
         keys = [it[0] for it in items]
         args: list[Any] = ["" if ttl is None else _px(ttl), self._tombstone_px]
         names = [self._clock]
+        dumps = self._codec.serializer.dumps
         for key, kind, value, payload in items:
             if kind.__class__ is not int or kind not in (0, 1, 2):
                 raise ConfigError(f"publish kind of {key!r} must be 0 (SET), 1 (DELETE) "
@@ -443,13 +362,11 @@ class RedisBackend:
             if kind == 1:
                 args += [b"1", b""]
             else:
-                args += [b"0", payload if payload is not None else self._serializer.dumps(value)]
+                args += [b"0", payload if payload is not None else dumps(value)]
         try:
             names += [self._prefix + k for k in keys]
             return [int(v) for v in self._publish_script(keys=names, args=args)]
-        except self._errors as exc:
-            raise self._fail(what, exc) from exc
-        except (TypeError, ValueError) as exc:
+        except self._caught as exc:
             raise self._refuse(keys, what, exc) from exc
 
     def versions(self, n: int) -> list[int]:
@@ -474,9 +391,7 @@ class RedisBackend:
                 return True
             args: list[bytes | int] = [header(version, TOMBSTONE), self._tombstone_px]
             return bool(self._del_script(keys=[name], args=args))
-        except self._errors as exc:
-            raise self._fail(f"DEL of {key!r}", exc) from exc
-        except (TypeError, ValueError) as exc:
+        except self._caught as exc:
             raise self._refuse([key], f"DEL of {key!r}", exc) from exc
 
     def delete_many(
@@ -490,9 +405,7 @@ class RedisBackend:
         if versions is None or not any(versions):
             try:
                 self._client.delete(*[prefix + k for k in keys])
-            except self._errors as exc:
-                raise self._fail(f"DEL of {len(keys)} keys", exc) from exc
-            except (TypeError, ValueError) as exc:
+            except self._caught as exc:
                 raise self._refuse(keys, f"DEL of {len(keys)} keys", exc) from exc
             return
         if len(versions) != len(keys):
@@ -511,52 +424,21 @@ class RedisBackend:
 
     def _pipeline(self, commands: list[tuple[Any, ...]], what: str, keys: Sequence[str]
                   ) -> None:
-        # Scripts go in as raw EVALSHA: redis-py's Script in a pipeline would first ask
-        # SCRIPT EXISTS, a second round trip on every batch. After a Redis restart
-        # (empty script cache) the failed EVALSHAs are loaded and repeated once; they
-        # are set-if-newer, so repeating them is safe.
         try:
-            results = self._run(commands)
-            retry = [c for c, r in zip(commands, results) if isinstance(r, self._noscript)]
-            if retry:
-                shas = {}
-                for script in (self._set_script, self._del_script):
-                    old = script.sha
-                    script.sha = self._client.script_load(script.script)
-                    shas[old] = script.sha
-                again = self._run([(c[0], shas.get(c[1], c[1]), *c[2:]) for c in retry])
-                results = [r for r in results if not isinstance(r, self._noscript)] + again
-        except self._errors as exc:
-            raise self._fail(what, exc) from exc
-        except (TypeError, ValueError) as exc:  # a key redis-py cannot send
+            results = run_pipeline(self._client, commands, (self._set_script, self._del_script),
+                                   self._noscript)
+        except self._caught as exc:
             raise self._refuse(keys, what, exc) from exc
         for r in results:
             if isinstance(r, Exception):
                 raise self._fail(what, r)
 
-    def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        with self._client.pipeline(transaction=False) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-            return list(pipe.execute(raise_on_error=False))
-
     # -- whole backend -----------------------------------------------------------------
     def clear(self) -> None:
         """Remove every key under this backend's prefix (and nothing else): SCAN + UNLINK.
         The version clock of :meth:`publish` stays: versions keep rising."""
-        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self._prefix) + "*"
-        clock = self._clock.encode()
         try:
-            batch: list[bytes] = []
-            for name in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
-                if name == clock:
-                    continue
-                batch.append(name)
-                if len(batch) >= _SCAN_BATCH:
-                    self._client.unlink(*batch)
-                    batch.clear()
-            if batch:
-                self._client.unlink(*batch)
+            unlink_prefix(self._client, self._prefix, keep=self._clock.encode())
         except self._errors as exc:
             raise self._fail(f"clear of prefix {self._prefix!r}", exc) from exc
 

@@ -27,9 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..backends.base import MISS
+from ..backends.base import MISS, MemoryView
 from ..core.keys import check_ttl
-from ._views import MemoryView, view_of
 
 if TYPE_CHECKING:
     from .read import Engine
@@ -40,12 +39,18 @@ __all__ = ["MemoryView", "choose_get", "local_view", "memory_peek", "staged_set"
 Get = Callable[[str, Any], Any]
 
 
+def view_of(engine: Engine) -> MemoryView | None:
+    """The view ``engine``'s backend declares for its namespace, if any."""
+    fast = engine.backend_caps.fast
+    return fast.fast_view(engine.namespace) if fast is not None else None
+
+
 def choose_get(engine: Engine) -> Get:
     """The ``get`` of ``engine``'s namespace: early refresh; an inlined hit of its
     backend's view; else the general :meth:`Engine.get`."""
     if engine.read_options.early_refresh is not None:
         return engine.refresher.early_get()
-    view = view_of(engine.backend, engine.namespace)
+    view = view_of(engine)
     general: Get = type(engine).get.__get__(engine)
     if view is None:
         return general
@@ -59,7 +64,7 @@ def local_view(engine: Engine) -> MemoryView | None:
     (none under early refresh, whose fills keep load times, or on a two-level L1)."""
     if engine.read_options.early_refresh is not None:
         return None
-    view = view_of(engine.backend, engine.namespace)
+    view = view_of(engine)
     return view if view is not None and view.gate is None else None
 
 
@@ -68,7 +73,8 @@ def memory_get(engine: Engine, view: MemoryView, general: Get) -> Get:
     copy comes first too: every accepted write sets or drops it under the table lock and
     no fill lands while its key is pending, so a live copy is the newest value; a
     pending key without one (evicted, expired, deleted) is answered by ``general``."""
-    data, timer, counters, prefix = view.data, view.timer, engine.counters, engine.prefix
+    data: Any = view.data  # an OrderedDict where the view is ordered
+    timer, counters, prefix = view.timer, engine.counters, engine.prefix
 
     if view.namespaced:
         def get(key: str, default: Any = None) -> Any:
@@ -101,7 +107,8 @@ def _gated_get(engine: Engine, view: MemoryView) -> Get:
     """:func:`memory_get` of a two-level backend's L1, while its invalidations flow."""
     gate = view.gate
     assert gate is not None
-    data, timer, counters, prefix = view.data, view.timer, engine.counters, engine.prefix
+    data: Any = view.data  # an OrderedDict where the view is ordered
+    timer, counters, prefix = view.timer, engine.counters, engine.prefix
     general: Get = type(engine).get.__get__(engine)
 
     def get(key: str, default: Any = None) -> Any:
@@ -123,10 +130,11 @@ def _gated_get(engine: Engine, view: MemoryView) -> Get:
 def memory_peek(engine: Engine) -> Callable[[str], Any] | None:
     """The asyncio front's hit: ``engine``'s live copy in its memory view, counted as a
     hit, or MISS (the call then goes to a worker thread and the general path)."""
-    view = view_of(engine.backend, engine.namespace)
+    view = view_of(engine)
     if view is None or view.gate is not None:
         return None
-    data, timer, counters = view.data, view.timer, engine.counters
+    data: Any = view.data
+    timer, counters = view.timer, engine.counters
     prefix = "" if view.namespaced else engine.prefix
     ordered = view.ordered
 
@@ -160,7 +168,8 @@ def staged_set(engine: WriteBackEngine, view: MemoryView) -> Callable[..., None]
     extend = staged.extend
     encode = engine.encode
     prefix, default_ttl = engine.prefix, engine.ttl
-    mem, space, mem_timer = view.data, view.namespaced, view.timer
+    mem: Any = view.data
+    space, mem_timer = view.namespaced, view.timer
     mem_max, evict = view.max_entries, view.evict
     timer, last, unstaged = engine.timer, (engine.config.batch_size - 1) * 4, engine.set_unstaged
     max_key, nul_ok, check = engine.max_key, engine.nul_ok, engine.check_write_key

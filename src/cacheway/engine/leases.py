@@ -11,7 +11,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..backends.base import Backend
+from ..backends.base import LeaseBackend
 from ..errors import BackendError
 
 if TYPE_CHECKING:
@@ -26,18 +26,11 @@ LEASE_VALUE, LEASE_ACQUIRED, LEASE_HELD, LEASE_NOT_FOUND = 0, 1, 2, 3
 class Leases:
     """The leased load of one engine's misses."""
 
-    def __init__(self, engine: Engine, backend: Any) -> None:
+    def __init__(self, engine: Engine, backend: LeaseBackend, wait: float) -> None:
         self._engine = engine
         self._backend = backend
         self._lease_get = backend.lease_get
-        self._wait = float(getattr(backend, "lease_ttl", 10.0))
-
-    @classmethod
-    def of(cls, engine: Engine, backend: Backend) -> Leases | None:
-        """Leases for ``engine`` when ``backend`` offers them, else None."""
-        if not getattr(backend, "leases", False):
-            return None
-        return cls(engine, backend)
+        self._wait = wait
 
     def load(self, key: str, bkey: str, stripe: int, gen: int) -> tuple[bool, Any]:
         """(found, value) of ``key``: from the lease holder's fill, or loaded here."""

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .._refresh import ReadOptions
-from ..backends.base import MISS, Backend
+from ..backends.base import MISS, Backend, backend_capabilities
 from ..core.dirty import Entry
 from ..core.fills import MASK, STRIPES, FillTokens, Flights
 from ..core.keys import check_key, check_ttl
@@ -33,6 +33,7 @@ from ..serializers import Serializer, encoder
 from ..stats import Counters
 from ..stores.base import ADD, DELETE, NOTSET, SET, Loaded, Op, Store
 from ..stores.base import check_key as check_store_key
+from ..typed import Codec, typed_encoder
 from . import fastpaths
 from .leases import Leases
 from .refresh import Refresher
@@ -56,6 +57,7 @@ class Engine:
         counters: Counters,
         fill_ttl: float | None = None,
         read: ReadOptions | None = None,
+        codec: Codec[Any] | None = None,
     ) -> None:
         self.namespace = namespace
         self.store = store
@@ -64,6 +66,11 @@ class Engine:
         # (payload, copy) of a value, or SerializationError when it would not come back
         # the same (value fidelity: the copy is what reads answer with).
         self.encode = encoder(serializer)
+        #: a typed namespace's codec: writes check and keep the plain form, reads of the
+        #: store answer with the type (see cacheway.typed)
+        self.codec = codec
+        if codec is not None:
+            self.encode = typed_encoder(self.encode, codec)
         self.ttl = ttl
         # A namespace ttl shorter than the policy's fill_ttl wins: copies never outlive it.
         self.fill_ttl = ttl if fill_ttl is None else fill_ttl if ttl is None else min(ttl, fill_ttl)
@@ -78,10 +85,12 @@ class Engine:
         #: a write-back engine's lookup of a key's newest pending write (reads answer
         #: from it before the backend); None for policies that write before returning
         self.pending_entry: Callable[[str], Entry | None] | None = None
+        #: what the backend can do beyond Backend, read once
+        self.backend_caps = caps = backend_capabilities(backend)
         self.read_options = read if read is not None else ReadOptions()
         self._jitter = self.read_options.ttl_jitter
         self._rand = self.read_options.rand
-        self.refresher = Refresher(self, backend, self.read_options)
+        self.refresher = Refresher(self, caps, self.read_options)
         self._backend_get = backend.get
         # A store may refuse a write at the call that makes it (a dict with an unknown
         # column, a key too long for its table) rather than later in a flusher.
@@ -97,9 +106,9 @@ class Engine:
         # A shared backend's clock (RedisBackend.versions) versions writes that reach the
         # store first, so stores apply them set-if-newer in the order they were accepted.
         self._clock: Callable[[int], list[int]] | None = (
-            getattr(backend, "versions", None)
-            if not backend.local and store.versioned else None)
-        self.leases = Leases.of(self, backend)
+            caps.clock.versions if caps.clock is not None and not caps.local
+            and store.versioned else None)
+        self.leases = Leases(self, caps.leases, caps.lease_ttl) if caps.leases else None
         self._backend_logged = 0.0
         self.bind_get()
 
@@ -129,6 +138,8 @@ class Engine:
         if value is NOTSET:
             assert row.payload is not None
             value = self.serializer.loads(row.payload)
+        if self.codec is not None:
+            value = self.codec.from_plain(value)
         return value, row.payload
 
     def can_fill(self, bkey: str, stripe: int, gen: int) -> bool:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .._refresh import ReadOptions, should_refresh
-from ..backends.base import MISS, Backend
+from ..backends.base import MISS, BackendCapabilities
 from ..core.keys import check_key
 from ..errors import BackendError, ConfigError
 from ..stores.base import DELETE
@@ -25,27 +25,28 @@ log = logging.getLogger("cacheway")
 class Refresher:
     """Early refresh and stale copies for one engine."""
 
-    def __init__(self, engine: Engine, backend: Backend, opts: ReadOptions) -> None:
+    def __init__(self, engine: Engine, caps: BackendCapabilities, opts: ReadOptions) -> None:
         self._engine = engine
         self._opts = opts
         self._refreshing: set[str] = set()
         self._pool: ThreadPoolExecutor | None = None
         #: fills record their load time (early refresh needs it)
         self.meta = opts.early_refresh is not None
-        self._backend: Any = backend
-        if opts.early_refresh is not None and not hasattr(backend, "get_meta"):
+        self._meta = caps.meta
+        self._stale = caps.stale
+        backend = engine.backend
+        if opts.early_refresh is not None and caps.meta is None:
             raise ConfigError(
                 f"early_refresh needs a backend that keeps entry ages ({backend!r} "
                 "does not): use cw.MemoryBackend"
             )
         if opts.stale_if_error is not None:
-            if not hasattr(backend, "get_stale"):
+            if caps.stale is None:
                 raise ConfigError(
                     f"stale_if_error needs a backend that can keep expired entries "
                     f"({backend!r} cannot): use cw.MemoryBackend"
                 )
-            keeper: Any = backend
-            keeper.keep_stale(opts.stale_if_error)
+            caps.stale.keep_stale(opts.stale_if_error)
 
     def early_get(self) -> Callable[[str, Any], Any]:
         """``get`` with XFetch: a hit that should_refresh() picks reloads in the
@@ -53,7 +54,8 @@ class Refresher:
         engine, opts = self._engine, self._opts
         beta = opts.early_refresh
         assert beta is not None
-        meta_of, rand, counters = self._backend.get_meta, opts.rand, engine.counters
+        assert self._meta is not None
+        meta_of, rand, counters = self._meta.get_meta, opts.rand, engine.counters
 
         def get(key: str, default: Any = None) -> Any:
             if key.__class__ is not str:
@@ -106,9 +108,9 @@ class Refresher:
     def stale(self, key: str, bkey: str, exc: BaseException) -> Any:
         """The expired copy of ``bkey`` a failing store lets us serve (stale_if_error)."""
         max_age = self._opts.stale_if_error
-        if max_age is None:
+        if max_age is None or self._stale is None:
             return MISS
-        value = self._backend.get_stale(bkey, max_age)
+        value = self._stale.get_stale(bkey, max_age)
         if value is not MISS:
             log.warning("cacheway: store failed (%s); serving the stale copy of %r", exc, key)
         return value

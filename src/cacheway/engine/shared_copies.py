@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendError, CachewayError
+from ..errors import BackendError
 from ..stores.base import ADD, DELETE, SET
 
 if TYPE_CHECKING:
@@ -26,12 +26,14 @@ Stamp = tuple[str, int, Any, "bytes | None", "float | None", "int | None"]
 class SharedCopies:
     """Copies of one write-back engine's writes on a backend other processes read."""
 
-    def __init__(self, engine: WriteBackEngine, backend: Any) -> None:
+    def __init__(self, engine: WriteBackEngine) -> None:
         self._engine = engine
-        self._backend = backend
+        self._backend = engine.backend
+        caps = engine.backend_caps
         # A shared backend with a clock (RedisBackend.publish) versions accepted writes.
         self._clock_publish: Callable[[list[Publish], float | None], list[int]] | None = (
-            getattr(backend, "publish", None) if not backend.local else None)
+            caps.publish.publish if caps.publish is not None and not caps.local else None)
+        self._versioned_deletes = caps.versioned_deletes
 
     def publish(self, publish: list[Publish], ttl: float | None) -> None:
         """Copies of accepted writes, in one round trip where possible. A backend with a
@@ -79,7 +81,7 @@ class SharedCopies:
         drops: list[tuple[str, int | None]] = []
         fresh: list[Publish] = []
         for bkey, kind, value, payload, ttl, version in stamps:
-            if kind == ADD:  # a tombstone newer than every write so far (Flusher._acked)
+            if kind == ADD:  # a tombstone newer than every write so far (see Flusher)
                 fresh.append((bkey, DELETE, None, None))
             elif kind == DELETE:
                 drops.append((bkey, version))
@@ -91,14 +93,12 @@ class SharedCopies:
                 self._clock_publish(fresh, None)
             for ttl, items in by_ttl.items():
                 backend.set_many(items, ttl)
-            if drops:
-                try:
-                    backend.delete_many([k for k, _ in drops], versions=[v for _, v in drops])
-                except TypeError as exc:  # a backend without versioned batch deletes
-                    if isinstance(exc, CachewayError):
-                        raise
-                    for bkey, version in drops:
-                        backend.delete(bkey, version)
+            if drops and self._versioned_deletes is not None:
+                self._versioned_deletes.delete_many([k for k, _ in drops],
+                                                    versions=[v for _, v in drops])
+            else:
+                for bkey, version in drops:  # a backend without versioned batch deletes
+                    backend.delete(bkey, version)
         except Exception as exc:  # noqa: BLE001 - the store has the writes; drop the copies
             log.warning("cacheway: backend update after a flush failed (%r)", exc)
             for bkey, *_ in stamps:

@@ -4,7 +4,7 @@ Writes return as soon as they are in the dirty table (and, with a journal, appen
 synced per its fsync policy). The path of a ``set``: :func:`fastpaths.staged_set` on a
 plain memory backend without a journal (stage the write, set the copy); else
 :meth:`WriteBackEngine.set_unstaged` (the dirty table, the journal record, the copy);
-else, when the table is full, parked or the backend shared, :meth:`WriteBackEngine._accept`
+else, when the table is full, parked or the backend shared, its accept path
 (back-pressure in :mod:`.room`, shared copies in :mod:`.shared_copies`). The flusher
 (:mod:`cacheway.writeback.flusher`, a component this engine owns) writes batches.
 """
@@ -25,6 +25,7 @@ from ..policies import WriteBack
 from ..serializers import Serializer
 from ..stats import Counters
 from ..stores.base import ADD, DELETE, SET, Store
+from ..typed import Codec
 from ..writeback.flusher import Flusher
 from . import fastpaths
 from .read import Engine
@@ -52,8 +53,10 @@ class WriteBackEngine(Engine):
         journal: Journal | None = None,
         timer: Callable[[], float] = time.monotonic,
         read: ReadOptions | None = None,
+        codec: Codec[Any] | None = None,
     ) -> None:
-        super().__init__(namespace, store, backend, serializer, ttl, counters, read=read)
+        super().__init__(namespace, store, backend, serializer, ttl, counters, read=read,
+                         codec=codec)
         self.config = config
         self.journal = journal
         self.timer = timer
@@ -70,7 +73,7 @@ class WriteBackEngine(Engine):
         # checks each value first.
         self._view = view if (journal is None and view is not None and not view.counts_bytes
                               and self.validate is None) else None
-        self.copies = SharedCopies(self, backend)
+        self.copies = SharedCopies(self)
         self.room = Room(self)
         self.pending_entry = self._pending_entry
         self._start()

@@ -113,10 +113,9 @@ class TrackingMemoryBackend(MemoryBackend):
 
     Only bookkeeping is added: what it keeps, evicts and returns is MemoryBackend's, in
     one LRU dict whatever the bounds (the hooked one), which caches may still read and
-    write inline (``_inline_safe``), as they do a plain MemoryBackend.
+    write inline (it overrides neither ``get`` nor ``set``, so it declares
+    MemoryBackend's view of that dict), as they do a plain MemoryBackend.
     """
-
-    _inline_safe = True
 
     def __init__(self, max_entries: int | None = None, max_bytes: int | None = None) -> None:
         super().__init__(max_entries=max_entries, max_bytes=max_bytes)
