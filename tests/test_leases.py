@@ -190,3 +190,43 @@ def test_a_lease_holder_whose_load_fails_gives_the_lease_up(
         down.clear()
         assert cache.get("k", "absent") == "absent"
     raw.close()
+
+
+@pytest.mark.parametrize("reader_policy", ["write-through", "write-back"])
+def test_guarantee4_a_stale_fill_cannot_outlive_another_process_s_pending_delete(
+    tmp_path: Path, redis_url: str, reader_policy: str
+) -> None:
+    # Found by tests/test_consistency_soak.py (1 run in 3): a reader's fill of the row
+    # that another process's write-back delete is about to remove was refused, but the
+    # refusal deleted the key and with it the delete's tombstone; the next reader's lease
+    # then had no floor, filled the same old row, and Redis kept serving it after the
+    # delete reached the store.
+    prefix = unique("cw") + ":"
+    store = cw.SQLiteStore(tmp_path / "app.db")
+    raw = redis.Redis.from_url(redis_url)
+
+    def cache(policy: cw.Policy) -> cw.Cache:
+        return cw.Cache(store=store, backend=cw.RedisBackend(redis_url, prefix=prefix),
+                        policy=policy)
+
+    reader = cache(cw.WriteThrough() if reader_policy == "write-through"
+                   else cw.WriteBack(max_delay=0.01))
+    deleter = cache(cw.WriteBack(max_delay=3600))  # "another process": its delete pends
+    try:
+        reader.set("k", {"n": 1})
+        reader.flush(timeout=30)
+        deleter.delete("k")  # accepted: a tombstone in Redis, the row still in the store
+        for _ in range(3):  # readers load the old row; none may put it back in Redis
+            assert reader.get("k") == {"n": 1}  # not read-your-writes across processes
+        entry = raw.get(prefix + ":k")
+        assert entry is not None, "the delete's tombstone is gone"
+        assert entry[8] != 0, "a stale fill replaced the tombstone"
+        deleter.flush(timeout=30)
+        assert store.load("k") is None
+        assert reader.get("k", "absent") == "absent", "Redis kept a row the store deleted"
+    finally:
+        deleter.close()
+        reader.close()
+        raw.delete(*raw.keys(prefix + "*") or [prefix + "none"])
+        raw.close()
+        store.close()

@@ -275,7 +275,8 @@ class RedisBackend:
         else:
             px = self._not_found_px if ttl is None else min(self._not_found_px, _px(ttl))
         try:
-            return bool(self._fill_script(keys=[self._prefix + key], args=[token, entry, px]))
+            return bool(self._fill_script(keys=[self._prefix + key],
+                                          args=[token, entry, px, self._tombstone_px]))
         except self._caught as exc:
             raise self._refuse([key], f"fill of {key!r}", exc) from exc
 

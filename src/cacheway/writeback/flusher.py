@@ -243,9 +243,10 @@ class Flusher:
                     stamps.append((bkey, ADD, None, None, entry.ttl, None))
                 else:
                     stamps.append((bkey, SET, res.value, None, entry.ttl, res.version))
-            elif entry.version is None:
-                # Stamp the store's version on the shared copy (set-if-newer); a copy
-                # published with a clock version has it already.
+            else:
+                # The store's version on the shared copy (set-if-newer): a copy published
+                # with a clock version has it already, but may have expired or been evicted
+                # meanwhile, and a fill of an older row may have taken its place.
                 stamps.append((bkey, entry.kind, entry.value, entry.payload, entry.ttl,
                                res.version))
         return stamps
