@@ -35,6 +35,7 @@ from .stores.callback import CallbackStore
 from .stores.postgres import PostgresStore
 from .stores.sqlalchemy import SQLAlchemyStore
 from .stores.sqlite import SQLiteStore
+from .writeback.journal_files import JournalInUse
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,7 @@ __all__ = [
     "InvalidWriteError",
     "JSONSerializer",
     "JournalError",
+    "JournalInUse",
     "MemoryBackend",
     "MsgpackSerializer",
     "Namespace",
