@@ -335,3 +335,22 @@ def test_late_is_asked_only_of_late_batches(tmp_path, monkeypatch) -> None:  # t
         assert store.load_many(["k0", "k9"]) == {"k0": 1, "k9": 1}
     finally:
         store.close()
+
+
+def test_a_subclass_whose_apply_drops_late_is_called_without_it(tmp_path: Any) -> None:
+    # A subclass written before late= existed inherits takes_late=True but not the
+    # parameter: the flusher must not pass it (every flush failed with a TypeError).
+    from cacheway.stores.base import store_capabilities
+
+    class Old(cw.SQLiteStore):
+        def apply(self, ops: Any, *, journal: Any = None) -> Any:
+            return super().apply(ops, journal=journal)
+
+    assert store_capabilities(cw.SQLiteStore(str(tmp_path / "a.db"))).takes_late
+    store = Old(str(tmp_path / "b.db"))
+    assert not store_capabilities(store).takes_late
+    with cw.Cache(store=store, policy=cw.WriteBack(max_delay=0.01)) as cache:
+        cache.set("k", 1)
+        cache.flush(timeout=10)
+        assert cache.stats().flush_errors == 0
+    assert cw.SQLiteStore(str(tmp_path / "b.db")).load("k") == 1

@@ -8,6 +8,7 @@ transaction). Users get the friendlier Python-value methods of :class:`StoreBase
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -302,6 +303,16 @@ class StoreCapabilities:
         return self.max_key is not None or not self.keys_take_nul
 
 
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """True when ``fn`` takes the keyword argument ``name`` (read once, at construction)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature to read: not declared
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD
+                                 for p in params.values())
+
+
 def store_capabilities(store: object) -> StoreCapabilities:
     """What ``store`` declares it can do, read once (engines keep the answer).
 
@@ -322,7 +333,10 @@ def store_capabilities(store: object) -> StoreCapabilities:
         max_key_bytes=None if limits is None else limits.max_key_bytes,
         max_key_chars=None if limits is None else limits.max_key_chars,
         keys_take_nul=True if limits is None else bool(limits.keys_take_nul),
-        takes_late=isinstance(store, LateAware) and bool(store.takes_late),
+        # declared, and still in the signature: a subclass whose apply() drops late=
+        # inherits the declaration, not the parameter
+        takes_late=isinstance(store, LateAware) and bool(store.takes_late) and _accepts(
+            store.apply, "late"),
         sample_keys=sample,
         fork_aware=callable(getattr(store, "after_fork_in_child", None)),
         async_callbacks=bool(getattr(store, "async_callbacks", False)),
