@@ -56,18 +56,22 @@ class SlowStore:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.data: dict[str, Any] = {}
+        self.threads: list[int] = []  # the thread of each call (never the loop's)
         self.store = cw.CallbackStore(load_many=self._load, save_many=self._save,
                                       delete_many=self._delete)
 
     def _load(self, keys: list[str]) -> dict[str, Any]:
+        self.threads.append(threading.get_ident())
         time.sleep(self.delay)
         return {k: self.data[k] for k in keys if k in self.data}
 
     def _save(self, items: list[tuple[str, Any]]) -> None:
+        self.threads.append(threading.get_ident())
         time.sleep(self.delay)
         self.data.update(items)
 
     def _delete(self, keys: list[str]) -> None:
+        self.threads.append(threading.get_ident())
         time.sleep(self.delay)
         for k in keys:
             self.data.pop(k, None)
