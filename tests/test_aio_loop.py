@@ -77,18 +77,21 @@ def test_journal_fsync_always_from_16_tasks_is_durable(tmp_path: Path,
 
 
 # Guarantee 8 on AsyncCache: no cache call blocks the loop. The bound is a correctness
-# bound, not a benchmark: a callback that blocks 300 ms on the loop would show a lag of
-# 300 ms or more; off the loop the lag stays a few ms on an idle machine. 100 ms leaves
-# room for a loaded 2-core CI box and still separates the two cases by 3x.
+# bound, not a benchmark: a callback that blocks 300 ms on the loop shows a lag of 300 ms
+# or more; off the loop the lag is a few ms (bench/async.py: p99 under 5 ms). The shared
+# 2-core test machine, loaded by other test runs (load average 5-6), showed an idle
+# loop's ticker gaps up to 31 ms and these tests up to 115 ms once: 150 ms keeps a 2x
+# separation from the blocking time without failing on a busy box. The tests also check
+# that no callback ran on the loop's thread (not a timing).
 BLOCK = 0.3
-LAG_BOUND = 0.1
+LAG_BOUND = 0.15
 
 
 @pytest.mark.parametrize("policy", ["write-through", "write-back", "write-around"])
 def test_guarantee8_no_cache_call_blocks_the_loop_behind_a_300ms_callback(
         policy: str) -> None:
     slow = SlowStore(BLOCK)
-    slow.data = {"r0": 0, "r1": 1, "n": 5}
+    slow.data = {"r0": 0, "r1": 1, "d": 2, "n": 5}
     pol = {"write-through": cw.WriteThrough(), "write-around": cw.WriteAround(),
            "write-back": cw.WriteBack(max_delay=0.01)}[policy]
 
@@ -100,7 +103,7 @@ def test_guarantee8_no_cache_call_blocks_the_loop_behind_a_300ms_callback(
                 got = await asyncio.gather(
                     acache.get("r0"), acache.get_many(["r1", "none"]), acache.incr("n"),
                     acache.set("w", 1), acache.set_many({"a": 1, "b": 2}),
-                    acache.delete("r1"), acache.get("missing", "dflt"))
+                    acache.delete("d"), acache.get("missing", "dflt"))
                 assert got[:2] == [0, {"r1": 1}]
                 assert got[6] == "dflt"
                 await acache.flush()
@@ -114,8 +117,8 @@ def test_guarantee8_no_cache_call_blocks_the_loop_behind_a_300ms_callback(
             f"the loop was held {lag.max_gap * 1000:.0f} ms by a {BLOCK * 1000:.0f} ms call")
 
     asyncio.run(main())
-    assert {k: slow.data.get(k) for k in ("w", "a", "r1", "n")} == {
-        "w": 1, "a": 1, "r1": None, "n": 6}
+    assert {k: slow.data.get(k) for k in ("w", "a", "d", "n")} == {
+        "w": 1, "a": 1, "d": None, "n": 6}
 
 
 def test_guarantee8_write_back_fsync_always_from_100_tasks_does_not_block_the_loop(

@@ -58,6 +58,9 @@ T = TypeVar("T")
 #: Worker threads of an AsyncCache's pool unless ``max_workers=`` says otherwise: enough for
 #: a stampede of slow loads and concurrent journal fsyncs (group commit) to proceed together.
 DEFAULT_WORKERS = 32
+#: Threads that run journalled write-back writes at once: enough for the journal's group
+#: commit to gather appends, few enough to leave the loop the GIL (see Batcher).
+JOURNAL_LANE = 8
 
 
 def _pool(max_workers: object) -> concurrent.futures.ThreadPoolExecutor:
@@ -228,11 +231,13 @@ class AsyncCache(AsyncFront):
     def _batcher_for(self, policy: Policy, cache: Cache) -> Batcher | None:
         """A Batcher when the writes of ``policy`` never wait for I/O: write-back
         accepting into a process-local backend, with no journal to sync and no
-        on_full="write_through" (which writes the store when the table is full)."""
-        if (isinstance(policy, WriteBack) and policy.journal is None
-                and policy.on_full != "write_through" and cache.backend.local):
-            return Batcher(self._pool)
-        return None
+        on_full="write_through" (which writes the store when the table is full); a lane
+        of JOURNAL_LANE threads for journalled write-back writes (see Batcher)."""
+        if not isinstance(policy, WriteBack) or policy.on_full == "write_through":
+            return None
+        if policy.journal is not None:
+            return Batcher(self._pool, width=JOURNAL_LANE)
+        return Batcher(self._pool) if cache.backend.local else None
 
     async def _ready(self) -> Cache:
         if self._lock is None:
