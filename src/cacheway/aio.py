@@ -37,11 +37,12 @@ import concurrent.futures
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ._aio_batch import Batcher
 from ._aio_front import UNSET, AsyncFront
+from ._aio_redis import LoopReader
 from ._aio_store import AsyncCallbackStore
 from .backends.base import Backend
 from .cache import Cache, Namespace
@@ -98,6 +99,7 @@ class AsyncNamespace(AsyncFront):
         """Open its namespace of ``cache`` (blocking: a journal may replay)."""
         ns = cache.namespace(self.name, **self.options)
         self._peek = self._owner._peek_for(ns.name)
+        self._remote = self._owner._remote_for(ns.name)
         self._batch = self._owner._batcher_for(ns.policy, cache)
         self._sync = ns
         return ns
@@ -179,6 +181,7 @@ class AsyncCache(AsyncFront):
             self._loop = asyncio.get_running_loop()
         self._async_stores: list[AsyncCallbackStore] = []
         self._inline = inline  # early refresh decides on each hit: never inline then
+        self._reader: LoopReader | None = None
 
     @classmethod
     def _wrap(cls, cache: Cache, pool: concurrent.futures.ThreadPoolExecutor) -> AsyncCache:
@@ -202,7 +205,9 @@ class AsyncCache(AsyncFront):
 
     def _opened(self, cache: Cache) -> None:
         self._sync = cache
+        self._reader = LoopReader.build(cache.backend, cache.serializer) if self._inline else None
         self._peek = self._peek_for("")
+        self._remote = self._remote_for("")
         self._batch = self._batcher_for(cache.policy, cache)
 
     def _peek_for(self, name: str) -> Callable[[str], Any] | None:
@@ -211,6 +216,13 @@ class AsyncCache(AsyncFront):
             return None
         engine = next(e for e in cache.engines() if e.namespace == name)
         return memory_peek(engine)
+
+    def _remote_for(self, name: str) -> Callable[[str], Awaitable[Any]] | None:
+        """A Redis hit of namespace ``name`` read on the loop (:mod:`._aio_redis`)."""
+        cache, reader = self._sync, self._reader
+        if reader is None or not isinstance(cache, Cache):
+            return None
+        return reader.get_for(next(e for e in cache.engines() if e.namespace == name))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._sync is not None else "opening"
@@ -308,6 +320,8 @@ class AsyncCache(AsyncFront):
         finally:
             self._closed = True
             self._pool.shutdown(wait=False)
+            if self._reader is not None:
+                await self._reader.aclose()
 
     async def __aenter__(self) -> AsyncCache:
         await self._ready()
