@@ -92,7 +92,7 @@ class LoopReader:
         self._prefix = backend.prefix
         self._client: redis.asyncio.Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._old: list[redis.asyncio.Redis] = []
+        self._pool: redis.asyncio.ConnectionPool | None = None
 
     @classmethod
     def build(cls, backend: object, serializer: Serializer) -> LoopReader | None:
@@ -111,10 +111,10 @@ class LoopReader:
         if client is None or self._loop is not loop:
             import redis.asyncio as aredis
 
-            if client is not None:
-                self._old.append(client)  # closed by aclose() if its loop still runs
+            # A previous loop's client is dropped: its connections belong to that loop.
             pool = aredis.ConnectionPool(connection_class=self._kind, **self._settings)
             client = self._client = aredis.Redis(connection_pool=pool)
+            self._pool = pool
             self._loop = loop
         return client
 
@@ -152,11 +152,11 @@ class LoopReader:
         return get
 
     async def aclose(self) -> None:
-        """Close the running loop's client; clients of loops that are gone are dropped
-        (their connections went with their loop)."""
-        client, self._client, self._old = self._client, None, []
-        if client is not None and self._loop is asyncio.get_running_loop():
-            await client.aclose()
+        """Close the running loop's connections; those of loops that are gone were
+        dropped with their loop."""
+        pool, self._pool, self._client = self._pool, None, None
+        if pool is not None and self._loop is asyncio.get_running_loop():
+            await pool.disconnect()  # what Redis.aclose() does (redis>=5.0.1)
 
 
 def _errors() -> tuple[type[BaseException], ...]:

@@ -1,24 +1,28 @@
-"""AsyncCache: the asyncio front, a first version that drives the thread front.
+"""AsyncCache: the asyncio front, driving the thread front from the event loop.
 
 Every call that can wait (a store load or write, a journal fsync, a network backend, a slow
 callback, a flush) runs in a worker thread of a pool the AsyncCache owns, and the call
 awaits it; nothing of the kind ever runs on the event loop. The guarantees are the thread
 front's (:class:`cacheway.Cache`), which this wraps: single flight across the pool's threads
 (one store load per stampede of tasks), read-your-writes, per-key order, the journal's group
-commit across concurrent fsyncs. This is an honest first version: the redesign that serves
-both fronts from one sans-I/O core (redis.asyncio and psycopg's async pool underneath,
-the flusher as an asyncio task) comes later, and each call here costs a hop to a thread.
+commit across concurrent fsyncs. Not done yet (each call that needs a store still costs
+a hop to a thread): psycopg's async pool and SQLAlchemy's async engine underneath, the
+write-back flusher as an asyncio task.
 
-Three things keep the hops few (measured by ``bench/async.py``, results/async.txt):
+Four things keep the hops few (measured by ``python bench/async.py``):
 
 * a hit on a plain process-local ``MemoryBackend`` is answered on the loop: reading a live
   copy takes no lock and does no I/O, and under every policy the thread front answers a
   live memory copy first (write-back sets or drops it under its table lock with each
   accepted write, and no fill lands while a key is dirty). ~0.4 us instead of ~100 us;
+* a hit on a ``RedisBackend`` (or a two-level backend's Redis L2) is read on the loop with
+  ``redis.asyncio`` (:mod:`cacheway._aio_redis`); anything but a plain value, and a key
+  with a pending write-back write, takes the thread path;
 * tasks reading one key share one thread's ``get`` (writes through this front make later
   reads start afresh, so a read never joins one that began before a write it follows);
 * write-back writes that never wait for I/O (no journal, a process-local backend) are
-  queued and run back to back by one thread (:mod:`cacheway._aio_batch`).
+  queued and run back to back by one thread, journalled ones by a lane of JOURNAL_LANE
+  threads that meet in the journal's group commit (:mod:`cacheway._aio_batch`).
 
 >>> import asyncio, cacheway as cw
 >>> async def main():
