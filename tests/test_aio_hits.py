@@ -192,3 +192,31 @@ def test_markers_damage_and_pending_writes_take_the_thread_path(
         asyncio.run(main())
     finally:
         backend.close()
+
+
+def test_the_loop_client_carries_every_connection_setting_or_is_not_built() -> None:
+    # building a RedisBackend opens no connection: no server needed here
+    from cacheway._aio_redis import LoopReader
+
+    plain = cw.RedisBackend("redis://u:pw@127.0.0.1:6379/3?socket_timeout=2", prefix="x:")
+    reader = LoopReader.build(plain, cw.JSONSerializer())
+    assert reader is not None
+
+    async def settings() -> dict[str, Any]:
+        assert reader is not None
+        client = reader.client(asyncio.get_running_loop())
+        kw = dict(client.connection_pool.connection_kwargs)
+        await reader.aclose()
+        return kw
+
+    kw = run(settings())
+    assert {k: kw[k] for k in ("host", "port", "db", "username", "password",
+                               "socket_timeout")} == {
+        "host": "127.0.0.1", "port": 6379, "db": 3, "username": "u", "password": "pw",
+        "socket_timeout": 2.0}
+    # a setting redis.asyncio would not honour the same way: the thread path reads
+    ocsp = cw.RedisBackend("rediss://127.0.0.1:6379/0", ssl_validate_ocsp=True)
+    assert LoopReader.build(ocsp, cw.JSONSerializer()) is None
+    assert LoopReader.build(cw.MemoryBackend(), cw.JSONSerializer()) is None
+    for b in (plain, ocsp):
+        b.close()
