@@ -16,9 +16,24 @@ interleaved rounds (see ``_common.py``), every side awaited on one event loop:
    would cost without the inline path.
 5. write-back ``set`` from 100 tasks (``await acache.set``, WriteBack over SQLite) against
    the thread front's ``cache.set`` from 100 threads (same store, same mix), time per set.
+6. A/A: ``await acache.get`` Redis hit against itself (a second AsyncCache on the same
+   Redis): the noise floor of the Redis rows.
+7. Redis hit: ``await acache.get`` (AsyncCache over a RedisBackend holding every key: read
+   on the loop with redis.asyncio) against a raw ``redis.asyncio`` ``GET`` plus
+   ``orjson.loads`` of the bytes (what an app reading the same JSON needs). Target 1.2x.
+8. write-through Redis + PostgreSQL: ``await acache.set`` (PostgresStore, RedisBackend)
+   against a raw upsert on a psycopg ``AsyncConnection`` (autocommit) followed by a
+   ``redis.asyncio`` ``SET``, one task, time per set. Target 1.3x.
+9. loop lag while 100 tasks write with ``fsync="always"`` (WriteBack over SQLite with a
+   journal): the p99 of a 1 ms ticker's lateness, median over the rounds (not a ratio;
+   target < 5 ms).
+
+6-8 need Redis and PostgreSQL (``CACHEWAY_TEST_REDIS``, ``CACHEWAY_TEST_POSTGRES``, the
+test suite's defaults on loopback); without them they are skipped with the reason.
 
 cashews and aiocache are cache-only (nothing reaches a database): 2 and 3 compare the
-hit path alone. AsyncCache is the first, thread-offload version (see cacheway/aio.py).
+hit path alone. AsyncCache runs store calls in worker threads (see cacheway/aio.py); hits
+(memory, Redis) are answered on the loop.
 """
 
 from __future__ import annotations
@@ -27,11 +42,11 @@ import asyncio
 import concurrent.futures
 import os
 import random
+import statistics
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -51,55 +66,21 @@ from _common import (
     set_mix,
     source_revision,
 )
-
-
-@dataclass(frozen=True)
-class Sizes:
-    keys: int
-    gets: int
-    get_batch: int
-    sets: int
-    set_batch: int
-
-
-FULL = Sizes(keys=10_000, gets=100_000, get_batch=5_000, sets=20_000, set_batch=20_000)
-QUICK = Sizes(keys=1_000, gets=10_000, get_batch=1_000, sets=2_000, set_batch=2_000)
-TASKS = 100
-
-LOOP = asyncio.new_event_loop()
-
-
-def on_loop(coro: Awaitable[Any]) -> Any:
-    async def main() -> Any:
-        return await coro
-
-    return LOOP.run_until_complete(main())
-
-
-async def _time_gets(get: Callable[[str], Awaitable[Any]], keys: Sequence[str],
-                     batch: int) -> RoundResult:
-    out: list[float] = []
-    total = 0
-    for start in range(0, len(keys), batch):
-        chunk = keys[start:start + batch]
-        t0 = perf_ns()
-        for key in chunk:
-            await get(key)
-        dt = perf_ns() - t0
-        total += dt
-        out.append(dt / len(chunk))
-    return RoundResult(out, total / len(keys))
-
-
-def get_round(get: Callable[[str], Awaitable[Any]], keys: Sequence[str], batch: int
-              ) -> Callable[[], RoundResult]:
-    return lambda: on_loop(_time_gets(get, keys, batch))
-
-
-def _hit_keys(sz: Sizes, rng: random.Random) -> tuple[dict[str, Any], list[str]]:
-    data = {f"item:{i}": {"n": i, "name": f"item {i}"} for i in range(sz.keys)}
-    names = list(data)
-    return data, [rng.choice(names) for _ in range(sz.gets)]
+from async_servers import (
+    FULL,
+    LAG_TARGET_MS,
+    QUICK,
+    TASKS,
+    Sizes,
+    bench_loop_lag,
+    bench_redis_aa,
+    bench_redis_hit,
+    bench_write_through_pg,
+    get_round,
+    hit_keys,
+    on_loop,
+    services_down,
+)
 
 
 def _filled_async_cache(tmp: Scratch, data: dict[str, Any]) -> cw.AsyncCache:
@@ -110,7 +91,7 @@ def _filled_async_cache(tmp: Scratch, data: dict[str, Any]) -> cw.AsyncCache:
 
 def bench_aa(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
              say: Callable[[str], None]) -> Comparison:
-    data, keys = _hit_keys(sz, rng)
+    data, keys = hit_keys(sz, rng)
     a, b = _filled_async_cache(tmp, data), _filled_async_cache(tmp, data)
     comp = Comparison("A/A: memory hit", "await acache.get (A)", "await acache.get (B)",
                       1.1, "gets", ops_per_round=len(keys), batch=sz.get_batch)
@@ -126,7 +107,7 @@ def bench_cashews(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
                   say: Callable[[str], None]) -> Comparison:
     from cashews import Cache as Cashews
 
-    data, keys = _hit_keys(sz, rng)
+    data, keys = hit_keys(sz, rng)
     ours = _filled_async_cache(tmp, data)
     theirs = Cashews()
     theirs.setup("mem://")
@@ -147,7 +128,7 @@ def bench_aiocache(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
                    say: Callable[[str], None]) -> Comparison:
     from aiocache import SimpleMemoryCache
 
-    data, keys = _hit_keys(sz, rng)
+    data, keys = hit_keys(sz, rng)
     ours = _filled_async_cache(tmp, data)
     theirs = SimpleMemoryCache()
     for k, v in data.items():
@@ -165,7 +146,7 @@ def bench_aiocache(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
 
 def bench_inline(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
                  say: Callable[[str], None]) -> Comparison:
-    data, keys = _hit_keys(sz, rng)
+    data, keys = hit_keys(sz, rng)
     ours = _filled_async_cache(tmp, data)
     cache = ours.cache
     assert cache is not None
@@ -241,7 +222,11 @@ BENCHES: dict[str, Callable[..., Comparison]] = {
     "aiocache": bench_aiocache,
     "inline": bench_inline,
     "set100": bench_set_100,
+    "redis_aa": bench_redis_aa,
+    "redis": bench_redis_hit,
+    "wt_pg": bench_write_through_pg,
 }
+SERVICES = ("redis_aa", "redis", "wt_pg")
 
 
 def _version(name: str) -> str:
@@ -252,7 +237,7 @@ def _version(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = bench_args(__doc__, BENCHES, 20261127, argv)
+    args = bench_args(__doc__, [*BENCHES, "lag"], 20261127, argv)
     sz = QUICK if args.quick else FULL
     say: Callable[[str], None] = (lambda s: None) if args.quiet else print
     print("cacheway asyncio benchmarks")
@@ -274,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             if name in ("cashews", "aiocache") and _version(name) == "not installed":
                 print(f"{name}: not installed (pip install {name}); skipped\n")
                 continue
+            if name in SERVICES and (down := services_down()):
+                print(f"{name}: skipped ({down})\n")
+                continue
             comp = bench(sz, random.Random(f"{args.seed}:{name}"), tmp, args.rounds, say)
             if not args.quiet:
                 print()
@@ -283,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         tmp.cleanup()
     print_table(comps)
+    if not args.only or "lag" in args.only:
+        p99s, maxes = bench_loop_lag(sz.sets, args.rounds, say)
+        p99 = statistics.median(p99s)
+        verdict = "PASS" if p99 < LAG_TARGET_MS else "FAIL"
+        print(f"\nloop lag, {TASKS} tasks writing with fsync='always': p99 median "
+              f"{p99:.2f} ms over {len(p99s)} rounds (each {', '.join(f'{x:.1f}' for x in p99s)}"
+              f"), max {max(maxes):.1f} ms (target p99 < {LAG_TARGET_MS:g} ms) {verdict}")
     print(f"total wall time {time.monotonic() - started:.0f} s")
     return 0
 

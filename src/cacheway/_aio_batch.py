@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -33,13 +34,24 @@ def _resolve(done: list[_Done]) -> None:
 
 
 class Batcher:
-    """Queue of calls for one worker thread of ``pool`` at a time."""
+    """Queue of calls for ``width`` worker threads of ``pool`` at a time.
 
-    def __init__(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+    ``width=1`` (the default) runs every queued call back to back in one thread: for
+    calls that never wait for I/O. A wider lane has each of its threads take one call at
+    a time: for journalled writes, whose threads meet in the journal's group commit (one
+    fsync covers every append made while the previous one ran), while the lane keeps the
+    threads that compete with the event loop for the GIL few. 100 tasks writing 20 sets
+    each, ``fsync="always"``, this project's 2-core machine under load, 2026-12-06, loop
+    lag p99 / max and sets/s: 32 threads 4.6-8.4 / 15-34 ms, 8.4-10.4k; a lane of 8
+    2.8-4.7 / 3.3-5.7 ms, 8.3-8.6k; of 4 2.4-3.5 / 3.9-6.9 ms, 5.2-5.6k.
+    """
+
+    def __init__(self, pool: concurrent.futures.ThreadPoolExecutor, width: int = 1) -> None:
         self._pool = pool
         self._lock = threading.Lock()  # held for a list swap, never across a call
-        self._queue: list[_Call] = []
-        self._running = False
+        self._queue: deque[_Call] = deque()
+        self._width = width
+        self._running = 0  # threads draining the queue
 
     def submit(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any],
                args: tuple[Any, ...]) -> asyncio.Future[Any]:
@@ -47,24 +59,30 @@ class Batcher:
         future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
             self._queue.append((fn, args, future))
-            start = not self._running
-            self._running = True
+            start = self._running < self._width and self._running < len(self._queue)
+            if start:
+                self._running += 1
         if start:
             try:
                 self._pool.submit(self._drain, loop)
             except RuntimeError:  # the pool is shut down (the cache closed)
                 with self._lock:
-                    self._running = False
+                    self._running -= 1
                 raise
         return future
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        one = self._width > 1
         while True:
             with self._lock:
-                batch, self._queue = self._queue, []
-                if not batch:
-                    self._running = False
+                queue = self._queue
+                if not queue:
+                    self._running -= 1
                     return
+                if one:
+                    batch: list[_Call] | deque[_Call] = [queue.popleft()]
+                else:
+                    batch, self._queue = queue, deque()
             done: list[_Done] = []
             for fn, args, future in batch:
                 try:

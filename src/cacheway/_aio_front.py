@@ -35,6 +35,7 @@ class AsyncFront:
     _owner: AsyncCache
     _sync: Cache | Namespace[Any] | None = None
     _peek: Callable[[str], Any] | None = None
+    _remote: Callable[[str], Awaitable[Any]] | None = None
     _reads: dict[str, asyncio.Future[Any]]  # key -> the thread's get tasks share
     _batch: Batcher | None = None  # set/delete/invalidate when they never wait for I/O
 
@@ -50,6 +51,11 @@ class AsyncFront:
         peek = self._peek
         if peek is not None:
             value = peek(key)
+            if value is not MISS:
+                return value
+        remote = self._remote
+        if remote is not None:  # a Redis hit read on the loop (see cacheway._aio_redis)
+            value = await remote(key)
             if value is not MISS:
                 return value
         front = self._sync or await self._front()

@@ -1,24 +1,28 @@
-"""AsyncCache: the asyncio front, a first version that drives the thread front.
+"""AsyncCache: the asyncio front, driving the thread front from the event loop.
 
 Every call that can wait (a store load or write, a journal fsync, a network backend, a slow
 callback, a flush) runs in a worker thread of a pool the AsyncCache owns, and the call
 awaits it; nothing of the kind ever runs on the event loop. The guarantees are the thread
 front's (:class:`cacheway.Cache`), which this wraps: single flight across the pool's threads
 (one store load per stampede of tasks), read-your-writes, per-key order, the journal's group
-commit across concurrent fsyncs. This is an honest first version: the redesign that serves
-both fronts from one sans-I/O core (redis.asyncio and psycopg's async pool underneath,
-the flusher as an asyncio task) comes later, and each call here costs a hop to a thread.
+commit across concurrent fsyncs. Not done yet (each call that needs a store still costs
+a hop to a thread): psycopg's async pool and SQLAlchemy's async engine underneath, the
+write-back flusher as an asyncio task.
 
-Three things keep the hops few (measured by ``bench/async.py``, results/async.txt):
+Four things keep the hops few (measured by ``python bench/async.py``):
 
 * a hit on a plain process-local ``MemoryBackend`` is answered on the loop: reading a live
   copy takes no lock and does no I/O, and under every policy the thread front answers a
   live memory copy first (write-back sets or drops it under its table lock with each
   accepted write, and no fill lands while a key is dirty). ~0.4 us instead of ~100 us;
+* a hit on a ``RedisBackend`` (or a two-level backend's Redis L2) is read on the loop with
+  ``redis.asyncio`` (:mod:`cacheway._aio_redis`); anything but a plain value, and a key
+  with a pending write-back write, takes the thread path;
 * tasks reading one key share one thread's ``get`` (writes through this front make later
   reads start afresh, so a read never joins one that began before a write it follows);
 * write-back writes that never wait for I/O (no journal, a process-local backend) are
-  queued and run back to back by one thread (:mod:`cacheway._aio_batch`).
+  queued and run back to back by one thread, journalled ones by a lane of JOURNAL_LANE
+  threads that meet in the journal's group commit (:mod:`cacheway._aio_batch`).
 
 >>> import asyncio, cacheway as cw
 >>> async def main():
@@ -37,11 +41,12 @@ import concurrent.futures
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ._aio_batch import Batcher
 from ._aio_front import UNSET, AsyncFront
+from ._aio_redis import LoopReader
 from ._aio_store import AsyncCallbackStore
 from .backends.base import Backend
 from .cache import Cache, Namespace
@@ -58,6 +63,9 @@ T = TypeVar("T")
 #: Worker threads of an AsyncCache's pool unless ``max_workers=`` says otherwise: enough for
 #: a stampede of slow loads and concurrent journal fsyncs (group commit) to proceed together.
 DEFAULT_WORKERS = 32
+#: Threads that run journalled write-back writes at once: enough for the journal's group
+#: commit to gather appends, few enough to leave the loop the GIL (see Batcher).
+JOURNAL_LANE = 8
 
 
 def _pool(max_workers: object) -> concurrent.futures.ThreadPoolExecutor:
@@ -95,6 +103,7 @@ class AsyncNamespace(AsyncFront):
         """Open its namespace of ``cache`` (blocking: a journal may replay)."""
         ns = cache.namespace(self.name, **self.options)
         self._peek = self._owner._peek_for(ns.name)
+        self._remote = self._owner._remote_for(ns.name)
         self._batch = self._owner._batcher_for(ns.policy, cache)
         self._sync = ns
         return ns
@@ -176,6 +185,7 @@ class AsyncCache(AsyncFront):
             self._loop = asyncio.get_running_loop()
         self._async_stores: list[AsyncCallbackStore] = []
         self._inline = inline  # early refresh decides on each hit: never inline then
+        self._reader: LoopReader | None = None
 
     @classmethod
     def _wrap(cls, cache: Cache, pool: concurrent.futures.ThreadPoolExecutor) -> AsyncCache:
@@ -199,7 +209,9 @@ class AsyncCache(AsyncFront):
 
     def _opened(self, cache: Cache) -> None:
         self._sync = cache
+        self._reader = LoopReader.build(cache.backend, cache.serializer) if self._inline else None
         self._peek = self._peek_for("")
+        self._remote = self._remote_for("")
         self._batch = self._batcher_for(cache.policy, cache)
 
     def _peek_for(self, name: str) -> Callable[[str], Any] | None:
@@ -208,6 +220,13 @@ class AsyncCache(AsyncFront):
             return None
         engine = next(e for e in cache.engines() if e.namespace == name)
         return memory_peek(engine)
+
+    def _remote_for(self, name: str) -> Callable[[str], Awaitable[Any]] | None:
+        """A Redis hit of namespace ``name`` read on the loop (:mod:`._aio_redis`)."""
+        cache, reader = self._sync, self._reader
+        if reader is None or not isinstance(cache, Cache):
+            return None
+        return reader.get_for(next(e for e in cache.engines() if e.namespace == name))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._sync is not None else "opening"
@@ -228,11 +247,13 @@ class AsyncCache(AsyncFront):
     def _batcher_for(self, policy: Policy, cache: Cache) -> Batcher | None:
         """A Batcher when the writes of ``policy`` never wait for I/O: write-back
         accepting into a process-local backend, with no journal to sync and no
-        on_full="write_through" (which writes the store when the table is full)."""
-        if (isinstance(policy, WriteBack) and policy.journal is None
-                and policy.on_full != "write_through" and cache.backend.local):
-            return Batcher(self._pool)
-        return None
+        on_full="write_through" (which writes the store when the table is full); a lane
+        of JOURNAL_LANE threads for journalled write-back writes (see Batcher)."""
+        if not isinstance(policy, WriteBack) or policy.on_full == "write_through":
+            return None
+        if policy.journal is not None:
+            return Batcher(self._pool, width=JOURNAL_LANE)
+        return Batcher(self._pool) if cache.backend.local else None
 
     async def _ready(self) -> Cache:
         if self._lock is None:
@@ -303,6 +324,8 @@ class AsyncCache(AsyncFront):
         finally:
             self._closed = True
             self._pool.shutdown(wait=False)
+            if self._reader is not None:
+                await self._reader.aclose()
 
     async def __aenter__(self) -> AsyncCache:
         await self._ready()
