@@ -11,9 +11,8 @@ tombstone, "not found"), bytes that do not decode (it counts them), a Redis erro
 reads the store), a closed namespace, and, under write-back, a key with a pending write
 (its pending value comes before any copy, as ``Engine.get`` answers it).
 
-The serializer is the cache's (RedisBackend binds it): an engine writes copies as its own
-payload bytes, so the thread front's copies decode with it too. (A RedisBackend given a
-serializer of its own keeps it private; the lead's report asks for a public ``loads``.)
+Values decode with the backend's own decoder (``RedisBackend.loads``: the cache's
+serializer, which the backend binds, or one given to the backend), as the thread front's.
 
 ``python bench/async.py --only redis`` on this project's 2-core machine (loaded by other
 test runs), 2026-12-06: ``await acache.get`` of a Redis hit 79 us against 90 us for a raw
@@ -27,7 +26,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from .backends import _redis_codec, _redis_format
+from .backends import _redis_format
 from .backends.base import MISS
 from .backends.redis import RedisBackend
 from .backends.two_level import TwoLevelBackend
@@ -104,7 +103,7 @@ class LoopReader:
         self.backend = backend
         self._kind = kind
         self._settings = settings
-        self._loads = _redis_codec.loads_of(serializer)
+        self._loads = backend.loads  # the decoder RedisBackend.get uses, bound or its own
         self._prefix = backend.prefix
         self._client: redis.asyncio.Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -31,6 +31,11 @@ def redact(url: str) -> str:
         return f"{head.partition('://')[0]}://***@{tail}" if at else url
 
 
+def px(ttl: float) -> int:
+    """``ttl`` seconds as Redis PX milliseconds (at least 1)."""
+    return max(1, int(ttl * 1000))
+
+
 def refusal(keys: Sequence[object], what: str, exc: Exception,
             errors: type[Exception] | tuple[type[Exception], ...], where: str,
             password: str | None) -> CachewayError:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..errors import CachewayError, ConfigError
 from ..serializers import Serializer
 from ._redis_client import check_options, connect, refusal, run_pipeline, unlink_prefix
+from ._redis_client import px as _px
 from ._redis_codec import Codec
 from ._redis_format import (
     CLOCK,
@@ -58,10 +59,6 @@ if TYPE_CHECKING:
     import redis
 
 __all__ = ["LEASE_ACQUIRED", "LEASE_HELD", "LEASE_NOT_FOUND", "LEASE_VALUE", "RedisBackend"]
-
-def _px(ttl: float) -> int:
-    return max(1, int(ttl * 1000))
-
 
 class RedisBackend:
     """Cached copies in Redis under ``prefix`` (``"cw:"``), as the serializer's bytes.
@@ -157,8 +154,12 @@ class RedisBackend:
         return self._prefix
 
     @property
-    def evictions(self) -> int:
-        """Always 0: Redis evicts and expires by itself and does not tell us."""
+    def loads(self) -> Callable[[bytes], Any]:
+        """The decoder of a value entry's payload (what :meth:`get` uses)."""
+        return self._loads
+
+    @property
+    def evictions(self) -> int:  # Redis evicts and expires by itself, and does not tell us
         return 0
 
     @property
