@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import cacheway as cw
+from cacheway.backends.base import MISS
 from services import unique
 from test_aio_support import run
 
@@ -220,3 +221,58 @@ def test_the_loop_client_carries_every_connection_setting_or_is_not_built() -> N
     assert LoopReader.build(cw.MemoryBackend(), cw.JSONSerializer()) is None
     for b in (plain, ocsp):
         b.close()
+
+
+@pytest.mark.services
+def test_two_level_l1_hits_are_answered_on_the_loop_without_redis(
+        tmp_path: Any, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An L1 hit costs a dict lookup: it must not take a Redis round trip (nor a thread).
+    from cacheway import _aio_redis
+
+    remote_reads: list[str] = []
+    get_for = _aio_redis.LoopReader.get_for
+
+    def counting_get_for(self: Any, engine: Any) -> Any:
+        read = get_for(self, engine)
+        if read is None:
+            return None
+
+        async def counted(key: str) -> Any:
+            remote_reads.append(key)
+            return await read(key)
+
+        return counted
+
+    monkeypatch.setattr(_aio_redis.LoopReader, "get_for", counting_get_for)
+    l2 = cw.RedisBackend(redis_url, prefix=redis_prefix)
+    two = cw.TwoLevelBackend(cw.MemoryBackend(max_entries=100), l2)
+    assert two.wait_ready(5)
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=cw.SQLiteStore(str(tmp_path / "a.db")),
+                                 backend=two) as acache:
+            await acache.set("k", {"n": 1})
+            cache = acache.cache
+            assert cache is not None
+            for _ in range(50):  # Redis's late invalidation of the set may drop the L1 copy
+                await asyncio.to_thread(cache.get, "k")  # fills the L1
+                await asyncio.sleep(0.05)
+                if two.l1.get(":k") is not MISS:
+                    break
+            remote_reads.clear()
+            watch = _watch(acache, monkeypatch)
+            watch.refuse = True
+            hits = acache.stats().hits
+            for _ in range(20):
+                assert await acache.get("k") == {"n": 1}
+            assert acache.stats().hits >= hits + 20
+            assert watch.calls == 0
+            assert remote_reads == []  # every one answered by the L1, none by Redis
+            watch.refuse = False  # close() runs in a worker thread
+
+    try:
+        run(main())
+    finally:
+        two.close()
+        l2.close()

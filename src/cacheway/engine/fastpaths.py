@@ -128,19 +128,20 @@ def _gated_get(engine: Engine, view: MemoryView) -> Get:
 
 
 def memory_peek(engine: Engine) -> Callable[[str], Any] | None:
-    """The asyncio front's hit: ``engine``'s live copy in its memory view, counted as a
-    hit, or MISS (the call then goes to a worker thread and the general path)."""
+    """The asyncio front's hit: ``engine``'s live copy in its memory view (a two-level
+    L1 while its gate is open, and then only where no write can be pending), counted as
+    a hit, or MISS (the call then goes the general way)."""
     view = view_of(engine)
-    if view is None or view.gate is not None:
+    if view is None or (view.gate is not None and engine.pending_entry is not None):
         return None
     data: Any = view.data
-    timer, counters = view.timer, engine.counters
+    timer, counters, gate = view.timer, engine.counters, view.gate
     prefix = "" if view.namespaced else engine.prefix
     ordered = view.ordered
 
     def hit(key: str) -> Any:
-        if key.__class__ is not str or engine.closed:
-            return MISS  # the thread path raises the right error
+        if key.__class__ is not str or engine.closed or (gate is not None and not gate.open):
+            return MISS  # the general path raises the right error, or reads the L2
         bkey = prefix + key
         item = data.get(bkey)
         if item is None or not (item[1] is None or item[1] > timer()):
