@@ -36,7 +36,7 @@ from .versions import apply_versioned
 
 __all__ = ["SQLiteKV"]
 
-Late = Callable[[], bool]
+Late = Callable[[], bool] | None  # None: never late (a write-through, a replay)
 
 
 class SQLiteKV:
@@ -182,7 +182,7 @@ class SQLiteKV:
         t = self.table
         insert = f'INSERT INTO "{t}" (namespace, key, value, version, updated_at) VALUES '
         for start in range(0, len(sets), _STEP):
-            if late() and _gil_contended():
+            if late is not None and late() and _gil_contended():
                 # executemany releases the GIL around each row and takes it back after;
                 # while another thread keeps the interpreter busy, each take-back waits
                 # a whole switch interval (5 ms): a flusher would write ~200 rows a

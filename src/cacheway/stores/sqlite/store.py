@@ -64,7 +64,7 @@ class SQLiteMapping(Protocol):
     def sample_keys(self, conn: sqlite3.Connection, ns: str, n: int) -> list[str]: ...
 
     def apply(self, conn: sqlite3.Connection, ops: Sequence[Op],
-              journal: JournalMark | None, late: Callable[[], bool]) -> list[Applied]: ...
+              journal: JournalMark | None, late: Callable[[], bool] | None) -> list[Applied]: ...
 
     def applied_state(self, conn: sqlite3.Connection, journal_id: str
                       ) -> tuple[int, dict[tuple[str, str], int]]: ...
@@ -269,8 +269,6 @@ class SQLiteStore(StoreBase):
         self._check()
         if not ops and journal is None:
             return []
-        if late is None:
-            late = _never
         try:
             with self._lock:
                 return self._mapping.apply(self._conn, ops, journal, late)
@@ -297,7 +295,3 @@ class SQLiteStore(StoreBase):
                 conn.close()
             self._readers.clear()
             self._idle.clear()
-
-
-def _never() -> bool:
-    return False
