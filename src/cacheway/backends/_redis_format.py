@@ -140,7 +140,13 @@ redis.call('SET', KEYS[1], header(floor, 2) .. ARGV[1], 'PX', ARGV[2])
 return {1}
 """
 
-# KEYS[1] key; ARGV[1] token; ARGV[2] entry, or '' for "not found"; ARGV[3] PX or ''.
+# A row older than the lease's floor was read before a delete that is not in the store
+# yet (a write-back delete pending in another process): the fill is refused and the
+# floor's tombstone put back, as LEASE_RELEASE does. Deleting the key instead would
+# let the next reader's lease (floor 0) fill that same old row, and the copy would
+# outlive the delete once it is flushed (guarantee 4).
+# KEYS[1] key; ARGV[1] token; ARGV[2] entry, or '' for "not found"; ARGV[3] PX or '';
+# ARGV[4] tombstone PX.
 LEASE_FILL = COMMON + """
 local cur, flag = current(KEYS[1])
 if flag ~= 2 or string.sub(cur, 10) ~= ARGV[1] then return 0 end
@@ -148,7 +154,7 @@ local entry = ARGV[2]
 if entry == '' then
   entry = header(string.sub(cur, 2, 8), 3)
 elseif cmp(cur, entry) > 0 then
-  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[1], header(string.sub(cur, 2, 8), 1), 'PX', ARGV[4])
   return 0
 end
 local err = put(KEYS[1], entry, ARGV[3])

@@ -268,14 +268,16 @@ class RedisBackend:
 
     def lease_fill(self, key: str, token: bytes, value: Any, payload: bytes | None,
                    ttl: float | None, version: int | None, *, found: bool = True) -> bool:
-        """Fill ``key`` only if ``token``'s lease is still there (no write came since)."""
+        """Fill ``key`` only if ``token``'s lease is still there (no write came since) and
+        ``version`` is not older than the tombstone the lease replaced (which then stays)."""
         entry = self._entry(value, payload, version) if found else b""
         if found:
             px: int | str = "" if ttl is None else _px(ttl)
         else:
             px = self._not_found_px if ttl is None else min(self._not_found_px, _px(ttl))
         try:
-            return bool(self._fill_script(keys=[self._prefix + key], args=[token, entry, px]))
+            return bool(self._fill_script(keys=[self._prefix + key],
+                                          args=[token, entry, px, self._tombstone_px]))
         except self._caught as exc:
             raise self._refuse([key], f"fill of {key!r}", exc) from exc
 
