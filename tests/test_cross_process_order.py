@@ -157,6 +157,30 @@ def test_guarantee4_reads_elsewhere_cannot_bring_back_a_pending_delete(
         b.close()
 
 
+def test_guarantee4_a_flushed_delete_outlives_its_expired_tombstone(
+        make_store: Callable[[], Any], make_backend: Callable[[], Any]) -> None:
+    """The tombstone of a's pending write-back delete is gone from Redis (it stands for
+    tombstone_ttl passing while the store was down), so b's lease has no floor and fills
+    the old row. Once a's delete reaches the store, the flusher puts its tombstone back
+    (set-if-newer), replacing the old copy."""
+    a = _open(make_store, make_backend, cw.WriteBack(max_delay=3600))
+    b = _open(make_store, make_backend, cw.WriteBack(max_delay=3600))
+    try:
+        a.set("k", "before the delete")
+        a.flush()
+        a.delete("k")
+        make_backend().delete(":k")  # the tombstone expired
+        assert b.get("k") == "before the delete"  # filled: the store has not got the delete
+        a.flush()
+        assert a.store.load_many(["k"]) == {}
+        assert a.get("k") is None
+        report = check(a.store, make_backend(), quiet=0.2, rounds=2)
+        assert report.disagreeing == 0, (str(report), report.examples)
+    finally:
+        a.close()
+        b.close()
+
+
 CHILD = textwrap.dedent("""
     import sys, cacheway as cw
     db, prefix, value = sys.argv[1], sys.argv[2], sys.argv[3]

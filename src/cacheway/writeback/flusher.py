@@ -248,6 +248,13 @@ class Flusher:
                 # published with a clock version has it already.
                 stamps.append((bkey, entry.kind, entry.value, entry.payload, entry.ttl,
                                res.version))
+            elif entry.kind == DELETE:
+                # Its tombstone (clock version) may have expired while the delete was
+                # pending (tombstone_ttl, 30 s by default: a store outage), and a lease
+                # with no floor left may have filled the row it deletes in another
+                # process. Put the tombstone back, set-if-newer: a no-op (a header-only
+                # script call) when Redis holds it or anything newer (guarantee 4).
+                stamps.append((bkey, DELETE, None, None, entry.ttl, entry.version))
         return stamps
 
     def _failed(self, entries: list[Entry], exc: Exception, *, alone: bool = True) -> None:
