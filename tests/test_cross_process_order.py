@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import cacheway as cw
+from cacheway.check import check
 from services import MARIADB_URL, POSTGRES_DSN, REDIS_URL, require, unique
 
 pytestmark = pytest.mark.services
@@ -123,6 +124,58 @@ def test_guarantee3_counters_from_two_processes_sum_and_the_cache_agrees(
         assert a.store.load("c") == 33
         assert a.get("c") == 33
         assert b.get("c") == 33
+    finally:
+        a.close()
+        b.close()
+
+
+def test_guarantee4_reads_elsewhere_cannot_bring_back_a_pending_delete(
+        make_store: Callable[[], Any], make_backend: Callable[[], Any]) -> None:
+    """A write-back delete in process a is in Redis (a tombstone with its clock version)
+    but not yet in the store, which still has the old row. Every read in process b
+    misses, takes a lease (the tombstone's version is its floor) and loads that old row:
+    each fill must be refused and the tombstone kept, so that once a flushes the cache
+    agrees with the store. (The refused fill used to DEL the key, floor and all: the
+    next read's lease had no floor and its fill of the old row landed for good — the
+    consistency soak's "Redis has a value, PostgreSQL a tombstone".)"""
+    a = _open(make_store, make_backend, cw.WriteBack(max_delay=3600))
+    b = _open(make_store, make_backend, cw.WriteBack(max_delay=3600))
+    try:
+        a.set("k", "before the delete")
+        a.flush()
+        a.delete("k")
+        for _ in range(3):
+            b.get("k")  # b may read the old row (write-back): it must not cache it
+        a.flush()
+        assert a.store.load_many(["k"]) == {}
+        assert b.get("k") is None
+        assert a.get("k") is None
+        report = check(a.store, make_backend(), quiet=0.2, rounds=2)
+        assert report.disagreeing == 0, (str(report), report.examples)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_guarantee4_a_flushed_delete_outlives_its_expired_tombstone(
+        make_store: Callable[[], Any], make_backend: Callable[[], Any]) -> None:
+    """The tombstone of a's pending write-back delete is gone from Redis (it stands for
+    tombstone_ttl passing while the store was down), so b's lease has no floor and fills
+    the old row. Once a's delete reaches the store, the flusher puts its tombstone back
+    (set-if-newer), replacing the old copy."""
+    a = _open(make_store, make_backend, cw.WriteBack(max_delay=3600))
+    b = _open(make_store, make_backend, cw.WriteBack(max_delay=3600))
+    try:
+        a.set("k", "before the delete")
+        a.flush()
+        a.delete("k")
+        make_backend().delete(":k")  # the tombstone expired
+        assert b.get("k") == "before the delete"  # filled: the store has not got the delete
+        a.flush()
+        assert a.store.load_many(["k"]) == {}
+        assert a.get("k") is None
+        report = check(a.store, make_backend(), quiet=0.2, rounds=2)
+        assert report.disagreeing == 0, (str(report), report.examples)
     finally:
         a.close()
         b.close()

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 import cacheway as cw
-from services import unique
+from services import REDIS_URL, unique
 
 
 def _counting_slow_store(redis_url: str, counter: str, value: Any, delay: float,
@@ -230,3 +230,32 @@ def test_guarantee4_a_stale_fill_cannot_outlive_another_process_s_pending_delete
         raw.delete(*raw.keys(prefix + "*") or [prefix + "none"])
         raw.close()
         store.close()
+
+
+def test_guarantee4_a_fill_older_than_the_leases_floor_keeps_the_tombstone(
+        raw: Any, prefix: str) -> None:
+    # A lease taken over a tombstone (a delete not yet in the store) keeps its version as
+    # the floor; a fill of a row older than that is refused. The refusal must leave the
+    # tombstone: it used to DEL the key, so the next lease had no floor and the same old
+    # row filled (found by the write-back consistency soak).
+    from cacheway.backends._redis_format import HLEN, TOMBSTONE
+    from cacheway.engine.leases import LEASE_ACQUIRED
+
+    backend = cw.RedisBackend(REDIS_URL, prefix=prefix)
+    try:
+        assert backend.delete(":k", version=50)
+        for token in (b"first", b"second"):
+            assert backend.lease_get(":k", token)[0] == LEASE_ACQUIRED
+            assert not backend.lease_fill(":k", token, "old", None, None, 40)
+            entry = raw.get(prefix + ":k")
+            assert entry is not None
+            assert entry[HLEN - 1] == TOMBSTONE
+            assert int.from_bytes(entry[1:8], "big") == 50
+            assert 0 < raw.pttl(prefix + ":k") <= 30_000  # a marker keeps an expiry
+        assert backend.get(":k") is cw.backends.base.MISS
+        # A row at least as new as the delete still fills.
+        assert backend.lease_get(":k", b"third")[0] == LEASE_ACQUIRED
+        assert backend.lease_fill(":k", b"third", "new", None, None, 60)
+        assert backend.get(":k") == "new"
+    finally:
+        backend.close()

@@ -140,10 +140,11 @@ redis.call('SET', KEYS[1], header(floor, 2) .. ARGV[1], 'PX', ARGV[2])
 return {1}
 """
 
-# A fill older than the lease's floor (the row was read before a newer delete reached the
-# store: another process's write-back delete is still pending) does not land, and the
-# floor stays as a tombstone: deleting the key instead let the next reader's lease start
-# from no floor and fill that same old row, which then outlived the delete (guarantee 4).
+# A row older than the lease's floor was read before a delete that is not in the store
+# yet (a write-back delete pending in another process): the fill is refused and the
+# floor's tombstone put back, as LEASE_RELEASE does. Deleting the key instead would
+# let the next reader's lease (floor 0) fill that same old row, and the copy would
+# outlive the delete once it is flushed (guarantee 4).
 # KEYS[1] key; ARGV[1] token; ARGV[2] entry, or '' for "not found"; ARGV[3] PX or '';
 # ARGV[4] tombstone PX.
 LEASE_FILL = COMMON + """

@@ -269,7 +269,8 @@ class RedisBackend:
 
     def lease_fill(self, key: str, token: bytes, value: Any, payload: bytes | None,
                    ttl: float | None, version: int | None, *, found: bool = True) -> bool:
-        """Fill ``key`` only if ``token``'s lease is still there (no write came since)."""
+        """Fill ``key`` only if ``token``'s lease is still there (no write came since) and
+        ``version`` is not older than the tombstone the lease replaced (which then stays)."""
         entry = self._entry(value, payload, version) if found else b""
         if found:
             px: int | str = "" if ttl is None else _px(ttl)
