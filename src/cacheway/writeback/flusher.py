@@ -104,7 +104,11 @@ class Flusher:
         if any(e.attempts for e in batch):
             self._engine.counters.retries += 1
             self._rand.shuffle(batch)  # vary the probes and the halves
+        exc = self._try(batch)
+        if exc is None:
+            return  # the usual case: no attempt to walk
         attempt = BatchAttempt(batch, self._rand)
+        attempt.outcome(attempt.next() or batch, exc)  # the whole batch failed
         while (part := attempt.next()) is not None:
             attempt.outcome(part, self._try(part))
         if attempt.store_down:
