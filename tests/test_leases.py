@@ -259,3 +259,33 @@ def test_guarantee4_a_fill_older_than_the_leases_floor_keeps_the_tombstone(
         assert backend.get(":k") == "new"
     finally:
         backend.close()
+
+
+def test_a_holder_whose_fill_is_void_gives_the_lease_up(redis_url: str) -> None:
+    # Found by the guarantee suite (cacheway.testing, Redis pairs): a write to another
+    # key of the same stripe during the holder's load voids its fill (a fill token per
+    # stripe); the holder then neither filled nor released, and the other readers of the
+    # key polled out the whole lease (10 s) for a fill that never came.
+    from cacheway.backends._redis_format import HLEN, LEASE
+    from cacheway.core.fills import FillTokens
+
+    prefix = unique("cw") + ":"
+    k_stripe = FillTokens.stripe(":k")
+    neighbour = next(f"j{i}" for i in range(1_000_000)
+                     if FillTokens.stripe(f":j{i}") == k_stripe)
+    holder: list[cw.Cache] = []
+
+    def load_many(keys: list[str]) -> dict[str, Any]:
+        if keys == ["k"]:
+            holder[0].invalidate(neighbour)  # a write elsewhere in k's stripe, mid-load
+        return dict.fromkeys(keys, "v")
+
+    store = cw.CallbackStore(load_many=load_many, save_many=lambda items: None,
+                             delete_many=lambda keys: None)
+    raw = redis.Redis.from_url(redis_url)
+    with cw.Cache(store=store, backend=cw.RedisBackend(redis_url, prefix=prefix)) as cache:
+        holder.append(cache)
+        assert cache.get("k") == "v"
+        entry = raw.get(prefix + ":k")
+        assert entry is None or entry[HLEN - 1] != LEASE, "the void fill's lease stayed"
+    raw.close()

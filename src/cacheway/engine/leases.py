@@ -73,14 +73,19 @@ class Leases:
         if row is not None:
             value, payload = engine.decode(row)
             version = row.version
-        if engine.can_fill(bkey, stripe, gen):
-            # Any write since the lease was taken replaced it, so this fill then fails.
-            try:
+        try:
+            if engine.can_fill(bkey, stripe, gen):
+                # Any write since the lease was taken replaced it, so this fill then fails.
                 self._backend.lease_fill(
                     bkey, token, value, payload,
                     engine.fill_ttl if row is not None else None, version,
                     found=row is not None,
                 )
-            except BackendError as exc:
-                engine.backend_down(exc)
+            else:
+                # A write here since the load began (or one to another key of its stripe,
+                # or a pending write-back entry) voids the fill; the lease may still be
+                # in Redis, and the other readers would poll it out (lease_ttl): give it up.
+                self._backend.lease_release(bkey, token)
+        except BackendError as exc:
+            engine.backend_down(exc)
         return row is not None, value
