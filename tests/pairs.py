@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
@@ -22,10 +22,64 @@ KV_STORES = ["sqlite", "postgres", "sqlalchemy-mariadb", "sqlalchemy-postgresql"
              "sqlalchemy-sqlite", "callback"]
 ROW_STORES = ["sqlite-rows", "postgres-rows", "sqlalchemy-sqlite-rows", "sqlalchemy-mariadb-rows"]
 BACKENDS = ["memory", "redis", "two-level"]
+# the stores the guarantees run on (SQLAlchemy on PostgreSQL and SQLite: the store suite)
+PAIR_STORES = ["sqlite", "postgres", "sqlalchemy-mariadb", "callback", "sqlite-rows",
+               "postgres-rows", "sqlalchemy-mariadb-rows"]
+PAIRS = [f"{b}+{s}" for b in BACKENDS for s in PAIR_STORES]
 ROW = {"key_column": "id", "columns": ["name", "email"], "version_column": "version"}
 
 _SERVICE = {"postgres": "postgresql", "sqlalchemy-postgresql": "postgresql",
             "sqlalchemy-mariadb": "mariadb"}
+
+
+class PairHooks:
+    """The hooks of ``cacheway.testing``'s guarantee suites for the pair :attr:`pair_name`
+    ("backend+store")."""
+
+    pair_name: ClassVar[str]
+    tmp_path: Path
+    table: str
+    prefix: str
+
+    def open_pair(self, pair: object) -> None:
+        backend, store = self.pair_name.split("+", 1)
+        self.stores = StoreMaker(store, self.tmp_path, self.table)
+        self.backends = BackendMaker(backend, self.prefix)
+
+    def close_pair(self) -> None:
+        try:
+            self.stores.cleanup()
+        finally:
+            self.backends.cleanup()
+
+    def make_store(self) -> Any:
+        return self.stores.make()
+
+    def make_backend(self, max_entries: int | None = None) -> Any:
+        return self.backends.make(max_entries)
+
+    def value(self, i: int) -> Any:
+        return self.stores.value(i)
+
+    def refused_values(self) -> list[Any]:
+        bad: list[Any] = [object(), {1, 2}, float("nan")]
+        if self.stores.rows:
+            bad.append({"no_such_column": 1})
+        return bad
+
+    def urls(self) -> tuple[str, str] | None:
+        store = self.stores.url()
+        return None if store is None else (store, self.backends.url())
+
+
+def pair_class(base: type, pair: str, **attrs: Any) -> type:
+    """A test class of ``base`` (a suite) for ``pair``: its flags follow the kinds."""
+    backend, store = pair.split("+", 1)
+    name = "Test_" + pair.replace("+", "__").replace("-", "_")
+    flags = {"pair_name": pair, "counters": not store.endswith("-rows"),
+             "namespaces": not store.endswith("-rows"), "evicts": backend == "memory",
+             "store_outlives_process": store != "callback"}
+    return type(name, (PairHooks, base), {**flags, **attrs})
 
 
 def pg_sa_url(dsn: str) -> str:
@@ -187,9 +241,9 @@ class BackendMaker:
     """Backends of one ``kind`` on one test's Redis prefix; :meth:`cleanup` closes them and
     removes the prefix's keys."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, prefix: str | None = None) -> None:
         self.kind = kind
-        self.prefix = f"{unique('gp')}:"
+        self.prefix = prefix or f"{unique('gp')}:"
         self.made: list[Any] = []
         if kind != "memory":
             require("redis")

@@ -5,17 +5,35 @@ it names. Needs pytest (``pip install cacheway[testing]``); the library never im
 
 from __future__ import annotations
 
-from .backend_suite import BackendSuite, SharedBackendSuite, put
-from .kv_suite import KeyValueStoreSuite
-from .policies import POLICIES, POLICY_NAMES, make_policy
-from .store_suite import StoreSuite
-from .support import unique, wait_until
+import pytest
+
+# The suites' asserts explain their failures as a test module's would (pytest rewrites
+# only test modules and the modules registered here, before they are imported: hence the
+# imports below it, E402).
+pytest.register_assert_rewrite(
+    *(f"cacheway.testing.{name}" for name in (
+        "backend_suite", "faults", "guarantees", "guarantees_failures", "guarantees_processes",
+        "guarantees_races", "guarantees_writes", "kv_suite", "pair", "store_suite")))
+
+from .backend_suite import BackendSuite, SharedBackendSuite, put  # noqa: E402
+from .faults import FaultyStore, HeldFill  # noqa: E402
+from .guarantees import GuaranteeSuite, ProcessGuaranteeSuite  # noqa: E402
+from .kv_suite import KeyValueStoreSuite  # noqa: E402
+from .pair import PairSuite  # noqa: E402
+from .policies import POLICIES, POLICY_NAMES, make_policy  # noqa: E402
+from .store_suite import StoreSuite  # noqa: E402
+from .support import unique, wait_until  # noqa: E402
 
 __all__ = [
     "POLICIES",
     "POLICY_NAMES",
     "BackendSuite",
+    "FaultyStore",
+    "GuaranteeSuite",
+    "HeldFill",
     "KeyValueStoreSuite",
+    "PairSuite",
+    "ProcessGuaranteeSuite",
     "SharedBackendSuite",
     "StoreSuite",
     "make_policy",

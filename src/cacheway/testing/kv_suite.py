@@ -99,7 +99,7 @@ class KeyValueStoreSuite(StoreSuite):
             try:
                 for _ in range(15):
                     s.apply([Op("", "hits", ADD, dumps(0), 1, 0)])
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - the test thread fails with it
                 errors.append(exc)
 
         threads = [threading.Thread(target=work, args=(s,)) for s in stores for _ in range(2)]
