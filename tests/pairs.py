@@ -76,7 +76,7 @@ def pair_class(base: type, pair: str, **attrs: Any) -> type:
     """A test class of ``base`` (a suite) for ``pair``: its flags follow the kinds."""
     backend, store = pair.split("+", 1)
     name = "Test_" + pair.replace("+", "__").replace("-", "_")
-    flags = {"pair_name": pair, "counters": not store.endswith("-rows"),
+    flags = {"pair_name": pair, "pair_id": pair, "counters": not store.endswith("-rows"),
              "namespaces": not store.endswith("-rows"), "evicts": backend == "memory",
              "store_outlives_process": store != "callback"}
     return type(name, (PairHooks, base), {**flags, **attrs})

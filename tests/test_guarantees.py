@@ -3,11 +3,11 @@
 ``cacheway.testing.GuaranteeSuite`` (1-7, and 8 on AsyncCache) runs on every backend x
 store pair here (``tests/pairs.py``: memory, Redis, two-level x SQLite, PostgreSQL, MariaDB
 via SQLAlchemy, callbacks, and the row modes of SQLite, PostgreSQL and SQLAlchemy on
-MariaDB): one class per pair, ``Test_<backend>__<store>``. Tests about policies run under
-every policy on the cheap pairs (memory + a store in this process); on the other pairs
-one policy runs by default, chosen so that every backend and every store meets every
-policy (a Latin square), and the others in the slow run. Guarantee 2 under kill -9 and
-8 across fork: ``test_guarantees_processes.py``.
+MariaDB): one class per pair, ``Test_<backend>__<store>``. The cheap pairs (memory + a store
+in this process) run every test under every policy by default; the other pairs run one or
+two tests of each guarantee (DEFAULT_TESTS) under one policy, chosen so that every backend
+and every store meets every policy (a Latin square); the slow run runs everything.
+Guarantee 2 under kill -9 and 8 across fork: ``test_guarantees_processes.py``.
 
 Below the classes: what only a recording CallbackStore can see (the order and shape of
 the store calls) and configuration errors (guarantee 7) that involve no pair.
@@ -56,18 +56,43 @@ def new_policy(name: str) -> Any:
     return POLICIES[name]()
 
 
-def policies_of(b: int, s: int, pair: str) -> list[Any]:
-    if pair in CHEAP:
-        return list(POLICY_NAMES)
-    default = POLICY_NAMES[(b + s) % len(POLICY_NAMES)]
-    return [name if name == default else pytest.param(name, marks=pytest.mark.slow)
-            for name in POLICY_NAMES]
+# What every pair runs in the default run: one test (or two) of each guarantee. The cheap
+# pairs run everything; the slow run runs everything everywhere.
+DEFAULT_TESTS = {
+    "test_guarantee1_read_your_writes",
+    "test_guarantee2_write_through_store_has_value_when_set_returns",
+    "test_guarantee3_the_last_accepted_write_wins",
+    "test_guarantee3_last_write_wins_across_caches_sharing_the_backend",
+    "test_guarantee4_concurrent_writers_backend_agrees_with_store",
+    "test_guarantee4_a_fill_in_another_cache_does_not_undo_an_accepted_delete",
+    "test_guarantee4_read_fill_racing_a_write_does_not_land_after_it",
+    "test_guarantee5_stampede_causes_one_store_load",
+    "test_guarantee6_failing_store_entries_stay_readable_and_errors_surface",
+    "test_guarantee7_a_value_no_store_takes_is_refused_at_set",
+    "test_guarantee7_a_key_the_store_can_never_take_is_refused_at_set",
+    "test_guarantee8_async_cache_reads_its_writes_and_flushes",
+}
+
+
+class DefaultRun:
+    """Which tests of a pair the default run keeps (:meth:`marks` marks the rest slow)."""
+
+    pair_name: str
+    latin: int  # the index of the policy this pair runs by default
+
+    def marks(self, test: str, policy: str | None) -> list[Any]:
+        if self.pair_name in CHEAP:
+            return []
+        if policy is None:
+            return [] if test in DEFAULT_TESTS else [pytest.mark.slow]
+        return [] if policy == POLICY_NAMES[self.latin] else [pytest.mark.slow]
 
 
 for _b, _backend in enumerate(BACKENDS):
     for _s, _store in enumerate(PAIR_STORES):
         _pair = f"{_backend}+{_store}"
-        _cls = pair_class(GuaranteeSuite, _pair, policies=policies_of(_b, _s, _pair),
+        _cls = pair_class(type("Suite", (DefaultRun, GuaranteeSuite), {}), _pair,
+                          latin=(_b + _s) % len(POLICY_NAMES),
                           known_failures=KNOWN_FAILURES.get(_pair, {}),
                           flaky_failures=FLAKY_FAILURES.get(_pair, {}))
         globals()[_cls.__name__] = _cls

@@ -48,8 +48,11 @@ class PairSuite:
     #: the backend drops entries for room when ``make_backend(max_entries=)`` bounds it
     evicts: ClassVar[bool] = True
     #: the policies (names of :data:`~cacheway.testing.POLICIES`) that tests about policies
-    #: run under; items may be ``pytest.param(name, marks=...)`` (a slow mark, say)
-    policies: ClassVar[Sequence[Any]] = POLICY_NAMES
+    #: run under
+    policies: ClassVar[Sequence[str]] = POLICY_NAMES
+    #: the pair's name, put in test ids when set (through the ``pair`` fixture, which
+    #: :meth:`open_pair` then receives)
+    pair_id: ClassVar[str] = ""
     #: known failures of this pair, marked xfail(strict=True):
     #: {(test function name, policy name or None for any): "what fails"}
     known_failures: ClassVar[Mapping[tuple[str, str | None], str]] = {}
@@ -96,10 +99,21 @@ class PairSuite:
         return keys
 
     # -- fixtures --------------------------------------------------------------------------
+    def marks(self, test: str, policy: str | None) -> Sequence[pytest.MarkDecorator]:
+        """Marks for ``test`` of this pair (``policy``: None for the test as a whole), at
+        collection: ``[pytest.mark.slow]`` keeps a costly variant out of a quick run."""
+        return ()
+
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        """Tests that take ``policy`` run once per entry of :attr:`policies`."""
+        """Tests that take ``policy`` run once per entry of :attr:`policies`; what
+        :meth:`marks` returns is attached to the test (or to its policy variant)."""
+        test = metafunc.function.__name__
+        whole = list(self.marks(test, None))
+        if whole or self.pair_id:  # through the pair: a fixture of every test here
+            metafunc.parametrize("pair", [pytest.param(self.pair_id or "pair", marks=whole)])
         if "policy" in metafunc.fixturenames:
-            metafunc.parametrize("policy", list(self.policies))
+            metafunc.parametrize("policy", [pytest.param(name, marks=self.marks(test, name))
+                                            for name in self.policies])
 
     @pytest.fixture
     def pair(self) -> Any:
