@@ -130,6 +130,36 @@ class RaceGuarantees(PairSuite):
             assert cache.get("k", default="absent") == "absent", (
                 "the backend kept a row the store deleted")
 
+    def test_guarantee4_fills_racing_writes_never_land_after_the_last(self, policy: str) -> None:
+        # Against a real store a fill cannot be held: race many fills against writes and
+        # check that no fill of an older row lands after the last write.
+        cache = self.cache(make_policy(policy))
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def reader() -> None:
+            try:
+                while not stop.is_set():
+                    cache.get("k")
+            except BaseException as exc:  # noqa: BLE001 - the test thread fails with it
+                errors.append(exc)
+
+        readers = [threading.Thread(target=reader) for _ in range(3)]
+        for th in readers:
+            th.start()
+        try:
+            for i in range(150):
+                cache.set("k", self.value(i))
+        finally:
+            stop.set()
+            for th in readers:
+                th.join(30)
+        assert not errors, errors
+        assert cache.get("k") == self.value(149)
+        cache.flush(timeout=30)
+        assert self.store().load("k") == self.value(149)
+        assert cache.get("k") == self.value(149)
+
     def test_guarantee4_read_fill_racing_a_write_does_not_land_after_it(
         self, policy: str
     ) -> None:

@@ -52,6 +52,22 @@ class WriteGuarantees(PairSuite):
         if self.evicts:
             assert cache.stats().evictions > 0
 
+    def test_guarantee1_dirty_entries_readable_while_the_backend_evicts_them(self) -> None:
+        cache = self.cache(cw.WriteBack(max_delay=60), max_entries=10)
+        for i in range(100):
+            cache.set(f"k{i}", self.value(i))
+        if self.counters:
+            for i in range(100):
+                cache.incr(f"c{i % 5}")
+        assert cache.pending() == (105 if self.counters else 100)
+        if self.evicts:
+            assert cache.stats().evictions >= 90
+        assert cache.get_many([f"k{i}" for i in range(100)]) == {
+            f"k{i}": self.value(i) for i in range(100)}
+        if self.counters:
+            assert [cache.get(f"c{j}") for j in range(5)] == [20] * 5
+        assert self.store().load_many(["k0", "k99", "c0"]) == {}, "flushed before max_delay"
+
     def test_guarantee1_read_your_writes_while_a_flush_is_in_flight(self) -> None:
         v = self.value
         store = self.faulty()
