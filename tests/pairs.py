@@ -2,8 +2,8 @@
 
 ``StoreMaker(kind, tmp_path)`` makes stores of one kind on one test's table (unique across
 runs) and drops what they left at teardown; ``BackendMaker(kind)`` makes backends on one
-test's Redis prefix. ``tests/test_store_suite.py`` and ``tests/test_guarantees_pairs.py``
-subclass the suites of ``cacheway.testing`` with them.
+test's Redis prefix. ``tests/test_store_suite.py``, ``tests/test_guarantees.py`` and
+``tests/test_guarantees_processes.py`` subclass the suites of ``cacheway.testing`` with them.
 """
 
 from __future__ import annotations

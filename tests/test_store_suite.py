@@ -7,13 +7,48 @@ class. Every test gets its own table, dropped at teardown.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
 
 import cacheway as cw
 from cacheway.testing import KeyValueStoreSuite, StoreSuite
-from pairs import StoreMaker
+from pairs import KV_STORES, StoreMaker, drop_tables, pg_sa_url
+
+__all__ = ["STORES", "Harness", "drop_tables", "pg_sa_url"]  # other modules import these
+
+
+class Harness:
+    """Stores of one kind for one test (test_store_versions.py parametrises over them)."""
+
+    def __init__(self, kind: str, request: pytest.FixtureRequest) -> None:
+        self.kind = kind
+        self.request = request
+        self.maker = StoreMaker(kind, request.getfixturevalue("tmp_path"))
+        self.table = self.maker.table
+        self.data = self.maker.data  # the CallbackStore's dict
+
+    def fixture(self, name: str) -> Any:
+        return self.request.getfixturevalue(name)
+
+    def store(self, table: str | None = None) -> Any:
+        """A store on this test's table (or ``table``); closed at teardown."""
+        return self.maker.make(table)
+
+    @property
+    def has_tables(self) -> bool:
+        return self.kind != "callback"
+
+    def cleanup(self) -> None:
+        self.maker.cleanup()
+
+
+STORES: dict[str, Callable[[Harness, str], Any]] = {
+    kind: (lambda h, table: h.store(table)) for kind in KV_STORES
+}
+# test_store_versions.py disposes these at its end; drop_tables keeps no engines now.
+_ENGINES: dict[str, Any] = {}
 
 
 class _Kind:
