@@ -16,8 +16,15 @@ from pairs import PAIRS, pair_class
 
 CHEAP = "memory+sqlite"
 
-# {pair: {(test, policy or None): what fails}}: library bugs for the lead, xfail(strict).
+# {pair: {(test, policy or None): what fails}}: library bugs for the lead, xfail(strict)
+# (FLAKY: seen in some runs only, xfail(strict=False)).
 KNOWN_FAILURES: dict[str, dict[tuple[str, str | None], str]] = {}
+FLAKY_FAILURES: dict[str, dict[tuple[str, str | None], str]] = {
+    "memory+sqlite-rows": {
+        ("test_guarantee8_writes_made_in_forked_children_reach_the_store", None):
+        "seen once in about ten runs: a forked child's flush(timeout=30) of its write to "
+        "a SQLite row-mode store raised StoreError('... 1 entries are still dirty')"},
+}
 
 
 class DefaultRun:
@@ -32,5 +39,6 @@ class DefaultRun:
 for _pair in PAIRS:
     _cls = pair_class(type("Suite", (DefaultRun, ProcessGuaranteeSuite), {}), _pair,
                       known_failures=KNOWN_FAILURES.get(_pair, {}),
+                      flaky_failures=FLAKY_FAILURES.get(_pair, {}),
                       crash_trials=1 if _pair == CHEAP else 2)
     globals()[_cls.__name__] = _cls
