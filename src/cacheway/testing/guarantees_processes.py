@@ -1,0 +1,164 @@
+"""Guarantees 2 (kill -9 at any moment, journal replay) and 8 (a forked child) of
+DESIGN.md on one backend x store pair. Each trial starts processes: the project runs a
+cheap pair by default and the others as slow tests."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pytest
+
+import cacheway as cw
+
+from .pair import PairSuite
+
+
+def run_and_kill(argv: list[str], seed: int) -> list[str]:
+    """Run the crash child, SIGKILL it at a moment chosen by ``seed``, return its lines."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.Popen([sys.executable, "-m", "cacheway.testing.crash_child", *argv],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first == "ready\n", first
+    time.sleep(random.Random(seed).uniform(0.05, 0.4))
+    os.kill(proc.pid, signal.SIGKILL)
+    rest = proc.stdout.read()
+    proc.wait()
+    lines = rest.splitlines()
+    if lines and not rest.endswith("\n"):
+        lines.pop()  # a line cut by the kill was never fully acknowledged
+    return lines
+
+
+def final_states(ops: list[tuple[str, str, int]]) -> dict[str, int | None]:
+    """The store a key/value model ends with after ``ops`` (counters count increments)."""
+    state: dict[str, int | None] = {}
+    for op, key, value in ops:
+        if op == "set":
+            state[key] = value
+        elif op == "del":
+            state[key] = None
+        else:
+            state[key] = (state.get(key) or 0) + 1
+    return state
+
+
+def in_child(work: Callable[[], object]) -> int:
+    """Run ``work`` in a forked child; its exit code (0: it returned) once it is done."""
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 1
+        try:
+            work()
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - the exit code tells the parent
+            print(f"child failed: {exc!r}", file=sys.stderr, flush=True)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+class ProcessGuarantees(PairSuite):
+    #: the store's data outlives the process that wrote it (not a dict in memory)
+    store_outlives_process: ClassVar[bool] = True
+    #: kill -9 trials per test
+    crash_trials: ClassVar[int] = 2
+
+    def urls(self) -> tuple[str, str] | None:
+        """(store URL, backend URL) of this pair for ``cw.open`` in a child process, or
+        None when URLs cannot say it (kill -9 trials are then skipped)."""
+        return None
+
+    # -- 2. kill -9 ------------------------------------------------------------------------
+    def test_guarantee2_kill_9_loses_no_acknowledged_write(self) -> None:
+        urls = self.urls()
+        if urls is None:
+            pytest.skip("this pair cannot be opened from URLs in a child process")
+        store_url, backend_url = urls
+        for trial in range(self.crash_trials):
+            wal = str(self.tmp_path / f"trial{trial}.wal")
+            seed = 1000 + trial
+            argv = [store_url, backend_url, wal, str(seed)]
+            if not self.counters:
+                argv.append("no-counters")
+            lines = run_and_kill(argv, seed)
+            acked: list[tuple[str, str, int]] = []
+            in_flight: tuple[str, str, int] | None = None
+            for line in lines:
+                if line == "ack":
+                    assert in_flight is not None
+                    acked.append(in_flight)
+                    in_flight = None
+                else:
+                    op, key, value = line.split()
+                    in_flight = (op, key, int(value))
+            # Reopening the cache replays the journal into the store.
+            cw.open(store_url, backend=backend_url, policy="write-back", journal=wal,
+                    fsync="always").close()
+            without = final_states(acked)
+            with_last = final_states([*acked, in_flight]) if in_flight else without
+            store = self.store()
+            for key in set(without) | set(with_last):
+                got = store.load(key)
+                # every acknowledged write is there (counters: once each); the write in
+                # flight when the kill came may or may not have landed
+                assert got in (without.get(key), with_last.get(key)), (
+                    trial, key, got, without.get(key), with_last.get(key))
+            # the next trial starts from an empty store (its counters add to nothing)
+            store.delete_many([f"k{i}" for i in range(20)] + [f"c{i}" for i in range(3)])
+
+    # -- 8. fork ---------------------------------------------------------------------------
+    def needs_fork(self) -> None:
+        if not hasattr(os, "fork"):
+            pytest.skip("needs os.fork")
+        if not self.store_outlives_process:
+            pytest.skip("the store's data lives in this process: a child's writes stay there")
+
+    def test_guarantee8_writes_made_in_forked_children_reach_the_store(self) -> None:
+        self.needs_fork()
+        cache = self.cache(cw.WriteBack(max_delay=0.05))
+        cache.set("p", self.value(0))
+        if self.counters:
+            cache.incr("n")
+
+        def work(i: int) -> None:
+            if self.counters:
+                for _ in range(50):
+                    cache.incr("n")
+            cache.set(f"c{i}", self.value(i + 1))
+            assert cache.get(f"c{i}") == self.value(i + 1)
+            cache.flush(timeout=30)
+
+        codes = [in_child(lambda i=i: work(i)) for i in range(2)]  # type: ignore[misc]
+        assert codes == [0, 0]
+        cache.flush(timeout=30)
+        expected: dict[str, Any] = {"p": self.value(0), "c0": self.value(1),
+                                    "c1": self.value(2)}
+        if self.counters:
+            expected["n"] = 101
+        assert self.store().load_many(list(expected)) == expected
+
+    def test_guarantee8_a_child_never_flushes_the_parents_dirty_entries(self) -> None:
+        self.needs_fork()
+        cache = self.cache(cw.WriteBack(max_delay=3600))
+        cache.set("p", self.value(1))  # dirty in the parent when it forks
+
+        def work() -> None:
+            assert cache.pending() == 0  # the parent's entry is the parent's
+            cache.set("child", self.value(2))
+            cache.flush(timeout=30)
+
+        assert in_child(work) == 0
+        assert self.store().load("child") == self.value(2)
+        assert self.store().load_many(["p"]) == {}, "the child flushed the parent's entry"
+        cache.flush(timeout=30)
+        assert self.store().load("p") == self.value(1)
