@@ -32,24 +32,8 @@ CHEAP = {"memory+sqlite", "memory+callback", "memory+sqlite-rows"}
 
 # Library bugs for the lead: {pair: {(test, policy or None): what fails}}, xfail(strict)
 # (FLAKY: a race that does not show on every run, xfail(strict=False)).
-_SHARED_VERSIONED = [f"{b}+{s}" for b in ("redis", "two-level") for s in PAIR_STORES
-                     if s != "callback"]
-KNOWN_FAILURES: dict[str, dict[tuple[str, str | None], str]] = {
-    pair: {("test_guarantee4_a_fill_in_another_cache_does_not_undo_an_accepted_delete",
-            "write-back"):
-           "a write-back delete accepted by one cache leaves a tombstone in the shared "
-           "backend, yet another cache's read-fill of the row the store still holds lands "
-           "over it: that cache reads the deleted row, and after the flush both caches "
-           "keep serving it while the store has none"}
-    for pair in _SHARED_VERSIONED
-}
-FLAKY_FAILURES: dict[str, dict[tuple[str, str | None], str]] = {
-    pair: {("test_guarantee4_caches_sharing_the_backend_agree_with_store", "write-back"):
-           "the race of test_guarantee4_a_fill_in_another_cache_does_not_undo_an_accepted_"
-           "delete: a reader of one cache fills a row over the other cache's delete "
-           "tombstone (seen on SQLite stores in about 1 run in 5)"}
-    for pair in _SHARED_VERSIONED
-}
+KNOWN_FAILURES: dict[str, dict[tuple[str, str | None], str]] = {}
+FLAKY_FAILURES: dict[str, dict[tuple[str, str | None], str]] = {}
 
 
 def new_policy(name: str) -> Any:
