@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from cacheway.errors import CachewayError
 
-from . import check_cmd, journal_cmd, run_cmd
+from . import check_cmd, journal_cmd, run_cmd, worker_cmd
 from ._common import UsageError
 
 __all__ = ["main"]
@@ -213,6 +213,7 @@ def _parser() -> _Parser:
     replay.add_argument("path", metavar="PATH", help="the journal directory (e.g. app.wal)")
     replay.add_argument("--store", required=True, metavar="URL",
                         help="store URL the journal's cache wrote to, e.g. sqlite:///app.db")
+    worker_cmd.add_parser(sub)
     return parser
 
 
@@ -222,6 +223,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": check_cmd.check,
     "journal inspect": journal_cmd.inspect,
     "journal replay": journal_cmd.replay,
+    "worker": worker_cmd.worker,
 }
 
 
