@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from ..core.schedule import permanent
 from ..policies import Retry
 from ..stats import Counters
-from ..stores.base import ADD, JournalMark, Op, Store
+from ..stores.base import ADD, DELETE, JournalMark, Op, Store
 from . import scripts
 from .layout import GROUP, Names, seq_of
 
@@ -156,7 +156,7 @@ class Consumer:
         self._renew = client.register_script(scripts.LOCK_RENEW)
         self._release = client.register_script(scripts.LOCK_RELEASE)
         self._set_max = client.register_script(scripts.SET_MAX)
-        self._expire = client.register_script(scripts.EXPIRE_IF)
+        self._settle = client.register_script(scripts.SETTLE)
         self._held: dict[int, _Partition] = {}
         self._held_lock = threading.Lock()
         self._rand = random.Random()
@@ -403,8 +403,9 @@ class Consumer:
                 ms, _, n = done.partition("-")
                 pipe.xtrim(stream, minid=f"{ms}-{int(n) + 1}", approximate=False)
             for e in lasts or []:
-                if e.copy and e.ttl_px:
-                    self._expire(keys=[e.copy], args=[e.version, e.ttl_px], client=pipe)
+                if e.copy and e.kind != DELETE:  # a tombstone expires by itself
+                    self._settle(keys=[e.copy], args=[e.version, e.ttl_px or ""],
+                                 client=pipe)
             pipe.execute()
 
     def _failed(self, p: _Partition, batch: list[QueueEntry], exc: Exception) -> None:

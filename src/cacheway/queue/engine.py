@@ -127,6 +127,18 @@ class QueueWriteBackEngine(Engine):
             return default if entry.kind == DELETE else entry.value
         return super().miss(key, bkey, default)
 
+    def _load_many(self, missing: list[str], out: dict[str, Any]) -> None:
+        pending = self._pending
+        rest = []
+        for key in missing:
+            entry = pending.get(key)
+            if entry is None:
+                rest.append(key)
+            elif entry.kind != DELETE:
+                out[key] = entry.value
+        if rest:
+            super()._load_many(rest, out)
+
     # -- writes ---------------------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         key, copy, payload, ttl_ = self.prepare(key, value, ttl)

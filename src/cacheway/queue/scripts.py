@@ -8,14 +8,14 @@ a RedisBackend on the same Redis: ``RedisBackend``'s entry layout, see
 stream is the order of the versions and a reader never sees a copy whose entry is not
 queued. Copies of pending writes are written without an expiry ("pinned": a copy that
 expired while its write waits would let a read load the store's older row); the
-consumer gives them their ttl back once the store has the write (:data:`EXPIRE_IF`).
+consumer gives them their ttl back once the store has the write (:data:`SETTLE`).
 """
 
 from __future__ import annotations
 
 from ..backends import _redis_format
 
-__all__ = ["ACCEPT", "EXPIRE_IF", "ITEM_ARGS", "LOCK_RELEASE", "LOCK_RENEW", "SET_MAX"]
+__all__ = ["ACCEPT", "ITEM_ARGS", "LOCK_RELEASE", "LOCK_RENEW", "SETTLE", "SET_MAX"]
 
 #: ARGV slots per write in ACCEPT
 ITEM_ARGS = 8
@@ -115,15 +115,25 @@ redis.call('SET', KEYS[2], string.format('%.0f', last))
 return out
 """
 
-# KEYS[1] a copy; ARGV[1] the version of the write just applied; ARGV[2] its ttl PX.
-# A copy still holding exactly that write (and no expiry: pinned) gets its ttl back.
-EXPIRE_IF = _redis_format.COMMON + """
+# KEYS[1] a copy; ARGV[1] the version of the write just applied; ARGV[2] its ttl PX
+# ('' none). A copy still holding exactly that write (pinned: no expiry) gets its ttl
+# back; a value older than it (a fill that loaded the row before the write reached the
+# store, after the copy was invalidated or evicted) is removed: the next read loads the
+# store, which has the write now. Returns 1 when it changed the copy.
+SETTLE = _redis_format.COMMON + """
 local cur, flag = current(KEYS[1])
-if flag ~= 0 or redis.call('PTTL', KEYS[1]) ~= -1 then return 0 end
+if flag ~= 0 then return 0 end
 local held = 0
 for j = 2, 8 do held = held * 256 + string.byte(cur, j) end
-if held ~= tonumber(ARGV[1]) then return 0 end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local v = tonumber(ARGV[1])
+if held < v then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+if held == v and ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
 """
 
 # KEYS[1] lock; ARGV[1] token; ARGV[2] PX. 1 while the token holds it.
