@@ -34,85 +34,24 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..core.schedule import permanent
 from ..policies import Retry
 from ..stats import Counters
-from ..stores.base import ADD, DELETE, JournalMark, Op, Store
+from ..stores.base import DELETE, JournalMark, Store
 from . import scripts
-from .layout import GROUP, Names, seq_of
+from .entries import QueueEntry, coalesce, parse_entry
+from .layout import GROUP, Names
 
-__all__ = ["Consumer", "QueueEntry", "coalesce", "parse_entry"]
+__all__ = ["Consumer"]
 
 log = logging.getLogger("cacheway")
 
 
-class QueueEntry(NamedTuple):
-    """One stream entry: an accepted write."""
-
-    id: bytes
-    seq: int
-    namespace: str
-    key: str
-    kind: int
-    payload: bytes | None
-    delta: int
-    version: int
-    ttl_px: int | None
-    copy: bytes
-
-
-def parse_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> QueueEntry:
-    """A stream entry as :data:`scripts.ACCEPT` wrote it."""
-    kind = int(fields[b"o"])
-    ttl = fields.get(b"t", b"")
-    return QueueEntry(
-        entry_id, seq_of(entry_id), fields[b"n"].decode(), fields[b"k"].decode(), kind,
-        fields[b"p"] if kind != ADD else None, int(fields.get(b"d") or 0),
-        int(fields[b"v"]), int(ttl) if ttl else None, fields.get(b"c", b""))
-
-
-def coalesce(entries: list[QueueEntry]) -> tuple[list[Op], list[int], list[QueueEntry], int]:
-    """``(ops, seqs, last entry of each op, taken)``: the longest prefix of ``entries``
-    (``taken`` of them) coalesced per key in order, ``seqs[i]`` the last seq folded into
-    ``ops[i]``.
-
-    >>> e = lambda i, k, kind, d=0: QueueEntry(b"1-%d" % i, i, "", k, kind, b"v%d" % i,
-    ...                                        d, i, None, b"")
-    >>> ops, seqs, _, n = coalesce([e(1, "a", ADD, 2), e(2, "a", ADD, 3), e(3, "b", 0)])
-    >>> [(o.key, o.kind, o.delta) for o in ops], seqs, n
-    ([('a', 2, 5), ('b', 0, 0)], [2, 3], 3)
-    >>> coalesce([e(1, "a", 0), e(2, "a", ADD, 1), e(3, "b", 0)])[3]  # cut before the add
-    1
-    """
-    by_key: dict[tuple[str, str], int] = {}
-    ops: list[Op] = []
-    seqs: list[int] = []
-    lasts: list[QueueEntry] = []
-    taken = 0
-    for e in entries:
-        k = (e.namespace, e.key)
-        i = by_key.get(k)
-        if i is None:
-            by_key[k] = len(ops)
-            ops.append(Op(e.namespace, e.key, e.kind, e.payload, e.delta, None, e.version))
-            seqs.append(e.seq)
-            lasts.append(e)
-        else:
-            old = ops[i]
-            if e.kind == ADD and old.kind != ADD:
-                break  # SET v + ADD d needs v decoded: the next batch applies the add
-            delta = old.delta + e.delta if e.kind == ADD else 0
-            ops[i] = Op(e.namespace, e.key, e.kind, e.payload, delta, None, e.version)
-            seqs[i] = e.seq
-            lasts[i] = e
-        taken += 1
-    return ops, seqs, lasts, taken
-
-
 class _Partition:
-    __slots__ = ("attempts", "backlog", "low", "n", "recovering", "retry_at", "single_until")
+    __slots__ = ("attempts", "backlog", "low", "n", "recheck", "recovering", "retry_at",
+                 "single_until")
 
     def __init__(self, n: int, low: int) -> None:
         self.n = n
@@ -122,6 +61,7 @@ class _Partition:
         self.retry_at = 0.0
         self.attempts = 0
         self.single_until = 0  # apply one entry at a time up to this seq (a refusal)
+        self.recheck = False  # a batch failed: it may have committed all the same
 
 
 def _id_of(seq: int) -> str:
@@ -352,6 +292,11 @@ class Consumer:
 
     def _process(self, p: _Partition, got: list[tuple[bytes, dict[bytes, bytes]]], *,
                  from_pending: bool) -> int:
+        if p.recheck:
+            # A failed apply (a connection lost during COMMIT) may have committed: the
+            # store's mark says, so a retry cannot apply the batch twice.
+            p.low = max(p.low, self.store.applied_state(self.names.journal_id(p.n))[0])
+            p.recheck = False
         entries = [parse_entry(i, f) for i, f in got if f]
         gone = [i for i, f in got if not f]  # deleted while pending: nothing to apply
         old = [e for e in entries if e.seq <= p.low]  # in the store already
@@ -416,6 +361,7 @@ class Consumer:
         if c.store_down_since is None:
             c.store_down_since = c.last_error_at
         p.backlog = True
+        p.recheck = True
         p.attempts += 1
         if permanent(exc) and len(batch) > 1:
             p.single_until = batch[-1].seq  # find the refused entry, one at a time

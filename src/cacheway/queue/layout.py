@@ -14,7 +14,7 @@ slot and one Lua script may touch them together:
 
 >>> names = Names("cw", 16)
 >>> names.partition("users", "alice"), names.stream(3), names.lock(3)
-(9, '{cw:p3}', '{cw:p3}:lock')
+(12, '{cw:p3}', '{cw:p3}:lock')
 >>> seq_of(b"1751900000123-5") == (1751900000123 << 20) + 5
 True
 """
