@@ -69,11 +69,12 @@ def drain(r: redis.Redis, n: int, workers: int) -> float:
     _fill(name, table, n)
     names = Names(name, PARTITIONS)
     env = dict(os.environ, PYTHONPATH=SRC)
+    log = open(f"/tmp/{name}.worker.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "cacheway.cli", "worker", "--queue", REDIS, "--queue-name",
          name, "--store", f"{PG}?table={table}", "--partitions", str(PARTITIONS),
          "--processes", str(workers), "--status-every", "0"],
-        env=env, stderr=subprocess.DEVNULL)
+        env=env, stderr=log)
     try:
         # From the first worker's start: a fast one may drain before the others join.
         while r.zcard("{" + name + "}:consumers") < 1:
@@ -84,7 +85,12 @@ def drain(r: redis.Redis, n: int, workers: int) -> float:
         took = time.perf_counter() - started
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            print(f"  (the worker did not exit within 30 s of SIGTERM: see {log.name})")
+        log.close()
         _cleanup(r, name)
         with psycopg.connect(PG, autocommit=True) as conn:
             for t in (table, f"{table}_meta", f"{table}_applied"):
