@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from cacheway.errors import CachewayError
 
-from . import check_cmd, journal_cmd, run_cmd, top_cmd
+from . import check_cmd, journal_cmd, run_cmd, top_cmd, worker_cmd
 from ._common import UsageError
 
 __all__ = ["main"]
@@ -237,6 +237,7 @@ def _parser() -> _Parser:
     replay.add_argument("--backend", metavar="URL",
                         help="the shared backend of that cache (redis://...?prefix=cw:): "
                              "the copies of every replayed key are dropped from it")
+    worker_cmd.add_parser(sub)
     return parser
 
 
@@ -247,6 +248,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "journal inspect": journal_cmd.inspect,
     "journal replay": journal_cmd.replay,
     "top": top_cmd.top,
+    "worker": worker_cmd.worker,
 }
 
 

@@ -1,21 +1,15 @@
 """Distributed write-behind on Redis Streams (``WriteBack(queue="redis://...")``).
 
-Not built yet: opening a cache with ``queue=`` raises :class:`~cacheway.ConfigError`.
+:class:`QueueWriteBackEngine` (:mod:`.engine`) accepts writes into partitioned streams;
+:class:`Consumer` (:mod:`.consumer`) applies them to the store, in an app process
+(``flush_in_process=True``) or in ``cacheway worker``. :mod:`.layout` names the Redis
+keys, :mod:`.scripts` holds the Lua.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from .consumer import Consumer
+from .engine import QueueWriteBackEngine
+from .layout import Names
 
-from ..engine.read import Engine
-from ..errors import ConfigError
-
-__all__ = ["QueueWriteBackEngine"]
-
-
-class QueueWriteBackEngine(Engine):
-    """Placeholder until the queue engine lands: refuses at construction."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise ConfigError("WriteBack(queue=...) (distributed write-behind) is not "
-                          "available yet in this version of cacheway")
+__all__ = ["Consumer", "Names", "QueueWriteBackEngine"]

@@ -1,0 +1,375 @@
+"""The app-process side of distributed write-behind: accept writes into Redis Streams.
+
+A ``set``/``set_many``/``delete``/``delete_many``/``incr`` returns once one Lua script
+per partition (:data:`~cacheway.queue.scripts.ACCEPT`) has drawn the write's version
+from the partition's clock, written the cached copy (when the cache's backend is a
+RedisBackend on the queue's Redis: the copy and the entry are then one atomic step) and
+XADDed the entry. With any other backend the copy is set after the script returns.
+Consumers (:mod:`.consumer`: in this process when ``flush_in_process``, else ``cacheway
+worker``) apply the entries to the store.
+
+Reads: the copy first. This process remembers its own writes the store has not been
+seen to apply (``pending``): with a local backend reads answer from them first, with
+the shared Redis copy a read that misses does (a copy that was evicted, a delete's
+tombstone), and a fill never lands on a key with a pending write (its loaded row is
+older than the write). Other processes see a write through the shared copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .._refresh import ReadOptions
+from ..backends import _redis_client
+from ..backends.base import MISS, Backend
+from ..core.dirty import Entry
+from ..engine.read import Engine
+from ..errors import BackendError, ConfigError, StoreError
+from ..policies import WriteBack
+from ..serializers import JSONSerializer, Serializer
+from ..stats import Counters
+from ..stores.base import ADD, DELETE, SET, Store
+from ..typed import Codec
+from . import scripts
+from .consumer import Consumer
+from .layout import Names, seq_of
+
+__all__ = ["QueueWriteBackEngine"]
+
+log = logging.getLogger("cacheway")
+
+# How long a delete's tombstone blocks older fills of its key (a value's copy is pinned
+# while its write waits; a marker needs an expiry). Five minutes of consumer lag.
+TOMBSTONE_PX = 300_000
+
+# (key, kind, value, payload, delta, ttl) of one write
+_Item = tuple[str, int, Any, "bytes | None", int, "float | None"]
+
+
+class QueueWriteBackEngine(Engine):
+    """Write-behind through Redis Streams (``WriteBack(queue="redis://...")``)."""
+
+    def __init__(
+        self, namespace: str, store: Store, backend: Backend, serializer: Serializer,
+        ttl: float | None, counters: Counters, policy: WriteBack, *,
+        timer: Any = None, read: ReadOptions | None = None, codec: Codec[Any] | None = None,
+    ) -> None:
+        super().__init__(namespace, store, backend, serializer, ttl, counters, read=read,
+                         codec=codec)
+        if policy.queue is None:
+            raise ConfigError("QueueWriteBackEngine needs WriteBack(queue=...)")
+        if not getattr(store, "atomic_add", True):
+            raise ConfigError(f"{store!r} does not add counter deltas itself: a queue= "
+                              "write-back applies counters as deltas and needs a store "
+                              "that does (SQLiteStore, PostgresStore, SQLAlchemyStore)")
+        self.policy = policy
+        self.names = Names(policy.queue_name, policy.partitions)
+        client, self._where, _, self._owned = _redis_client.connect(policy.queue, 5.0, {})
+        self.client: Any = client
+        self._accept_script = client.register_script(scripts.ACCEPT)
+        self._redis_errors: tuple[type[Exception], ...] = (__import__("redis").RedisError,)
+        self._json = type(serializer) is JSONSerializer and codec is None
+        #: the RedisBackend key prefix when the copies live on the queue's Redis
+        self.copy_prefix = self._shared_prefix(backend)
+        self._plock = threading.Lock()  # the pending dict, last and done seqs
+        self._pending: dict[str, Entry] = {}
+        self._last: dict[int, int] = {}  # partition -> last seq XADDed by this process
+        self._done: dict[int, int] = {}  # partition -> applied seq, as last read
+        self._prune_at = 1024
+        if self.copy_prefix is None:
+            self.pending_entry = self._pending.get
+        self.bind_get()
+        self.consumer: Consumer | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if policy.flush_in_process:
+            self._start_consumer()
+
+    def _shared_prefix(self, backend: Backend) -> str | None:
+        caps = self.backend_caps
+        prefix = getattr(backend, "prefix", None)
+        other = getattr(backend, "client", None)
+        if caps.local or caps.publish is None or other is None or not isinstance(prefix, str):
+            return None
+        try:
+            a = other.connection_pool.connection_kwargs
+            b = self.client.connection_pool.connection_kwargs
+        except AttributeError:
+            return None
+        same = all(a.get(k) == b.get(k) for k in ("host", "port", "db", "path"))
+        return prefix if same else None
+
+    def _start_consumer(self) -> None:
+        policy = self.policy
+        self._stop = threading.Event()
+        self.consumer = Consumer(
+            self.client, self.names, self.store, batch_size=policy.batch_size,
+            retry=policy.retry, claim_after=policy.claim_after, counters=self.counters,
+            on_dead_letter=policy.on_dead_letter)
+        self._thread = threading.Thread(target=self.consumer.run, args=(self._stop,),
+                                        name="cacheway-queue-consumer", daemon=True)
+        self._thread.start()
+
+    # -- reads ----------------------------------------------------------------------------
+    def can_fill(self, bkey: str, stripe: int, gen: int) -> bool:
+        """No fill lands on a key with a pending write of this process (the row it
+        loaded is older than the write)."""
+        return self.gens[stripe] == gen and bkey[len(self.prefix):] not in self._pending
+
+    def miss(self, key: str, bkey: str, default: Any) -> Any:
+        entry = self._pending.get(key)
+        if entry is not None:
+            self.counters.hits += 1
+            return default if entry.kind == DELETE else entry.value
+        return super().miss(key, bkey, default)
+
+    def _load_many(self, missing: list[str], out: dict[str, Any]) -> None:
+        pending = self._pending
+        rest = []
+        for key in missing:
+            entry = pending.get(key)
+            if entry is None:
+                rest.append(key)
+            elif entry.kind != DELETE:
+                out[key] = entry.value
+        if rest:
+            super()._load_many(rest, out)
+
+    # -- writes ---------------------------------------------------------------------------
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        key, copy, payload, ttl_ = self.prepare(key, value, ttl)
+        self._write([(key, SET, copy, payload, 0, ttl_)])
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        items: dict[str, _Item] = {}
+        for key, value in mapping.items():
+            k, copy, payload, ttl_ = self.prepare(key, value, ttl)
+            items[k] = (k, SET, copy, payload, 0, ttl_)
+        if items:
+            self._write(list(items.values()))
+
+    def delete(self, key: str) -> None:
+        self.delete_many([key])
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        checked = [self.check_write_key(k) for k in dict.fromkeys(keys)]
+        if self.closed:
+            raise self.closed_error()
+        if checked:
+            self._write([(k, DELETE, None, None, 0, None) for k in checked])
+
+    def incr(self, key: str, delta: int = 1) -> int:
+        key = self.check_write_key(key)
+        delta = self.check_delta(key, delta)
+        if self.closed:
+            raise self.closed_error()
+        return int(self._write([(key, ADD, None, None, delta, self.ttl)])[0])
+
+    def _base(self, key: str, *, copy: bool) -> int:
+        """A counter's value before an add: this process's pending write, else (with
+        ``copy``) the cached copy, else the store's row."""
+        entry = self._pending.get(key)
+        if entry is not None:
+            return 0 if entry.kind == DELETE else self.as_counter(key, entry.value)
+        if copy:
+            value = self.cached(self.prefix + key)
+            if value is not MISS:
+                return self.as_counter(key, value)
+        row = self.fetch(key)
+        return 0 if row is None else self.as_counter(key, self.decode(row)[0])
+
+    def _write(self, items: list[_Item]) -> list[str]:
+        """Accept ``items``; returns each one's counter value ('' unless ADD)."""
+        prefix = self.prefix
+        bkeys = [prefix + it[0] for it in items]
+        locks = self.locks_for(bkeys)
+        for lock in locks:
+            lock.acquire()
+        try:
+            for bkey in bkeys:
+                self.gens[self.stripe(bkey)] += 1
+            bases: dict[int, int] = {}
+            if self.copy_prefix is None or not self._json:
+                # The script cannot read the copy: the counter's value comes from here.
+                for i, it in enumerate(items):
+                    if it[1] == ADD:
+                        bases[i] = self._base(it[0], copy=self.copy_prefix is None)
+            replies = self._accept(items, bases)
+            now = time.monotonic()
+            with self._plock:
+                for it, (version, seq, counter) in zip(items, replies):
+                    key, kind, value, payload, delta, ttl = it
+                    if kind == ADD:
+                        value = int(counter)
+                    entry = Entry(key, kind, value, payload, delta, ttl, seq, now)
+                    entry.version = version
+                    self._pending[key] = entry
+                    p = self.names.partition(self.namespace, key)
+                    if seq > self._last.get(p, 0):
+                        self._last[p] = seq
+            if self.copy_prefix is None:
+                for bkey, it, (_, _, counter) in zip(bkeys, items, replies):
+                    kind = it[1]
+                    if kind == DELETE:
+                        self.backend_drop(bkey)
+                    elif kind == ADD:
+                        n = int(counter)
+                        self.backend_set(bkey, n, self.dumps(n), it[5], None)
+                    else:
+                        self.backend_set(bkey, it[2], it[3], it[5], None)
+            self.counters.writes += len(items)
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+        if len(self._pending) > self._prune_at:
+            self._prune()
+            self._prune_at = 2 * len(self._pending) + 1024
+        return [r[2] for r in replies]
+
+    def _accept(self, items: list[_Item], bases: dict[int, int]
+                ) -> list[tuple[int, int, str]]:
+        """Run ACCEPT once per partition; ``(version, seq, counter)`` per item."""
+        groups: dict[int, list[int]] = {}
+        for i, it in enumerate(items):
+            groups.setdefault(self.names.partition(self.namespace, it[0]), []).append(i)
+        out: list[tuple[int, int, str]] = [(0, 0, "")] * len(items)
+        todo = list(groups.items())
+        for _ in range(3):
+            try:
+                replies = self._run(todo, items, bases)
+            except self._redis_errors as exc:
+                raise BackendError(f"queue write to {self._where} failed (not "
+                                   f"acknowledged): {type(exc).__name__}: {exc}") from exc
+            again: list[tuple[int, list[int]]] = []
+            for (p, idx), reply in zip(todo, replies):
+                if reply and int(reply[0]) == -1:
+                    # Counters whose copy is gone: their value comes from here.
+                    for j in reply[1:]:
+                        i = idx[int(j) - 1]
+                        bases[i] = self._base(items[i][0], copy=False)
+                    again.append((p, idx))
+                    continue
+                for j, i in enumerate(idx):
+                    v, entry_id, counter = reply[3 * j: 3 * j + 3]
+                    out[i] = (int(v), seq_of(entry_id),
+                              counter.decode() if isinstance(counter, bytes) else counter)
+            if not again:
+                return out
+            todo = again
+        raise BackendError("queue write failed: counters' copies kept vanishing")
+
+    def _run(self, todo: list[tuple[int, list[int]]], items: list[_Item],
+             bases: dict[int, int]) -> list[Any]:
+        calls = []
+        for p, idx in todo:
+            keys = [self.names.stream(p), self.names.clock(p)]
+            args: list[Any] = [TOMBSTONE_PX, "1" if self._json else "0", len(idx)]
+            for i in idx:
+                key, kind, _, payload, delta, ttl = items[i]
+                ci = 0
+                if self.copy_prefix is not None:
+                    keys.append(self.copy_prefix + self.prefix + key)
+                    ci = len(keys)
+                base = bases.get(i)
+                if kind == ADD and base is not None and not self._json:
+                    payload = self.dumps(base + delta)
+                args += [self.namespace, key, kind, payload if payload is not None else b"",
+                         delta, "" if ttl is None else max(1, int(ttl * 1000)), ci,
+                         "" if base is None else base]
+            calls.append((keys, args))
+        if len(calls) == 1:
+            return [self._accept_script(keys=calls[0][0], args=calls[0][1])]
+        with self.client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                self._accept_script(keys=keys, args=args, client=pipe)
+            return list(pipe.execute())
+
+    # -- flush, pending, close ------------------------------------------------------------
+    def _read_done(self, parts: Iterable[int]) -> dict[int, int]:
+        parts = list(parts)
+        with self.client.pipeline(transaction=False) as pipe:
+            for p in parts:
+                pipe.get(self.names.done(p))
+            raw = pipe.execute()
+        done = {p: seq_of(r) if r else 0 for p, r in zip(parts, raw)}
+        with self._plock:
+            for p, s in done.items():
+                if s > self._done.get(p, 0):
+                    self._done[p] = s
+            return dict(self._done)
+
+    def _prune(self) -> None:
+        """Forget pending writes the store has applied."""
+        try:
+            done = self._read_done(range(self.names.partitions))
+        except self._redis_errors as exc:
+            log.warning("cacheway: reading the queue's applied marks failed: %r", exc)
+            return
+        with self._plock:
+            for key, entry in list(self._pending.items()):
+                if entry.last_seq <= done.get(self.names.partition(self.namespace, key), 0):
+                    del self._pending[key]
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the consumers applied every write this process accepted before
+        the call (``{q:pN}:done`` at or past the last entry XADDed here)."""
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise ConfigError("flush() called from the queue consumer thread would wait "
+                              "for itself")
+        with self._plock:
+            target = dict(self._last)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                done = self._read_done(target)
+            except self._redis_errors as exc:
+                raise BackendError(f"flush: reading the queue's applied marks on "
+                                   f"{self._where} failed: {exc}") from exc
+            behind = [p for p, s in target.items() if done.get(p, 0) < s]
+            if not behind:
+                self._prune()
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                err = self.counters.last_error
+                raise StoreError(
+                    f"flush of namespace {self.namespace or 'default'!r} did not finish: "
+                    f"{len(behind)} queue partitions not applied yet"
+                    + (f"; last store error: {err}" if err else ""))
+            time.sleep(delay)
+            delay = min(0.02, delay * 2)
+
+    def pending(self) -> int:
+        """Keys this process wrote whose newest write the consumers have not applied
+        (not the streams' length: other processes' writes are not counted)."""
+        if self._pending:
+            self._prune()
+        return len(self._pending)
+
+    def close(self, timeout: float | None = None) -> None:
+        """With an in-process consumer: flush (up to ``timeout``), then stop it. Without
+        one, accepted writes wait in Redis for a worker."""
+        if self.closed:
+            return
+        try:
+            if self._thread is not None:
+                self.flush(timeout)
+        finally:
+            self.closed = True
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=10.0)
+            super().close(timeout)
+            if self._owned:
+                self.client.close()
+
+    def after_fork_in_child(self) -> None:
+        """The child runs its own consumer (the parent's thread is not in it)."""
+        super().after_fork_in_child()
+        self._plock = threading.Lock()
+        if self._thread is not None:
+            self._start_consumer()
