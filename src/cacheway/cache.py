@@ -319,10 +319,11 @@ class Cache(Front[Any]):
 
     @property
     def journalled(self) -> bool:
-        """True when every write-back namespace keeps a journal (so nothing accepted is
-        lost when a flush cannot finish)."""
+        """True when every write-back namespace keeps what it accepted outside the process
+        (a journal, or a Redis queue), so nothing is lost when a flush cannot finish."""
         return len(self._journals) == sum(
-            isinstance(ns.policy, WriteBack) for ns in self._views())
+            isinstance(ns.policy, WriteBack) and ns.policy.queue is None
+            for ns in self._views())
 
     def _views(self) -> list[Any]:
         return [self, *self._namespaces.values()]
@@ -430,7 +431,7 @@ def _close_forgotten() -> None:
         try:
             cache.close(timeout=max(0.0, deadline - time.monotonic()))
         except CachewayError as exc:
-            fate = ("the journal keeps them for the next start" if cache.journalled
-                    else "they are lost (no journal)")
+            fate = ("the journal (or the Redis queue) keeps them for the next start or a "
+                    "worker" if cache.journalled else "they are lost (no journal)")
             log.error("cacheway: at exit, %r could not flush within %g s: %s; %s",
                       cache, EXIT_FLUSH_TIMEOUT, exc, fate)
