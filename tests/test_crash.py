@@ -4,51 +4,20 @@ the journal, and the store must hold every acknowledged write."""
 
 from __future__ import annotations
 
-import os
-import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import cacheway as cw
-
-CHILD = Path(__file__).with_name("crash_child.py")
+from cacheway.testing.guarantees_processes import final_states, run_and_kill
 
 
 def _run_and_kill(tmp: Path, seed: int) -> list[str]:
-    db, wal = tmp / "app.db", tmp / "app.wal"
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), str(db), str(wal), str(seed)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    assert first == "ready\n", first
-    time.sleep(random.Random(seed).uniform(0.02, 0.4))
-    os.kill(proc.pid, signal.SIGKILL)
-    rest = proc.stdout.read()
-    proc.wait()
-    lines = rest.splitlines()
-    if lines and not rest.endswith("\n"):
-        lines.pop()  # a line cut by the kill was never fully acknowledged
-    return lines
-
-
-def _states(ops: list[tuple[str, str, int]]) -> dict[str, int | None]:
-    """The store a key/value model ends with after ``ops`` (counters count increments)."""
-    state: dict[str, int | None] = {}
-    for op, key, value in ops:
-        if op == "set":
-            state[key] = value
-        elif op == "del":
-            state[key] = None
-        else:
-            state[key] = (state.get(key) or 0) + 1
-    return state
+    """The shipped crash child (cacheway.testing.crash_child) on memory + SQLite."""
+    return run_and_kill([f"sqlite:///{tmp / 'app.db'}", "memory://", str(tmp / "app.wal"),
+                         str(seed)], seed)
 
 
 def _check(tmp: Path, lines: list[str]) -> int:
@@ -67,8 +36,8 @@ def _check(tmp: Path, lines: list[str]) -> int:
     cache = cw.Cache(store=store, policy=cw.WriteBack(journal=str(tmp / "app.wal"),
                                                       fsync="always"))
     cache.close()
-    without = _states(acked)
-    with_last = _states([*acked, in_flight]) if in_flight is not None else without
+    without = final_states(acked)
+    with_last = final_states([*acked, in_flight]) if in_flight is not None else without
     for key in set(without) | set(with_last):
         got = store.load(key)
         # every acknowledged write is there (counters: once each); the write in flight
