@@ -22,7 +22,7 @@ from typing import NoReturn
 from cacheway.errors import CachewayError
 
 from . import check_cmd, journal_cmd, run_cmd, top_cmd, worker_cmd
-from ._common import UsageError
+from ._common import UsageError, positive_int, seconds
 
 __all__ = ["main"]
 
@@ -34,26 +34,6 @@ _DEFAULT_WORKLOADS = "read-heavy,counters"
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, not {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text!r}")
-    return value
 
 
 def _namespace(text: str) -> str:
@@ -118,7 +98,7 @@ def _add_run_options(p: argparse.ArgumentParser, ops: int) -> None:
                    help="all, or a comma list of read-heavy (90%% Zipf reads / 10%% writes), "
                         "write-heavy (10/90), counters (incr on 16 hot keys), bulk (write "
                         "once, rarely read); default: read-heavy,counters")
-    p.add_argument("--ops", type=_positive_int, default=ops, metavar="N",
+    p.add_argument("--ops", type=positive_int, default=ops, metavar="N",
                    help=f"operations per workload and strategy (default {ops})")
     p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     p.add_argument("--policies", type=_policies, default=_policies("all"), metavar="LIST",
@@ -167,7 +147,7 @@ def _parser() -> _Parser:
                        help="store URL, e.g. sqlite:///bench.db")
     bench.add_argument("--backend", default="memory://?max_entries=250", metavar="URL",
                        help="backend URL (default memory://?max_entries=250)")
-    bench.add_argument("--processes", type=_positive_int, default=1, metavar="N",
+    bench.add_argument("--processes", type=positive_int, default=1, metavar="N",
                        help="concurrent client processes, each on its own keys (default 1)")
     _add_run_options(bench, ops=2000)
 
@@ -185,9 +165,9 @@ def _parser() -> _Parser:
     check.add_argument("--namespace", dest="namespaces", action="append", type=_namespace,
                        metavar="NAME",
                        help="namespace to check, repeatable (default: the default namespace)")
-    check.add_argument("--sample", type=_positive_int, default=1000, metavar="N",
+    check.add_argument("--sample", type=positive_int, default=1000, metavar="N",
                        help="keys to sample (default 1000)")
-    check.add_argument("--quiet", type=_seconds, default=1.0, metavar="S",
+    check.add_argument("--quiet", type=seconds, default=1.0, metavar="S",
                        help="seconds a disagreement may take to settle (default 1.0; above a "
                             "write-back max_delay)")
     check.add_argument("--rounds", type=int, default=3, metavar="N",

@@ -18,27 +18,9 @@ import threading
 import time
 from typing import Any
 
+from ._common import positive_int, positive_seconds
+
 __all__ = ["add_parser", "worker"]
-
-
-def _int1(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, not {text!r}")
-    return value
-
-
-def _secs(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text!r}")
-    return value
 
 
 def add_parser(sub: Any) -> None:
@@ -56,16 +38,16 @@ def add_parser(sub: Any) -> None:
                    help="the policy's queue_name")
     p.add_argument("--store", required=True, metavar="URL",
                    help="store URL, e.g. postgresql://user@host/db?table=cacheway")
-    p.add_argument("--partitions", type=_int1, default=16, metavar="P",
+    p.add_argument("--partitions", type=positive_int, default=16, metavar="P",
                    help="the policy's partitions (default 16)")
-    p.add_argument("--processes", type=_int1, default=1, metavar="N",
+    p.add_argument("--processes", type=positive_int, default=1, metavar="N",
                    help="consumer processes (default 1)")
-    p.add_argument("--claim-after", type=_secs, default=30.0, metavar="S",
+    p.add_argument("--claim-after", type=positive_seconds, default=30.0, metavar="S",
                    help="seconds before a silent consumer's partitions are taken over "
                         "(default 30)")
     # 2000: a 20,000-entry drain to PostgreSQL took 0.92 s against 1.42 s at 500 (the
     # journal mark and the round trips are per batch); see bench/distributed.py
-    p.add_argument("--batch-size", type=_int1, default=2000, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=2000, metavar="N",
                    help="entries read per partition and store transaction (default 2000)")
     p.add_argument("--status-every", type=float, default=5.0, metavar="S",
                    help="seconds between status lines on stderr (0: none; default 5)")
