@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -37,6 +38,7 @@ class AsyncFront:
     _peek: Callable[[str], Any] | None = None
     _remote: Callable[[str], Awaitable[Any]] | None = None
     _reads: dict[str, asyncio.Future[Any]]  # key -> the thread's get tasks share
+    _setting: dict[str, asyncio.Future[Any]] | None = None  # get_or_set loads, by key
     _batch: Batcher | None = None  # set/delete/invalidate when they never wait for I/O
 
     async def _front(self) -> Cache | Namespace[Any]:
@@ -91,6 +93,34 @@ class AsyncFront:
             return await self._call(fn, *args)
         finally:
             self._forget(keys)
+
+    async def get_or_set(self, key: str, default: Any, ttl: float | None = None) -> Any:
+        """The value under ``key``; on a miss ``default`` (``default()`` when callable,
+        awaited when that returns an awaitable: ``async def`` loaders work), called once
+        per stampede of tasks (they share its result or exception), written by the
+        policy as ``set(key, value, ttl)`` and returned (see ``Cache.get_or_set``)."""
+        value = await self.get(key, UNSET)
+        if value is not UNSET:
+            return value
+        if self._setting is None:
+            self._setting = {}
+        setting = self._setting
+        flight = setting.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._load_and_set(key, default, ttl))
+            setting[key] = flight
+            flight.add_done_callback(functools.partial(_landed, setting, key))
+        return await asyncio.shield(flight)
+
+    async def _load_and_set(self, key: str, default: Any, ttl: float | None) -> Any:
+        value = await self.get(key, UNSET)  # another task may have set it meanwhile
+        if value is not UNSET:
+            return value
+        value = default() if callable(default) else default
+        if inspect.isawaitable(value):
+            value = await value
+        await self.set(key, value, ttl)
+        return value
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Values of ``keys`` that exist (cache first, one store load for the rest)."""
