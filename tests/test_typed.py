@@ -171,3 +171,36 @@ def test_mypy_sees_the_type_a_typed_namespace_returns(tmp_path: Path) -> None:
     assert 'Revealed type is "typed_use.User | None"' in out, out
     assert 'Revealed type is "typed_use.User"' in out, out
     assert 'incompatible type "int"; expected "User"' in out, out
+
+
+@pytest.mark.parametrize("backend_kind", ["memory", "redis"])
+def test_a_typed_namespace_on_async_cache_answers_its_type(
+        tmp_path: Path, redis_url: str, prefix: str, backend_kind: str) -> None:
+    import asyncio
+
+    def backend() -> Any:
+        return (cw.MemoryBackend() if backend_kind == "memory"
+                else cw.RedisBackend(redis_url, prefix=prefix))
+
+    async def write() -> None:
+        async with cw.AsyncCache(store=cw.SQLiteStore(str(tmp_path / "t.db")),
+                                 backend=backend()) as acache:
+            users = acache.namespace("users", type=User)
+            await users.set("ada", ADA)
+            got = await users.get("ada")
+            assert got == ADA
+            assert type(got) is User
+            with pytest.raises(cw.SerializationError, match="User"):
+                await users.set("bad", {"name": "x"})
+
+    async def read() -> None:  # another process: the copy in Redis, or the store's row
+        async with cw.AsyncCache(store=cw.SQLiteStore(str(tmp_path / "t.db")),
+                                 backend=backend()) as acache:
+            users = acache.namespace("users", type=User)
+            for _ in range(2):  # a miss (or a Redis hit on the loop), then a hit
+                got = await users.get("ada")
+                assert got == ADA
+                assert type(got) is User
+
+    asyncio.run(write())
+    asyncio.run(read())

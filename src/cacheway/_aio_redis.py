@@ -141,6 +141,7 @@ class LoopReader:
         full = self._prefix + engine.prefix
         counters, pending, loads = engine.counters, engine.pending_entry, self._loads
         errors = _errors()
+        codec = engine.codec  # a typed namespace: Redis keeps the plain form
 
         async def get(key: str) -> Any:
             if key.__class__ is not str or engine.closed or not key.isascii():
@@ -159,6 +160,8 @@ class LoopReader:
                 return MISS
             try:
                 value = loads(raw[HLEN:])
+                if codec is not None:
+                    value = codec.from_plain(value)
             except Exception:  # noqa: BLE001 - the thread path counts and logs bad bytes
                 return MISS
             counters.hits += 1

@@ -278,14 +278,17 @@ class AsyncCache(AsyncFront):
 
     def namespace(
         self, name: str, *, policy: Policy | None = None, ttl: float | None = UNSET,
-        store: Store | None = None,
+        store: Store | None = None, type: Any = None,
     ) -> AsyncNamespace:
-        """An :class:`AsyncNamespace` (same options as ``Cache.namespace``). Asking again
-        for a name without options returns the same view. A journalled write-back
-        namespace opens in a worker thread on its first call."""
+        """An :class:`AsyncNamespace` (same options as ``Cache.namespace``, ``type=``
+        included: a typed namespace answers its type). Asking again for a name without
+        options returns the same view. A journalled write-back namespace opens in a
+        worker thread on its first call."""
         if self._closed:
             raise ClosedError("AsyncCache is closed")
         options: dict[str, Any] = {}
+        if type is not None:
+            options["type"] = type
         if policy is not None:
             options["policy"] = policy
         if ttl is not UNSET:
