@@ -264,3 +264,23 @@ def test_open_async_takes_the_urls_of_open(tmp_path: Path) -> None:
 
     run(main())
     assert cw.SQLiteStore(str(path)).load("k") == [1]
+
+
+def test_from_cache_wraps_an_open_cache_and_closes_it(tmp_path: Any) -> None:
+    cache = cw.open(f"sqlite:///{tmp_path / 'a.db'}", policy="write-back", max_delay=0.01)
+    cache.set("k", 1)
+
+    async def main() -> None:
+        acache = cw.AsyncCache.from_cache(cache, max_workers=2)
+        assert acache.cache is cache
+        assert await acache.get("k") == 1
+        await acache.set("j", 2)
+        await acache.close()
+
+    run(main())
+    assert cache.closed
+    with cw.SQLiteStore(str(tmp_path / "a.db")) as store:
+        assert store.load_many(["k", "j"]) == {"k": 1, "j": 2}
+    with cw.Cache(store=cw.SQLiteStore(":memory:")) as other:
+        with pytest.raises(cw.ConfigError, match="max_workers"):
+            cw.AsyncCache.from_cache(other, max_workers=0)

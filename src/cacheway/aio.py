@@ -188,10 +188,12 @@ class AsyncCache(AsyncFront):
         self._reader: LoopReader | None = None
 
     @classmethod
-    def _wrap(cls, cache: Cache, pool: concurrent.futures.ThreadPoolExecutor) -> AsyncCache:
-        """An AsyncCache over an open ``cache`` (``open_async``); it closes the cache."""
+    def from_cache(cls, cache: Cache, *, max_workers: int = DEFAULT_WORKERS) -> AsyncCache:
+        """An AsyncCache over an open thread-front ``cache`` (``cw.open``'s, or one you
+        built): from then on it owns the cache and closes it when it closes. Early
+        refresh decides on each hit, so a cache with it is never answered inline."""
         self = cls.__new__(cls)
-        self._setup(pool, inline=True)  # open() sets no read options
+        self._setup(_pool(max_workers), inline=cache.read_options.early_refresh is None)
         self._async_store(cache.store)
         self._opened(cache)
         return self
@@ -351,12 +353,11 @@ async def open_async(
     journal replayed, in a worker thread); what it builds from URLs closes with it."""
     from ._urls import open as open_sync
 
-    pool = _pool(max_workers)
+    _pool(max_workers).shutdown()  # refuse a bad max_workers before any work
+    build = functools.partial(open_sync, store, backend, policy, ttl, **options)
+    cache = await asyncio.to_thread(build)  # a journal replays off the loop
     try:
-        loop = asyncio.get_running_loop()
-        build = functools.partial(open_sync, store, backend, policy, ttl, **options)
-        cache = await loop.run_in_executor(pool, build)
+        return AsyncCache.from_cache(cache, max_workers=max_workers)
     except BaseException:
-        pool.shutdown(wait=False)
+        cache.close()
         raise
-    return AsyncCache._wrap(cache, pool)

@@ -314,6 +314,12 @@ class Cache(Front[Any]):
         return _stats(list(self._engines.values()), self.backend)
 
     @property
+    def read_options(self) -> ReadOptions:
+        """The read-through options every namespace uses (early refresh, stale-if-error,
+        ttl jitter)."""
+        return self._read
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
