@@ -281,6 +281,6 @@ def test_from_cache_wraps_an_open_cache_and_closes_it(tmp_path: Any) -> None:
     assert cache.closed
     with cw.SQLiteStore(str(tmp_path / "a.db")) as store:
         assert store.load_many(["k", "j"]) == {"k": 1, "j": 2}
-    with cw.Cache(store=cw.SQLiteStore(":memory:")) as other:
-        with pytest.raises(cw.ConfigError, match="max_workers"):
-            cw.AsyncCache.from_cache(other, max_workers=0)
+    with (cw.Cache(store=cw.SQLiteStore(":memory:")) as other,
+          pytest.raises(cw.ConfigError, match="max_workers")):
+        cw.AsyncCache.from_cache(other, max_workers=0)
