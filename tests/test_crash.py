@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 import cacheway as cw
-from cacheway.testing.guarantees_processes import final_states, run_and_kill
+from cacheway.testing.guarantees_processes import (
+    acknowledged,
+    check_replayed,
+    run_and_kill,
+)
 
 
 def _run_and_kill(tmp: Path, seed: int) -> list[str]:
@@ -21,29 +25,13 @@ def _run_and_kill(tmp: Path, seed: int) -> list[str]:
 
 
 def _check(tmp: Path, lines: list[str]) -> int:
-    acked: list[tuple[str, str, int]] = []
-    in_flight: tuple[str, str, int] | None = None
-    for line in lines:
-        if line == "ack":
-            assert in_flight is not None
-            acked.append(in_flight)
-            in_flight = None
-        else:
-            op, key, value = line.split()
-            in_flight = (op, key, int(value))
+    acked, in_flight = acknowledged(lines)
     # Reopening the cache replays the journal into the store.
     store = cw.SQLiteStore(tmp / "app.db")
     cache = cw.Cache(store=store, policy=cw.WriteBack(journal=str(tmp / "app.wal"),
                                                       fsync="always"))
     cache.close()
-    without = final_states(acked)
-    with_last = final_states([*acked, in_flight]) if in_flight is not None else without
-    for key in set(without) | set(with_last):
-        got = store.load(key)
-        # every acknowledged write is there (counters: once each); the write in flight
-        # when the kill came may or may not have landed
-        assert got in (without.get(key), with_last.get(key)), (
-            key, got, without.get(key), with_last.get(key))
+    check_replayed(store, acked, in_flight)
     store.close()
     return len(acked)
 

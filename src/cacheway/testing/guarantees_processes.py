@@ -51,6 +51,34 @@ def final_states(ops: list[tuple[str, str, int]]) -> dict[str, int | None]:
     return state
 
 
+def acknowledged(lines: list[str]) -> tuple[list[tuple[str, str, int]],
+                                             tuple[str, str, int] | None]:
+    """The crash child's writes followed by "ack", and the one in flight at the kill."""
+    acked: list[tuple[str, str, int]] = []
+    in_flight: tuple[str, str, int] | None = None
+    for line in lines:
+        if line == "ack":
+            assert in_flight is not None
+            acked.append(in_flight)
+            in_flight = None
+        else:
+            op, key, value = line.split()
+            in_flight = (op, key, int(value))
+    return acked, in_flight
+
+
+def check_replayed(store: Any, acked: list[tuple[str, str, int]],
+                   in_flight: tuple[str, str, int] | None) -> None:
+    """Every acknowledged write is in ``store`` (counters: once each); the write in
+    flight when the kill came may or may not have landed."""
+    without = final_states(acked)
+    with_last = final_states([*acked, in_flight]) if in_flight is not None else without
+    for key in set(without) | set(with_last):
+        got = store.load(key)
+        assert got in (without.get(key), with_last.get(key)), (
+            key, got, without.get(key), with_last.get(key))
+
+
 def in_child(work: Callable[[], object]) -> int:
     """Run ``work`` in a forked child; its exit code (0: it returned) once it is done."""
     pid = os.fork()
@@ -90,29 +118,12 @@ class ProcessGuarantees(PairSuite):
             argv = [store_url, backend_url, wal, str(seed)]
             if not self.counters:
                 argv.append("no-counters")
-            lines = run_and_kill(argv, seed)
-            acked: list[tuple[str, str, int]] = []
-            in_flight: tuple[str, str, int] | None = None
-            for line in lines:
-                if line == "ack":
-                    assert in_flight is not None
-                    acked.append(in_flight)
-                    in_flight = None
-                else:
-                    op, key, value = line.split()
-                    in_flight = (op, key, int(value))
+            acked, in_flight = acknowledged(run_and_kill(argv, seed))
             # Reopening the cache replays the journal into the store.
             cw.open(store_url, backend=backend_url, policy="write-back", journal=wal,
                     fsync="always").close()
-            without = final_states(acked)
-            with_last = final_states([*acked, in_flight]) if in_flight else without
             store = self.store()
-            for key in set(without) | set(with_last):
-                got = store.load(key)
-                # every acknowledged write is there (counters: once each); the write in
-                # flight when the kill came may or may not have landed
-                assert got in (without.get(key), with_last.get(key)), (
-                    trial, key, got, without.get(key), with_last.get(key))
+            check_replayed(store, acked, in_flight)
             # the next trial starts from an empty store (its counters add to nothing)
             store.delete_many([f"k{i}" for i in range(20)] + [f"c{i}" for i in range(3)])
 
