@@ -218,3 +218,47 @@ def test_guarantee3_across_real_processes(tmp_path: Path) -> None:
     finally:
         for proc in procs:
             proc.kill()
+
+
+def test_guarantee4_a_write_through_incr_that_lands_under_a_newer_version_drops_the_copy(
+    tmp_path: Any, redis_url: str
+) -> None:
+    # Found by the consistency soak (write-through, 1 run in 5): B drew its version before
+    # A but reached the store after it; the store added B's delta and kept A's version,
+    # so B's copy of the total carried A's version, Redis kept A's older total as "the
+    # same version", and the counter's copy stayed one increment behind the store.
+    import threading
+
+    from services import unique
+
+    gate, drawn = threading.Event(), threading.Event()
+
+    class Held(cw.SQLiteStore):
+        def apply(self, ops: Any, **kw: Any) -> Any:
+            if threading.current_thread().name == "b":
+                drawn.set()
+                assert gate.wait(10)
+            return super().apply(ops, **kw)
+
+    prefix = unique("cwincr") + ":"
+    db = str(tmp_path / "app.db")
+
+    def cache() -> cw.Cache:
+        return cw.Cache(store=Held(db), backend=cw.RedisBackend(redis_url, prefix=prefix),
+                        policy=cw.WriteThrough())
+
+    a, b, reader = cache(), cache(), cache()
+    try:
+        a.incr("n")  # the row exists: both later adds are atomic adds to it
+        t = threading.Thread(target=b.incr, args=("n",), name="b")
+        t.start()
+        assert drawn.wait(10)  # B holds its version, not yet applied
+        assert a.incr("n") == 2  # A: a newer version, applied first
+        gate.set()
+        t.join(10)
+        assert cw.SQLiteStore(db).load("n") == 3
+        assert reader.get("n") == 3, "the shared copy lags the store's total"
+    finally:
+        for c in (a, b, reader):
+            c.close()
+        cw.RedisBackend(redis_url, prefix=prefix).clear()

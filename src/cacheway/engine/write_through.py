@@ -26,8 +26,9 @@ class WriteThroughEngine(Engine):
 
     drops_copies = False  # a write drops the cached copy instead of setting it
 
-    def _apply(self, ops: list[Op], bkeys: list[str]) -> list[Applied]:
-        if self._clock is not None:
+    def _apply(self, ops: list[Op], bkeys: list[str], *, versioned: bool = False
+               ) -> list[Applied]:
+        if self._clock is not None and not versioned:
             ops = self.versioned(ops)
         try:
             results = self.store.apply(ops)
@@ -110,10 +111,20 @@ class WriteThroughEngine(Engine):
             current = self.as_counter(key, self._read_locked(key, bkey))
             new = current + delta
             op = Op(self.namespace, key, ADD, self.dumps(new), delta, new)
-            res = self._apply([op], [bkey])[0]
+            if self._clock is not None:
+                op = self.versioned([op])[0]
+            res = self._apply([op], [bkey], versioned=True)[0]
             self.counters.writes += 1
             value = new if res.value is NOTSET or res.value is None else res.value
-            self._publish(bkey, value, None, self.ttl, res)
+            if op.version is not None and res.applied and res.version != op.version:
+                # Every ADD lands (deltas from all processes sum): this one changed a row
+                # that keeps another process's newer version, which so no longer names
+                # one value (that process's copy of it may be out already). A tombstone
+                # newer than both instead; the next read loads the store's total.
+                self.gens[hash(bkey) & MASK] += 1
+                self.backend_drop(bkey, self.versioned([op])[0].version)
+            else:
+                self._publish(bkey, value, None, self.ttl, res)
         return int(value)
 
     def _read_locked(self, key: str, bkey: str) -> Any:
