@@ -24,6 +24,7 @@ __all__ = [
     "NOTSET",
     "SET",
     "Applied",
+    "Expires",
     "JournalMark",
     "KeyLimits",
     "LateAware",
@@ -35,6 +36,7 @@ __all__ = [
     "StoreCapabilities",
     "Validate",
     "check_key",
+    "expiring",
     "has_versions",
     "store_capabilities",
     "validate_identifier",
@@ -114,6 +116,10 @@ class Op(NamedTuple):
     row's (set-if-newer; see :class:`Applied`), adds a versioned ADD's delta always, and
     raises its own counter to at least every version it applied, so later writes it
     stamps itself are newer. Unversioned stores ignore it.
+
+    ``expires_at``: None, or the wall-clock time (``time.time()``) at which the row's data
+    ends: a namespace with ``expire=`` stamps it when the write is accepted. Only stores
+    that declare :class:`Expires` take it (an engine refuses ``expire=`` on others).
     """
 
     namespace: str
@@ -123,6 +129,7 @@ class Op(NamedTuple):
     delta: int = 0
     value: Any = None
     version: int | None = None
+    expires_at: float | None = None
 
 
 _version = attrgetter("version")
@@ -136,6 +143,19 @@ def has_versions(ops: Sequence[Op]) -> bool:
     (False, True)
     """
     return list(map(_version, ops)).count(None) != len(ops)
+
+
+_expires_at = attrgetter("expires_at")
+
+
+def expiring(ops: Sequence[Op]) -> bool:
+    """Whether any op of ``ops`` carries an expiry (one pass in C: batches without one
+    keep their fast paths).
+
+    >>> expiring([Op("", "a", SET)]), expiring([Op("", "a", SET, expires_at=1e9)])
+    (False, True)
+    """
+    return list(map(_expires_at, ops)).count(None) != len(ops)
 
 
 class JournalMark(NamedTuple):
@@ -168,11 +188,14 @@ def _fast(cls: type[Any]) -> Any:
 
 
 class Loaded(NamedTuple):
-    """A row read from a store: ``payload`` bytes and/or the decoded ``value``, and its version."""
+    """A row read from a store: ``payload`` bytes and/or the decoded ``value``, its version
+    and, from a store that keeps expiry, when its data ends (``time.time()``; None: never).
+    Stores never return a row whose ``expires_at`` has passed."""
 
     payload: bytes | None
     value: Any
     version: int | None
+    expires_at: float | None = None
 
 
 class Applied(NamedTuple):
@@ -266,6 +289,21 @@ class SamplesKeys(Protocol):
         ...
 
 
+@runtime_checkable
+class Expires(Protocol):
+    """A store that keeps data expiry (``expire=`` on a namespace): it writes each op's
+    ``expires_at``, never returns an expired row from ``fetch``, starts a counter
+    afresh on an expired row, and deletes expired rows when asked.
+
+    ``expires`` is True (a declaration: a subclass may turn it off)."""
+
+    expires: bool
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        """Delete up to ``limit`` rows whose data has expired; how many it deleted."""
+        ...
+
+
 @dataclass(frozen=True)
 class StoreCapabilities:
     """What a store can do, read once by :func:`store_capabilities`.
@@ -275,7 +313,8 @@ class StoreCapabilities:
     ``keys_take_nul``: see :class:`KeyLimits` (``max_key`` is the smaller limit);
     ``takes_late``: see :class:`LateAware`; ``sample_keys``: the store's bound method,
     or None; ``fork_aware``: it reopens its connections in a forked child itself;
-    ``async_callbacks``: it holds ``async def`` callbacks (an AsyncCache runs them).
+    ``async_callbacks``: it holds ``async def`` callbacks (an AsyncCache runs them);
+    ``expires``: it keeps data expiry (see :class:`Expires`).
     """
 
     name: str
@@ -289,6 +328,7 @@ class StoreCapabilities:
     sample_keys: Callable[[str, int], list[str]] | None = None
     fork_aware: bool = False
     async_callbacks: bool = False
+    expires: bool = False
 
     @property
     def max_key(self) -> int | None:
@@ -340,6 +380,7 @@ def store_capabilities(store: object) -> StoreCapabilities:
         sample_keys=sample,
         fork_aware=callable(getattr(store, "after_fork_in_child", None)),
         async_callbacks=bool(getattr(store, "async_callbacks", False)),
+        expires=isinstance(store, Expires) and bool(store.expires),
     )
 
 

@@ -1,11 +1,14 @@
 """The key/value mapping of :class:`~cacheway.stores.postgres.PostgresStore`: one table
 ``(namespace, key, value jsonb | bytea, version, updated_at)`` it creates when missing,
 versions from the sequence ``{table}_version_seq``, journal marks in ``{table}_meta``
-and ``{table}_applied`` (created with the table). Imported once the driver was found.
+and ``{table}_applied`` (created with the table), an ``expires_at`` column (epoch
+seconds, NULL: never) for namespaces with ``expire=`` (tables from before it gain it at
+open). Imported once the driver was found.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,7 +16,7 @@ from psycopg import Connection, Cursor, errors, sql
 
 from ...errors import ConfigError, InvalidWriteError
 from ...serializers import Serializer
-from ..base import ADD, DELETE, NOTSET, SET, Applied, Loaded, Op, has_versions
+from ..base import ADD, DELETE, NOTSET, SET, Applied, Loaded, Op, expiring, has_versions
 from .helpers import _fill, create_marks, ddl_lock
 from .sql import kv_queries
 from .versions import raise_sequence
@@ -29,6 +32,7 @@ class PgKV:
     versioned = True
     atomic_add = True
     validate = None
+    expires = True
     max_key_chars: int | None = None
     marks_at_setup = True  # the mark tables are created with the table
     tombstones_in_marks = False  # tombstones are rows with a NULL value
@@ -53,8 +57,15 @@ class PgKV:
             conn.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (namespace text NOT NULL, key text NOT NULL, "
                 "value " + value_type + ", version bigint NOT NULL, updated_at timestamptz "
-                "NOT NULL DEFAULT now(), PRIMARY KEY (namespace, key))"
+                "NOT NULL DEFAULT now(), expires_at double precision, "
+                "PRIMARY KEY (namespace, key))"
             ).format(ident(self.table)))
+            # a table from before data expiry gains the column (its rows never expire)
+            conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS expires_at "
+                                 "double precision").format(ident(self.table)))
+            conn.execute(sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (expires_at) WHERE expires_at IS NOT NULL"
+            ).format(ident(self.table + "_expires"), ident(self.table)))
             create_marks(conn, *self.marks)
             found = dict(conn.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
@@ -79,16 +90,20 @@ class PgKV:
 
     # -- reads --------------------------------------------------------------------------
     def fetch(self, conn: Connection[Any], ns: str, keys: list[str]) -> dict[str, Loaded]:
-        found = conn.execute(self._q["fetch"], (ns, keys)).fetchall()
+        found = conn.execute(self._q["fetch"], (ns, keys, time.time())).fetchall()
         if self._jsonb:
-            return {k: Loaded(v.encode(), NOTSET, ver) for k, v, ver in found}
-        return {k: Loaded(bytes(v), NOTSET, ver) for k, v, ver in found}
+            return {k: Loaded(v.encode(), NOTSET, ver, at) for k, v, ver, at in found}
+        return {k: Loaded(bytes(v), NOTSET, ver, at) for k, v, ver, at in found}
 
     def sample_keys(self, conn: Connection[Any], ns: str, n: int) -> list[str]:
         # (a NULL value is the tombstone of a versioned delete)
         query = sql.SQL("SELECT key FROM {} WHERE namespace = %s AND value IS NOT NULL "
-                        "ORDER BY random() LIMIT %s").format(sql.Identifier(self.table))
-        return [str(r[0]) for r in conn.execute(query, (ns, n))]
+                        "AND (expires_at IS NULL OR expires_at > %s) ORDER BY random() "
+                        "LIMIT %s").format(sql.Identifier(self.table))
+        return [str(r[0]) for r in conn.execute(query, (ns, time.time(), n))]
+
+    def purge_expired(self, conn: Connection[Any], limit: int) -> int:
+        return conn.execute(self._q["purge"], (time.time(), limit)).rowcount
 
     # -- writes -------------------------------------------------------------------------
     def prepare(self, ops: Sequence[Op]) -> None:
@@ -100,7 +115,7 @@ class PgKV:
     def one_statement(self, ops: Sequence[Op], prepared: None, kinds: set[int]) -> bool:
         """Whether a batch of one kind (no key twice) is one statement: a bytea ADD
         is two (read, then write)."""
-        return ADD not in kinds or self._jsonb
+        return (ADD not in kinds or self._jsonb) and not expiring(ops)
 
     def write(self, cur: Cursor[Any], ops: Sequence[Op], prepared: None,
               segments: list[list[int]], versions: list[int],
@@ -109,12 +124,23 @@ class PgKV:
         # sequence first when there are some (its lock then lasts the whole batch),
         # else last, so the lock is held for the commit only.
         raise_first = bool(versions) and len(versions) < len(ops)
+        expire = expiring(ops)
+        if expire:  # data that ended is gone before a write of its key
+            cur.execute(self._q["expired_delete"], (
+                [op.namespace for op in ops], [op.key for op in ops], time.time()))
         if raise_first:
             raise_sequence(cur, self._q, self.seq, max(versions))
         for segment in segments:
             self._write(cur, ops, segment, out)
         if versions and not raise_first:
             raise_sequence(cur, self._q, self.seq, max(versions))
+        if expire:  # the writes above ended the rows' old expiry: stamp the new one
+            stamp = {(op.namespace, op.key): op.expires_at for op, res in zip(ops, out)
+                     if op.expires_at is not None and op.kind != DELETE
+                     and res is not None and res.applied}  # a key's last write wins
+            if stamp:
+                cur.execute(self._q["expires_stamp"], (
+                    [k[0] for k in stamp], [k[1] for k in stamp], list(stamp.values())))
 
     def _write(self, cur: Cursor[Any], ops: Sequence[Op], segment: list[int],
                out: list[Applied | None]) -> None:

@@ -41,6 +41,7 @@ class RowMapper:
     """The SQL of row mode for one table; :class:`PostgresStore` runs it on its pool."""
 
     atomic_add = False  # counters are not supported
+    expires = False  # no expiry column: a namespace cannot expire=
     marks_at_setup = False  # the mark tables are created at the first mark
     tombstones_in_marks = True  # tombstones of versioned deletes live there
 
@@ -224,6 +225,9 @@ class RowMapper:
         return query
 
     # -- reads and writes ---------------------------------------------------------------
+    def purge_expired(self, conn: Connection[Any], limit: int) -> int:
+        raise ConfigError(f"{self.table!r} is a row-mode table: it has no expiry")
+
     def sample_keys(self, conn: Connection[Any], ns: str, n: int) -> list[str]:
         """Random keys of the table (row mode has no namespace column: ``ns`` is
         ignored, as by every read)."""

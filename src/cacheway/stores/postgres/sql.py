@@ -11,7 +11,8 @@ __all__ = ["kv_queries", "mark_queries"]
 
 
 def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict[str, str]:
-    """fetch, set, delete and the counter adds of the key/value table ``table``."""
+    """fetch, set, delete, the counter adds and data expiry of the key/value table
+    ``table``."""
     # nextval() takes a regclass *string*: quote the name inside it, or PostgreSQL
     # folds a mixed-case name ("BlogUsers_version_seq") to lower case.
     names = {"t": sql.Identifier(table),
@@ -20,13 +21,15 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
     vtype = sql.SQL("jsonb" if jsonb else "bytea")
     parts = {
         # A NULL value is the tombstone of a versioned delete: no row to a reader.
-        "fetch": "SELECT key, value{text}, version FROM {t} "
-                 "WHERE namespace = %s AND key = ANY(%b::text[]) AND value IS NOT NULL",
+        # An expired row (expires_at passed, by the caller's clock) is no row either.
+        "fetch": "SELECT key, value{text}, version, expires_at FROM {t} "
+                 "WHERE namespace = %s AND key = ANY(%b::text[]) AND value IS NOT NULL "
+                 "AND (expires_at IS NULL OR expires_at > %s)",
         "set": "INSERT INTO {t} AS t (namespace, key, value, version) "
                "SELECT u.ns, u.key, u.value::{vtype}, nextval({seq}) "
                "FROM unnest(%b::text[], %b::text[], %b::{intype}[]) AS u(ns, key, value) "
                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
-               "version = nextval({seq}), updated_at = now() "
+               "version = nextval({seq}), updated_at = now(), expires_at = NULL "
                "RETURNING namespace, key, version",
         # A key that is not there still gets a version: its tombstone in the backend.
         "delete": "WITH d AS (DELETE FROM {t} AS t USING unnest(%(ns)b::text[], "
@@ -42,7 +45,8 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
                "FROM unnest(%b::text[], %b::text[], %b::numeric[]) AS u(ns, key, d) "
                "ON CONFLICT (namespace, key) DO UPDATE SET value = " + _SUM
                + ", version = nextval({seq}), "
-               "updated_at = now() RETURNING namespace, key, version, value #>> '{{}}'",
+               "updated_at = now(), expires_at = NULL "
+               "RETURNING namespace, key, version, value #>> '{{}}'",
         # bytea adds: lock (creating a zero row when missing) and read, then write
         # (a tombstone's NULL value reads as 0).
         "add_lock": "INSERT INTO {t} AS t (namespace, key, value, version) "
@@ -51,7 +55,7 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
                     "ON CONFLICT (namespace, key) DO UPDATE SET namespace = t.namespace "
                     "RETURNING namespace, key, value",
         "add_write": "UPDATE {t} AS t SET value = u.value, version = nextval({seq}), "
-                     "updated_at = now() FROM unnest(%b::text[], %b::text[], "
+                     "updated_at = now(), expires_at = NULL FROM unnest(%b::text[], %b::text[], "
                      "%b::bytea[]) AS u(ns, key, value) "
                      "WHERE t.namespace = u.ns AND t.key = u.key "
                      "RETURNING t.namespace, t.key, t.version",
@@ -61,7 +65,7 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
                 "SELECT u.ns, u.key, u.value::{vtype}, u.v FROM unnest(%b::text[], "
                 "%b::text[], %b::{intype}[], %b::bigint[]) AS u(ns, key, value, v) "
                 "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
-                "version = excluded.version, updated_at = now() "
+                "version = excluded.version, updated_at = now(), expires_at = NULL "
                 "WHERE t.version < excluded.version RETURNING namespace, key, version",
         "versions": "SELECT t.namespace, t.key, t.version FROM {t} AS t JOIN unnest("
                     "%b::text[], %b::text[]) AS u(ns, key) ON t.namespace = u.ns AND "
@@ -70,8 +74,8 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
                 "SELECT u.ns, u.key, to_jsonb(u.d), u.v FROM unnest(%b::text[], "
                 "%b::text[], %b::numeric[], %b::bigint[]) AS u(ns, key, d, v) "
                 "ON CONFLICT (namespace, key) DO UPDATE SET value = " + _SUM
-                + ", version = greatest(t.version, excluded.version), updated_at = now() "
-                "RETURNING namespace, key, version, value #>> '{{}}'",
+                + ", version = greatest(t.version, excluded.version), updated_at = now(), "
+                "expires_at = NULL RETURNING namespace, key, version, value #>> '{{}}'",
         # bytea: a missing row is created at version 0, so it takes the op's version.
         "vadd_lock": "INSERT INTO {t} AS t (namespace, key, value, version) "
                      "SELECT u.ns, u.key, %s::bytea, 0 "
@@ -79,8 +83,8 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
                      "ON CONFLICT (namespace, key) DO UPDATE SET namespace = t.namespace "
                      "RETURNING namespace, key, value",
         "vadd_write": "UPDATE {t} AS t SET value = u.value, version = greatest(t.version, "
-                      "u.v), updated_at = now() FROM unnest(%b::text[], %b::text[], "
-                      "%b::bytea[], %b::bigint[]) AS u(ns, key, value, v) "
+                      "u.v), updated_at = now(), expires_at = NULL FROM unnest(%b::text[], "
+                      "%b::text[], %b::bytea[], %b::bigint[]) AS u(ns, key, value, v) "
                       "WHERE t.namespace = u.ns AND t.key = u.key "
                       "RETURNING t.namespace, t.key, t.version",
         # setval alone could move the sequence backwards when two batches race: the
@@ -89,6 +93,15 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
                     "'.' || %s::text))",
         "seq_raise": "SELECT setval({seq}, greatest(%s::bigint, (SELECT last_value FROM "
                      "{seqname})))",
+        # -- data expiry (expire= on a namespace; every write above ends the old one) --
+        "expired_delete": "DELETE FROM {t} AS t USING unnest(%b::text[], %b::text[]) AS "
+                          "u(ns, key) WHERE t.namespace = u.ns AND t.key = u.key "
+                          "AND t.expires_at <= %s",
+        "expires_stamp": "UPDATE {t} AS t SET expires_at = u.at FROM unnest(%b::text[], "
+                         "%b::text[], %b::float8[]) AS u(ns, key, at) "
+                         "WHERE t.namespace = u.ns AND t.key = u.key",
+        "purge": "DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} "
+                 "WHERE expires_at <= %s LIMIT %s))",
     }
     fmt = {**names, "vtype": vtype, "intype": sql.SQL("text" if jsonb else "bytea"),
            "text": sql.SQL("::text" if jsonb else "")}

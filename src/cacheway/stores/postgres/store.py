@@ -64,6 +64,7 @@ class PgMapping(Protocol):
 
     versioned: bool
     atomic_add: bool
+    expires: bool  # keeps data expiry (key/value mode)
     max_key_chars: int | None
     marks: tuple[str, str]  # (meta, applied) table names
     companion: str  # the longest name the mapping adds next to the table
@@ -78,6 +79,8 @@ class PgMapping(Protocol):
     def fetch(self, conn: Connection[Any], ns: str, keys: list[str]) -> dict[str, Loaded]: ...
 
     def sample_keys(self, conn: Connection[Any], ns: str, n: int) -> list[str]: ...
+
+    def purge_expired(self, conn: Connection[Any], limit: int) -> int: ...
 
     def prepare(self, ops: Sequence[Op]) -> Any: ...
 
@@ -223,6 +226,19 @@ class PostgresStore(PgRunner, StoreBase):
     @property
     def atomic_add(self) -> bool:
         return self._mapping.atomic_add
+
+    @property
+    def expires(self) -> bool:
+        """True in key/value mode: namespaces may ``expire=`` (see
+        :class:`~cacheway.stores.base.Expires`); row mode has no expiry column."""
+        return self._mapping.expires
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        """Delete up to ``limit`` rows whose data has expired; how many it deleted."""
+        self._check()
+        purge = self._mapping.purge_expired
+        return int(self._run("purging expired rows of", lambda conn, _: purge(conn, limit),
+                             write=True))
 
     # -- connecting and setting up ------------------------------------------------------
     def _setup(self, conn: Connection[Any]) -> None:

@@ -1,7 +1,9 @@
 """The key/value mapping of :class:`~cacheway.stores.sqlalchemy.SQLAlchemyStore`: one
 table ``(namespace, key, value, version, updated_at)``, a version counter row in
 ``{table}_meta`` locked first by every batch, journal marks in ``{table}_meta`` and
-``{table}_applied``. The store turns ``SQLAlchemyError`` into ``StoreError``."""
+``{table}_applied``, an ``expires_at`` column (epoch seconds, NULL: never) for namespaces
+with ``expire=`` (tables from before it gain it at open). The store turns
+``SQLAlchemyError`` into ``StoreError``."""
 
 from __future__ import annotations
 
@@ -11,7 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError, InvalidWriteError, StoreError
 from ...serializers import Serializer
-from ..base import ADD, DELETE, NOTSET, SET, Applied, JournalMark, Loaded, Op, has_versions
+from ..base import (
+    ADD,
+    DELETE,
+    NOTSET,
+    SET,
+    Applied,
+    JournalMark,
+    Loaded,
+    Op,
+    expiring,
+    has_versions,
+)
 from ..marks import Trim, check_mark
 from .marks import VERSION_ROW, advance, read_marks, write_mark
 from .upsert import greatest, newer, upsert
@@ -39,6 +52,7 @@ class SAKeyValue:
     versioned = True
     atomic_add = True
     validate = None
+    expires = True
 
     def __init__(self, table: str, serializer: Serializer,
                  check_key: Callable[[str, str], None]) -> None:
@@ -58,6 +72,7 @@ class SAKeyValue:
         self._key_length = key_length
         self._define(sa_, table_kw)
         self._create(sa_)
+        self._add_expiry_column(sa_)
         # The tables may be older than this store, made with another key_length.
         self.max_key_chars = self._reflect_key_length(sa_, [self._t.name, self._a.name])
 
@@ -76,6 +91,7 @@ class SAKeyValue:
             col("value", blob, nullable=True),
             col("version", big, nullable=False),
             col("updated_at", sa_.Double(), nullable=False),
+            col("expires_at", sa_.Double(), nullable=True),
             **table_kw,
         )
         m = sa_.Table(
@@ -97,8 +113,13 @@ class SAKeyValue:
         keys = bind("keys", expanding=True)
         in_ns = (t.c.namespace == bind("ns")) & t.c.key.in_(keys)
         # A NULL value is the tombstone of a versioned delete: no row to a reader.
-        self._select = sa_.select(t.c.key, t.c.value, t.c.version).where(
-            in_ns & t.c.value.isnot(None))
+        # An expired row (expires_at passed, by the caller's clock) is no row either.
+        self._live = t.c.expires_at.is_(None) | (t.c.expires_at > bind("now"))
+        self._select = sa_.select(t.c.key, t.c.value, t.c.version, t.c.expires_at).where(
+            in_ns & t.c.value.isnot(None) & self._live)
+        self._delete_expired = sa_.delete(t).where(in_ns & (t.c.expires_at <= bind("now")))
+        self._expired = sa_.select(t.c.namespace, t.c.key).where(
+            t.c.expires_at <= bind("now")).limit(bind("limit"))
         # FOR UPDATE: MySQL's REPEATABLE READ would otherwise read an older snapshot.
         self._select_locked = sa_.select(t.c.key, t.c.value).where(in_ns).with_for_update()
         self._select_versions = sa_.select(t.c.key, t.c.value, t.c.version).where(
@@ -108,7 +129,8 @@ class SAKeyValue:
         self._delete = sa_.delete(t).where(in_ns)
         biggest = greatest(self._kind)
         self._upsert_rows = upsert(
-            self._kind, t, dict.fromkeys(("value", "version", "updated_at"), newer))
+            self._kind, t, dict.fromkeys(("value", "version", "updated_at", "expires_at"),
+                                         newer))
         self._upsert_meta = upsert(self._kind, m, {"value": biggest})
         self._upsert_applied = upsert(self._kind, a, {"seq": biggest})
 
@@ -143,6 +165,26 @@ class SAKeyValue:
             except sa_.exc.IntegrityError:
                 pass  # another process inserted it first
 
+    def _add_expiry_column(self, sa_: Any) -> None:
+        """A table made before data expiry gains its ``expires_at`` column (its rows keep
+        their data and never expire); several processes may race here."""
+        name = self._t.name
+        for attempt in range(6):
+            columns = {c["name"] for c in sa_.inspect(self._engine).get_columns(name)}
+            if "expires_at" in columns:
+                return
+            prep = self._engine.dialect.identifier_preparer
+            ddl = (f"ALTER TABLE {prep.quote(name)} ADD COLUMN expires_at "
+                   f"{sa_.Double().compile(dialect=self._engine.dialect)}")
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(sa_.text(ddl))
+                return
+            except sa_.exc.DBAPIError:
+                if attempt == 5:
+                    raise
+                time.sleep(0.05 * (attempt + 1))  # another process added it: look again
+
     def _reflect_key_length(self, sa_: Any, tables: list[str]) -> int:
         """The shortest ``key`` column of ``tables`` as the database has it."""
         inspector = sa_.inspect(self._engine)
@@ -157,12 +199,23 @@ class SAKeyValue:
     # -- reads --------------------------------------------------------------------------
     def fetch(self, namespace: str, keys: list[str]) -> dict[str, Loaded]:
         out: dict[str, Loaded] = {}
+        now = time.time()
         with self._engine.connect() as conn:
             for i in range(0, len(keys), _CHUNK):
-                params = {"ns": namespace, "keys": keys[i : i + _CHUNK]}
-                for key, value, version in conn.execute(self._select, params):
-                    out[key] = Loaded(_bytes(value), NOTSET, int(version))
+                params = {"ns": namespace, "keys": keys[i : i + _CHUNK], "now": now}
+                for key, value, version, at in conn.execute(self._select, params):
+                    out[key] = Loaded(_bytes(value), NOTSET, int(version), at)
         return out
+
+    def purge_expired(self, limit: int) -> int:
+        """Delete up to ``limit`` rows whose data has expired."""
+        with self._engine.begin() as conn:
+            found = conn.execute(self._expired, {"now": time.time(), "limit": limit}).all()
+            for ns, names in _by_namespace((str(a), str(b)) for a, b in found).items():
+                for i in range(0, len(names), _CHUNK):
+                    conn.execute(self._delete_expired, {
+                        "ns": ns, "keys": names[i : i + _CHUNK], "now": time.time()})
+        return len(found)
 
     def sample_keys(self, namespace: str, n: int) -> list[str]:
         import sqlalchemy as sa_
@@ -171,9 +224,10 @@ class SAKeyValue:
         rand = sa_.func.rand() if self._kind == "mysql" else sa_.func.random()
         # (a NULL value is the tombstone of a versioned delete)
         query = sa_.select(t.c.key).where(
-            t.c.namespace == namespace, t.c.value.is_not(None)).order_by(rand).limit(n)
+            t.c.namespace == namespace, t.c.value.is_not(None), self._live
+        ).order_by(rand).limit(n)
         with self._engine.connect() as conn:
-            return [str(r[0]) for r in conn.execute(query)]
+            return [str(r[0]) for r in conn.execute(query, {"now": time.time()})]
 
     def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
         with self._engine.connect() as conn:
@@ -208,8 +262,16 @@ class SAKeyValue:
     ) -> list[Applied]:
         version = advance(conn, self._engine, self._m, len(ops))
         now = time.time()
+        expires: dict[Key, float | None] | None = None
+        if expiring(ops):
+            # Data that ended is gone before a write of its key (a counter starts at 0).
+            expires = {(op.namespace, op.key): op.expires_at for op in ops}
+            for ns, names in _by_namespace(expires).items():
+                for i in range(0, len(names), _CHUNK):
+                    conn.execute(self._delete_expired,
+                                 {"ns": ns, "keys": names[i : i + _CHUNK], "now": now})
         if has_versions(ops):
-            return self._apply_versioned(conn, ops, journal, version, now)
+            return self._apply_versioned(conn, ops, journal, version, now, expires)
         stored = self._lock_rows(conn, {(op.namespace, op.key) for op in ops if op.kind == ADD})
         # Only a key's last op reaches the table, so a batch holding one key twice
         # (SET then DELETE, two SETs) ends as it would applied one op at a time.
@@ -234,14 +296,14 @@ class SAKeyValue:
                 new = current + op.delta
                 final[k] = (self.serializer.dumps(new), version)
                 results.append(Applied(version, new))
-        self._write(conn, now, final)
+        self._write(conn, now, final, expires)
         if journal is not None:
             self._mark(conn, ops, journal)
         return results
 
     def _apply_versioned(self, conn: sa.Connection, ops: Sequence[Op],
-                         journal: JournalMark | None, before: int, now: float
-                         ) -> list[Applied]:
+                         journal: JournalMark | None, before: int, now: float,
+                         expires: dict[Key, float | None] | None) -> list[Applied]:
         """A batch holding versioned ops (see :mod:`cacheway.stores.sqlalchemy.versions`)."""
         keys = {(op.namespace, op.key) for op in ops if op.version is not None or op.kind == ADD}
         stored: dict[Key, tuple[bytes | None, int]] = {}
@@ -252,7 +314,7 @@ class SAKeyValue:
                     stored[(ns, key)] = (_bytes(value), int(version))
         results, final, top = plan_versioned(ops, before, stored, self._counter,
                                              self.serializer.dumps)
-        self._write(conn, now, final)
+        self._write(conn, now, final, expires)
         conn.execute(self._raise_counter, {"top": top})
         if journal is not None:
             self._mark(conn, ops, journal)
@@ -282,12 +344,17 @@ class SAKeyValue:
         return current
 
     def _write(
-        self, conn: sa.Connection, now: float, final: dict[Key, tuple[bytes | None, int] | None]
+        self, conn: sa.Connection, now: float, final: dict[Key, tuple[bytes | None, int] | None],
+        expires: dict[Key, float | None] | None = None,
     ) -> None:
+        """Write each key's final row; ``expires``: each key's last op's expiry (every
+        row written ends its old one)."""
         import sqlalchemy as sa_
 
+        at = expires if expires is not None else {}
         rows = [
-            {"namespace": ns, "key": key, "value": v[0], "version": v[1], "updated_at": now}
+            {"namespace": ns, "key": key, "value": v[0], "version": v[1], "updated_at": now,
+             "expires_at": at.get((ns, key))}
             for (ns, key), v in final.items()
             if v is not None
         ]

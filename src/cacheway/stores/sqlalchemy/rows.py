@@ -74,6 +74,10 @@ class SQLAlchemyRows:
         self._upserts: dict[tuple[str, ...], Any] = {}
 
     atomic_add = False  # counters are not supported
+    expires = False  # no expiry column: a namespace cannot expire=
+
+    def purge_expired(self, limit: int) -> int:
+        raise ConfigError(f"{self.spec.table!r} is a row-mode table: it has no expiry")
 
     @property
     def validate(self) -> ValidateFn:

@@ -57,6 +57,7 @@ class SAMapping(Protocol):
 
     versioned: bool
     atomic_add: bool
+    expires: bool  # keeps data expiry (key/value mode)
     max_key_chars: int | None
 
     @property
@@ -68,6 +69,8 @@ class SAMapping(Protocol):
     def fetch(self, namespace: str, keys: list[str]) -> dict[str, Loaded]: ...
 
     def sample_keys(self, namespace: str, n: int) -> list[str]: ...
+
+    def purge_expired(self, limit: int) -> int: ...
 
     def apply(self, ops: Sequence[Op], journal: JournalMark | None) -> list[Applied]: ...
 
@@ -177,6 +180,21 @@ class SQLAlchemyStore(StoreBase):
     @property
     def atomic_add(self) -> bool:
         return self._mapping.atomic_add
+
+    @property
+    def expires(self) -> bool:
+        """True in key/value mode: namespaces may ``expire=`` (see
+        :class:`~cacheway.stores.base.Expires`); row mode has no expiry column."""
+        return self._mapping.expires
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        """Delete up to ``limit`` rows whose data has expired; how many it deleted."""
+        self._check()
+        try:
+            return self._mapping.purge_expired(limit)
+        except self._error_type as exc:
+            raise self._error(f"purge of expired rows of {self.table!r} at", exc,
+                              write=True) from exc
 
     @property
     def engine(self) -> sa.Engine:

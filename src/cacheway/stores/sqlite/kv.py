@@ -1,7 +1,8 @@
 """The key/value mapping of :class:`~cacheway.stores.sqlite.SQLiteStore`: one table
 ``(namespace, key, value, version, updated_at)``, a version counter row in
 ``{table}_meta`` that survives deletes, journal marks in ``{table}_meta`` and
-``{table}_applied``. The store runs it on its connections, under its lock, and turns
+``{table}_applied``; an ``expires_at`` column for namespaces with ``expire=``
+(:mod:`.expiry`). The store runs it on its connections, under its lock, and turns
 ``sqlite3.Error`` into ``StoreError``.
 """
 
@@ -30,6 +31,7 @@ from ..base import (
     make_applied,
 )
 from ..marks import Trim
+from . import expiry
 from .marks import read_marks, write_mark
 from .tx import immediate
 from .versions import apply_versioned
@@ -45,6 +47,7 @@ class SQLiteKV:
     versioned = True
     atomic_add = True
     validate = None
+    expires = True
 
     def __init__(self, table: str, serializer: Serializer) -> None:
         self.table = table
@@ -60,8 +63,9 @@ class SQLiteKV:
             conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{t}" (namespace TEXT NOT NULL, key TEXT NOT '
                 "NULL, value BLOB, version INTEGER NOT NULL, updated_at REAL NOT NULL, "
-                "PRIMARY KEY (namespace, key)) WITHOUT ROWID"
+                "expires_at REAL, PRIMARY KEY (namespace, key)) WITHOUT ROWID"
             )
+            expiry.add_column(conn, t)  # a table from before expiry gains the column
             conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{m}" (name TEXT PRIMARY KEY, '
                 "value INTEGER NOT NULL)"
@@ -78,30 +82,38 @@ class SQLiteKV:
               ) -> dict[str, Loaded]:
         out: dict[str, Loaded] = {}
         t = self.table
+        now = time.time()
         if len(keys) == 1:
             row = conn.execute(
-                f'SELECT value, version FROM "{t}" WHERE namespace = ? AND key = ? '
-                "AND value IS NOT NULL", (ns, keys[0]),
+                f'SELECT value, version, expires_at FROM "{t}" WHERE namespace = ? AND '
+                "key = ? AND value IS NOT NULL AND (expires_at IS NULL OR expires_at > ?)",
+                (ns, keys[0], now),
             ).fetchone()
             if row is not None:
-                out[keys[0]] = Loaded(row[0], NOTSET, row[1])
+                out[keys[0]] = Loaded(row[0], NOTSET, row[1], row[2])
             return out
         for i in range(0, len(keys), _CHUNK):
             chunk = list(keys[i : i + _CHUNK])
             marks = ",".join("?" * len(chunk))
             rows = conn.execute(
-                f'SELECT key, value, version FROM "{t}" WHERE namespace = ? AND key IN ({marks}) '
-                "AND value IS NOT NULL", [ns, *chunk],
+                f'SELECT key, value, version, expires_at FROM "{t}" WHERE namespace = ? AND '
+                f"key IN ({marks}) AND value IS NOT NULL AND (expires_at IS NULL OR "
+                "expires_at > ?)", [ns, *chunk, now],
             ).fetchall()
-            for key, value, version in rows:
-                out[key] = Loaded(value, NOTSET, version)
+            for key, value, version, expires_at in rows:
+                out[key] = Loaded(value, NOTSET, version, expires_at)
         return out
 
     def sample_keys(self, conn: sqlite3.Connection, ns: str, n: int) -> list[str]:
         # (a NULL value is the tombstone of a versioned delete)
         return [str(r[0]) for r in conn.execute(
             f'SELECT key FROM "{self.table}" WHERE namespace = ? AND value IS NOT NULL '
-            "ORDER BY random() LIMIT ?", (ns, n))]
+            "AND (expires_at IS NULL OR expires_at > ?) ORDER BY random() LIMIT ?",
+            (ns, time.time(), n))]
+
+    def purge_expired(self, conn: sqlite3.Connection, limit: int) -> int:
+        with immediate(conn):
+            return expiry.purge(conn, self.table, time.time(), limit)
 
     def applied_state(self, conn: sqlite3.Connection, journal_id: str
                       ) -> tuple[int, dict[tuple[str, str], int]]:
@@ -111,13 +123,18 @@ class SQLiteKV:
     def apply(self, conn: sqlite3.Connection, ops: Sequence[Op],
               journal: JournalMark | None, late: Late) -> list[Applied]:
         now = time.time()
+        expiring = expiry.expiring(ops)
         with immediate(conn):
+            if expiring:  # data that ended is gone before a write of its key
+                expiry.delete_expired(conn, self.table, ops, now)
             if has_versions(ops):
                 write_sets = partial(self._write_sets, late=late)
                 results = apply_versioned(conn, self.table, self._meta, ops, now,
                                           write_sets, self._add)
             else:
                 results = self._write_unversioned(conn, ops, now, late)
+            if expiring:
+                expiry.stamp(conn, self.table, ops, results)
             if journal is not None:
                 write_mark(conn, f'"{self._meta}"', f'"{self._applied}"', ops, journal,
                            self._trim)
@@ -212,8 +229,7 @@ class SQLiteKV:
         new = current + op.delta
         conn.execute(
             f'INSERT INTO "{t}" (namespace, key, value, version, updated_at) VALUES '
-            "(?, ?, ?, ?, ?) ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value, "
-            "version = excluded.version, updated_at = excluded.updated_at",
+            "(?, ?, ?, ?, ?)" + _UPSERT,
             (op.namespace, op.key, self.serializer.dumps(new), version, now),
         )
         return Applied(version, new)
@@ -234,8 +250,9 @@ def _plain_sets(ops: Sequence[Op]) -> bool:
     )
 
 
+# (expires_at: a write ends the row's old expiry; an expiring op stamps its own after)
 _UPSERT = (" ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value, "
-           "version = excluded.version, updated_at = excluded.updated_at")
+           "version = excluded.version, updated_at = excluded.updated_at, expires_at = NULL")
 
 # Rows per multi-row statement (and keys per read), within SQLite's limit on parameters
 # per statement (999 before 3.32, 32766 since) at 5 parameters a row.

@@ -72,6 +72,7 @@ class SQLiteRows:
     connections, under its lock, and turns ``sqlite3.Error`` into ``StoreError``."""
 
     atomic_add = False  # counters are not supported
+    expires = False  # no expiry column: a namespace cannot expire=
 
     def __init__(self, spec: RowSpec, serializer: Serializer) -> None:
         self.spec = spec
@@ -91,6 +92,9 @@ class SQLiteRows:
         """Checks a write at the call and returns the row the cache keeps."""
         spec = self.spec
         return lambda ns, key, value, kind: spec.normalize(ns, key, value, kind, True)
+
+    def purge_expired(self, conn: sqlite3.Connection, limit: int) -> int:
+        raise ConfigError(f"{self.spec.table!r} is a row-mode table: it has no expiry")
 
     # -- construction-time checks -------------------------------------------------------
     def setup(self, conn: sqlite3.Connection) -> None:

@@ -52,9 +52,12 @@ class SQLiteMapping(Protocol):
 
     versioned: bool
     atomic_add: bool
+    expires: bool
 
     @property
     def validate(self) -> ValidateFn | None: ...
+
+    def purge_expired(self, conn: sqlite3.Connection, limit: int) -> int: ...
 
     def setup(self, conn: sqlite3.Connection) -> None: ...
 
@@ -145,6 +148,22 @@ class SQLiteStore(StoreBase):
     @property
     def atomic_add(self) -> bool:
         return self._mapping.atomic_add
+
+    @property
+    def expires(self) -> bool:
+        """True in key/value mode: namespaces may ``expire=`` (see
+        :class:`~cacheway.stores.base.Expires`); row mode has no expiry column."""
+        return self._mapping.expires
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        """Delete up to ``limit`` rows whose data has expired; how many it deleted."""
+        self._check()
+        try:
+            with self._lock:
+                return self._mapping.purge_expired(self._conn, limit)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite purge of expired rows of {self.table!r} failed: "
+                             f"{exc}") from exc
 
     # -- connections -------------------------------------------------------------------
     def after_fork_in_child(self) -> None:

@@ -1,0 +1,66 @@
+"""Data expiry in SQLiteStore's key/value table (``expire=`` on a namespace).
+
+The table has a nullable ``expires_at`` column (``time.time()`` seconds; NULL: the data
+never ends). Tables created before it existed gain it when a store opens them
+(``ALTER TABLE ... ADD COLUMN``: existing rows keep their data and never expire). A
+write resets the column (every upsert sets it NULL), then the ops of a batch that carry
+``Op.expires_at`` stamp it, in the batch's transaction, where they were applied. Reads
+never see an expired row; an expired row is deleted before a batch that writes its key
+(so a counter starts afresh instead of adding to data that has ended), and
+:func:`purge` deletes the rest in the background.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from ..base import DELETE, Applied, Op, expiring
+
+__all__ = ["add_column", "delete_expired", "expiring", "purge", "stamp"]
+
+_CHUNK = 500
+
+
+def add_column(conn: sqlite3.Connection, table: str) -> None:
+    """Give ``table`` its ``expires_at`` column (and index) when it has none yet; inside
+    the caller's write transaction, so processes opening it at once do it once."""
+    columns = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+    if "expires_at" not in columns:
+        conn.execute(f'ALTER TABLE "{table}" ADD COLUMN expires_at REAL')
+    conn.execute(f'CREATE INDEX IF NOT EXISTS "{table}_expires" ON "{table}" (expires_at) '
+                 "WHERE expires_at IS NOT NULL")
+
+
+def delete_expired(conn: sqlite3.Connection, table: str, ops: Sequence[Op],
+                   now: float) -> None:
+    """Delete the expired rows of the keys ``ops`` write (before the batch)."""
+    by_ns: dict[str, list[str]] = {}
+    for op in ops:
+        by_ns.setdefault(op.namespace, []).append(op.key)
+    for ns, keys in by_ns.items():
+        keys = list(dict.fromkeys(keys))
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            conn.execute(
+                f'DELETE FROM "{table}" WHERE namespace = ? AND expires_at <= ? AND key IN '
+                f"({','.join('?' * len(chunk))})", [ns, now, *chunk])
+
+
+def stamp(conn: sqlite3.Connection, table: str, ops: Sequence[Op],
+          results: Sequence[Applied]) -> None:
+    """Set ``expires_at`` of the rows the expiring ops of a batch wrote (after it)."""
+    rows = [(op.expires_at, op.namespace, op.key) for op, res in zip(ops, results)
+            if op.expires_at is not None and op.kind != DELETE and res.applied]
+    if rows:
+        conn.executemany(
+            f'UPDATE "{table}" SET expires_at = ? WHERE namespace = ? AND key = ?', rows)
+
+
+def purge(conn: sqlite3.Connection, table: str, now: float, limit: int) -> int:
+    """Delete up to ``limit`` expired rows; how many were deleted."""
+    cur = conn.execute(
+        f'DELETE FROM "{table}" WHERE (namespace, key) IN (SELECT namespace, key FROM '
+        f'"{table}" WHERE expires_at <= ? LIMIT ?)', (now, limit))
+    return max(cur.rowcount, 0)
+
