@@ -74,7 +74,8 @@ def test_creates_its_table_sequence_and_mark_tables(store: PostgresStore, table:
     cols = dict(sql("SELECT column_name, data_type FROM information_schema.columns "
                     "WHERE table_name = %s", (table,)))
     assert cols == {"namespace": "text", "key": "text", "value": "jsonb", "version": "bigint",
-                    "updated_at": "timestamp with time zone"}
+                    "updated_at": "timestamp with time zone",
+                    "expires_at": "double precision"}  # expire= on a namespace
     pk = sql("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
              "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary "
              "ORDER BY array_position(i.indkey, a.attnum)", (table,))

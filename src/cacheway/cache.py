@@ -26,6 +26,7 @@ from ._refresh import ReadOptions
 from .backends.base import Backend, backend_capabilities
 from .backends.memory import MemoryBackend
 from .core.keys import check_ttl
+from .engine.expiry import Purger, check_expire
 from .engine.read import Engine
 from .engine.write_through import WriteAroundEngine, WriteThroughEngine
 from .errors import CachewayError, ClosedError, ConfigError
@@ -53,6 +54,9 @@ class Namespace(Front[V]):
         self.policy = policy
         self.ttl = ttl
         self.store = store
+        #: seconds the data lives after its last write (``namespace(name, expire=...)``),
+        #: in the cache and the store; None: it never ends
+        self.expire = None if engine.expiry is None else engine.expiry.seconds
         #: the type a typed namespace keeps (``namespace(name, type=...)``), else None
         self.type = engine.codec.kind if engine.codec is not None else None
         self._bind(engine)
@@ -145,6 +149,8 @@ class Cache(Front[Any]):
         self._lock = threading.Lock()
         self._closed = False
         self._owned: list[Any] = []  # what open() built from URLs; closed with the cache
+        #: deletes the expired rows of namespaces with expire= (started by the first)
+        self._purger = Purger(interval=60.0)
         self._journals: list[Any] = []
         self._engines: dict[str, Engine] = {}
         self._namespaces: dict[str, Namespace[Any]] = {}
@@ -158,9 +164,11 @@ class Cache(Front[Any]):
 
     # -- engines ----------------------------------------------------------------------
     def _engine_for(self, name: str, policy: Policy, ttl: float | None, store: Store,
-                    codec: Codec[Any] | None = None) -> Engine:
+                    codec: Codec[Any] | None = None, expire: float | None = None) -> Engine:
         counters = Counters()
         engine: Engine
+        if expire is not None:
+            _check_expires(store, policy)
         if isinstance(policy, WriteBack) and policy.queue is not None:
             from .queue import QueueWriteBackEngine  # distributed write-behind (Streams)
 
@@ -175,19 +183,22 @@ class Cache(Front[Any]):
             engine = WriteBackEngine(
                 name, store, self.backend, self.serializer, ttl, counters, policy,
                 journal=journal, timer=self._timer, read=self._read, codec=codec,
+                expire=expire,
             )
         elif isinstance(policy, WriteAround):
             engine = WriteAroundEngine(
                 name, store, self.backend, self.serializer, ttl, counters,
-                fill_ttl=policy.fill_ttl, read=self._read, codec=codec,
+                fill_ttl=policy.fill_ttl, read=self._read, codec=codec, expire=expire,
             )
         elif isinstance(policy, WriteThrough):
             engine = WriteThroughEngine(name, store, self.backend, self.serializer, ttl, counters,
-                                        read=self._read, codec=codec)
+                                        read=self._read, codec=codec, expire=expire)
         else:
             raise ConfigError(f"unknown policy {policy!r}")
         self._engines[name] = engine
         self._counters.append(counters)
+        if expire is not None:
+            self._purger.add(store, expire)
         return engine
 
     def _open_journal(self, name: str, policy: WriteBack, store: Store) -> Any:
@@ -220,18 +231,20 @@ class Cache(Front[Any]):
     @overload
     def namespace(
         self, name: str, *, policy: Policy | None = None, ttl: float | None = _UNSET,
-        store: Store | None = None, type: None = None,
+        store: Store | None = None, expire: float | None = None,
+        type: None = None,
     ) -> Namespace[Any]: ...
 
     @overload
     def namespace(
         self, name: str, *, policy: Policy | None = None, ttl: float | None = _UNSET,
-        store: Store | None = None, type: builtins.type[V],
+        store: Store | None = None, expire: float | None = None,
+        type: builtins.type[V],
     ) -> Namespace[V]: ...
 
     def namespace(
         self, name: str, *, policy: Policy | None = None, ttl: float | None = _UNSET,
-        store: Store | None = None, type: Any = None,
+        store: Store | None = None, expire: float | None = None, type: Any = None,
     ) -> Namespace[Any]:
         """A view of the keys under ``name`` with its own policy/ttl (inherited unless
         given) and optionally its own store. Asking again for a name returns the same view.
@@ -239,6 +252,12 @@ class Cache(Front[Any]):
         ``type=`` (a dataclass, ``msgspec.Struct``, ``TypedDict`` or pydantic model) makes
         it a typed namespace: ``set`` takes only that type, ``get`` returns it from every
         level, and the store keeps its plain form (see :mod:`cacheway.typed`).
+
+        ``expire=seconds`` ends the *data* that long after its last write, in the cache
+        and in the store alike (``ttl`` is the cached copy's lifetime only): reads after
+        it return the default, a counter starts again from 0, and the store's expired
+        rows are deleted in the background. It needs a store with an expiry column (the
+        key/value tables of SQLiteStore, PostgresStore and SQLAlchemyStore).
 
         >>> import cacheway as cw
         >>> cache = cw.Cache(store=cw.CallbackStore(lambda k: {}, print, print))
@@ -254,6 +273,7 @@ class Cache(Front[Any]):
             raise ConfigError(f"policy must be a write policy, not {policy!r}")
         if store is not None:
             _check_store(store)
+        expire_ = None if expire is None else check_expire(expire)
         codec = codec_for(type) if type is not None else None
         with self._lock:
             if self._closed:
@@ -263,16 +283,18 @@ class Cache(Front[Any]):
                 if (policy is not None and policy != existing.policy) or (
                     ttl is not _UNSET and ttl != existing.ttl) or (
                     store is not None and store is not existing.store) or (
-                    type is not None and type is not existing.type):
+                    type is not None and type is not existing.type) or (
+                    expire_ is not None and expire_ != existing.expire):
                     raise ConfigError(
                         f"namespace {name!r} already exists with policy "
-                        f"{existing.policy!r}, ttl={existing.ttl}; open it without options"
+                        f"{existing.policy!r}, ttl={existing.ttl}, expire={existing.expire}; "
+                        "open it without options"
                     )
                 return existing
             pol = policy if policy is not None else self.policy
             ttl_ = self.ttl if ttl is _UNSET else check_ttl(ttl)
             st = store if store is not None else self.store
-            engine = self._engine_for(name, pol, ttl_, st, codec)
+            engine = self._engine_for(name, pol, ttl_, st, codec, expire_)
             view: Namespace[Any] = Namespace(self, name, engine, pol, ttl_, st)
             self._namespaces[name] = view
             return view
@@ -358,6 +380,7 @@ class Cache(Front[Any]):
                 return
             self._closed = True
         OPEN.discard(self)
+        self._purger.stop()
         deadline = None if timeout is None else time.monotonic() + timeout
         error: BaseException | None = None
         for engine in list(self._engines.values()):
@@ -372,6 +395,14 @@ class Cache(Front[Any]):
             resource.close()
         if error is not None:
             raise error
+
+    def purge_expired(self) -> int:
+        """Delete the expired rows of every namespace with ``expire=`` now (a background
+        thread does it too, every ``expire / 4`` seconds, at least 1 s and at most 60 s
+        apart); how many rows it deleted."""
+        if self._closed:
+            raise ClosedError("cache is closed")
+        return self._purger.purge()
 
     def close_with(self, *resources: Any) -> None:
         """Close ``resources`` (anything with ``close()``: a pool, a client) when this
@@ -411,6 +442,18 @@ def _check_store(store: object) -> None:
         raise ConfigError(
             "this CallbackStore has async def callbacks: use it with cw.AsyncCache (which "
             "runs them on its event loop), or give cw.Cache plain functions")
+
+
+def _check_expires(store: Store, policy: Policy) -> None:
+    """``expire=`` needs a store that keeps expiry, and a policy that stamps writes."""
+    if not store_capabilities(store).expires:
+        raise ConfigError(
+            f"expire= needs a store with an expiry column (the key/value tables of "
+            f"SQLiteStore, PostgresStore, SQLAlchemyStore); {store!r} has none (row mode "
+            "and CallbackStore keep no expiry): use ttl= for the cached copy only")
+    if isinstance(policy, WriteBack) and policy.queue is not None:
+        raise ConfigError("expire= is not supported with the distributed write-behind "
+                          "queue (WriteBack(queue=...)) yet: use a local write-back")
 
 
 def _check_backend(backend: object) -> None:

@@ -54,6 +54,7 @@ class Entry:
         "attempts",
         "born",
         "delta",
+        "expires_at",
         "first_seq",
         "key",
         "kind",
@@ -83,6 +84,8 @@ class Entry:
         # the version a shared backend's clock gave the newest write (None: the store
         # stamps its own)
         self.version: int | None = None
+        # when the newest write's data ends (expire=; None: never)
+        self.expires_at: float | None = None
 
     def __repr__(self) -> str:
         kind = ("SET", "DELETE", "ADD")[self.kind]
@@ -105,6 +108,7 @@ class Entry:
         self.ttl = ttl
         self.last_seq = seq
         self.version = None  # the caller sets the new write's version, if it has one
+        self.expires_at = None  # and its expiry
 
 
 def combine(old: Entry, new: Entry) -> Entry:
@@ -205,15 +209,19 @@ class DirtyTable:
     def put(
         self, key: str, kind: int, value: Any, payload: bytes | None, delta: int,
         ttl: float | None, seq: int, now: float, version: int | None = None,
+        expires_at: float | None = None,
     ) -> bool:
-        """Accept a write (``version``: from a shared backend's clock); True when it was
-        absorbed into an already-dirty entry."""
+        """Accept a write (``version``: from a shared backend's clock; ``expires_at``:
+        when its data ends); True when it was absorbed into an already-dirty entry."""
         if self.staged:
             self.drain()  # staged writes came first
         absorbed = self._put(key, kind, value, payload, delta, ttl, seq, now)
-        if version is not None:
+        if version is not None or expires_at is not None:
             entry = self.dirty.get(key)
-            (entry if entry is not None else self.parked[key]).version = version
+            if entry is None:
+                entry = self.parked[key]
+            entry.version = version
+            entry.expires_at = expires_at
         return absorbed
 
     def _put(

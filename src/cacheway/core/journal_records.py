@@ -7,11 +7,13 @@ Each record is framed so that a torn write (a crash mid-append) or a flipped byt
 detected rather than replayed::
 
     magic    4 bytes   b"CWJ\\x02" (the last byte is the format version; records of
-                       version 1, which knew no DROP, are still read)
+                       version 1, which knew no DROP, are still read); b"CWJ\\x03" for a
+                       record that carries an expiry (``expire=``)
     length   u32 LE    size of the body
     crc      u32 LE    zlib.crc32 of magic + length + body
     body     kind u8, ns_len u16, key_len u32, delta_len u8,
              namespace (UTF-8), key (UTF-8), delta (signed little-endian, delta_len bytes),
+             [format 3: expires_at f64 LE, the wall-clock time the write's data ends]
              payload, seq u64
 
 A DROP record (format 2) voids the earlier records of its key up to the seq in its delta:
@@ -43,6 +45,7 @@ __all__ = [
     "KINDS",
     "LOCK_FILE",
     "MAGIC",
+    "MAGIC_EXPIRES",
     "SET",
     "Encoded",
     "Record",
@@ -69,7 +72,9 @@ KINDS = (SET, DELETE, ADD)  # the writes; DROP is the journal's own
 
 MAGIC = b"CWJ\x02"
 _MAGIC_V1 = b"CWJ\x01"
-_KINDS_OF = {MAGIC: (*KINDS, DROP), _MAGIC_V1: KINDS}
+MAGIC_EXPIRES = b"CWJ\x03"  # a record of format 2 plus its expiry
+_KINDS_OF = {MAGIC: (*KINDS, DROP), _MAGIC_V1: KINDS, MAGIC_EXPIRES: (*KINDS, DROP)}
+_F64 = struct.Struct("<d")
 _MAGIC_PREFIX = MAGIC[:3]
 _HEADER = struct.Struct("<4sII")
 _LENGTH = struct.Struct("<I")
@@ -93,6 +98,7 @@ class Record(NamedTuple):
     kind: int
     payload: bytes
     delta: int
+    expires_at: float | None = None  # when the write's data ends (expire=; format 3)
 
 
 class Encoded(NamedTuple):
@@ -102,6 +108,7 @@ class Encoded(NamedTuple):
     payload: bytes | bytearray | memoryview
     length: int  # body length
     crc: int  # crc32 of magic + length + body without the trailing seq
+    magic: bytes = MAGIC
 
     @property
     def size(self) -> int:
@@ -110,7 +117,7 @@ class Encoded(NamedTuple):
     def frame(self, seq: int) -> list[bytes | bytearray | memoryview]:
         """The buffers (for ``os.writev``) of this record numbered ``seq``."""
         seq_bytes = _SEQ.pack(seq)
-        header = _HEADER.pack(MAGIC, self.length, zlib.crc32(seq_bytes, self.crc))
+        header = _HEADER.pack(self.magic, self.length, zlib.crc32(seq_bytes, self.crc))
         return [header, self.prefix, self.payload, seq_bytes]
 
 
@@ -122,9 +129,11 @@ def _utf8(value: object, what: str) -> bytes:
 
 
 def encode(
-    namespace: str, key: str, kind: int, payload: bytes | bytearray | memoryview, delta: int
+    namespace: str, key: str, kind: int, payload: bytes | bytearray | memoryview, delta: int,
+    expires_at: float | None = None,
 ) -> Encoded:
-    """Validate and encode everything of a record except its seq."""
+    """Validate and encode everything of a record except its seq (``expires_at``: a
+    record of format 3)."""
     ns_bytes = _utf8(namespace, "namespace")
     key_bytes = _utf8(key, "key")
     if isinstance(kind, bool) or kind not in _KINDS_OF[MAGIC]:
@@ -143,8 +152,12 @@ def encode(
     if len(delta_bytes) > _MAX_DELTA_BYTES:
         raise ConfigError(f"counter delta of {delta.bit_length()} bits is too large to journal")
     payload_len = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+    magic, expiry = MAGIC, b""
+    if expires_at is not None:
+        magic, expiry = MAGIC_EXPIRES, _F64.pack(expires_at)
     length = (
-        _FIXED.size + len(ns_bytes) + len(key_bytes) + len(delta_bytes) + payload_len + _SEQ.size
+        _FIXED.size + len(ns_bytes) + len(key_bytes) + len(delta_bytes) + len(expiry)
+        + payload_len + _SEQ.size
     )
     if length > _MAX_BODY:
         raise ConfigError(f"journal record of {length} bytes is larger than 4 GiB")
@@ -154,19 +167,22 @@ def encode(
             ns_bytes,
             key_bytes,
             delta_bytes,
+            expiry,
         )
     )
-    crc = zlib.crc32(payload, zlib.crc32(prefix, zlib.crc32(MAGIC + _LENGTH.pack(length))))
-    return Encoded(prefix, payload, length, crc)
+    crc = zlib.crc32(payload, zlib.crc32(prefix, zlib.crc32(magic + _LENGTH.pack(length))))
+    return Encoded(prefix, payload, length, crc, magic)
 
 
 def encode_record(
-    seq: int, namespace: str, key: str, kind: int, payload: bytes = b"", delta: int = 0
+    seq: int, namespace: str, key: str, kind: int, payload: bytes = b"", delta: int = 0,
+    expires_at: float | None = None,
 ) -> bytes:
     """The framed bytes of one record (handy for tests and tools)."""
     if not 0 < seq <= _MAX_SEQ:
         raise ConfigError(f"journal seq {seq} is outside 1..2**64-1")
-    return b"".join(bytes(part) for part in encode(namespace, key, kind, payload, delta).frame(seq))
+    return b"".join(bytes(part) for part in encode(
+        namespace, key, kind, payload, delta, expires_at).frame(seq))
 
 
 def decode_at(data: bytes | memoryview, pos: int) -> tuple[Record, int] | str:
@@ -196,7 +212,9 @@ def decode_at(data: bytes | memoryview, pos: int) -> tuple[Record, int] | str:
     ns_at = body + _FIXED.size
     key_at = ns_at + ns_len
     delta_at = key_at + key_len
-    payload_at = delta_at + delta_len
+    payload_at = expiry_at = delta_at + delta_len
+    if magic == MAGIC_EXPIRES:
+        payload_at += _F64.size
     seq_at = body_end - _SEQ.size
     if payload_at > seq_at:
         return "field lengths run past the end of the record"
@@ -205,9 +223,11 @@ def decode_at(data: bytes | memoryview, pos: int) -> tuple[Record, int] | str:
         key = bytes(view[key_at:delta_at]).decode("utf-8", "surrogatepass")
     except UnicodeDecodeError:
         return "namespace or key is not valid UTF-8"
-    delta = int.from_bytes(view[delta_at:payload_at], "little", signed=True)
+    delta = int.from_bytes(view[delta_at:expiry_at], "little", signed=True)
+    expires_at = _F64.unpack_from(view, expiry_at)[0] if payload_at > expiry_at else None
     (seq,) = _SEQ.unpack_from(view, seq_at)
-    record = Record(seq, namespace, key, kind, bytes(view[payload_at:seq_at]), delta)
+    record = Record(seq, namespace, key, kind, bytes(view[payload_at:seq_at]), delta,
+                    expires_at)
     return record, body_end - pos
 
 

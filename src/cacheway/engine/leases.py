@@ -69,22 +69,21 @@ class Leases:
             except BackendError as exc:
                 engine.backend_down(exc)
             raise
-        value = payload = version = None
+        value = payload = version = ttl = None
         if row is not None:
             value, payload = engine.decode(row)
             version = row.version
+            ttl = engine.fill_ttl_for(row.expires_at)  # (expire=: what is left of the row)
         try:
-            if engine.can_fill(bkey, stripe, gen):
+            if engine.can_fill(bkey, stripe, gen) and (ttl is None or ttl > 0):
                 # Any write since the lease was taken replaced it, so this fill then fails.
                 self._backend.lease_fill(
-                    bkey, token, value, payload,
-                    engine.fill_ttl if row is not None else None, version,
-                    found=row is not None,
-                )
+                    bkey, token, value, payload, ttl, version, found=row is not None)
             else:
                 # A write here since the load began (or one to another key of its stripe,
-                # or a pending write-back entry) voids the fill; the lease may still be
-                # in Redis, and the other readers would poll it out (lease_ttl): give it up.
+                # or a pending write-back entry) voids the fill, as does a row that ended;
+                # the lease may still be in Redis, and the other readers would poll it
+                # out (lease_ttl): give it up.
                 self._backend.lease_release(bkey, token)
         except BackendError as exc:
             engine.backend_down(exc)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._refresh import ReadOptions
@@ -26,22 +26,23 @@ from ..backends.base import MISS, Backend, backend_capabilities
 from ..core.dirty import Entry
 from ..core.fills import MASK, STRIPES, FillTokens, Flights
 from ..core.keys import check_key, check_ttl
-from ..errors import BackendError, ClosedError, ConfigError, SerializationError, StoreError
+from ..errors import BackendError, ClosedError, SerializationError, StoreError
 from ..serializers import Serializer, encoder
 from ..stats import Counters
-from ..stores.base import ADD, DELETE, NOTSET, SET, Loaded, Op, Store, store_capabilities
-from ..stores.base import check_key as check_store_key
+from ..stores.base import DELETE, NOTSET, Loaded, Store, store_capabilities
 from ..typed import Codec, typed_encoder
 from . import fastpaths
+from .expiry import Expiry
 from .leases import Leases
 from .refresh import Refresher
+from .write_checks import WriteChecks
 
 __all__ = ["Engine", "check_key", "check_ttl"]
 
 log = logging.getLogger("cacheway")
 
 
-class Engine:
+class Engine(WriteChecks):
     """One namespace's read-through reads, key stripes and fill tokens; the policy
     engines (:mod:`.write_through`, :mod:`.write_back`) add the writes."""
 
@@ -56,6 +57,7 @@ class Engine:
         fill_ttl: float | None = None,
         read: ReadOptions | None = None,
         codec: Codec[Any] | None = None,
+        expire: float | None = None,
     ) -> None:
         self.namespace = namespace
         self.store = store
@@ -69,6 +71,10 @@ class Engine:
         self.codec = codec
         if codec is not None:
             self.encode = typed_encoder(self.encode, codec)
+        #: ``expire=``: writes are stamped, copies never outlive the data (engine/expiry.py)
+        self.expiry = Expiry(expire) if expire is not None else None
+        if self.expiry is not None:
+            ttl = self.expiry.cap(ttl)
         self.ttl = ttl
         # A namespace ttl shorter than the policy's fill_ttl wins: copies never outlive it.
         self.fill_ttl = ttl if fill_ttl is None else fill_ttl if ttl is None else min(ttl, fill_ttl)
@@ -158,7 +164,9 @@ class Engine:
             entry = self.pending_entry(key)
             if entry is not None:
                 self.counters.hits += 1
-                return default if entry.kind == DELETE else entry.value
+                return default if entry.kind == DELETE or (
+                    self.expiry is not None and self.expiry.ended(entry.expires_at)
+                ) else entry.value
         return self.read_backend(key, self.prefix + key, default)
 
     def cached(self, bkey: str) -> Any:
@@ -236,16 +244,30 @@ class Engine:
         value, payload = self.decode(row)
         if fill:
             self.fill(bkey, stripe, gen, value, payload, row.version,
-                      time.monotonic() - started)
+                      time.monotonic() - started, row.expires_at)
         return True, value
 
     def fill(
         self, bkey: str, stripe: int, gen: int, value: Any, payload: bytes | None,
-        version: int | None, delta: float = 0.0,
+        version: int | None, delta: float = 0.0, expires_at: float | None = None,
     ) -> None:
+        """Fill the copy of a loaded row (``expires_at``: when the row's data ends)."""
+        ttl = self.fill_ttl_for(expires_at)
+        if ttl is not None and ttl <= 0:
+            return  # the row ended since it was read
         with self.fill_lock(stripe):
             if self.can_fill(bkey, stripe, gen):
-                self.backend_set(bkey, value, payload, self.fill_ttl, version, delta)
+                self.backend_set(bkey, value, payload, ttl, version, delta)
+
+    def fill_ttl_for(self, expires_at: float | None) -> float | None:
+        """The ttl of a fill of a row whose data ends at ``expires_at``."""
+        if expires_at is None or self.expiry is None:
+            return self.fill_ttl
+        return self.expiry.left(self.fill_ttl, expires_at)
+
+    def expires_at(self) -> float | None:
+        """The expiry stamp of a write accepted now (None: the namespace never expires)."""
+        return None if self.expiry is None else self.expiry.stamp()
 
     def backend_set(
         self, bkey: str, value: Any, payload: bytes | None, ttl: float | None,
@@ -285,7 +307,8 @@ class Engine:
                 entry = pending(key)
                 if entry is not None:
                     hits += 1
-                    if entry.kind != DELETE:
+                    if entry.kind != DELETE and (self.expiry is None
+                                                 or not self.expiry.ended(entry.expires_at)):
                         out[key] = entry.value
                     continue
             ask.append(key)
@@ -327,7 +350,8 @@ class Engine:
             value, payload = self.decode(row)
             out[key] = value
             bkey = prefix + key
-            self.fill(bkey, self.stripe(bkey), gens[key], value, payload, row.version)
+            self.fill(bkey, self.stripe(bkey), gens[key], value, payload, row.version,
+                      0.0, row.expires_at)
 
     # -- fork -----------------------------------------------------------------------------
     def before_fork(self) -> None:
@@ -388,63 +412,3 @@ class Engine:
     def close(self, timeout: float | None = None) -> None:
         self.closed = True
         self.refresher.stop()
-
-    # -- what every write path checks -----------------------------------------------------
-    def prepare(self, key: object, value: Any, ttl: object
-                ) -> tuple[str, Any, bytes, float | None]:
-        """What a write of ``value`` under ``key`` takes: the key checked (an ASCII key of
-        at most ``max_key`` characters without NUL needs no closer look), the payload,
-        the copy reads will answer with (value fidelity) and the ttl."""
-        if key.__class__ is not str or not key.isascii() or (
-                self.max_key is not None and len(key) > self.max_key) or (
-                not self.nul_ok and "\x00" in key):
-            self.check_write_key(key)
-        if self.closed:
-            raise self.closed_error()
-        ttl_ = self.ttl if ttl is None else check_ttl(ttl)
-        if self.validate is not None:
-            value = self.validate(self.namespace, key, value, SET)  # type: ignore[arg-type]
-        payload, copy = self.encode(value)
-        return key, copy, payload, ttl_  # type: ignore[return-value]
-
-    def versioned(self, ops: list[Op]) -> list[Op]:
-        """``ops`` with versions from the shared backend's clock, when it has one (else
-        as they are: the store stamps its own, and with Redis down order across
-        processes is the store's)."""
-        if self._clock is None or not ops:
-            return ops
-        try:
-            versions = self._clock(len(ops))
-        except BackendError as exc:
-            self.backend_down(exc)
-            return ops
-        return [op._replace(version=v) for op, v in zip(ops, versions)]
-
-    def check_write_key(self, key: object) -> str:
-        """``key`` checked for a write: a str the store can keep (else InvalidKeyError,
-        or InvalidWriteError for one this store cannot)."""
-        k = check_key(key)
-        if self._store_keys:
-            check_store_key(self.store_caps, self.namespace, k)
-        return k
-
-    def check_delta(self, key: str, delta: object) -> int:
-        if isinstance(delta, bool) or not isinstance(delta, int):
-            raise ConfigError(f"incr delta must be an int, not {delta!r}")
-        if self.validate is not None:
-            self.validate(self.namespace, key, delta, ADD)
-        return delta
-
-    @staticmethod
-    def as_counter(key: str, current: Any) -> int:
-        if current is None:
-            return 0
-        if isinstance(current, bool) or not isinstance(current, int):
-            raise ConfigError(
-                f"cannot incr {key!r}: its value {current!r:.60} is not an int"
-            )
-        return current
-
-    def locks_for(self, bkeys: Sequence[str]) -> list[threading.RLock]:
-        stripes = sorted({self.stripe(b) for b in bkeys})
-        return [self.locks[s] for s in stripes]

@@ -95,7 +95,10 @@ class Room:
         holding no lock (a slow store must not stall the writers of other keys); writers
         of these keys wait for the reservation, so order holds."""
         engine = self._engine
-        ops = engine.versioned([Op(engine.namespace, k, kind, p, d, v)
+        expires_at = engine.expires_at()
+        if engine.expiry is not None:
+            ttl = engine.expiry.cap(ttl)
+        ops = engine.versioned([Op(engine.namespace, k, kind, p, d, v, None, expires_at)
                                 for k, kind, v, p, d in items])
         results: list[Any] | None = None
         try:

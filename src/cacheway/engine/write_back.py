@@ -54,9 +54,10 @@ class WriteBackEngine(Engine):
         timer: Callable[[], float] = time.monotonic,
         read: ReadOptions | None = None,
         codec: Codec[Any] | None = None,
+        expire: float | None = None,
     ) -> None:
         super().__init__(namespace, store, backend, serializer, ttl, counters, read=read,
-                         codec=codec)
+                         codec=codec, expire=expire)
         self.config = config
         self.journal = journal
         self.timer = timer
@@ -69,10 +70,10 @@ class WriteBackEngine(Engine):
         self._batch_size = config.batch_size
         # set() stages writes (fastpaths.staged_set) only where nothing else must happen
         # at the call: the journal (when there is one) needs its record appended in order,
-        # a shared or byte-counted backend is written through its own set(), and row mode
-        # checks each value first.
+        # a shared or byte-counted backend is written through its own set(), row mode
+        # checks each value first, and expire= stamps each write.
         self._view = view if (journal is None and view is not None and not view.counts_bytes
-                              and self.validate is None) else None
+                              and self.validate is None and self.expiry is None) else None
         self.copies = SharedCopies(self)
         self.room = Room(self)
         self.pending_entry = self._pending_entry
@@ -155,6 +156,7 @@ class WriteBackEngine(Engine):
             slow = (
                 self.closed
                 or not self.local
+                or self.expiry is not None
                 or table.parked
                 or self.room.through
                 or len(dirty) + len(table.inflight) >= self._max_dirty
@@ -230,8 +232,8 @@ class WriteBackEngine(Engine):
                     # maybe already flushed) is stale: read again.
                     fresh = loaded is not MISS and self.gens[stripe] == seen
                     if entry is not None or fresh:
-                        current = (0 if entry.kind == DELETE else entry.value
-                                   ) if entry is not None else loaded
+                        current = (0 if entry.kind == DELETE or self._ended(entry)
+                                   else entry.value) if entry is not None else loaded
                         new = self.as_counter(key, current) + delta
                         try:
                             seq = self._accept_locked(
@@ -294,6 +296,10 @@ class WriteBackEngine(Engine):
                 deadline = self.room.wait_outside(len(items), deadline)
         self._durable(seq)
 
+    def _ended(self, entry: Entry) -> bool:
+        """Whether a pending write's data has ended (expire=): it reads as absent."""
+        return self.expiry is not None and self.expiry.ended(entry.expires_at)
+
     def _durable(self, seq: int) -> None:
         if self.journal is not None:
             self.journal.wait(seq)
@@ -346,14 +352,18 @@ class WriteBackEngine(Engine):
         ns = self.namespace
         gens, counters, prefix = self.gens, self.counters, self.prefix
         seq = table.seq
+        expires_at = self.expires_at()
+        if self.expiry is not None:
+            ttl = self.expiry.cap(ttl)  # a copy never outlives the data
         for key, kind, value, payload, delta in items:
             if journal is not None:
                 body = payload if kind == SET and payload is not None else b""
-                seq = journal.append(ns, key, kind, body, delta)
+                seq = journal.append(ns, key, kind, body, delta, expires_at)
             else:
                 seq += 1
             table.seq = seq  # a later item failing must not hide this one from flush()
-            if table.put(key, kind, value, payload, delta, ttl, seq, now):
+            if table.put(key, kind, value, payload, delta, ttl, seq, now,
+                         expires_at=expires_at):
                 counters.coalesced += 1
             counters.writes += 1
             bkey = prefix + key

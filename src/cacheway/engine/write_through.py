@@ -59,7 +59,8 @@ class WriteThroughEngine(Engine):
         key, value, payload, ttl_ = self.prepare(key, value, ttl)
         bkey = self.prefix + key
         with self.locks[hash(bkey) & MASK]:
-            res = self._apply([Op(self.namespace, key, SET, payload, 0, value)], [bkey])
+            res = self._apply([Op(self.namespace, key, SET, payload, 0, value, None,
+                                  self.expires_at())], [bkey])
             self.counters.writes += 1
             self._publish(bkey, value, payload, ttl_, res[0])
 
@@ -67,7 +68,8 @@ class WriteThroughEngine(Engine):
         prepared = [self.prepare(k, v, ttl) for k, v in mapping.items()]
         if not prepared:
             return
-        ops = [Op(self.namespace, k, SET, p, 0, v) for k, v, p, _ in prepared]
+        expires_at = self.expires_at()
+        ops = [Op(self.namespace, k, SET, p, 0, v, None, expires_at) for k, v, p, _ in prepared]
         bkeys = [self.prefix + k for k, _, _, _ in prepared]
         with contextlib.ExitStack() as stack:
             for lock in self.locks_for(bkeys):
@@ -110,7 +112,8 @@ class WriteThroughEngine(Engine):
             # fill, and we would wait for it forever.
             current = self.as_counter(key, self._read_locked(key, bkey))
             new = current + delta
-            op = Op(self.namespace, key, ADD, self.dumps(new), delta, new)
+            op = Op(self.namespace, key, ADD, self.dumps(new), delta, new, None,
+                    self.expires_at())
             if self._clock is not None:
                 op = self.versioned([op])[0]
             res = self._apply([op], [bkey], versioned=True)[0]

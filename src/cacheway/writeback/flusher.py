@@ -152,7 +152,7 @@ class Flusher:
         finally:
             for lock in locks:
                 lock.release()
-        ops = [make_op((ns, e.key, e.kind, e.payload, e.delta, e.value, v))
+        ops = [make_op((ns, e.key, e.kind, e.payload, e.delta, e.value, v, e.expires_at))
                for e, v in zip(part, versions)]
         mark = None
         journal = engine.journal

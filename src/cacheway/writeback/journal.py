@@ -201,9 +201,11 @@ class Journal:
         kind: int,
         payload: builtins.bytes | bytearray | memoryview = b"",
         delta: int = 0,
+        expires_at: float | None = None,
     ) -> int:
-        """Hand one record to the OS (not yet durable: see :meth:`wait`) and return its seq."""
-        encoded = encode(namespace, key, kind, payload, delta)
+        """Hand one record to the OS (not yet durable: see :meth:`wait`) and return its seq
+        (``expires_at``: when the write's data ends, for a namespace with ``expire=``)."""
+        encoded = encode(namespace, key, kind, payload, delta, expires_at)
         commit = self._commit
         with commit.cond:
             if self._closed:

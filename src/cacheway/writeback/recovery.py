@@ -67,6 +67,7 @@ class _Pending:
     delta: int
     first_seq: int
     last_seq: int
+    expires_at: float | None = None  # the newest write's (expire=)
 
 
 _Item = tuple[tuple[str, str], _Pending]
@@ -85,12 +86,14 @@ def _coalesce(records: list[Record], low: int, applied: dict[tuple[str, str], in
         cur = pending.get(k)
         if cur is None or rec.kind != ADD:
             if cur is None:
-                pending[k] = _Pending(rec.kind, rec.payload, rec.delta, rec.seq, rec.seq)
+                pending[k] = _Pending(rec.kind, rec.payload, rec.delta, rec.seq, rec.seq,
+                                      rec.expires_at)
             else:
-                cur.kind, cur.payload, cur.delta, cur.last_seq = (
-                    rec.kind, rec.payload, rec.delta, rec.seq)
+                cur.kind, cur.payload, cur.delta, cur.last_seq, cur.expires_at = (
+                    rec.kind, rec.payload, rec.delta, rec.seq, rec.expires_at)
             continue
         cur.last_seq = rec.seq
+        cur.expires_at = rec.expires_at
         if cur.kind == ADD:
             cur.delta += rec.delta
         elif cur.kind == DELETE:
@@ -133,7 +136,8 @@ class _Replay:
                 base = row.value if row.value is not NOTSET else store.serializer.loads(
                     row.payload or b"0")
             value = int(base) + p.delta
-        return Op(k[0], k[1], p.kind, p.payload if p.kind == SET else None, p.delta, value)
+        return Op(k[0], k[1], p.kind, p.payload if p.kind == SET else None, p.delta, value,
+                  None, p.expires_at)
 
     def _apply(self, part: list[tuple[tuple[str, str], _Pending, Op]]) -> None:
         for k, _, _ in part:
