@@ -252,7 +252,7 @@ def test_mixed_case_table_and_column_names(env: Env) -> None:
     s = env.store(name, **kw)
     first = s.apply([Op("", "u1", SET, None, 0, {"userName": "Ann", "Email": "a@x"})])
     assert s.fetch("", ["u1"])["u1"] == (None, {"userName": "Ann", "Email": "a@x"},
-                                         first[0].version)
+                                         first[0].version, None)  # (row mode: no expiry)
     s.apply([Op("", "u2", SET, None, 0, {"userName": "Bob"}), Op("", "u1", DELETE)],
             journal=JournalMark("mj", 1, [2, 3]))
     assert s.applied_state("mj") == (1, {("", "u2"): 2, ("", "u1"): 3})

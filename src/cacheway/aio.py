@@ -280,7 +280,7 @@ class AsyncCache(AsyncFront):
 
     def namespace(
         self, name: str, *, policy: Policy | None = None, ttl: float | None = UNSET,
-        store: Store | None = None, type: Any = None,
+        store: Store | None = None, type: Any = None, expire: float | None = None,
     ) -> AsyncNamespace:
         """An :class:`AsyncNamespace` (same options as ``Cache.namespace``, ``type=``
         included: a typed namespace answers its type). Asking again for a name without
@@ -295,6 +295,8 @@ class AsyncCache(AsyncFront):
             options["policy"] = policy
         if ttl is not UNSET:
             options["ttl"] = ttl
+        if expire is not None:
+            options["expire"] = expire
         if store is not None:
             options["store"] = store
             self._async_store(store)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, overload
 
+from ._checks import check_backend, check_expires, check_store
 from ._front import Front, V
 from ._lifecycle import OPEN
 from ._refresh import ReadOptions
@@ -33,7 +34,7 @@ from .errors import CachewayError, ClosedError, ConfigError
 from .policies import Policy, WriteAround, WriteBack, WriteThrough
 from .serializers import Serializer
 from .stats import Counters, Stats
-from .stores.base import Store, store_capabilities
+from .stores.base import Store
 from .typed import Codec, codec_for
 
 __all__ = ["Cache", "Namespace"]
@@ -124,10 +125,10 @@ class Cache(Front[Any]):
         ttl_jitter: float = 0.0,
         random: Callable[[], float] | None = None,
     ) -> None:
-        _check_store(store)
+        check_store(store)
         if backend is None:
             backend = MemoryBackend()
-        _check_backend(backend)
+        check_backend(backend)
         if policy is None:
             policy = WriteThrough()
         if not isinstance(policy, Policy):
@@ -168,7 +169,7 @@ class Cache(Front[Any]):
         counters = Counters()
         engine: Engine
         if expire is not None:
-            _check_expires(store, policy)
+            check_expires(store, policy)
         if isinstance(policy, WriteBack) and policy.queue is not None:
             from .queue import QueueWriteBackEngine  # distributed write-behind (Streams)
 
@@ -272,7 +273,7 @@ class Cache(Front[Any]):
         if policy is not None and not isinstance(policy, Policy):
             raise ConfigError(f"policy must be a write policy, not {policy!r}")
         if store is not None:
-            _check_store(store)
+            check_store(store)
         expire_ = None if expire is None else check_expire(expire)
         codec = codec_for(type) if type is not None else None
         with self._lock:
@@ -429,40 +430,6 @@ def _stats(engines: list[Engine], backend: Backend) -> Stats:
         evictions=backend.evictions,
         decode_errors=int(getattr(backend, "decode_errors", 0)),  # DecodeErrorsBackend
     )
-
-
-def _check_store(store: object) -> None:
-    for name in ("fetch", "apply", "serializer"):
-        if not hasattr(store, name):
-            raise ConfigError(
-                f"store must be a cacheway store (cw.SQLiteStore, cw.PostgresStore, "
-                f"cw.SQLAlchemyStore, cw.CallbackStore), not {store!r}"
-            )
-    if store_capabilities(store).async_callbacks and not hasattr(store, "bind_loop"):
-        raise ConfigError(
-            "this CallbackStore has async def callbacks: use it with cw.AsyncCache (which "
-            "runs them on its event loop), or give cw.Cache plain functions")
-
-
-def _check_expires(store: Store, policy: Policy) -> None:
-    """``expire=`` needs a store that keeps expiry, and a policy that stamps writes."""
-    if not store_capabilities(store).expires:
-        raise ConfigError(
-            f"expire= needs a store with an expiry column (the key/value tables of "
-            f"SQLiteStore, PostgresStore, SQLAlchemyStore); {store!r} has none (row mode "
-            "and CallbackStore keep no expiry): use ttl= for the cached copy only")
-    if isinstance(policy, WriteBack) and policy.queue is not None:
-        raise ConfigError("expire= is not supported with the distributed write-behind "
-                          "queue (WriteBack(queue=...)) yet: use a local write-back")
-
-
-def _check_backend(backend: object) -> None:
-    for name in ("get", "set", "delete", "local"):
-        if not hasattr(backend, name):
-            raise ConfigError(
-                f"backend must be a cacheway backend (cw.MemoryBackend, cw.RedisBackend, "
-                f"cw.TwoLevelBackend), not {backend!r}"
-            )
 
 
 #: Seconds the exit hook spends flushing caches that were never closed, all together: a

@@ -24,7 +24,7 @@ it is computed outside the journal's lock; only 8 bytes are folded in once the s
 
 >>> rec = decode_at(encode_record(7, "ns", "k", ADD, b"", -3), 0)
 >>> rec[0] if isinstance(rec, tuple) else rec
-Record(seq=7, namespace='ns', key='k', kind=2, payload=b'', delta=-3)
+Record(seq=7, namespace='ns', key='k', kind=2, payload=b'', delta=-3, expires_at=None)
 """
 
 from __future__ import annotations

@@ -232,13 +232,16 @@ class WriteBackEngine(Engine):
                     # maybe already flushed) is stale: read again.
                     fresh = loaded is not MISS and self.gens[stripe] == seen
                     if entry is not None or fresh:
-                        current = (0 if entry.kind == DELETE or self._ended(entry)
-                                   else entry.value) if entry is not None else loaded
+                        ended = entry is not None and self._ended(entry)
+                        current = (0 if entry.kind == DELETE or ended else entry.value
+                                   ) if entry is not None else loaded
                         new = self.as_counter(key, current) + delta
+                        # A pending counter whose data ended is replaced, not added to
+                        # (coalesced, its delta would count the ended data again).
+                        write = (key, SET, new, self.dumps(new), 0) if ended else (
+                            key, ADD, new, self.dumps(new), delta)
                         try:
-                            seq = self._accept_locked(
-                                [(key, ADD, new, self.dumps(new), delta)], self.ttl, publish,
-                                through)
+                            seq = self._accept_locked([write], self.ttl, publish, through)
                             done = True
                         except NeedRoom:
                             need_room = True
