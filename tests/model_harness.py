@@ -114,11 +114,11 @@ class DictCallbackStore(Recorder):
                 self.received.setdefault(k, []).append(self.data[k])
             return {k: self.data[k] for k, _ in items}
 
-    def content(self, keys: Sequence[str]) -> dict[str, Any]:
+    def content(self, keys: Sequence[str], namespace: str = "") -> dict[str, Any]:
         with self.lock:
             return {k: self.data[k] for k in keys if k in self.data}
 
-    def reset(self, keys: Sequence[str]) -> None:
+    def reset(self, keys: Sequence[str], namespace: str = "") -> None:
         with self.lock:
             self.data.clear()
             self.received.clear()
@@ -181,12 +181,19 @@ class FaultyStore(Recorder):
     def close(self) -> None:
         return None  # the test closes the inner store once, at the end
 
-    def content(self, keys: Sequence[str]) -> dict[str, Any]:
-        found: dict[str, Any] = self.inner.load_many(keys)
+    @property
+    def expires(self) -> bool:  # keeps data expiry where the store does (expire=)
+        return bool(getattr(self.inner, "expires", False))
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        return int(self.inner.purge_expired(limit))
+
+    def content(self, keys: Sequence[str], namespace: str = "") -> dict[str, Any]:
+        found: dict[str, Any] = self.inner.load_many(keys, namespace=namespace)
         return found
 
-    def reset(self, keys: Sequence[str]) -> None:
-        self.inner.delete_many(keys)
+    def reset(self, keys: Sequence[str], namespace: str = "") -> None:
+        self.inner.delete_many(keys, namespace=namespace)
         self.clear()
 
 

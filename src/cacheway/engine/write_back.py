@@ -156,21 +156,22 @@ class WriteBackEngine(Engine):
             slow = (
                 self.closed
                 or not self.local
-                or self.expiry is not None
                 or table.parked
                 or self.room.through
                 or len(dirty) + len(table.inflight) >= self._max_dirty
             )
             if not slow:
+                expires_at = None if self.expiry is None else self.expiry.stamp()
                 if journal is None:
                     seq = table.seq + 1
                 else:
-                    seq = journal.append(self.namespace, key, SET, payload, 0)
+                    seq = journal.append(self.namespace, key, SET, payload, 0, expires_at)
                 table.seq = seq
                 entry = dirty.get(key)
                 counters = self.counters
                 if entry is None:
-                    dirty[key] = Entry(key, SET, value, payload, 0, ttl, seq, self.timer())
+                    dirty[key] = entry = Entry(key, SET, value, payload, 0, ttl, seq,
+                                               self.timer())
                     table.took_room()
                     n = len(dirty)
                     if n == 1 or n == self._batch_size:
@@ -178,6 +179,7 @@ class WriteBackEngine(Engine):
                 else:
                     entry.absorb(SET, value, payload, 0, ttl, seq)
                     counters.coalesced += 1
+                entry.expires_at = expires_at
                 counters.writes += 1
                 # No generation bump: no fill lands while the key is pending, and the
                 # flusher bumps it when the store acknowledges the write.
