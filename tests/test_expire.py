@@ -231,7 +231,7 @@ def test_expire_purges_expired_rows_in_the_background(tmp_path: Any, autoclose: 
     s.set_many({f"k{i}": i for i in range(5)})
     cache.set("plain", 1)
     assert _rows(path) == ["k0", "k1", "k2", "k3", "k4", "plain"]
-    # the purger runs every expire/4 seconds, at least 1 s apart
+    # the purger runs every expire/4 seconds, at least 0.5 s apart
     deadline = time.monotonic() + 10
     while _rows(path) != ["plain"] and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -399,7 +399,7 @@ class Cache(Front[Any]):
 
     def purge_expired(self) -> int:
         """Delete the expired rows of every namespace with ``expire=`` now (a background
-        thread does it too, every ``expire / 4`` seconds, at least 1 s and at most 60 s
+        thread does it too, every ``expire / 4`` seconds, at least 0.5 s and at most 60 s
         apart); how many rows it deleted."""
         if self._closed:
             raise ClosedError("cache is closed")

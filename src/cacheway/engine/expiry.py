@@ -79,7 +79,7 @@ class Purger:
     def add(self, store: Any, expire: float) -> None:
         """Purge ``store`` too (a namespace of ``expire`` seconds writes to it)."""
         with self._lock:
-            self.interval = min(self.interval, max(1.0, expire / 4))
+            self.interval = min(self.interval, max(0.5, expire / 4))
             if all(s is not store for s in self._stores):
                 self._stores.append(store)
             if self._thread is None:
