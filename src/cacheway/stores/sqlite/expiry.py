@@ -2,9 +2,8 @@
 
 The table has a nullable ``expires_at`` column (``time.time()`` seconds; NULL: the data
 never ends). Tables created before it existed gain it when a store opens them
-(``ALTER TABLE ... ADD COLUMN``: existing rows keep their data and never expire). A
-write resets the column (every upsert sets it NULL), then the ops of a batch that carry
-``Op.expires_at`` stamp it, in the batch's transaction, where they were applied. Reads
+(``ALTER TABLE ... ADD COLUMN``: existing rows keep their data and never expire). Every
+upsert writes it: the op's ``Op.expires_at``, NULL for an op without one. Reads
 never see an expired row; an expired row is deleted before a batch that writes its key
 (so a counter starts afresh instead of adding to data that has ended), and
 :func:`purge` deletes the rest in the background.
@@ -15,9 +14,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from ..base import DELETE, Applied, Op, expiring
+from ..base import Op, expiring
 
-__all__ = ["add_column", "delete_expired", "expiring", "purge", "stamp"]
+__all__ = ["add_column", "delete_expired", "expiring", "purge"]
 
 _CHUNK = 500
 
@@ -45,16 +44,6 @@ def delete_expired(conn: sqlite3.Connection, table: str, ops: Sequence[Op],
             conn.execute(
                 f'DELETE FROM "{table}" WHERE namespace = ? AND expires_at <= ? AND key IN '
                 f"({','.join('?' * len(chunk))})", [ns, now, *chunk])
-
-
-def stamp(conn: sqlite3.Connection, table: str, ops: Sequence[Op],
-          results: Sequence[Applied]) -> None:
-    """Set ``expires_at`` of the rows the expiring ops of a batch wrote (after it)."""
-    rows = [(op.expires_at, op.namespace, op.key) for op, res in zip(ops, results)
-            if op.expires_at is not None and op.kind != DELETE and res.applied]
-    if rows:
-        conn.executemany(
-            f'UPDATE "{table}" SET expires_at = ? WHERE namespace = ? AND key = ?', rows)
 
 
 def purge(conn: sqlite3.Connection, table: str, now: float, limit: int) -> int:

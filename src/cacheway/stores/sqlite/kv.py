@@ -133,8 +133,6 @@ class SQLiteKV:
                                           write_sets, self._add)
             else:
                 results = self._write_unversioned(conn, ops, now, late)
-            if expiring:
-                expiry.stamp(conn, self.table, ops, results)
             if journal is not None:
                 write_mark(conn, f'"{self._meta}"', f'"{self._applied}"', ops, journal,
                            self._trim)
@@ -154,7 +152,7 @@ class SQLiteKV:
             versions = range(version + 1, top + 1)
             self._write_sets(conn, list(zip(
                 map(_namespace, ops), map(_key, ops), map(_payload, ops), versions,
-                repeat(now))), [], late)
+                repeat(now), map(_expires_at, ops))), [], late)
             return list(map(make_applied, zip(versions, repeat(None), repeat(True))))
         return self._write_ops(conn, ops, version, now, late)
 
@@ -177,7 +175,7 @@ class SQLiteKV:
                 pending.clear()
             pending.add(ident)
             if kind == SET:
-                sets.append((op.namespace, op.key, op.payload, version, now))
+                sets.append((op.namespace, op.key, op.payload, version, now, op.expires_at))
                 results.append(make_applied((version, None)))
             elif kind == DELETE:
                 dels.append((op.namespace, op.key))
@@ -197,7 +195,8 @@ class SQLiteKV:
                     dels: list[tuple[str, str]], late: Late) -> None:
         """Upsert ``sets`` and delete ``dels`` (no key twice in either)."""
         t = self.table
-        insert = f'INSERT INTO "{t}" (namespace, key, value, version, updated_at) VALUES '
+        insert = (f'INSERT INTO "{t}" (namespace, key, value, version, updated_at, expires_at) '
+                  "VALUES ")
         for start in range(0, len(sets), _STEP):
             if late is not None and late() and _gil_contended():
                 # executemany releases the GIL around each row and takes it back after;
@@ -207,11 +206,12 @@ class SQLiteKV:
                 # SQLite work than executemany needs: worth it for a late batch.
                 for chunk in _chunks(sets[start:]):
                     conn.execute(
-                        insert + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)) + _UPSERT,
+                        insert + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)) + _UPSERT,
                         list(chain.from_iterable(chunk)),
                     )
                 break
-            conn.executemany(insert + "(?, ?, ?, ?, ?)" + _UPSERT, sets[start : start + _STEP])
+            conn.executemany(insert + "(?, ?, ?, ?, ?, ?)" + _UPSERT,
+                             sets[start : start + _STEP])
         if dels:
             conn.executemany(f'DELETE FROM "{t}" WHERE namespace = ? AND key = ?', dels)
 
@@ -228,16 +228,17 @@ class SQLiteKV:
             )
         new = current + op.delta
         conn.execute(
-            f'INSERT INTO "{t}" (namespace, key, value, version, updated_at) VALUES '
-            "(?, ?, ?, ?, ?)" + _UPSERT,
-            (op.namespace, op.key, self.serializer.dumps(new), version, now),
+            f'INSERT INTO "{t}" (namespace, key, value, version, updated_at, expires_at) '
+            "VALUES (?, ?, ?, ?, ?, ?)" + _UPSERT,
+            (op.namespace, op.key, self.serializer.dumps(new), version, now, op.expires_at),
         )
         return Applied(version, new)
 
 
-_Row = tuple[str, str, bytes | None, int, float]
-_kind, _namespace, _key, _payload = (
-    attrgetter("kind"), attrgetter("namespace"), attrgetter("key"), attrgetter("payload"))
+_Row = tuple[str, str, bytes | None, int, float, float | None]
+_kind, _namespace, _key, _payload, _expires_at = (
+    attrgetter("kind"), attrgetter("namespace"), attrgetter("key"), attrgetter("payload"),
+    attrgetter("expires_at"))
 
 
 def _plain_sets(ops: Sequence[Op]) -> bool:
@@ -250,13 +251,14 @@ def _plain_sets(ops: Sequence[Op]) -> bool:
     )
 
 
-# (expires_at: a write ends the row's old expiry; an expiring op stamps its own after)
+# (expires_at: each write sets the row's expiry, NULL where its op carries none)
 _UPSERT = (" ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value, "
-           "version = excluded.version, updated_at = excluded.updated_at, expires_at = NULL")
+           "version = excluded.version, updated_at = excluded.updated_at, "
+           "expires_at = excluded.expires_at")
 
 # Rows per multi-row statement (and keys per read), within SQLite's limit on parameters
-# per statement (999 before 3.32, 32766 since) at 5 parameters a row.
-_CHUNK = 1000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 199
+# per statement (999 before 3.32, 32766 since) at 6 parameters a row.
+_CHUNK = 1000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 166
 # Rows per executemany call: between two, a late batch may switch to multi-row statements.
 _STEP = 50
 

@@ -27,7 +27,7 @@ __all__ = ["apply_versioned"]
 _version = attrgetter("version")
 _CHUNK = 500
 
-Row = tuple[str, str, bytes | None, int, float]
+Row = tuple[str, str, bytes | None, int, float, float | None]
 WriteSets = Callable[[sqlite3.Connection, list[Row], list[tuple[str, str]]], None]
 Add = Callable[[sqlite3.Connection, Op, int, float], Applied]
 
@@ -92,13 +92,13 @@ def apply_versioned(conn: sqlite3.Connection, table: str, meta: str, ops: Sequen
             continue
         pending.add(ident)
         if kind == SET:
-            sets.append((op.namespace, op.key, op.payload, version, now))
+            sets.append((op.namespace, op.key, op.payload, version, now, op.expires_at))
             state[ident] = version
         elif op.version is None:
             dels.append(ident)
             state.pop(ident, None)
         else:
-            sets.append((op.namespace, op.key, None, version, now))  # the tombstone
+            sets.append((op.namespace, op.key, None, version, now, None))  # the tombstone
             state[ident] = version
         results.append(Applied(version))
     write_sets(conn, sets, dels)
