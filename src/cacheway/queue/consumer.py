@@ -211,6 +211,7 @@ class Consumer:
                     self.counters.flush_errors += 1
                     self.counters.last_error = repr(exc)
                     log.warning("cacheway: queue consumer %s: %r", self.name, exc)
+                    self._reread_pending()
                     stop.wait(0.2)
         finally:
             beat.join(timeout=5.0)
@@ -218,6 +219,16 @@ class Consumer:
                 self.release_all()
             except Exception as exc:  # noqa: BLE001 - the locks expire after claim_after
                 log.warning("cacheway: queue consumer %s could not release: %r", self.name, exc)
+
+    def _reread_pending(self) -> None:
+        """After a failed step: entries may have been delivered to this consumer and not
+        acknowledged (a lost XREADGROUP reply, an XACK that failed after the store's
+        commit), and ``>`` never delivers them again: read the pending list first. Those
+        the store has (at or under the mark) are only acknowledged."""
+        with self._held_lock:
+            for p in self._held.values():
+                p.backlog = True
+                p.recheck = True
 
     def _beat(self, stop: threading.Event) -> None:
         every = max(0.01, self.claim_px / 3000)

@@ -50,6 +50,13 @@ TOMBSTONE_PX = 300_000
 _Item = tuple[str, int, Any, "bytes | None", int, "float | None"]
 
 
+def _no_retry() -> Any:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
 class QueueWriteBackEngine(Engine):
     """Write-behind through Redis Streams (``WriteBack(queue="redis://...")``)."""
 
@@ -68,7 +75,11 @@ class QueueWriteBackEngine(Engine):
                               "that does (SQLiteStore, PostgresStore, SQLAlchemyStore)")
         self.policy = policy
         self.names = Names(policy.queue_name, policy.partitions)
-        client, self._where, _, self._owned = _redis_client.connect(policy.queue, 5.0, {})
+        # No transport-level retry: redis-py resends a command whose reply was lost,
+        # and an ACCEPT that ran twice queues its writes twice (a counter counted twice).
+        # A pooled socket that died with a Redis restart is still replaced at checkout.
+        client, self._where, _, self._owned = _redis_client.connect(
+            policy.queue, 5.0, {"retry": _no_retry()})
         self.client: Any = client
         self._accept_script = client.register_script(scripts.ACCEPT)
         self._redis_errors: tuple[type[Exception], ...] = (__import__("redis").RedisError,)
