@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import cacheway as cw  # noqa: E402
-from cacheway.backends.redis import RedisBackend  # noqa: E402
+import cacheway as cw
+from cacheway.backends.redis import RedisBackend
 
 #: the queue's partitions in every trial
 PARTITIONS = 4
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
         store=cw.SQLiteStore(db), backend=RedisBackend(url, prefix=prefix),
         policy=cw.WriteBack(queue=url, queue_name=qname, partitions=PARTITIONS,
                             flush_in_process=False, claim_after=1.0))
-    with open(log_path, "w", encoding="utf-8") as out:  # noqa: PTH123
+    with open(log_path, "w", encoding="utf-8") as out:
         out.write("ready\n")
         out.flush()
         i = 0

@@ -37,6 +37,7 @@ from ..typed import Codec
 from . import scripts
 from .consumer import Consumer
 from .layout import Names, seq_of
+from .status import PartitionStatus, queue_status
 
 __all__ = ["QueueWriteBackEngine"]
 
@@ -353,6 +354,15 @@ class QueueWriteBackEngine(Engine):
                     + (f"; last store error: {err}" if err else ""))
             time.sleep(delay)
             delay = min(0.02, delay * 2)
+
+    def queue_stats(self) -> list[PartitionStatus]:
+        """Depth and lag of every partition of the queue (every process's writes, not
+        only this one's): see :func:`cacheway.queue.queue_status`."""
+        try:
+            return queue_status(self.client, self.names)
+        except self._redis_errors as exc:
+            raise BackendError(f"reading the queue's depth on {self._where} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
 
     def pending(self) -> int:
         """Keys this process wrote whose newest write the consumers have not applied
