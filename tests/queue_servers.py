@@ -5,6 +5,7 @@ ports. Both are stopped by the fixtures that start them (``test_queue_durability
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free loopback port P whose cluster bus port P + 10000 is free too (P <= 55535,
+    as Redis requires)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 55000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def need_redis_server() -> None:
@@ -98,7 +115,11 @@ class RedisCluster:
 
     def __init__(self, directory: Path, masters: int = 3) -> None:
         self.dir = directory
-        self.ports = [free_port() for _ in range(masters)]
+        self.ports: list[int] = []
+        while len(self.ports) < masters:
+            port = free_cluster_port()
+            if port not in self.ports:
+                self.ports.append(port)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
 

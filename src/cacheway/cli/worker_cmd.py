@@ -92,13 +92,13 @@ def worker(args: argparse.Namespace) -> int:
         return _children(args)
     from cacheway import ConfigError
     from cacheway._urls import store_from_url
-    from cacheway.backends import _redis_client
     from cacheway.queue import Consumer, Names
+    from cacheway.queue.connect import connect
 
     if not args.queue_name or any(c in args.queue_name for c in "{}: \n"):
         raise ConfigError(f"--queue-name must be a short name without '{{', '}}', ':' or "
                           f"spaces, not {args.queue_name!r}")
-    client, where, _, _ = _redis_client.connect(args.queue, 5.0, {})
+    client, where, _, _ = connect(args.queue)
     store = store_from_url(args.store)
     stop = threading.Event()
 

@@ -41,6 +41,7 @@ from ..policies import Retry
 from ..stats import Counters
 from ..stores.base import DELETE, JournalMark, Store
 from . import scripts
+from .connect import Scripts, is_noscript
 from .entries import QueueEntry, coalesce, parse_entry
 from .layout import GROUP, Names
 
@@ -93,10 +94,13 @@ class Consumer:
         self._token = self.name.encode()
         self._block_ms = max(1, int(block * 1000))
         self._r: Any = client
-        self._renew = client.register_script(scripts.LOCK_RENEW)
-        self._release = client.register_script(scripts.LOCK_RELEASE)
-        self._set_max = client.register_script(scripts.SET_MAX)
-        self._settle = client.register_script(scripts.SETTLE)
+        self.scripts = Scripts(client)
+        #: on Redis Cluster a read names one partition's stream (one slot) at a time
+        self.cluster = self.scripts.cluster
+        self._renew = self.scripts.register(scripts.LOCK_RENEW)
+        self._release = self.scripts.register(scripts.LOCK_RELEASE)
+        self._set_max = self.scripts.register(scripts.SET_MAX)
+        self._settle = self.scripts.register(scripts.SETTLE)
         self._held: dict[int, _Partition] = {}
         self._held_lock = threading.Lock()
         self._rand = random.Random()
@@ -212,6 +216,8 @@ class Consumer:
                     self.counters.last_error = repr(exc)
                     log.warning("cacheway: queue consumer %s: %r", self.name, exc)
                     self._reread_pending()
+                    if is_noscript(exc):
+                        self.scripts.reload()
                     stop.wait(0.2)
         finally:
             beat.join(timeout=5.0)
@@ -237,6 +243,8 @@ class Consumer:
                 self._heartbeat()
             except Exception as exc:  # noqa: BLE001 - Redis down: retried next beat
                 log.warning("cacheway: queue heartbeat failed: %r", exc)
+                if is_noscript(exc):
+                    self.scripts.reload()
 
     def step(self) -> int:
         """One pass over the held partitions: pending entries first, then new ones.
@@ -263,9 +271,19 @@ class Consumer:
         block = self._block_ms if not handled else None
         if any(p.backlog for p in parts):
             block = None
-        streams = {self.names.stream(p.n): ">" for p in ready}
-        reply = self._r.xreadgroup(GROUP, self.name, streams, count=self.batch_size,
-                                   block=block)
+        if self.cluster:
+            # Streams of several slots cannot be read in one command: one read each,
+            # without blocking (a blocked read would hold up the other partitions).
+            reply = []
+            for p in ready:
+                reply += self._r.xreadgroup(GROUP, self.name, {self.names.stream(p.n): ">"},
+                                            count=self.batch_size) or []
+            if block and not any(got for _, got in reply):
+                time.sleep(block / 1000)
+        else:
+            streams = {self.names.stream(p.n): ">" for p in ready}
+            reply = self._r.xreadgroup(GROUP, self.name, streams, count=self.batch_size,
+                                       block=block)
         by_stream = {p.n: p for p in ready}
         for stream, got in reply or []:
             name = stream.decode() if isinstance(stream, bytes) else stream

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._refresh import ReadOptions
-from ..backends import _redis_client
+from ..backends import _redis_format
 from ..backends.base import MISS, Backend
 from ..core.dirty import Entry
 from ..engine.read import Engine
@@ -32,9 +32,10 @@ from ..errors import BackendError, ConfigError, StoreError
 from ..policies import WriteBack
 from ..serializers import JSONSerializer, Serializer
 from ..stats import Counters
-from ..stores.base import ADD, DELETE, SET, Store
+from ..stores.base import ADD, DELETE, NOTSET, SET, Loaded, Store
 from ..typed import Codec
 from . import scripts
+from .connect import Scripts, connect, is_noscript, redis_errors
 from .consumer import Consumer
 from .layout import Names, seq_of
 from .status import PartitionStatus, queue_status
@@ -47,15 +48,12 @@ log = logging.getLogger("cacheway")
 # while its write waits; a marker needs an expiry). Five minutes of consumer lag.
 TOMBSTONE_PX = 300_000
 
+# On Redis Cluster: how long the queue's own copy of a key lives once the store has its
+# write, when the cache has no ttl (with one, the copy lives that long).
+CLUSTER_COPY_PX = 300_000
+
 # (key, kind, value, payload, delta, ttl) of one write
 _Item = tuple[str, int, Any, "bytes | None", int, "float | None"]
-
-
-def _no_retry() -> Any:
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return Retry(NoBackoff(), 0)
 
 
 class QueueWriteBackEngine(Engine):
@@ -78,15 +76,19 @@ class QueueWriteBackEngine(Engine):
         self.names = Names(policy.queue_name, policy.partitions)
         # No transport-level retry: redis-py resends a command whose reply was lost,
         # and an ACCEPT that ran twice queues its writes twice (a counter counted twice).
-        # A pooled socket that died with a Redis restart is still replaced at checkout.
-        client, self._where, _, self._owned = _redis_client.connect(
-            policy.queue, 5.0, {"retry": _no_retry()})
-        self.client: Any = client
-        self._accept_script = client.register_script(scripts.ACCEPT)
-        self._redis_errors: tuple[type[Exception], ...] = (__import__("redis").RedisError,)
+        conn = connect(policy.queue, resend=False)
+        self.client: Any = conn.client
+        self._where, self._owned = conn.where, conn.owned
+        #: the queue is on a Redis Cluster: the copies ACCEPT writes are its own, in
+        #: each partition's slot (``Names.copy``), and reads look there before the store
+        self.cluster = conn.cluster
+        self.scripts = Scripts(conn.client)
+        self._accept_script = self.scripts.register(scripts.ACCEPT)
+        self._redis_errors = redis_errors()
         self._json = type(serializer) is JSONSerializer and codec is None
         #: the RedisBackend key prefix when the copies live on the queue's Redis
-        self.copy_prefix = self._shared_prefix(backend)
+        self.copy_prefix = None if self.cluster else self._shared_prefix(backend)
+        self._script_copies = self.copy_prefix is not None or self.cluster
         self._plock = threading.Lock()  # the pending dict, last and done seqs
         self._pending: dict[str, Entry] = {}
         self._last: dict[int, int] = {}  # partition -> last seq XADDed by this process
@@ -148,8 +150,47 @@ class QueueWriteBackEngine(Engine):
                 rest.append(key)
             elif entry.kind != DELETE:
                 out[key] = entry.value
+        if rest and self.cluster:
+            copies = self._cluster_copies(rest)
+            rest = [k for k in rest if k not in copies]
+            for key, row in copies.items():
+                if row is not None:
+                    out[key] = self.decode(row)[0]
         if rest:
             super()._load_many(rest, out)
+
+    def fetch(self, key: str) -> Loaded | None:
+        """On Redis Cluster, the queue's copy of ``key`` (the last accepted write, applied
+        or not) before the store's row."""
+        if self.cluster:
+            copies = self._cluster_copies([key])
+            if key in copies:
+                return copies[key]
+        return super().fetch(key)
+
+    def _cluster_copies(self, keys: list[str]) -> dict[str, Loaded | None]:
+        """{key: its copy's row, or None for a delete's tombstone} of the keys whose
+        copy (in the partition's slot) is there."""
+        names, ns = self.names, self.namespace
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.get(names.copy(names.partition(ns, key), ns, key))
+                raws = pipe.execute()
+        except self._redis_errors as exc:
+            raise BackendError(f"queue copy read on {self._where} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        out: dict[str, Loaded | None] = {}
+        for key, raw in zip(keys, raws):
+            if not raw or len(raw) < _redis_format.HLEN:
+                continue
+            flag = raw[8]
+            if flag == 0:
+                out[key] = Loaded(raw[_redis_format.HLEN:], NOTSET,
+                                  int.from_bytes(raw[1:8], "big"))
+            elif flag == 1:
+                out[key] = None
+        return out
 
     # -- writes ---------------------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
@@ -205,7 +246,7 @@ class QueueWriteBackEngine(Engine):
             for bkey in bkeys:
                 self.gens[self.stripe(bkey)] += 1
             bases: dict[int, int] = {}
-            if self.copy_prefix is None or not self._json:
+            if not self._script_copies or not self._json:
                 # The script cannot read the copy: the counter's value comes from here.
                 for i, it in enumerate(items):
                     if it[1] == ADD:
@@ -286,6 +327,11 @@ class QueueWriteBackEngine(Engine):
                 if self.copy_prefix is not None:
                     keys.append(self.copy_prefix + self.prefix + key)
                     ci = len(keys)
+                elif self.cluster:
+                    keys.append(self.names.copy(p, self.namespace, key))
+                    ci = len(keys)
+                    if ttl is None:
+                        ttl = CLUSTER_COPY_PX / 1000
                 base = bases.get(i)
                 if kind == ADD and base is not None and not self._json:
                     payload = self.dumps(base + delta)
@@ -298,7 +344,18 @@ class QueueWriteBackEngine(Engine):
         with self.client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 self._accept_script(keys=keys, args=args, client=pipe)
-            return list(pipe.execute())
+            replies = list(pipe.execute(raise_on_error=False))
+        # NOSCRIPT: that partition's script did not run (a node that lost its scripts);
+        # run it again once they are loaded. Any other error: not acknowledged.
+        lost = [i for i, r in enumerate(replies) if is_noscript(r)]
+        if lost:
+            self.scripts.reload()
+            for i in lost:
+                replies[i] = self._accept_script(keys=calls[i][0], args=calls[i][1])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     # -- flush, pending, close ------------------------------------------------------------
     def _read_done(self, parts: Iterable[int]) -> dict[int, int]:

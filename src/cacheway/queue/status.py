@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .connect import Scripts
 from .layout import GROUP, Names
 
 __all__ = ["PartitionStatus", "queue_status", "summary"]
@@ -34,13 +35,16 @@ def _text(raw: object) -> str | None:
 
 
 def queue_status(client: Any, names: Names) -> list[PartitionStatus]:
-    """Every partition of queue ``names`` on ``client`` (a redis.Redis), in one round
-    trip. A partition whose stream or consumer group does not exist yet is empty."""
+    """Every partition of queue ``names`` on ``client`` (a redis.Redis: one round trip;
+    or a RedisCluster). A partition whose stream or consumer group does not exist yet
+    is empty. On a cluster, ``lag`` is measured on one node's clock."""
     import redis
 
     parts = range(names.partitions)
+    cluster = Scripts(client).cluster
     with client.pipeline(transaction=False) as pipe:
-        pipe.time()
+        if not cluster:
+            pipe.time()  # a cluster pipeline takes no keyless command: asked below
         for n in parts:
             stream = names.stream(n)
             pipe.xlen(stream)
@@ -49,6 +53,8 @@ def queue_status(client: Any, names: Names) -> list[PartitionStatus]:
             pipe.xlen(names.dead(n))
             pipe.get(names.lock(n))
         replies = pipe.execute(raise_on_error=False)
+    if cluster:
+        replies.insert(0, client.time())
     seconds, micros = replies[0]
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     out = []
