@@ -24,7 +24,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._refresh import ReadOptions
-from ..backends import _redis_format
 from ..backends.base import MISS, Backend
 from ..core.dirty import Entry
 from ..engine.read import Engine
@@ -32,11 +31,12 @@ from ..errors import BackendError, ConfigError, StoreError
 from ..policies import WriteBack
 from ..serializers import JSONSerializer, Serializer
 from ..stats import Counters
-from ..stores.base import ADD, DELETE, NOTSET, SET, Loaded, Store
+from ..stores.base import ADD, DELETE, SET, Loaded, Store
 from ..typed import Codec
 from . import scripts
 from .connect import Scripts, connect, is_noscript, redis_errors
 from .consumer import Consumer
+from .copies import read_copies
 from .layout import Names, seq_of
 from .status import PartitionStatus, queue_status
 
@@ -169,28 +169,11 @@ class QueueWriteBackEngine(Engine):
         return super().fetch(key)
 
     def _cluster_copies(self, keys: list[str]) -> dict[str, Loaded | None]:
-        """{key: its copy's row, or None for a delete's tombstone} of the keys whose
-        copy (in the partition's slot) is there."""
-        names, ns = self.names, self.namespace
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.get(names.copy(names.partition(ns, key), ns, key))
-                raws = pipe.execute()
+            return read_copies(self.client, self.names, self.namespace, keys)
         except self._redis_errors as exc:
             raise BackendError(f"queue copy read on {self._where} failed: "
                                f"{type(exc).__name__}: {exc}") from exc
-        out: dict[str, Loaded | None] = {}
-        for key, raw in zip(keys, raws):
-            if not raw or len(raw) < _redis_format.HLEN:
-                continue
-            flag = raw[8]
-            if flag == 0:
-                out[key] = Loaded(raw[_redis_format.HLEN:], NOTSET,
-                                  int.from_bytes(raw[1:8], "big"))
-            elif flag == 1:
-                out[key] = None
-        return out
 
     # -- writes ---------------------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
