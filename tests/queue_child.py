@@ -3,6 +3,9 @@ flush_in_process=False)`` and records every write in a file flushed line by line
 
 usage: python tests/queue_child.py REDIS_URL QUEUE_NAME PREFIX DB LOG SEED TAG
 
+PREFIX: the key prefix of its RedisBackend on REDIS_URL, or "-" for a memory backend
+(on a Redis Cluster: the queue keeps the shared copies itself).
+
 Before each write it records "set KEY VALUE", "incr KEY 1" or "del KEY 0", and "ack"
 once the call returned: a write followed by "ack" was acknowledged; the last one may be
 in flight when the process (or Redis) died. Keys ``TAG-kN`` are this process's own; the
@@ -28,8 +31,9 @@ PARTITIONS = 4
 def main(argv: list[str]) -> int:
     url, qname, prefix, db, log_path, seed, tag = argv
     rng = random.Random(int(seed))
+    backend = None if prefix == "-" else RedisBackend(url, prefix=prefix)
     cache = cw.Cache(
-        store=cw.SQLiteStore(db), backend=RedisBackend(url, prefix=prefix),
+        store=cw.SQLiteStore(db), backend=backend,
         policy=cw.WriteBack(queue=url, queue_name=qname, partitions=PARTITIONS,
                             flush_in_process=False, claim_after=1.0))
     with open(log_path, "w", encoding="utf-8") as out:

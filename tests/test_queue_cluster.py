@@ -9,6 +9,7 @@ and a counter's value still comes from that copy."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,16 +17,20 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import cacheway as cw
+from cacheway.backends.base import MISS
 from cacheway.queue import Consumer, Names, queue_status
 from cacheway.queue.connect import connect
+from cacheway.queue.copies import read_copies
+from queue_child import PARTITIONS
 from queue_servers import RedisCluster, need_redis_server
+from queue_trials import process_kill_trial
 from services import unique
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -176,3 +181,35 @@ def test_two_processes_and_two_workers_per_key_order_and_counters(
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_a_database_other_than_0_on_a_cluster_is_refused(cluster: RedisCluster) -> None:
+    with pytest.raises(cw.ConfigError, match="only database 0"):
+        connect(cluster.url[: -len("/0")] + "/1")
+
+
+def _copy_of(client: Any, qname: str) -> Callable[[str], Any]:
+    """The value of the queue's copy of a key of the default namespace, or MISS."""
+    names = Names(qname, PARTITIONS)
+
+    def copy_of(key: str) -> Any:
+        row = read_copies(client, names, "", [key]).get(key)
+        return MISS if row is None else json.loads(row.payload or b"null")
+
+    return copy_of
+
+
+def test_guarantee2_queue_on_a_cluster_app_and_worker_processes_killed_with_kill_9(
+        cluster: RedisCluster, client: Any, tmp_path: Path) -> None:
+    qname = _qname()
+    process_kill_trial(client, cluster.url, qname, None, _copy_of(client, qname), tmp_path,
+                       1, rounds=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2, 5))
+def test_guarantee2_queue_on_a_cluster_kill_9_trials(cluster: RedisCluster, client: Any,
+                                                     tmp_path: Path, seed: int) -> None:
+    qname = _qname()
+    process_kill_trial(client, cluster.url, qname, None, _copy_of(client, qname), tmp_path,
+                       seed, rounds=3)

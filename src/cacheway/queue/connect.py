@@ -49,19 +49,21 @@ def connect(url_or_client: Any, *, resend: bool = True, timeout: float = 5.0) ->
         return Connection(client, where, owned, False)
     try:
         enabled = int(client.info("cluster").get("cluster_enabled", 0))
-    except redis.ResponseError:
+    except redis.ResponseError as exc:
+        if "cluster" in str(exc).lower():  # "SELECT is not allowed in cluster mode"
+            client.close()
+            raise ConfigError(f"queue {where!r} is a Redis Cluster node: a cluster has "
+                              f"only database 0 ({exc})") from exc
         enabled = 0  # a server without INFO cluster (or a proxy refusing it): one Redis
     if not enabled:
         return Connection(client, where, owned, False)
-    kw = client.connection_pool.connection_kwargs
+    db = client.connection_pool.connection_kwargs.get("db", 0)
     client.close()
-    if kw.get("db", 0):
-        raise ConfigError(f"queue {where!r}: a Redis Cluster has only database 0")
-    extra: dict[str, Any] = {} if resend else {"retry": _no_retry()}
-    cluster = RedisCluster(
-        host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379),
-        username=kw.get("username"), password=kw.get("password"),
-        socket_timeout=timeout, socket_connect_timeout=timeout, **extra)
+    if db:
+        raise ConfigError(f"queue {where!r}: a Redis Cluster has only database 0, not {db}")
+    # from_url keeps what the URL says: rediss:// (TLS), user and password.
+    cluster = RedisCluster.from_url(url_or_client, socket_timeout=timeout,
+                                    socket_connect_timeout=timeout, **options)
     return Connection(cluster, where + " (cluster)", True, True)
 
 
