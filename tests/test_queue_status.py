@@ -39,7 +39,7 @@ def _cache(db: str, qname: str) -> cw.Cache:
 
 def test_a_queue_nobody_wrote_to_is_empty(raw: Any, qname: str) -> None:
     status = queue_status(raw, Names(qname, 3))  # no stream, no consumer group yet
-    assert status == [PartitionStatus(n, 0, 0, 0.0, 0, None) for n in range(3)]
+    assert status == [PartitionStatus(qname, n, 0, 0, 0.0, 0, None) for n in range(3)]
 
 
 def test_depth_and_lag_per_partition_until_a_consumer_applies(

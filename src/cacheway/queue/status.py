@@ -20,6 +20,7 @@ __all__ = ["PartitionStatus", "queue_status", "summary"]
 class PartitionStatus(NamedTuple):
     """One partition of a queue, as Redis holds it now."""
 
+    queue: str  #: the queue's name (``queue_name``)
     partition: int
     depth: int  #: entries accepted, not yet applied
     pending: int  #: of those, read by a consumer that has not finished them
@@ -71,7 +72,7 @@ def queue_status(client: Any, names: Names) -> list[PartitionStatus]:
         if first:
             oldest_ms = int(_text(first[0][0]).partition("-")[0])  # type: ignore[union-attr]
             lag = max(0, now_ms - oldest_ms) / 1000
-        out.append(PartitionStatus(n, int(depth), int(pending["pending"]), lag, int(dead),
+        out.append(PartitionStatus(names.name, n, int(depth), int(pending["pending"]), lag, int(dead),
                                    _text(holder)))
     return out
 
@@ -79,7 +80,8 @@ def queue_status(client: Any, names: Names) -> list[PartitionStatus]:
 def summary(status: list[PartitionStatus]) -> str:
     """One line: total depth, the largest lag and where, dead letters.
 
-    >>> summary([PartitionStatus(0, 3, 1, 0.25, 0, "w1"), PartitionStatus(1, 0, 0, 0.0, 2, None)])
+    >>> summary([PartitionStatus("q", 0, 3, 1, 0.25, 0, "w1"),
+    ...          PartitionStatus("q", 1, 0, 0, 0.0, 2, None)])
     'depth 3 (1 in hand), max lag 0.25 s (partition 0), 2 dead'
     """
     depth = sum(s.depth for s in status)
