@@ -65,6 +65,10 @@ class _Partition:
         self.recheck = False  # a batch failed: it may have committed all the same
 
 
+# Copies settled by one script call (Redis runs nothing else meanwhile: a few ms).
+_SETTLE_CHUNK = 500
+
+
 def _id_of(seq: int) -> str:
     return f"{seq >> 20}-{seq & 0xFFFFF}"
 
@@ -376,10 +380,14 @@ class Consumer:
                 # partition in stream order): one trim instead of an XDEL of every id.
                 ms, _, n = done.partition("-")
                 pipe.xtrim(stream, minid=f"{ms}-{int(n) + 1}", approximate=False)
-            for e in lasts or []:
-                if e.copy and e.kind != DELETE:  # a tombstone expires by itself
-                    self._settle(keys=[e.copy], args=[e.version, e.ttl_px or ""],
-                                 client=pipe)
+            # The copies of the batch's keys (a tombstone expires by itself), a chunk
+            # per script call (on a cluster every copy is in the partition's slot).
+            settle = [e for e in lasts or [] if e.copy and e.kind != DELETE]
+            for lo in range(0, len(settle), _SETTLE_CHUNK):
+                part = settle[lo:lo + _SETTLE_CHUNK]
+                self._settle(keys=[e.copy for e in part],
+                             args=[a for e in part for a in (e.version, e.ttl_px or "")],
+                             client=pipe)
             pipe.execute()
 
     def _failed(self, p: _Partition, batch: list[QueueEntry], exc: Exception) -> None:

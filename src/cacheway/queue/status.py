@@ -72,8 +72,8 @@ def queue_status(client: Any, names: Names) -> list[PartitionStatus]:
         if first:
             oldest_ms = int(_text(first[0][0]).partition("-")[0])  # type: ignore[union-attr]
             lag = max(0, now_ms - oldest_ms) / 1000
-        out.append(PartitionStatus(names.name, n, int(depth), int(pending["pending"]), lag, int(dead),
-                                   _text(holder)))
+        out.append(PartitionStatus(names.name, n, int(depth), int(pending["pending"]), lag,
+                                   int(dead), _text(holder)))
     return out
 
 
