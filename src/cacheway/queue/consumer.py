@@ -85,6 +85,7 @@ class Consumer:
         retry: Retry | None = None, claim_after: float = 30.0,
         counters: Counters | None = None,
         on_dead_letter: Callable[[str, Any, BaseException], object] | None = None,
+        on_applied: Callable[[int, list[bytes]], object] | None = None,
         name: str | None = None, block: float = 0.05,
     ) -> None:
         self.names = names
@@ -94,6 +95,10 @@ class Consumer:
         self.claim_px = max(1, int(claim_after * 1000))
         self.counters = counters if counters is not None else Counters()
         self.on_dead_letter = on_dead_letter
+        #: called with (partition, stream ids) once a batch is in the store and
+        #: acknowledged; an id's milliseconds are Redis's time when the write was
+        #: accepted (``bench/distributed.py`` measures acknowledged-to-applied with it)
+        self.on_applied = on_applied
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._token = self.name.encode()
         self._block_ms = max(1, int(block * 1000))
@@ -363,6 +368,8 @@ class Consumer:
         elif from_pending:
             p.backlog = len(got) >= self.batch_size
         self._ack(p, ids, _id_of(last) if last else None, lasts)
+        if self.on_applied is not None and taken:
+            self.on_applied(p.n, [e.id for e in todo[:taken]])
         return len(ids)
 
     def _ack(self, p: _Partition, ids: list[bytes], done: str | None,
