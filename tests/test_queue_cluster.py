@@ -25,13 +25,14 @@ import pytest
 
 import cacheway as cw
 from cacheway.backends.base import MISS
+from cacheway.backends.redis import RedisBackend
 from cacheway.queue import Consumer, Names, queue_status
 from cacheway.queue.connect import connect
 from cacheway.queue.copies import read_copies
 from queue_child import PARTITIONS
 from queue_servers import RedisCluster, need_redis_server
 from queue_trials import process_kill_trial
-from services import unique
+from services import REDIS_URL, unique
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
@@ -213,3 +214,54 @@ def test_guarantee2_queue_on_a_cluster_kill_9_trials(cluster: RedisCluster, clie
     qname = _qname()
     process_kill_trial(client, cluster.url, qname, None, _copy_of(client, qname), tmp_path,
                        seed, rounds=3)
+
+
+class _HeldBackend(RedisBackend):
+    """A RedisBackend whose next set first runs ``hold`` (another process's write that
+    overtakes this one between its ACCEPT and its copy)."""
+
+    hold: Callable[[], object] | None = None
+
+    def _run_hold(self) -> None:
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            hold()
+
+    def set(self, *args: Any, **kwargs: Any) -> None:
+        self._run_hold()
+        super().set(*args, **kwargs)
+
+    def delete(self, key: str, version: int | None = None) -> bool:
+        self._run_hold()
+        return super().delete(key, version)
+
+
+def test_a_copy_on_another_redis_is_not_overwritten_by_an_older_write(
+        cluster: RedisCluster, client: Any, tmp_path: Path, prefix: str) -> None:
+    """With the copies on a RedisBackend apart from the queue (here: the queue on the
+    cluster, the copies on one server), each copy is set after ACCEPT: a write accepted
+    first and copied last must not leave its older value in the copy."""
+    db = str(tmp_path / "s.db")
+    qname = _qname()
+    held = _HeldBackend(REDIS_URL, prefix=prefix)
+    first = cw.Cache(store=cw.SQLiteStore(db), backend=held, policy=cw.WriteBack(
+        queue=cluster.url, queue_name=qname, partitions=8, flush_in_process=False))
+    second = cw.Cache(store=cw.SQLiteStore(db), backend=RedisBackend(REDIS_URL, prefix=prefix),
+                      policy=cw.WriteBack(queue=cluster.url, queue_name=qname, partitions=8,
+                                          flush_in_process=False))
+    store = cw.SQLiteStore(db)
+    copies = RedisBackend(REDIS_URL, prefix=prefix)
+    try:
+        for key, write in (("k", lambda: first.set("k", "older")),
+                           ("d", lambda: first.delete("d"))):
+            held.hold = lambda key=key: second.set(key, "newer")  # type: ignore[misc]
+            write()  # accepted before second's write, copied after it
+            assert held.hold is None
+            assert copies.get(":" + key) == "newer"  # the default namespace's key
+        _drain(client, qname, store)
+        assert store.load_many(["k", "d"]) == {"k": "newer", "d": "newer"}
+    finally:
+        copies.close()
+        store.close()
+        second.close(timeout=0)
+        first.close(timeout=0)

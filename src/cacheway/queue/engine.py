@@ -248,15 +248,17 @@ class QueueWriteBackEngine(Engine):
                     if seq > self._last.get(p, 0):
                         self._last[p] = seq
             if self.copy_prefix is None:
-                for bkey, it, (_, _, counter) in zip(bkeys, items, replies):
+                # Set after the script, with the write's version: a write accepted
+                # earlier and copied later (another process's) does not overwrite it.
+                for bkey, it, (version, _, counter) in zip(bkeys, items, replies):
                     kind = it[1]
                     if kind == DELETE:
-                        self.backend_drop(bkey)
+                        self.backend_drop(bkey, version)
                     elif kind == ADD:
                         n = int(counter)
-                        self.backend_set(bkey, n, self.dumps(n), it[5], None)
+                        self.backend_set(bkey, n, self.dumps(n), it[5], version)
                     else:
-                        self.backend_set(bkey, it[2], it[3], it[5], None)
+                        self.backend_set(bkey, it[2], it[3], it[5], version)
             self.counters.writes += len(items)
         finally:
             for lock in reversed(locks):
