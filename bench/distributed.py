@@ -13,7 +13,12 @@ and PostgreSQL.
    with a journal mark (the store's own share of a drain);
 2. acknowledged-write latency: ``cache.set`` on a queue= cache (RedisBackend copies on
    the same Redis: one Lua script) against a plain pipelined ``SET`` + ``XADD`` of the
-   same bytes, p50/p99 over interleaved rounds.
+   same bytes, p50/p99 over interleaved rounds;
+3. acknowledged-to-applied time at 1k and 10k writes/s: a writer process paces
+   ``cache.set`` (``set_many`` of 25 at 10k/s) for a few seconds while one consumer
+   applies to PostgreSQL; each entry's time runs from its stream id (Redis's clock when
+   it was accepted, in whole milliseconds: up to 1 ms too long) to the moment its batch
+   was acknowledged (``Consumer(on_applied=...)``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,7 +38,7 @@ import redis
 
 import cacheway as cw
 from cacheway.backends.redis import RedisBackend
-from cacheway.queue import Names
+from cacheway.queue import Consumer, Names
 
 REDIS = os.environ.get("CACHEWAY_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PG = os.environ.get("CACHEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -189,11 +195,71 @@ def latency(r: redis.Redis, rounds: int, per_round: int) -> tuple[list[float], l
     return ours, plain
 
 
+def _writer(name: str, table: str, rate: int, seconds: float) -> None:
+    """(In a child process) ``rate`` writes/s for ``seconds``, paced in 10 ms ticks."""
+    cache = cw.Cache(store=cw.PostgresStore(PG, table=table), policy=cw.WriteBack(
+        queue=REDIS, queue_name=name, partitions=PARTITIONS, flush_in_process=False))
+    per_tick = max(1, rate // 100)
+    started = time.perf_counter()
+    i = 0
+    for tick in range(int(seconds * 100)):
+        time.sleep(max(0.0, started + tick / 100 - time.perf_counter()))
+        if per_tick <= 10:
+            for _ in range(per_tick):
+                cache.set(f"k{i % 5000}", {"i": i})
+                i += 1
+        else:
+            for lo in range(0, per_tick, 25):
+                n = min(25, per_tick - lo)
+                cache.set_many({f"k{(i + j) % 5000}": {"i": i + j} for j in range(n)})
+                i += n
+    took = time.perf_counter() - started
+    print(f"  (writer: {i:,} writes in {took:.2f} s: {i / took:,.0f}/s)")
+    cache.close(timeout=0)
+
+
+def ack_to_applied(r: redis.Redis, rate: int, seconds: float) -> list[float]:
+    """Milliseconds from acceptance to applied-and-acknowledged, per write."""
+    name = f"ba{uuid.uuid4().hex[:8]}"
+    table = f"bench_{name}"
+    store = cw.PostgresStore(PG, table=table)
+    names = Names(name, PARTITIONS)
+    times: list[float] = []
+
+    def applied(_partition: int, ids: list[bytes]) -> None:
+        now_ms = time.time() * 1000
+        times.extend(now_ms - int(i.split(b"-")[0]) for i in ids)
+
+    consumer = Consumer(r, names, store, batch_size=2000, on_applied=applied)
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        subprocess.run([sys.executable, __file__, "--writer", name, table, str(rate),
+                        str(seconds)], check=True, env=dict(os.environ, PYTHONPATH=SRC))
+        while any(r.xlen(names.stream(p)) for p in range(PARTITIONS)):
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join(30)
+        store.close()
+        _cleanup(r, name)
+        with psycopg.connect(PG, autocommit=True) as conn:
+            for t in (table, f"{table}_meta", f"{table}_applied"):
+                conn.execute(f"DROP TABLE IF EXISTS {t}")
+            conn.execute(f"DROP SEQUENCE IF EXISTS {table}_version_seq")
+    return times
+
+
 def _pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100)[int(q) - 1] * 1e6
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--writer"]:
+        name, table, rate, seconds = sys.argv[2:6]
+        _writer(name, table, int(rate), float(seconds))
+        return
     quick = "--quick" in sys.argv
     n = 4000 if quick else 40000
     r = redis.Redis.from_url(REDIS)
@@ -216,6 +282,11 @@ def main() -> None:
     for label, xs in (("cache.set (queue=, one Lua)", ours),
                       ("plain SET + XADD pipeline", plain)):
         print(f"  {label:30}: p50 {_pct(xs, 50):7.0f}  p99 {_pct(xs, 99):7.0f}")
+    print("acknowledged-to-applied time (1 consumer, PostgreSQL), milliseconds")
+    for rate in (1000, 10000):
+        times = ack_to_applied(r, rate, 1.0 if quick else 5.0)
+        print(f"  {f'{rate:,} writes/s':30}: p50 {statistics.median(times):7.1f}  "
+              f"p99 {statistics.quantiles(times, n=100)[98]:7.1f}  ({len(times):,} writes)")
     r.close()
 
 

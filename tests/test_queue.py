@@ -324,3 +324,42 @@ def test_workers_killed_with_kill_9_apply_counters_exactly_once(
         store.close()
     finally:
         cache.close(timeout=0)
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["one-partition", "pipeline"])
+def test_an_accept_whose_reply_was_lost_is_not_run_twice(tmp_path: Path, raw: Any,
+                                                         qname: str, many: bool) -> None:
+    """The connection drops after Redis ran ACCEPT, before its reply was read. redis-py
+    resends a command on such a ConnectionError when retries are on: the counter's
+    entry would be queued twice for one incr. The write must fail (not acknowledged) and
+    be queued once."""
+    import redis
+
+    cache = _cache(str(tmp_path / "s.db"), qname, in_process=False)
+    try:
+        cache.set("warm", 0)  # a pooled connection, its scripts loaded
+        client = cache.engines()[0].client
+        conn = client.connection_pool.get_connection()
+        client.connection_pool.release(conn)
+        real = conn.read_response
+        dropped: list[bool] = []
+
+        def drop_once(*args: Any, **kwargs: Any) -> Any:
+            reply = real(*args, **kwargs)
+            if not dropped:
+                dropped.append(True)
+                raise redis.ConnectionError("reply lost")
+            return reply
+
+        conn.read_response = drop_once
+        names = Names(qname, 4)
+        before = sum(raw.xlen(names.stream(n)) for n in range(4))
+        write = ((lambda: cache.set_many({f"k{i}": i for i in range(8)}))  # 4 partitions
+                 if many else (lambda: cache.incr("n")))
+        with pytest.raises(cw.BackendError, match="not acknowledged"):
+            write()
+        assert dropped
+        after = sum(raw.xlen(names.stream(n)) for n in range(4))
+        assert after - before <= (8 if many else 1)
+    finally:
+        cache.close(timeout=0)

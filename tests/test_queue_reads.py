@@ -34,10 +34,10 @@ def _cache(db: str, qname: str, prefix: str | None) -> cw.Cache:
         claim_after=1.0))
 
 
-def _drain(raw: Any, qname: str, db: str) -> None:
+def _drain(raw: Any, qname: str, db: str, batch_size: int = 500) -> None:
     names = Names(qname, 2)
     store = cw.SQLiteStore(db)
-    consumer = Consumer(raw, names, store)
+    consumer = Consumer(raw, names, store, batch_size=batch_size)
     stop = threading.Event()
     thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
     thread.start()
@@ -110,4 +110,29 @@ def test_the_copy_gets_its_ttl_back_once_applied(tmp_path: Path, raw: Any, qname
         _drain(raw, qname, db)
         assert 0 < raw.pttl(f"{prefix}:k") <= 300_000
     finally:
+        cache.close(timeout=0)
+
+
+def test_every_copy_of_a_large_batch_is_settled(tmp_path: Path, raw: Any, qname: str,
+                                                prefix: str) -> None:
+    """One batch of 2000 entries settles its copies a chunk per script call: every copy
+    gets its ttl back, and an older copy a fill left is removed, in every chunk."""
+    db = str(tmp_path / "s.db")
+    store = cw.SQLiteStore(db)
+    store.save_many({f"k{i}": "old" for i in range(0, 3000, 250)})
+    cache = _cache(db, qname, prefix)
+    other = cw.Cache(store=cw.SQLiteStore(db), backend=RedisBackend(REDIS_URL, prefix=prefix))
+    try:
+        cache.set_many({f"k{i}": i for i in range(3000)}, ttl=300)
+        stale = [f"k{i}" for i in range(0, 3000, 250)]
+        cache.invalidate_many(stale)
+        assert other.get_many(stale) == dict.fromkeys(stale, "old")  # older fills
+        assert raw.pttl(f"{prefix}:k1") == -1  # pinned while the write waits
+        _drain(raw, qname, db, batch_size=2000)
+        ttls = [raw.pttl(f"{prefix}:k{i}") for i in range(3000) if i % 250]
+        assert all(0 < t <= 300_000 for t in ttls)
+        assert other.get_many(stale) == {k: int(k[1:]) for k in stale}
+    finally:
+        store.close()
+        other.close()
         cache.close(timeout=0)

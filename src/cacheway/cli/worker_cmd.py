@@ -5,7 +5,8 @@
 each finishes the batch in hand, acknowledges it, gives its partitions back and the
 command exits 0. ``--processes N`` starts N consumer processes (each takes its share of
 the partitions) and passes SIGTERM on to them. A status line (entries applied,
-partitions held) goes to stderr every ``--status-every`` seconds (0: never).
+partitions held, the queue's depth and largest lag over every partition, dead letters)
+goes to stderr every ``--status-every`` seconds (0: never).
 """
 
 from __future__ import annotations
@@ -91,13 +92,13 @@ def worker(args: argparse.Namespace) -> int:
         return _children(args)
     from cacheway import ConfigError
     from cacheway._urls import store_from_url
-    from cacheway.backends import _redis_client
     from cacheway.queue import Consumer, Names
+    from cacheway.queue.connect import connect
 
     if not args.queue_name or any(c in args.queue_name for c in "{}: \n"):
         raise ConfigError(f"--queue-name must be a short name without '{{', '}}', ':' or "
                           f"spaces, not {args.queue_name!r}")
-    client, where, _, _ = _redis_client.connect(args.queue, 5.0, {})
+    client, where, _, _ = connect(args.queue)
     store = store_from_url(args.store)
     stop = threading.Event()
 
@@ -108,8 +109,8 @@ def worker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     consumer = Consumer(client, Names(args.queue_name, args.partitions), store,
                         batch_size=args.batch_size, claim_after=args.claim_after)
-    status = threading.Thread(target=_status, args=(consumer, stop, args.status_every),
-                              daemon=True)
+    status = threading.Thread(target=_status, args=(consumer, client, stop,
+                                                    args.status_every), daemon=True)
     if args.status_every > 0:
         status.start()
     print(f"cacheway worker {consumer.name}: queue {args.queue_name!r} on {where}, "
@@ -127,11 +128,17 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(consumer: Any, stop: threading.Event, every: float) -> None:
+def _status(consumer: Any, client: Any, stop: threading.Event, every: float) -> None:
+    from cacheway.queue.status import queue_status, summary
+
     started = time.monotonic()
     while not stop.wait(every):
         rate = consumer.applied / max(1e-9, time.monotonic() - started)
         c = consumer.counters
+        try:
+            queue = summary(queue_status(client, consumer.names))
+        except Exception as exc:  # noqa: BLE001 - Redis down: the line says so
+            queue = f"queue depth unknown ({type(exc).__name__})"
         print(f"cacheway worker {consumer.name}: {consumer.applied} applied ({rate:,.0f}/s), "
-              f"partitions {consumer.held()}, {c.flush_errors} store errors",
+              f"partitions {consumer.held()}, {queue}, {c.flush_errors} store errors",
               file=sys.stderr, flush=True)

@@ -41,6 +41,7 @@ from ..policies import Retry
 from ..stats import Counters
 from ..stores.base import DELETE, JournalMark, Store
 from . import scripts
+from .connect import Scripts, is_noscript
 from .entries import QueueEntry, coalesce, parse_entry
 from .layout import GROUP, Names
 
@@ -64,6 +65,10 @@ class _Partition:
         self.recheck = False  # a batch failed: it may have committed all the same
 
 
+# Copies settled by one script call (Redis runs nothing else meanwhile: a few ms).
+_SETTLE_CHUNK = 500
+
+
 def _id_of(seq: int) -> str:
     return f"{seq >> 20}-{seq & 0xFFFFF}"
 
@@ -80,6 +85,7 @@ class Consumer:
         retry: Retry | None = None, claim_after: float = 30.0,
         counters: Counters | None = None,
         on_dead_letter: Callable[[str, Any, BaseException], object] | None = None,
+        on_applied: Callable[[int, list[bytes]], object] | None = None,
         name: str | None = None, block: float = 0.05,
     ) -> None:
         self.names = names
@@ -89,14 +95,21 @@ class Consumer:
         self.claim_px = max(1, int(claim_after * 1000))
         self.counters = counters if counters is not None else Counters()
         self.on_dead_letter = on_dead_letter
+        #: called with (partition, stream ids) once a batch is in the store and
+        #: acknowledged; an id's milliseconds are Redis's time when the write was
+        #: accepted (``bench/distributed.py`` measures acknowledged-to-applied with it)
+        self.on_applied = on_applied
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._token = self.name.encode()
         self._block_ms = max(1, int(block * 1000))
         self._r: Any = client
-        self._renew = client.register_script(scripts.LOCK_RENEW)
-        self._release = client.register_script(scripts.LOCK_RELEASE)
-        self._set_max = client.register_script(scripts.SET_MAX)
-        self._settle = client.register_script(scripts.SETTLE)
+        self.scripts = Scripts(client)
+        #: on Redis Cluster a read names one partition's stream (one slot) at a time
+        self.cluster = self.scripts.cluster
+        self._renew = self.scripts.register(scripts.LOCK_RENEW)
+        self._release = self.scripts.register(scripts.LOCK_RELEASE)
+        self._set_max = self.scripts.register(scripts.SET_MAX)
+        self._settle = self.scripts.register(scripts.SETTLE)
         self._held: dict[int, _Partition] = {}
         self._held_lock = threading.Lock()
         self._rand = random.Random()
@@ -211,6 +224,9 @@ class Consumer:
                     self.counters.flush_errors += 1
                     self.counters.last_error = repr(exc)
                     log.warning("cacheway: queue consumer %s: %r", self.name, exc)
+                    self._reread_pending()
+                    if is_noscript(exc):
+                        self.scripts.reload()
                     stop.wait(0.2)
         finally:
             beat.join(timeout=5.0)
@@ -219,6 +235,16 @@ class Consumer:
             except Exception as exc:  # noqa: BLE001 - the locks expire after claim_after
                 log.warning("cacheway: queue consumer %s could not release: %r", self.name, exc)
 
+    def _reread_pending(self) -> None:
+        """After a failed step: entries may have been delivered to this consumer and not
+        acknowledged (a lost XREADGROUP reply, an XACK that failed after the store's
+        commit), and ``>`` never delivers them again: read the pending list first. Those
+        the store has (at or under the mark) are only acknowledged."""
+        with self._held_lock:
+            for p in self._held.values():
+                p.backlog = True
+                p.recheck = True
+
     def _beat(self, stop: threading.Event) -> None:
         every = max(0.01, self.claim_px / 3000)
         while not stop.wait(every):
@@ -226,6 +252,8 @@ class Consumer:
                 self._heartbeat()
             except Exception as exc:  # noqa: BLE001 - Redis down: retried next beat
                 log.warning("cacheway: queue heartbeat failed: %r", exc)
+                if is_noscript(exc):
+                    self.scripts.reload()
 
     def step(self) -> int:
         """One pass over the held partitions: pending entries first, then new ones.
@@ -252,9 +280,19 @@ class Consumer:
         block = self._block_ms if not handled else None
         if any(p.backlog for p in parts):
             block = None
-        streams = {self.names.stream(p.n): ">" for p in ready}
-        reply = self._r.xreadgroup(GROUP, self.name, streams, count=self.batch_size,
-                                   block=block)
+        if self.cluster:
+            # Streams of several slots cannot be read in one command: one read each,
+            # without blocking (a blocked read would hold up the other partitions).
+            reply = []
+            for p in ready:
+                reply += self._r.xreadgroup(GROUP, self.name, {self.names.stream(p.n): ">"},
+                                            count=self.batch_size) or []
+            if block and not any(got for _, got in reply):
+                time.sleep(block / 1000)
+        else:
+            streams = {self.names.stream(p.n): ">" for p in ready}
+            reply = self._r.xreadgroup(GROUP, self.name, streams, count=self.batch_size,
+                                       block=block)
         by_stream = {p.n: p for p in ready}
         for stream, got in reply or []:
             name = stream.decode() if isinstance(stream, bytes) else stream
@@ -330,6 +368,8 @@ class Consumer:
         elif from_pending:
             p.backlog = len(got) >= self.batch_size
         self._ack(p, ids, _id_of(last) if last else None, lasts)
+        if self.on_applied is not None and taken:
+            self.on_applied(p.n, [e.id for e in todo[:taken]])
         return len(ids)
 
     def _ack(self, p: _Partition, ids: list[bytes], done: str | None,
@@ -347,10 +387,14 @@ class Consumer:
                 # partition in stream order): one trim instead of an XDEL of every id.
                 ms, _, n = done.partition("-")
                 pipe.xtrim(stream, minid=f"{ms}-{int(n) + 1}", approximate=False)
-            for e in lasts or []:
-                if e.copy and e.kind != DELETE:  # a tombstone expires by itself
-                    self._settle(keys=[e.copy], args=[e.version, e.ttl_px or ""],
-                                 client=pipe)
+            # The copies of the batch's keys (a tombstone expires by itself), a chunk
+            # per script call (on a cluster every copy is in the partition's slot).
+            settle = [e for e in lasts or [] if e.copy and e.kind != DELETE]
+            for lo in range(0, len(settle), _SETTLE_CHUNK):
+                part = settle[lo:lo + _SETTLE_CHUNK]
+                self._settle(keys=[e.copy for e in part],
+                             args=[a for e in part for a in (e.version, e.ttl_px or "")],
+                             client=pipe)
             pipe.execute()
 
     def _failed(self, p: _Partition, batch: list[QueueEntry], exc: Exception) -> None:

@@ -24,7 +24,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._refresh import ReadOptions
-from ..backends import _redis_client
 from ..backends.base import MISS, Backend
 from ..core.dirty import Entry
 from ..engine.read import Engine
@@ -32,11 +31,14 @@ from ..errors import BackendError, ConfigError, StoreError
 from ..policies import WriteBack
 from ..serializers import JSONSerializer, Serializer
 from ..stats import Counters
-from ..stores.base import ADD, DELETE, SET, Store
+from ..stores.base import ADD, DELETE, SET, Loaded, Store
 from ..typed import Codec
 from . import scripts
+from .connect import Scripts, connect, is_noscript, redis_errors
 from .consumer import Consumer
+from .copies import read_copies
 from .layout import Names, seq_of
+from .status import PartitionStatus, queue_status
 
 __all__ = ["QueueWriteBackEngine"]
 
@@ -45,6 +47,10 @@ log = logging.getLogger("cacheway")
 # How long a delete's tombstone blocks older fills of its key (a value's copy is pinned
 # while its write waits; a marker needs an expiry). Five minutes of consumer lag.
 TOMBSTONE_PX = 300_000
+
+# On Redis Cluster: how long the queue's own copy of a key lives once the store has its
+# write, when the cache has no ttl (with one, the copy lives that long).
+CLUSTER_COPY_PX = 300_000
 
 # (key, kind, value, payload, delta, ttl) of one write
 _Item = tuple[str, int, Any, "bytes | None", int, "float | None"]
@@ -68,13 +74,21 @@ class QueueWriteBackEngine(Engine):
                               "that does (SQLiteStore, PostgresStore, SQLAlchemyStore)")
         self.policy = policy
         self.names = Names(policy.queue_name, policy.partitions)
-        client, self._where, _, self._owned = _redis_client.connect(policy.queue, 5.0, {})
-        self.client: Any = client
-        self._accept_script = client.register_script(scripts.ACCEPT)
-        self._redis_errors: tuple[type[Exception], ...] = (__import__("redis").RedisError,)
+        # No transport-level retry: redis-py resends a command whose reply was lost,
+        # and an ACCEPT that ran twice queues its writes twice (a counter counted twice).
+        conn = connect(policy.queue, resend=False)
+        self.client: Any = conn.client
+        self._where, self._owned = conn.where, conn.owned
+        #: the queue is on a Redis Cluster: the copies ACCEPT writes are its own, in
+        #: each partition's slot (``Names.copy``), and reads look there before the store
+        self.cluster = conn.cluster
+        self.scripts = Scripts(conn.client)
+        self._accept_script = self.scripts.register(scripts.ACCEPT)
+        self._redis_errors = redis_errors()
         self._json = type(serializer) is JSONSerializer and codec is None
         #: the RedisBackend key prefix when the copies live on the queue's Redis
-        self.copy_prefix = self._shared_prefix(backend)
+        self.copy_prefix = None if self.cluster else self._shared_prefix(backend)
+        self._script_copies = self.copy_prefix is not None or self.cluster
         self._plock = threading.Lock()  # the pending dict, last and done seqs
         self._pending: dict[str, Entry] = {}
         self._last: dict[int, int] = {}  # partition -> last seq XADDed by this process
@@ -136,8 +150,30 @@ class QueueWriteBackEngine(Engine):
                 rest.append(key)
             elif entry.kind != DELETE:
                 out[key] = entry.value
+        if rest and self.cluster:
+            copies = self._cluster_copies(rest)
+            rest = [k for k in rest if k not in copies]
+            for key, row in copies.items():
+                if row is not None:
+                    out[key] = self.decode(row)[0]
         if rest:
             super()._load_many(rest, out)
+
+    def fetch(self, key: str) -> Loaded | None:
+        """On Redis Cluster, the queue's copy of ``key`` (the last accepted write, applied
+        or not) before the store's row."""
+        if self.cluster:
+            copies = self._cluster_copies([key])
+            if key in copies:
+                return copies[key]
+        return super().fetch(key)
+
+    def _cluster_copies(self, keys: list[str]) -> dict[str, Loaded | None]:
+        try:
+            return read_copies(self.client, self.names, self.namespace, keys)
+        except self._redis_errors as exc:
+            raise BackendError(f"queue copy read on {self._where} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
 
     # -- writes ---------------------------------------------------------------------------
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
@@ -193,7 +229,7 @@ class QueueWriteBackEngine(Engine):
             for bkey in bkeys:
                 self.gens[self.stripe(bkey)] += 1
             bases: dict[int, int] = {}
-            if self.copy_prefix is None or not self._json:
+            if not self._script_copies or not self._json:
                 # The script cannot read the copy: the counter's value comes from here.
                 for i, it in enumerate(items):
                     if it[1] == ADD:
@@ -212,15 +248,17 @@ class QueueWriteBackEngine(Engine):
                     if seq > self._last.get(p, 0):
                         self._last[p] = seq
             if self.copy_prefix is None:
-                for bkey, it, (_, _, counter) in zip(bkeys, items, replies):
+                # Set after the script, with the write's version: a write accepted
+                # earlier and copied later (another process's) does not overwrite it.
+                for bkey, it, (version, _, counter) in zip(bkeys, items, replies):
                     kind = it[1]
                     if kind == DELETE:
-                        self.backend_drop(bkey)
+                        self.backend_drop(bkey, version)
                     elif kind == ADD:
                         n = int(counter)
-                        self.backend_set(bkey, n, self.dumps(n), it[5], None)
+                        self.backend_set(bkey, n, self.dumps(n), it[5], version)
                     else:
-                        self.backend_set(bkey, it[2], it[3], it[5], None)
+                        self.backend_set(bkey, it[2], it[3], it[5], version)
             self.counters.writes += len(items)
         finally:
             for lock in reversed(locks):
@@ -274,6 +312,11 @@ class QueueWriteBackEngine(Engine):
                 if self.copy_prefix is not None:
                     keys.append(self.copy_prefix + self.prefix + key)
                     ci = len(keys)
+                elif self.cluster:
+                    keys.append(self.names.copy(p, self.namespace, key))
+                    ci = len(keys)
+                    if ttl is None:
+                        ttl = CLUSTER_COPY_PX / 1000
                 base = bases.get(i)
                 if kind == ADD and base is not None and not self._json:
                     payload = self.dumps(base + delta)
@@ -286,7 +329,18 @@ class QueueWriteBackEngine(Engine):
         with self.client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 self._accept_script(keys=keys, args=args, client=pipe)
-            return list(pipe.execute())
+            replies = list(pipe.execute(raise_on_error=False))
+        # NOSCRIPT: that partition's script did not run (a node that lost its scripts);
+        # run it again once they are loaded. Any other error: not acknowledged.
+        lost = [i for i, r in enumerate(replies) if is_noscript(r)]
+        if lost:
+            self.scripts.reload()
+            for i in lost:
+                replies[i] = self._accept_script(keys=calls[i][0], args=calls[i][1])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     # -- flush, pending, close ------------------------------------------------------------
     def _read_done(self, parts: Iterable[int]) -> dict[int, int]:
@@ -342,6 +396,15 @@ class QueueWriteBackEngine(Engine):
                     + (f"; last store error: {err}" if err else ""))
             time.sleep(delay)
             delay = min(0.02, delay * 2)
+
+    def queue_stats(self) -> list[PartitionStatus]:
+        """Depth and lag of every partition of the queue (every process's writes, not
+        only this one's): see :func:`cacheway.queue.queue_status`."""
+        try:
+            return queue_status(self.client, self.names)
+        except self._redis_errors as exc:
+            raise BackendError(f"reading the queue's depth on {self._where} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
 
     def pending(self) -> int:
         """Keys this process wrote whose newest write the consumers have not applied

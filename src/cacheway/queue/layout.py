@@ -10,6 +10,7 @@ slot and one Lua script may touch them together:
 ``{q:pN}:clock``       the partition's version clock (the last version handed out)
 ``{q:pN}:done``        the highest seq applied to the store (for ``flush()``)
 ``{q:pN}:dead``        entries the store refused for good (dead letters)
+``{q:pN}:c:...``       on Redis Cluster, each key's cached copy (see ``engine.py``)
 =====================  ==========================================================
 
 >>> names = Names("cw", 16)
@@ -68,6 +69,11 @@ class Names:
 
     def dead(self, n: int) -> str:
         return f"{{{self.name}:p{n}}}:dead"
+
+    def copy(self, n: int, namespace: str, key: str) -> str:
+        """On Redis Cluster: the copy of ``key`` of ``namespace`` (partition ``n``) that
+        the queue keeps in its partition's slot (RedisBackend's entry layout)."""
+        return f"{{{self.name}:p{n}}}:c:{len(namespace)}:{namespace}:{key}"
 
     def journal_id(self, n: int) -> str:
         """The id under which a store records this partition's applied seqs."""

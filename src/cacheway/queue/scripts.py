@@ -115,25 +115,30 @@ redis.call('SET', KEYS[2], string.format('%.0f', last))
 return out
 """
 
-# KEYS[1] a copy; ARGV[1] the version of the write just applied; ARGV[2] its ttl PX
-# ('' none). A copy still holding exactly that write (pinned: no expiry) gets its ttl
-# back; a value older than it (a fill that loaded the row before the write reached the
-# store, after the copy was invalidated or evicted) is removed: the next read loads the
-# store, which has the write now. Returns 1 when it changed the copy.
+# KEYS the copies of a batch's keys; ARGV[2i - 1], ARGV[2i]: the version of the write of
+# KEYS[i] just applied and its ttl PX ('' none). A copy still holding exactly that write
+# (pinned: no expiry) gets its ttl back; a value older than it (a fill that loaded the
+# row before the write reached the store, after the copy was invalidated or evicted) is
+# removed: the next read loads the store, which has the write now. Returns how many
+# copies it changed.
 SETTLE = _redis_format.COMMON + """
-local cur, flag = current(KEYS[1])
-if flag ~= 0 then return 0 end
-local held = 0
-for j = 2, 8 do held = held * 256 + string.byte(cur, j) end
-local v = tonumber(ARGV[1])
-if held < v then
-  redis.call('DEL', KEYS[1])
-  return 1
+local changed = 0
+for i = 1, #KEYS do
+  local cur, flag = current(KEYS[i])
+  if flag == 0 then
+    local held = 0
+    for j = 2, 8 do held = held * 256 + string.byte(cur, j) end
+    local v = tonumber(ARGV[2 * i - 1])
+    local ttl = ARGV[2 * i]
+    if held < v then
+      redis.call('DEL', KEYS[i])
+      changed = changed + 1
+    elseif held == v and ttl ~= '' and redis.call('PTTL', KEYS[i]) == -1 then
+      changed = changed + redis.call('PEXPIRE', KEYS[i], ttl)
+    end
+  end
 end
-if held == v and ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
+return changed
 """
 
 # KEYS[1] lock; ARGV[1] token; ARGV[2] PX. 1 while the token holds it.

@@ -1,0 +1,55 @@
+"""On Redis Cluster, the copy of each key the queue keeps in its partition's slot.
+
+A RedisBackend cannot run on a cluster, and a copy in another slot than the partition's
+stream could not be written by the same script as the stream entry. So on a cluster the
+queue keeps its own copy of each key at ``{q:pN}:c:...`` (:meth:`Names.copy`), in
+RedisBackend's entry layout (``backends/_redis_format``): ACCEPT writes it with the entry
+(pinned: no expiry while the write waits), counters add to it, the consumer gives it an
+expiry once the store has the write (``SETTLE``), and every process's reads look at it
+before the store (``QueueWriteBackEngine.fetch``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends._redis_format import HLEN
+from ..stores.base import NOTSET, Loaded
+from .layout import Names
+
+__all__ = ["decode_copy", "read_copies"]
+
+
+def decode_copy(raw: bytes | None) -> tuple[bool, Loaded | None]:
+    """``(found, row)``: a copy's row, or None for a delete's tombstone; ``found`` is
+    False when there is no usable copy (absent, a lease or not-found marker, too short
+    to be an entry).
+
+    >>> from cacheway.backends._redis_format import header
+    >>> decode_copy(header(7, 0) + b'"v"')
+    (True, Loaded(payload=b'"v"', value=NOTSET, version=7))
+    >>> decode_copy(header(8, 1)), decode_copy(None), decode_copy(b"junk")
+    ((True, None), (False, None), (False, None))
+    """
+    if not raw or len(raw) < HLEN:
+        return False, None
+    flag = raw[HLEN - 1]
+    if flag == 0:
+        return True, Loaded(raw[HLEN:], NOTSET, int.from_bytes(raw[1:HLEN - 1], "big"))
+    return flag == 1, None
+
+
+def read_copies(client: Any, names: Names, namespace: str, keys: list[str]
+                ) -> dict[str, Loaded | None]:
+    """{key: its copy's row, or None for a tombstone} of the ``keys`` of ``namespace``
+    whose copy is there (one pipeline: a cluster client sends each node its share)."""
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.get(names.copy(names.partition(namespace, key), namespace, key))
+        raws = pipe.execute()
+    out: dict[str, Loaded | None] = {}
+    for key, raw in zip(keys, raws):
+        found, row = decode_copy(raw)
+        if found:
+            out[key] = row
+    return out

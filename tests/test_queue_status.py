@@ -1,0 +1,115 @@
+"""Queue depth and lag per partition (issue 13: "stats() shows queue depth and lag per
+partition"): ``QueueWriteBackEngine.queue_stats()``, ``cacheway.queue.queue_status`` and
+the ``cacheway worker`` status line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cacheway as cw
+from cacheway.queue import Consumer, Names, PartitionStatus, queue_status
+from services import REDIS_URL, unique
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+@pytest.fixture
+def qname(raw: Any) -> Iterator[str]:
+    name = unique("qs").replace(":", "_").replace("-", "_")
+    yield name
+    keys = list(raw.scan_iter(match="{" + name + "*", count=1000))
+    if keys:
+        raw.unlink(*keys)
+
+
+def _cache(db: str, qname: str) -> cw.Cache:
+    return cw.Cache(store=cw.SQLiteStore(db), policy=cw.WriteBack(
+        queue=REDIS_URL, queue_name=qname, partitions=4, flush_in_process=False,
+        claim_after=1.0))
+
+
+def test_a_queue_nobody_wrote_to_is_empty(raw: Any, qname: str) -> None:
+    status = queue_status(raw, Names(qname, 3))  # no stream, no consumer group yet
+    assert status == [PartitionStatus(qname, n, 0, 0, 0.0, 0, None) for n in range(3)]
+
+
+def test_depth_and_lag_per_partition_until_a_consumer_applies(
+        tmp_path: Path, raw: Any, qname: str) -> None:
+    db = str(tmp_path / "s.db")
+    cache = _cache(db, qname)
+    store = cw.SQLiteStore(db)
+    try:
+        cache.set_many({f"k{i}": i for i in range(40)})
+        for _ in range(10):
+            cache.incr("n")
+        time.sleep(0.2)
+        engine = cache.engines()[0]
+        status = engine.queue_stats()
+        names = Names(qname, 4)
+        assert [s.partition for s in status] == [0, 1, 2, 3]
+        assert sum(s.depth for s in status) == 50
+        for s in status:
+            assert s.depth == raw.xlen(names.stream(s.partition))
+            assert (s.pending, s.dead, s.consumer) == (0, 0, None)
+            if s.depth:
+                assert s.lag >= 0.15  # accepted at least 0.2 s ago, on Redis's clock
+            else:
+                assert s.lag == 0.0
+        # A consumer takes the partitions and reads one batch without finishing it:
+        # the entries are in its hands (pending), still counted in the depth.
+        consumer = Consumer(raw, names, store, claim_after=1.0, name="status-test")
+        consumer.ensure_groups()
+        consumer.claim()
+        raw.xreadgroup("cacheway", "status-test", {names.stream(n): ">" for n in range(4)},
+                       count=1000)
+        status = queue_status(raw, names)
+        assert sum(s.depth for s in status) == 50
+        assert sum(s.pending for s in status) == 50
+        assert {s.consumer for s in status} == {"status-test"}
+        for _ in range(20):
+            consumer.step()
+        status = queue_status(raw, names)
+        assert sum(s.depth for s in status) == 0
+        assert all(s.lag == 0.0 and s.pending == 0 for s in status)
+        assert store.load("n") == 10
+        consumer.release_all()
+    finally:
+        store.close()
+        cache.close(timeout=0)
+
+
+def test_the_worker_status_line_shows_depth_and_lag(tmp_path: Path, raw: Any,
+                                                    qname: str) -> None:
+    db = str(tmp_path / "s.db")
+    cache = _cache(db, qname)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cacheway.cli", "worker", "--queue", REDIS_URL,
+         "--queue-name", qname, "--store", f"sqlite:///{db}", "--partitions", "4",
+         "--status-every", "0.1"],
+        env=dict(os.environ, PYTHONPATH=SRC), stderr=subprocess.PIPE, text=True)
+    try:
+        cache.set_many({f"k{i}": i for i in range(20)})
+        cache.flush(timeout=60)
+        assert worker.stderr is not None
+        deadline = time.monotonic() + 30
+        line = ""
+        while "depth 0 (0 in hand), max lag 0 s, 0 dead" not in line:
+            assert time.monotonic() < deadline, f"no status line of an empty queue: {line}"
+            line = worker.stderr.readline()
+        assert "20 applied" in line
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+        assert worker.returncode == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        cache.close(timeout=0)
