@@ -397,3 +397,31 @@ def test_namespaces_lists_every_view_and_the_default_alone(autoclose: Any) -> No
     assert listed[""].stats().writes == 1
     assert listed["views"].stats().writes == 2
     assert cache.stats().writes == 3
+
+
+def test_queue_depth_and_lag_are_exported_per_partition(tmp_path: Path, redis_url: str,
+                                                        raw: Any) -> None:
+    # issue 14 metrics "queue lag" / issue 13 "stats() shows queue depth and lag per
+    # partition": a distributed write-behind queue's partitions as gauges
+    from services import unique
+
+    qname = unique("mq").replace(":", "_").replace("-", "_")
+    cache = cw.Cache(store=cw.SQLiteStore(str(tmp_path / "q.db")), policy=cw.WriteBack(
+        queue=redis_url, queue_name=qname, partitions=2, flush_in_process=False))
+    try:
+        cache.set_many({f"k{i}": i for i in range(6)})
+        scraped = scrape(collector_registry(cache))
+        depth = {dict(labels)["partition"]: v for (name, labels), v in scraped.items()
+                 if name == "cacheway_queue_depth"}
+        assert sorted(depth) == ["0", "1"]
+        assert sum(depth.values()) == 6
+        lags = [v for (name, _), v in scraped.items() if name == "cacheway_queue_lag_seconds"]
+        assert len(lags) == 2
+        assert all(v >= 0.0 for v in lags)
+        assert {dict(labels)["queue"] for (name, labels) in scraped
+                if name == "cacheway_queue_dead"} == {qname}
+    finally:
+        cache.close(timeout=0)
+        keys = list(raw.scan_iter(match="{" + qname + "*", count=1000))
+        if keys:
+            raw.unlink(*keys)

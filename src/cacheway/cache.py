@@ -24,6 +24,7 @@ from ._checks import check_backend, check_expires, check_store
 from ._front import Front, V
 from ._lifecycle import OPEN
 from ._refresh import ReadOptions
+from ._snapshot import snapshot
 from .backends.base import Backend, backend_capabilities
 from .backends.memory import MemoryBackend
 from .core.keys import check_ttl
@@ -79,7 +80,7 @@ class Namespace(Front[V]):
 
     def stats(self) -> Stats:
         """Counters of this namespace alone."""
-        return _stats([self._engine], self.cache.backend)
+        return snapshot([self._engine], self.cache.backend)
 
     def namespace(self, name: str, **kwargs: Any) -> Namespace[Any]:
         """Namespaces are flat: ``ns.namespace(x)`` is ``cache.namespace(x)``."""
@@ -334,7 +335,7 @@ class Cache(Front[Any]):
 
     def stats(self) -> Stats:
         """A :class:`Stats` snapshot over every namespace."""
-        return _stats(list(self._engines.values()), self.backend)
+        return snapshot(list(self._engines.values()), self.backend)
 
     @property
     def read_options(self) -> ReadOptions:
@@ -415,21 +416,6 @@ class Cache(Front[Any]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _stats(engines: list[Engine], backend: Backend) -> Stats:
-    """The counters of ``engines`` and their backend, as one snapshot."""
-    total = Stats()
-    for engine in engines:
-        dirty = engine.pending()  # first: staged writes are counted as they drain
-        total = total + engine.counters.stats(dirty=dirty)
-        journal = getattr(engine, "journal", None)
-        if journal is not None:
-            total = total + Stats(journal_bytes=journal.bytes, journal_syncs=journal.syncs)
-    return total + Stats(
-        evictions=backend.evictions,
-        decode_errors=int(getattr(backend, "decode_errors", 0)),  # DecodeErrorsBackend
-    )
 
 
 #: Seconds the exit hook spends flushing caches that were never closed, all together: a

@@ -71,6 +71,18 @@ _EVICTIONS = ("cacheway_evictions_total",
               "Entries the backend (shared by every namespace) dropped for room or TTL")
 _FLUSH_SECONDS = ("cacheway_flush_seconds",
                   "Seconds the store took to acknowledge a flushed batch")
+#: Gauge name -> (PartitionStatus field, help), labels ``queue`` and ``partition``: the
+#: distributed write-behind queues (``stats().queue``).
+QUEUE_GAUGES: dict[str, tuple[str, str]] = {
+    "cacheway_queue_depth": ("depth", "Queued writes not yet applied to the store"),
+    "cacheway_queue_lag_seconds": ("lag", "Age of the oldest queued write not yet applied"),
+    "cacheway_queue_dead": ("dead", "Queued writes the store refused for good"),
+}
+
+
+def _queue_points(cache: StatsSource, field: str) -> list[tuple[dict[str, str], float]]:
+    return [({"queue": str(p.queue), "partition": str(p.partition)}, float(getattr(p, field)))
+            for p in cache.stats().queue]
 
 
 def _check_source(cache: object) -> None:
@@ -134,7 +146,9 @@ class PrometheusCollector:
     snapshot per namespace. Counters ``cacheway_*_total`` (``cacheway_store_errors_total``
     counts failed batch attempts, ``cacheway_evictions_total`` is the backend's and has
     no label), gauges ``cacheway_dirty``, ``cacheway_journal_bytes``,
-    ``cacheway_store_down`` and the histogram ``cacheway_flush_seconds``. Raises
+    ``cacheway_store_down``, the histogram ``cacheway_flush_seconds``, and per partition
+    of a distributed write-behind queue (labels ``queue``, ``partition``)
+    ``cacheway_queue_depth``, ``cacheway_queue_lag_seconds``, ``cacheway_queue_dead``. Raises
     ``cw.ConfigError`` when prometheus_client is missing.
     """
 
@@ -161,6 +175,11 @@ class PrometheusCollector:
             gauge = core.GaugeMetricFamily(name, doc, labels=["namespace"])
             for label, stats in per_ns.items():
                 gauge.add_metric([label], _number(stats, field))
+            yield gauge
+        for name, (field, doc) in QUEUE_GAUGES.items():
+            gauge = core.GaugeMetricFamily(name, doc, labels=["queue", "partition"])
+            for labels, value in _queue_points(self.cache, field):
+                gauge.add_metric([labels["queue"], labels["partition"]], value)
             yield gauge
         name, doc = _FLUSH_SECONDS
         histogram = core.HistogramMetricFamily(name, doc, labels=["namespace"], unit="seconds")
@@ -220,6 +239,12 @@ def instrument(cache: StatsSource, meter: Meter) -> list[Any]:
     def evictions(_: CallbackOptions) -> Iterable[Observation]:
         return [observation(cache.stats().evictions)]
 
+    def per_partition(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_: CallbackOptions) -> Iterable[Observation]:
+            return [observation(value, labels)
+                    for labels, value in _queue_points(cache, field)]
+        return observe
+
     def buckets(_: CallbackOptions) -> Iterable[Observation]:
         out = []
         for label, stats in _snapshots(cache).items():
@@ -239,6 +264,10 @@ def instrument(cache: StatsSource, meter: Meter) -> list[Any]:
         unit = "By" if field == "journal_bytes" else "1"
         made.append(meter.create_observable_gauge(
             name, callbacks=[per_namespace(field)], unit=unit, description=doc))
+    for name, (field, doc) in QUEUE_GAUGES.items():
+        made.append(meter.create_observable_gauge(
+            name, callbacks=[per_partition(field)], unit="s" if field == "lag" else "1",
+            description=doc))
     name, doc = _FLUSH_SECONDS
     made.append(meter.create_observable_counter(
         f"{name}_count", callbacks=[per_namespace("flush_seconds_count")],

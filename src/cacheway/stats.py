@@ -39,7 +39,11 @@ class Stats:
     how long the store took to acknowledge each flushed batch, as a histogram —
     ``(upper bound, batches that took at most that long)`` pairs (cumulative, as
     Prometheus's ``le`` buckets), the seconds summed, and the batches counted (``count``
-    also covers the batches slower than the last bound).
+    also covers the batches slower than the last bound). ``queue``: one
+    :class:`cacheway.queue.PartitionStatus` (``queue``, ``partition``, ``depth``,
+    ``pending``, ``lag`` seconds, ``dead``, ``consumer``) per partition of each distributed
+    write-behind queue the namespaces write to, read from Redis now (every process's
+    writes); empty without a queue, or while its Redis cannot be read.
     """
 
     hits: int = 0
@@ -63,6 +67,7 @@ class Stats:
     flush_seconds_buckets: tuple[tuple[float, int], ...] = ()
     flush_seconds_sum: float = 0.0
     flush_seconds_count: int = 0
+    queue: tuple[Any, ...] = ()
 
     @property
     def hit_ratio(self) -> float:
@@ -78,6 +83,9 @@ class Stats:
                 values[f.name] = _add_buckets(a, b)
             elif f.name == "last_error":
                 values[f.name] = b or a
+            elif f.name == "queue":  # namespaces sharing a queue report it once
+                seen = {(p.queue, p.partition) for p in a}
+                values[f.name] = a + tuple(p for p in b if (p.queue, p.partition) not in seen)
             elif f.name in _TIMES:
                 # the latest error, the earliest outage still going on
                 values[f.name] = a if b is None else b if a is None else (
