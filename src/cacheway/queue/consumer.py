@@ -11,7 +11,9 @@ Each batch (``XREADGROUP COUNT batch_size``) is coalesced per key in stream orde
 SET/DELETE wins, ADD deltas sum; a batch is cut before an ADD that follows a SET or
 DELETE of its key, whose sum needs the value the store holds) and applied with
 ``store.apply(ops, journal=JournalMark("<queue>:p<n>", last seq, seqs))``: the store
-records the partition's applied seq in the batch's transaction. A consumer taking a
+records the partition's applied seq in the batch's transaction (the seq alone, no row
+per key, where the store declares ``low_water_marks``: a partition is applied in order,
+as prefixes, so the low water says all). A consumer taking a
 partition over reads that seq (``store.applied_state``) and skips entries at or under
 it, so a batch redelivered after a crash between the commit and the ``XACK`` is not
 applied twice (counters included). Then the entries are acknowledged and deleted
@@ -39,7 +41,7 @@ from typing import Any
 from ..core.schedule import permanent
 from ..policies import Retry
 from ..stats import Counters
-from ..stores.base import DELETE, JournalMark, Store
+from ..stores.base import DELETE, JournalMark, Store, store_capabilities
 from . import scripts
 from .connect import Scripts, is_noscript
 from .entries import QueueEntry, coalesce, parse_entry
@@ -90,6 +92,9 @@ class Consumer:
     ) -> None:
         self.names = names
         self.store = store
+        # per-key mark rows cost about half of a store's time per batch; the low water
+        # is all a consumer reads back (applied_state()[0])
+        self._low_only = store_capabilities(store).low_water_marks
         self.batch_size = batch_size
         self.retry = retry if retry is not None else Retry()
         self.claim_px = max(1, int(claim_after * 1000))
@@ -346,7 +351,8 @@ class Consumer:
             return 0  # taken over: the new holder applies them
         if ops:
             started = time.monotonic()
-            mark = JournalMark(self.names.journal_id(p.n), todo[taken - 1].seq, seqs)
+            mark = JournalMark(self.names.journal_id(p.n), todo[taken - 1].seq,
+                               () if self._low_only else seqs)
             try:
                 self.store.apply(ops, journal=mark)
             except Exception as exc:  # noqa: BLE001 - any store failure: retried or dead

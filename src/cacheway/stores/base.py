@@ -161,7 +161,9 @@ def expiring(ops: Sequence[Op]) -> bool:
 class JournalMark(NamedTuple):
     """Recorded by a store in the same transaction as a batch, so a journal replay can
     skip what was applied: every record with seq <= ``low_water`` is applied, and
-    ``seqs[i]`` is the last journal record folded into ``ops[i]``."""
+    ``seqs[i]`` is the last journal record folded into ``ops[i]``. Empty ``seqs`` (for a
+    store that declares ``low_water_marks``) records the low water alone: for a writer
+    that applies its records as in-order prefixes, as a queue consumer does."""
 
     journal_id: str
     low_water: int
@@ -314,7 +316,8 @@ class StoreCapabilities:
     ``takes_late``: see :class:`LateAware`; ``sample_keys``: the store's bound method,
     or None; ``fork_aware``: it reopens its connections in a forked child itself;
     ``async_callbacks``: it holds ``async def`` callbacks (an AsyncCache runs them);
-    ``expires``: it keeps data expiry (see :class:`Expires`).
+    ``expires``: it keeps data expiry (see :class:`Expires`); ``low_water_marks``: it
+    takes a :class:`JournalMark` with empty ``seqs`` (the low water alone).
     """
 
     name: str
@@ -329,6 +332,7 @@ class StoreCapabilities:
     fork_aware: bool = False
     async_callbacks: bool = False
     expires: bool = False
+    low_water_marks: bool = False
 
     @property
     def max_key(self) -> int | None:
@@ -381,6 +385,7 @@ def store_capabilities(store: object) -> StoreCapabilities:
         fork_aware=callable(getattr(store, "after_fork_in_child", None)),
         async_callbacks=bool(getattr(store, "async_callbacks", False)),
         expires=isinstance(store, Expires) and bool(store.expires),
+        low_water_marks=bool(getattr(store, "low_water_marks", False)),
     )
 
 
@@ -401,6 +406,9 @@ class StoreBase:
     takes_late: bool = False
     #: True where the store's callbacks are ``async def`` (CallbackStore).
     async_callbacks: bool = False
+    #: True where ``apply`` takes a journal mark with empty ``seqs``: the low water alone,
+    #: no per-key rows (see :class:`JournalMark`).
+    low_water_marks: bool = False
 
     @property
     def validate(self) -> ValidateFn | None:

@@ -22,8 +22,9 @@ TRIM_EVERY = 64
 
 
 def check_mark(ops: Sequence[Op], mark: JournalMark) -> None:
-    """ConfigError unless ``mark`` has one seq per op of the batch."""
-    if len(mark.seqs) != len(ops):
+    """ConfigError unless ``mark`` has one seq per op of the batch, or none (a mark of the
+    low water alone: see ``StoreBase.low_water_marks``)."""
+    if mark.seqs and len(mark.seqs) != len(ops):
         raise ConfigError(
             f"journal mark has {len(mark.seqs)} seqs for a batch of {len(ops)} ops")
 

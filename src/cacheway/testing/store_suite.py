@@ -175,6 +175,21 @@ class StoreSuite:
         assert store.applied_state(unique("journal")) == (0, {})
         assert store.load_many(["a", "c"]) == {"a": self.value(3)}
 
+    def test_a_journal_mark_of_the_low_water_alone(self, store: Any) -> None:
+        # issue 13: a queue consumer records its partition's low water alone (no row per
+        # key) where the store declares low_water_marks
+        if not (self.records_marks and getattr(store, "low_water_marks", False)):
+            pytest.skip("this store takes no low-water-only journal marks")
+        jid = unique("journal")
+        store.apply([self.op("a", self.value(1)), self.op("b", self.value(2))],
+                    journal=JournalMark(jid, 9, ()))
+        assert store.applied_state(jid) == (9, {})
+        store.apply([self.op("a", self.value(3))], journal=JournalMark(jid, 7, ()))
+        assert store.applied_state(jid) == (9, {})  # never moves back
+        assert store.load_many(["a", "b"]) == {"a": self.value(3), "b": self.value(2)}
+        with pytest.raises(cw.ConfigError, match="seqs"):
+            store.apply([self.op("a", self.value(4))], journal=JournalMark(jid, 10, [1, 2]))
+
     # -- a whole cache on the store --------------------------------------------------------
     @pytest.mark.parametrize("policy", POLICY_NAMES)
     def test_cache_on_the_store(self, store: Any, policy: str) -> None:

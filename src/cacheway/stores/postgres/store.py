@@ -37,7 +37,7 @@ from ..base import (
     check_key,
     validate_identifier,
 )
-from ..marks import Trim, last_seqs
+from ..marks import Trim, check_mark, last_seqs
 from ..rows import row_mode
 from .helpers import (
     LOCK_CLASS,
@@ -120,6 +120,7 @@ class PostgresStore(PgRunner, StoreBase):
     """
 
     versioned = True
+    low_water_marks = True  # journal marks of the low water alone (a queue consumer's)
     #: Keys (and namespaces) up to 2000 UTF-8 bytes: a btree index entry holds at most
     #: 2704 bytes (8 kB pages), and the primary key (namespace, key) and the journal
     #: marks' (journal, namespace, key) must fit with their headers (see postgres/helpers.py).
@@ -293,12 +294,14 @@ class PostgresStore(PgRunner, StoreBase):
             if op.kind not in (SET, DELETE, ADD):
                 raise ConfigError(f"unknown op kind {op.kind!r}")
             check_key(self, op.namespace, op.key)
+        if journal is not None:
+            check_mark(ops, journal)
         order = _key_order(ops)
         if order is not None:
             # Rows locked in one order by every process: concurrent batches over the
             # same keys wait for each other instead of deadlocking.
             ops = [ops[i] for i in order]
-            if journal is not None:
+            if journal is not None and journal.seqs:
                 journal = journal._replace(seqs=[journal.seqs[i] for i in order])
             applied = self._apply_ordered(ops, journal)
             out: list[Applied] = [applied[0]] * len(ops)

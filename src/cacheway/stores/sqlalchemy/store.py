@@ -114,6 +114,7 @@ class SQLAlchemyStore(StoreBase):
     """
 
     versioned = True
+    low_water_marks = True  # journal marks of the low water alone (a queue consumer's)
 
     def __init__(
         self,

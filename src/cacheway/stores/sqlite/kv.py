@@ -30,7 +30,7 @@ from ..base import (
     has_versions,
     make_applied,
 )
-from ..marks import Trim
+from ..marks import Trim, check_mark
 from . import expiry
 from .marks import read_marks, write_mark
 from .tx import immediate
@@ -122,6 +122,8 @@ class SQLiteKV:
     # -- writes -------------------------------------------------------------------------
     def apply(self, conn: sqlite3.Connection, ops: Sequence[Op],
               journal: JournalMark | None, late: Late) -> list[Applied]:
+        if journal is not None:
+            check_mark(ops, journal)
         now = time.time()
         expiring = expiry.expiring(ops)
         with immediate(conn):

@@ -90,6 +90,7 @@ class SQLiteStore(StoreBase):
 
     versioned = True
     takes_late = True
+    low_water_marks = True  # journal marks of the low water alone (a queue consumer's)
 
     def __init__(
         self,
