@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -37,7 +38,7 @@ import cacheway as cw
 from .faults import FaultyStore, HeldFill
 from .guarantees import GuaranteeSuite
 from .pair import PairSuite
-from .support import wait_until
+from .support import unique, wait_until
 
 __all__ = ["AsyncFrontSuite", "AsyncGuaranteeSuite", "BlockingAsyncCache", "LoopThread"]
 
@@ -221,6 +222,9 @@ class AsyncFrontSuite(PairSuite):
 
     #: the front the tests drive ("async": an AsyncCache on a loop in a thread)
     front: ClassVar[str] = "async"
+    #: write-back policies keep a journal (a new file in the test's ``tmp_path``): the
+    #: AsyncCache then opens in a worker thread and runs its writes in the journal lane
+    journal: ClassVar[bool] = False
 
     def loop_thread(self) -> LoopThread:
         """This test's event loop (started on first use)."""
@@ -232,6 +236,10 @@ class AsyncFrontSuite(PairSuite):
         return loop
 
     def make_cache(self, store: Any, backend: Any, policy: Any) -> Any:
+        if self.journal and isinstance(policy, cw.WriteBack) and policy.journal is None \
+                and policy.queue is None:
+            policy = dataclasses.replace(
+                policy, journal=str(self.tmp_path / f"{unique('journal')}.wal"))
         return BlockingAsyncCache.open(self.loop_thread(), store=store, backend=backend,
                                        policy=policy)
 
