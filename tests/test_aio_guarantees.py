@@ -4,10 +4,14 @@ against both fronts").
 ``cacheway.testing.AsyncGuaranteeSuite`` runs every test of the guarantee suite with each
 cache an ``AsyncCache`` behind ``BlockingAsyncCache`` (the tests' threads: tasks on one
 event loop in a thread). One class per backend x store pair of ``tests/pairs.py``,
-``TestAio_<backend>__<store>``. By default: every test under every policy on the pairs in
-FULL (one per path of the asyncio front: the memory hit answered on the loop and the
-queued write-back writes; the Redis hit read with ``redis.asyncio``; a two-level backend
-over PostgreSQL; async-free callbacks), the slow run everything on every pair.
+``TestAio_<backend>__<store>``, plus pairs whose CallbackStore's callbacks are ``async def``
+(``*+async-callback``) and pairs whose write-back policies keep a journal
+(``TestAioJournal_*``, write-back only). By default: every test under every policy on the
+pairs in FULL (one per path of the asyncio front: the memory hit answered on the loop and
+the queued write-back writes; the Redis hit read with ``redis.asyncio``; async callbacks
+run on the loop; the journal lane), every test under one policy on ONE_POLICY's (a
+two-level backend over PostgreSQL); the slow run runs
+everything on every pair.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import cacheway as cw
 from cacheway.testing import AsyncGuaranteeSuite, BlockingAsyncCache, LoopThread, wait_until
 from pairs import BACKENDS, PAIR_STORES, StoreMaker, pair_class
 
-# the pairs whose every test runs by default (the others: slow)
-FULL = {"memory+sqlite", "redis+sqlite", "two-level+postgres", "memory+callback",
-        "memory+async-callback", "journal:memory+sqlite"}
+# the pairs whose every test runs by default under every policy (one per path of the
+# asyncio front), and those whose every test runs under one policy; the others: slow
+FULL = {"memory+sqlite", "redis+sqlite", "memory+async-callback", "journal:memory+sqlite"}
+ONE_POLICY = {"two-level+postgres": "write-back"}
 # pairs of a CallbackStore whose callbacks are async def (AsyncCallbackStore)
 ASYNC_CALLBACK_PAIRS = [f"{b}+async-callback" for b in BACKENDS]
 # pairs run with a journal under write-back (the AsyncCache's journal lane), as
@@ -46,9 +51,11 @@ class DefaultRun:
 
     def marks(self, test: str, policy: str | None) -> list[Any]:
         name = f"journal:{self.pair_name}" if self.journal else self.pair_name
-        if name in FULL or policy is not None:
+        if name in FULL:
             return []
-        return [pytest.mark.slow]
+        if name in ONE_POLICY:
+            return [] if policy in (None, ONE_POLICY[name]) else [pytest.mark.slow]
+        return [] if policy is not None else [pytest.mark.slow]
 
 
 class AsyncCallbackStores(StoreMaker):

@@ -40,8 +40,9 @@ import pytest
 # imports below it, E402).
 pytest.register_assert_rewrite(
     *(f"cacheway.testing.{name}" for name in (
-        "async_front", "backend_suite", "faults", "guarantees", "guarantees_failures", "guarantees_processes",
-        "guarantees_races", "guarantees_writes", "kv_suite", "pair", "store_suite")))
+        "async_front", "backend_suite", "faults", "guarantees", "guarantees_failures",
+        "guarantees_processes", "guarantees_races", "guarantees_writes", "kv_suite", "pair",
+        "store_suite")))
 
 from .async_front import AsyncGuaranteeSuite, BlockingAsyncCache, LoopThread  # noqa: E402
 from .backend_suite import BackendSuite, SharedBackendSuite, put  # noqa: E402

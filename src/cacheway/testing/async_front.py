@@ -20,7 +20,16 @@ Run it on your own pair as :class:`~cacheway.testing.GuaranteeSuite` (same hooks
 
 A store or backend the tests make is used by the AsyncCache from its worker threads, as an
 AsyncCache built by the application would; the tests' own checks (``self.store().load``)
-stay on the test's thread.
+stay on the test's thread. Set ``journal = True`` on the class to give every write-back
+policy a journal (the AsyncCache then opens in a worker thread and runs its writes in its
+journal lane). An :class:`cacheway.AsyncCallbackStore`'s coroutines run on the loop of the
+AsyncCache using it; for the tests' own checks, and for the stores the tests wrap in
+:class:`~cacheway.testing.FaultyStore` (which hides them from the AsyncCache), bind each
+store ``make_store`` returns to the test's loop: ``store.bind_loop(self.loop_thread().loop)``.
+
+Besides the guarantee tests, the suite checks the adapter itself
+(``test_async_front_tasks_are_in_flight_together``: 16 threads' reads all in flight on the
+loop at once while the store load is held).
 """
 
 from __future__ import annotations
