@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,27 @@ def test_loop_thread_runs_calls_from_many_threads_together() -> None:
         loop.close()
     assert results == [1] * 8
     assert loop.peak == 8
+
+
+def test_loop_thread_measures_how_long_a_call_holds_the_loop() -> None:
+    loop = LoopThread()
+
+    async def hold(seconds: float) -> None:
+        time.sleep(seconds)  # what a store call run on the loop would do
+
+    async def hold_unmeasured(seconds: float) -> None:
+        with loop.unmeasured():
+            time.sleep(seconds)
+
+    try:
+        loop.call(lambda: hold_unmeasured(0.6))
+        loop.call(lambda: asyncio.sleep(0.05))  # a few ticks after it
+        assert loop.max_lag < 0.5, loop
+        loop.call(lambda: hold(0.6))
+        loop.call(lambda: asyncio.sleep(0.05))
+        assert loop.max_lag >= 0.5, loop
+    finally:
+        loop.close()
 
 
 def test_blocking_async_cache_raises_what_the_async_call_raises(tmp_path: Any) -> None:
