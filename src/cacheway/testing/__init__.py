@@ -21,6 +21,11 @@ cacheway[testing]``); the library never imports this package.
           def close_pair(self) -> None:
               drop_table(self.table)
 
+- :class:`AsyncGuaranteeSuite`: the same tests and hooks as :class:`GuaranteeSuite`, on
+  :class:`cacheway.AsyncCache` (each cache an AsyncCache behind :class:`BlockingAsyncCache`,
+  the tests' threads so many tasks in flight on one event loop in a thread,
+  :class:`LoopThread`): run both to check a pair on both fronts.
+
 Servers that are down should skip (or fail) from these hooks: that rule is the project's.
 Tests use the public API only, and name tables and key prefixes uniquely per test (several
 people may run the suites at once on the same servers).
@@ -35,9 +40,11 @@ import pytest
 # imports below it, E402).
 pytest.register_assert_rewrite(
     *(f"cacheway.testing.{name}" for name in (
-        "backend_suite", "faults", "guarantees", "guarantees_failures", "guarantees_processes",
-        "guarantees_races", "guarantees_writes", "kv_suite", "pair", "store_suite")))
+        "async_front", "backend_suite", "faults", "guarantees", "guarantees_failures",
+        "guarantees_processes", "guarantees_races", "guarantees_writes", "kv_suite", "pair",
+        "store_suite")))
 
+from .async_front import AsyncGuaranteeSuite, BlockingAsyncCache, LoopThread  # noqa: E402
 from .backend_suite import BackendSuite, SharedBackendSuite, put  # noqa: E402
 from .faults import FaultyStore, HeldFill  # noqa: E402
 from .guarantees import GuaranteeSuite, ProcessGuaranteeSuite  # noqa: E402
@@ -50,11 +57,14 @@ from .support import unique, wait_until  # noqa: E402
 __all__ = [
     "POLICIES",
     "POLICY_NAMES",
+    "AsyncGuaranteeSuite",
     "BackendSuite",
+    "BlockingAsyncCache",
     "FaultyStore",
     "GuaranteeSuite",
     "HeldFill",
     "KeyValueStoreSuite",
+    "LoopThread",
     "PairSuite",
     "ProcessGuaranteeSuite",
     "SharedBackendSuite",

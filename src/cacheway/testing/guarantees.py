@@ -4,6 +4,8 @@
 :class:`ProcessGuaranteeSuite` the ones that start processes (2 with ``kill -9`` and a
 journal replay, 8 across ``os.fork()``), which cost more per pair. Tests are named
 ``test_guaranteeN_...``. See :mod:`cacheway.testing.pair` for the hooks.
+:class:`~cacheway.testing.AsyncGuaranteeSuite` (:mod:`cacheway.testing.async_front`) runs
+the same tests with each cache an ``AsyncCache``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ __all__ = ["GuaranteeSuite", "ProcessGuaranteeSuite"]
 
 
 class GuaranteeSuite(WriteGuarantees, RaceGuarantees, FailureGuarantees):
-    """Guarantees 1-7 (and 8 on the asyncio front) on the pair the subclass makes."""
+    """Guarantees 1-7 (and 8 on the asyncio front) on the pair the subclass makes, through
+    ``cacheway.Cache`` (:class:`~cacheway.testing.AsyncGuaranteeSuite`: through
+    ``AsyncCache``)."""
 
 
 class ProcessGuaranteeSuite(ProcessGuarantees):

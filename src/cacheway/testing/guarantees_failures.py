@@ -95,6 +95,8 @@ class FailureGuarantees(PairSuite):
                 ("set_many", ({bad_key: self.value(2)},)),
                 ("delete_many", ([bad_key],)),
                 ("incr", (bad_key,)),
+                ("get_or_set", (bad_key, self.value(2))),
+                ("invalidate", (bad_key,)),
             ]
             for name, args in calls:
                 with pytest.raises(TypeError) as info:

@@ -134,6 +134,7 @@ class PairSuite:
         self.prefix = f"{unique('cwg')}:"
         self._caches: list[Any] = []
         self._closing: list[Any] = []
+        self._last: list[Any] = []
         self.open_pair(pair)
         try:
             yield
@@ -148,7 +149,11 @@ class PairSuite:
                 for made in reversed(self._closing):
                     made.close()
             finally:
-                self.close_pair()
+                try:
+                    for thing in reversed(self._last):
+                        thing.close()
+                finally:
+                    self.close_pair()
 
     # -- helpers ---------------------------------------------------------------------------
     def store(self) -> Any:
@@ -164,12 +169,25 @@ class PairSuite:
     def faulty(self) -> FaultyStore:
         return FaultyStore(self.store())
 
+    def close_last(self, thing: Any) -> Any:
+        """Close ``thing`` at teardown after the test's caches, stores and backends (before
+        :meth:`close_pair`); returns it."""
+        self._last.append(thing)
+        return thing
+
+    def make_cache(self, store: Any, backend: Any, policy: Any) -> Any:
+        """The cache the tests drive, on ``store`` and ``backend`` (a hook): a thread-front
+        :class:`cacheway.Cache` here; :class:`~cacheway.testing.AsyncGuaranteeSuite` makes
+        an :class:`cacheway.AsyncCache` behind the same blocking methods."""
+        return cw.Cache(store=store, backend=backend, policy=policy)
+
     def cache(self, policy: Any, *, store: Any = None, backend: Any = None,
-              max_entries: int | None = None) -> cw.Cache:
-        """A cache on this pair (a new store and backend unless given), closed at teardown."""
-        cache = cw.Cache(store=self.store() if store is None else store,
-                         backend=self.backend(max_entries) if backend is None else backend,
-                         policy=policy)
+              max_entries: int | None = None) -> Any:
+        """A cache on this pair (a new store and backend unless given), closed at teardown:
+        :meth:`make_cache`'s (a ``cacheway.Cache`` unless a suite says otherwise)."""
+        cache = self.make_cache(self.store() if store is None else store,
+                                self.backend(max_entries) if backend is None else backend,
+                                policy)
         self._caches.append(cache)
         return cache
 
