@@ -157,8 +157,11 @@ def bench_write_through_pg(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: 
     import redis.asyncio as aredis
     from psycopg.types.json import Jsonb
 
+    from cacheway.stores.postgres.aio import AsyncPostgresStore
+
     mix = set_mix(rng, max(100, sz.sets // 10), 1000)
-    store = cw.PostgresStore(PG_DSN, table=f"{NAME}_ours")
+    # Its async path writes on the loop (psycopg's AsyncConnectionPool), see _aio_write.
+    store = AsyncPostgresStore(PG_DSN, table=f"{NAME}_ours")
     backend = cw.RedisBackend(REDIS_URL, prefix=f"{NAME}_wt:")
     ours = cw.AsyncCache(store=store, backend=backend, policy=cw.WriteThrough())
     raw = aredis.Redis.from_url(REDIS_URL)

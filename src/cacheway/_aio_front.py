@@ -19,6 +19,7 @@ from .backends.base import MISS
 from .stats import Stats
 
 if TYPE_CHECKING:
+    from ._aio_write import LoopWrites
     from .aio import AsyncCache
     from .cache import Cache, Namespace
 
@@ -40,6 +41,7 @@ class AsyncFront:
     _reads: dict[str, asyncio.Future[Any]]  # key -> the thread's get tasks share
     _setting: dict[str, asyncio.Future[Any]] | None = None  # get_or_set loads, by key
     _batch: Batcher | None = None  # set/delete/invalidate when they never wait for I/O
+    _writes: LoopWrites | None = None  # write-through sets on the loop (cacheway._aio_write)
 
     async def _front(self) -> Cache | Namespace[Any]:
         raise NotImplementedError
@@ -130,13 +132,29 @@ class AsyncFront:
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Write ``value`` as the policy says; returns when ``Cache.set`` would."""
         front = self._sync or await self._front()
-        await self._write([key], front.set, key, value, ttl)
+        writes = self._writes
+        if writes is None:
+            await self._write([key], front.set, key, value, ttl)
+            return
+        self._forget([key])
+        try:
+            await writes.set(key, value, ttl, lambda: self._call(front.set, key, value, ttl))
+        finally:
+            self._forget([key])
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         """``set`` for each item (write-through/around: one store transaction)."""
         front = self._sync or await self._front()
         items = dict(mapping)
-        await self._write(list(items), front.set_many, items, ttl)
+        writes = self._writes
+        if writes is None:
+            await self._write(list(items), front.set_many, items, ttl)
+            return
+        self._forget(items)
+        try:
+            await writes.set_many(items, ttl, lambda: self._call(front.set_many, items, ttl))
+        finally:
+            self._forget(items)
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` from the store and the cache."""

@@ -46,8 +46,10 @@ from typing import Any, TypeVar
 
 from ._aio_batch import Batcher
 from ._aio_front import UNSET, AsyncFront
+from ._aio_path import AsyncStorePath
 from ._aio_redis import LoopReader
 from ._aio_store import AsyncCallbackStore
+from ._aio_write import LoopWrites
 from .backends.base import Backend
 from .cache import Cache, Namespace
 from .engine.fastpaths import memory_peek
@@ -105,6 +107,7 @@ class AsyncNamespace(AsyncFront):
         self._peek = self._owner._peek_for(ns.name)
         self._remote = self._owner._remote_for(ns.name)
         self._batch = self._owner._batcher_for(ns.policy, cache)
+        self._writes = self._owner._writes_for(ns.name)
         self._sync = ns
         return ns
 
@@ -186,6 +189,7 @@ class AsyncCache(AsyncFront):
         self._async_stores: list[AsyncCallbackStore] = []
         self._inline = inline  # early refresh decides on each hit: never inline then
         self._reader: LoopReader | None = None
+        self._paths: list[AsyncStorePath] = []  # async store paths to close with the cache
 
     @classmethod
     def from_cache(cls, cache: Cache, *, max_workers: int = DEFAULT_WORKERS) -> AsyncCache:
@@ -215,6 +219,18 @@ class AsyncCache(AsyncFront):
         self._peek = self._peek_for("")
         self._remote = self._remote_for("")
         self._batch = self._batcher_for(cache.policy, cache)
+        self._writes = self._writes_for("")
+
+    def _writes_for(self, name: str) -> LoopWrites | None:
+        """Write-through sets of namespace ``name`` on the loop (:mod:`._aio_write`)."""
+        cache = self._sync
+        if not isinstance(cache, Cache):
+            return None
+        engine = next(e for e in cache.engines() if e.namespace == name)
+        writes = LoopWrites.build(engine, self._reader)
+        if writes is not None and all(p is not writes.path for p in self._paths):
+            self._paths.append(writes.path)
+        return writes
 
     def _peek_for(self, name: str) -> Callable[[str], Any] | None:
         cache = self._sync
@@ -331,6 +347,8 @@ class AsyncCache(AsyncFront):
             self._pool.shutdown(wait=False)
             if self._reader is not None:
                 await self._reader.aclose()
+            for path in self._paths:
+                await path.aclose()
 
     async def __aenter__(self) -> AsyncCache:
         await self._ready()

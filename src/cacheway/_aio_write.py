@@ -1,0 +1,297 @@
+"""Write-through on the event loop: an AsyncCache over a store with an async path
+(:mod:`cacheway._aio_path`, e.g. ``AsyncPostgresStore``) and a RedisBackend or a
+process-local backend (MemoryBackend) writes without a worker thread.
+
+A ``set`` does what :class:`cacheway.engine.write_through.WriteThroughEngine` does, in
+the same order and with the engine's own pieces (``prepare`` checks and encodes at the
+call, the key's stripe lock, fill tokens, counters):
+
+1. versions from the Redis clock (the ``VERSIONS`` script of ``RedisBackend.versions``,
+   with redis.asyncio; a Redis error makes the write unversioned, as in the engine);
+2. the store write on the loop (``AsyncStorePath.aapply``: set-if-newer);
+3. the copy: Redis's ``SET_IF_NEWER`` script with the store's version (or, on a local
+   backend, ``Engine.backend_set`` inline: no I/O), after the stripe's fill token moved.
+   A store failure drops the copies (outcome unknown); a failed copy is dropped.
+
+Per-key order and fills: the write holds an asyncio lock of its stripe (tasks of this
+front writing one stripe queue in call order) and the engine's threading stripe lock,
+taken without blocking: when a worker thread holds it (a call that went the thread way,
+a fill), the write goes the thread way too (``Cache.set`` in a worker thread), so no
+thread ever waits for the loop and the loop never waits for a thread. A write runs to
+its end once started, even when the awaiting task is cancelled (as a thread offload).
+
+Not on the loop (the thread path, as before): deletes on Redis (a versioned delete's
+tombstone lifetime is not public on RedisBackend), write-around, a two-level backend,
+early refresh, counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._aio_path import AsyncStorePath, async_path_of
+from .backends._redis_client import px as to_px
+from .backends._redis_format import CLOCK, SET_IF_NEWER, VALUE, VALUE0, VERSIONS, header
+from .backends.redis import RedisBackend
+from .errors import BackendError, StoreError
+from .stores.base import SET, Applied, Op
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+    from ._aio_redis import LoopReader
+    from .engine.read import Engine
+
+__all__ = ["LoopWrites", "RedisWrites"]
+
+log = logging.getLogger("cacheway")
+
+Fallback = Callable[[], Awaitable[None]]
+_Prepared = tuple[str, Any, bytes, "float | None"]
+
+
+class RedisWrites:
+    """The write side of a :class:`LoopReader`'s Redis (its per-loop client): the clock
+    and set-if-newer copies, with the sync RedisBackend's scripts and entry layout."""
+
+    def __init__(self, reader: LoopReader) -> None:
+        self._reader = reader
+        self._prefix = reader.backend.prefix
+        self._clock = self._prefix + CLOCK
+        self._client: redis.asyncio.Redis | None = None
+        self._versions: Any = None
+        self._set: Any = None
+
+    def _scripts(self) -> tuple[redis.asyncio.Redis, Any, Any]:
+        client = self._reader.client(asyncio.get_running_loop())
+        if client is not self._client:
+            self._client = client
+            self._versions = client.register_script(VERSIONS)
+            self._set = client.register_script(SET_IF_NEWER)
+        return client, self._versions, self._set
+
+    async def versions(self, n: int) -> list[int]:
+        """``RedisBackend.versions(n)``; BackendError when Redis fails."""
+        _, script, _ = self._scripts()
+        try:
+            return [int(v) for v in await script(keys=[self._clock], args=[n])]
+        except _errors() as exc:
+            raise BackendError(f"Redis versions from {self._clock!r} failed: {exc!r}"
+                               ) from exc
+
+    async def set_many(self, items: list[tuple[str, bytes, bytes, float | None]]) -> None:
+        """``RedisBackend.set`` of each ``(key, header, payload, ttl)``: set-if-newer
+        (plain SET when unversioned), pipelined; BackendError when Redis fails."""
+        from redis.exceptions import NoScriptError
+
+        client, _, script = self._scripts()
+        try:
+            if len(items) == 1 and items[0][1] != VALUE0:
+                key, head, payload, ttl = items[0]
+                await script(keys=[self._prefix + key],
+                             args=[head + payload, "" if ttl is None else to_px(ttl)])
+                return
+            commands = [
+                ("SET", self._prefix + key, head + payload)
+                + (() if ttl is None else ("PX", to_px(ttl))) if head == VALUE0 else
+                ("EVALSHA", script.sha, 1, self._prefix + key, head + payload,
+                 "" if ttl is None else to_px(ttl))
+                for key, head, payload, ttl in items]
+            # Raw EVALSHA: redis.asyncio's Script in a pipeline asks SCRIPT EXISTS first.
+            replies = await _pipeline(client, commands)
+            again = [c for c, r in zip(commands, replies) if isinstance(r, NoScriptError)]
+            if again:  # Redis restarted (empty script cache): load, repeat (set-if-newer)
+                script.sha = await client.script_load(SET_IF_NEWER)
+                replies = await _pipeline(client, [(c[0], script.sha, *c[2:]) for c in again])
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        except _errors() as exc:
+            raise BackendError(f"Redis SET of {len(items)} keys failed: {exc!r}") from exc
+
+    async def drop(self, keys: list[str]) -> None:
+        """Remove copies (``RedisBackend.delete_many`` without versions)."""
+        client, _, _ = self._scripts()
+        try:
+            await client.delete(*[self._prefix + k for k in keys])
+        except _errors() as exc:
+            log.error("cacheway: backend delete of %r failed: %r", keys, exc)
+
+
+class LoopWrites:
+    """Write-through ``set``/``set_many`` of one engine on the loop (see the module)."""
+
+    def __init__(self, engine: Engine, path: AsyncStorePath, redis: RedisWrites | None
+                 ) -> None:
+        self.engine = engine
+        self.path = path
+        self._redis = redis
+        caps = engine.backend_caps
+        self._clock = redis is not None and caps.clock is not None and not caps.local
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def build(cls, engine: Engine, reader: LoopReader | None) -> LoopWrites | None:
+        """The loop writes of ``engine``, or None when its writes take the thread path."""
+        from .engine.write_through import WriteThroughEngine
+
+        if type(engine) is not WriteThroughEngine or engine.refresher.meta:
+            return None  # write-around drops copies (tombstones): not done on the loop yet
+        if not engine.store_caps.versioned:
+            return None
+        path = async_path_of(engine.store)
+        if path is None:
+            return None
+        backend = engine.backend
+        if engine.backend_caps.local:
+            return cls(engine, path, None)
+        if type(backend) is RedisBackend and reader is not None and reader.backend is backend:
+            return cls(engine, path, RedisWrites(reader))
+        return None  # a two-level backend, another shared backend: the thread path
+
+    def _lock(self, stripe: int) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._locks, self._loop = {}, loop  # asyncio locks belong to one loop
+        lock = self._locks.get(stripe)
+        if lock is None:
+            lock = self._locks[stripe] = asyncio.Lock()
+        return lock
+
+    async def set(self, key: str, value: Any, ttl: float | None, fallback: Fallback) -> None:
+        """``Engine.set`` on the loop (``fallback``: the same call in a worker thread)."""
+        prepared = [self.engine.prepare(key, value, ttl)]  # bad input raises here
+        await self._shielded(prepared, fallback)
+
+    async def set_many(self, mapping: Mapping[str, Any], ttl: float | None,
+                       fallback: Fallback) -> None:
+        """``Engine.set_many`` on the loop: one store transaction, pipelined copies."""
+        prepared = [self.engine.prepare(k, v, ttl) for k, v in mapping.items()]
+        if prepared:
+            await self._shielded(prepared, fallback)
+
+    async def _shielded(self, prepared: list[_Prepared], fallback: Fallback) -> None:
+        # Once started a write runs to its end (a cancelled caller must not leave the
+        # store written and an older copy in the backend).
+        task = asyncio.ensure_future(self._write(prepared, fallback))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_seen)
+            raise
+
+    async def _write(self, prepared: list[_Prepared], fallback: Fallback) -> None:
+        engine = self.engine
+        bkeys = [engine.prefix + k for k, _, _, _ in prepared]
+        stripes = sorted({engine.stripe(b) for b in bkeys})
+        alocks = [self._lock(s) for s in stripes]
+        for alock in alocks:
+            await alock.acquire()
+        taken: list[Any] = []
+        try:
+            for s in stripes:
+                rlock = engine.locks[s]
+                if not rlock.acquire(blocking=False):
+                    break  # a worker thread holds it: the thread way, after it
+                taken.append(rlock)
+            if len(taken) < len(stripes):
+                for rlock in reversed(taken):
+                    rlock.release()
+                taken = []
+                await fallback()
+                return
+            await self._write_locked(prepared, bkeys)
+        finally:
+            for rlock in reversed(taken):
+                rlock.release()
+            for alock in reversed(alocks):
+                alock.release()
+
+    async def _write_locked(self, prepared: list[_Prepared], bkeys: list[str]) -> None:
+        engine = self.engine
+        ns = engine.namespace
+        ops = [Op(ns, k, SET, p, 0, v) for k, v, p, _ in prepared]
+        if self._clock:
+            assert self._redis is not None
+            try:
+                versions = await self._redis.versions(len(ops))
+                ops = [op._replace(version=v) for op, v in zip(ops, versions)]
+            except BackendError as exc:
+                engine.backend_down(exc)  # unversioned: the store stamps them
+        results = await self._apply(ops, bkeys)
+        engine.counters.writes += len(ops)
+        await self._publish(prepared, bkeys, results)
+
+    async def _apply(self, ops: list[Op], bkeys: list[str]) -> list[Applied]:
+        engine = self.engine
+        try:
+            if self.path.takes(ops):
+                results = await self.path.aapply(ops)
+            else:  # a batch the path does not take (never for these sets)
+                results = await asyncio.to_thread(engine.store.apply, ops)
+        except Exception as exc:
+            # The outcome is unknown: whatever the store did, no stale copy may stay.
+            for bkey in bkeys:
+                engine.gens[engine.stripe(bkey)] += 1
+            await self._drop(bkeys)
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"store write failed: {exc!r}") from exc
+        engine.counters.store_writes += len(ops)
+        return results
+
+    async def _publish(self, prepared: list[_Prepared], bkeys: list[str],
+                       results: list[Applied]) -> None:
+        engine = self.engine
+        items: list[tuple[str, bytes, bytes, float | None]] = []
+        for (_, value, payload, ttl), bkey, res in zip(prepared, bkeys, results):
+            if not res.applied:
+                continue  # the store kept a newer write (another process's): so does Redis
+            engine.gens[engine.stripe(bkey)] += 1
+            if self._redis is None:
+                engine.backend_set(bkey, value, payload, ttl, res.version)  # local: no I/O
+                continue
+            opts = engine.read_options
+            if opts.ttl_jitter and ttl is not None:  # as Engine.backend_set
+                ttl *= 1.0 - opts.ttl_jitter * opts.rand()
+            items.append((bkey, header(res.version, VALUE) if res.version else VALUE0,
+                          payload, ttl))
+        if not items:
+            return
+        assert self._redis is not None
+        try:
+            await self._redis.set_many(items)
+        except BackendError as exc:
+            log.warning("cacheway: backend set of %d keys failed (%r); dropping the copies",
+                        len(items), exc)
+            await self._drop([it[0] for it in items])
+
+    async def _drop(self, bkeys: list[str]) -> None:
+        if self._redis is None:
+            for bkey in bkeys:
+                self.engine.backend_drop(bkey)  # local: no I/O
+        else:
+            await self._redis.drop(bkeys)
+
+
+def _seen(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # the caller left: nobody else will look
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.RedisError, OSError, TypeError, ValueError)
+
+
+async def _pipeline(client: redis.asyncio.Redis, commands: list[tuple[Any, ...]]
+                    ) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))

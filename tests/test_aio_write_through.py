@@ -1,0 +1,348 @@
+"""AsyncCache write-through on the event loop (issue 12): AsyncPostgresStore's async path
+(psycopg's AsyncConnectionPool) and redis.asyncio, no worker thread per write."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+import cacheway as cw
+from cacheway.backends.base import MISS
+from cacheway.stores.postgres.aio import AsyncPostgresStore
+from services import POSTGRES_DSN, REDIS_URL, require, unique
+from test_aio_support import LagMeter
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def table() -> Iterator[str]:
+    require("postgresql")
+    require("redis")
+    name = unique("cwaiowt")
+    yield name
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP TABLE IF EXISTS "{name}", "{name}_meta", "{name}_applied" CASCADE')
+        conn.execute(f'DROP SEQUENCE IF EXISTS "{name}_version_seq"')
+
+
+@pytest.fixture
+def backend() -> Iterator[cw.RedisBackend]:
+    require("redis")
+    b = cw.RedisBackend(REDIS_URL, prefix=unique("aiowt") + ":")
+    yield b
+    b.clear()
+    b.client.delete(b.prefix + "~clock")
+    b.close()
+
+
+class NoThreads:
+    """Makes the sync store's calls fail: a write that hops to a thread is caught."""
+
+    def __init__(self, store: cw.PostgresStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            raise AssertionError("the sync store was called (a thread hop)")
+
+        monkeypatch.setattr(store, "apply", refuse)
+
+
+def test_a_set_runs_on_the_loop_and_agrees_everywhere(
+        table: str, backend: cw.RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+    guard = NoThreads(store, monkeypatch)
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store, backend=backend) as acache:
+            await acache.set("a", {"x": 1})
+            await acache.set_many({"b": 2, "c": [3]})
+            await acache.set("a", {"x": 2})
+            assert await acache.get("a") == {"x": 2}
+
+    asyncio.run(main())
+    assert guard.calls == 0
+    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(["a", "b", "c"]) == {
+        "a": {"x": 2}, "b": 2, "c": [3]}
+    assert backend.get_many([":a", ":b", ":c"]) == {":a": {"x": 2}, ":b": 2, ":c": [3]}
+
+
+def test_memory_backend_write_through_runs_on_the_loop(
+        table: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+    guard = NoThreads(store, monkeypatch)
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store) as acache:
+            await asyncio.gather(*(acache.set(f"k{i % 7}", i) for i in range(70)))
+            assert [await acache.get(f"k{i}") for i in range(7)] == list(range(63, 70))
+
+    asyncio.run(main())
+    assert guard.calls == 0
+    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(
+        [f"k{i}" for i in range(7)]) == {f"k{i}": 63 + i for i in range(7)}
+
+
+def test_per_key_order_with_many_tasks(table: str, backend: cw.RedisBackend) -> None:
+    # Tasks started in order write one key: the last call made is what stays, in the
+    # store and in Redis (a thread pool could land them in any order).
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+    rng = random.Random(12)
+    calls = [(f"k{rng.randrange(5)}", i) for i in range(300)]
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store, backend=backend) as acache:
+            await asyncio.gather(*(acache.set(k, v) for k, v in calls))
+
+    asyncio.run(main())
+    last = dict(calls)
+    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(list(last)) == last
+    assert backend.get_many([":" + k for k in last]) == {":" + k: v for k, v in last.items()}
+
+
+def test_racing_fills_and_writes_leave_the_cache_agreeing_with_the_store(
+        table: str, backend: cw.RedisBackend) -> None:
+    # Guarantee 4, across fronts: a sync Cache (another "process": its own RedisBackend
+    # on the same prefix) reads, invalidates and writes the keys while tasks write them.
+    keys = [f"k{i}" for i in range(4)]
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+    other_backend = cw.RedisBackend(REDIS_URL, prefix=backend.prefix)
+    other = cw.Cache(store=cw.PostgresStore(POSTGRES_DSN, table=table),
+                     backend=other_backend)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def sync_side() -> None:
+        rng = random.Random(4)
+        try:
+            while not stop.is_set():
+                key = rng.choice(keys)
+                roll = rng.random()
+                if roll < 0.5:
+                    other.get(key)
+                elif roll < 0.8:
+                    other.invalidate(key)
+                else:
+                    other.set(key, ["sync", rng.randrange(1000)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    async def main() -> None:
+        rng = random.Random(5)
+        async with cw.AsyncCache(store=store, backend=backend) as acache:
+
+            async def writer(t: int) -> None:
+                for i in range(40):
+                    key = rng.choice(keys)
+                    if rng.random() < 0.3:
+                        await acache.get(key)
+                    else:
+                        await acache.set(key, ["async", t, i])
+
+            await asyncio.gather(*(writer(t) for t in range(8)))
+
+    thread = threading.Thread(target=sync_side)
+    thread.start()
+    try:
+        asyncio.run(main())
+    finally:
+        stop.set()
+        thread.join()
+        other.close()
+    assert errors == []
+    rows = cw.PostgresStore(POSTGRES_DSN, table=table).load_many(keys)
+    for key in keys:
+        copy = backend.get(":" + key)
+        assert copy is MISS or copy == rows[key], (key, copy, rows[key])
+
+
+def test_the_loop_never_waits_for_a_store_write(
+        table: str, backend: cw.RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another connection holds the row's lock for 0.3 s: the write waits on the loop
+    # (awaiting its socket), the ticker keeps ticking, no thread is used.
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+    guard = NoThreads(store, monkeypatch)
+
+    async def main() -> tuple[float, float, int]:
+        async with cw.AsyncCache(store=store, backend=backend) as acache:
+            await acache.set("k", 1)
+            with psycopg.connect(POSTGRES_DSN) as locker:
+                locker.execute(f'SELECT 1 FROM "{table}" WHERE namespace = %s AND key = %s '
+                               "FOR UPDATE", ("", "k"))
+                async with LagMeter() as lag:
+                    started = time.perf_counter()
+                    write = asyncio.ensure_future(acache.set("k", 2))
+                    await asyncio.sleep(0.3)
+                    assert not write.done()  # it waits for the row lock
+                    locker.rollback()
+                    await write
+                    took = time.perf_counter() - started
+            return lag.max_gap, took, lag.ticks
+
+    max_gap, took, ticks = asyncio.run(main())
+    assert guard.calls == 0
+    assert took >= 0.3
+    assert ticks >= 10
+    assert max_gap < 0.15, f"the loop stalled {max_gap * 1000:.0f} ms"
+    assert backend.get(":k") == 2
+
+
+def test_a_thread_holding_the_stripe_makes_the_write_take_the_thread_way(
+        table: str, backend: cw.RedisBackend) -> None:
+    # A worker thread inside the key's stripe lock (a thread-path call, a fill): the
+    # loop never waits for it; the write queues behind it in a thread, in order.
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+
+    async def main() -> float:
+        async with cw.AsyncCache(store=store, backend=backend) as acache:
+            assert acache.cache is not None
+            engine = next(iter(acache.cache.engines()))
+            lock = engine.locks[engine.stripe(":k")]
+            held = threading.Event()
+            release = threading.Event()
+
+            def hold() -> None:
+                with lock:
+                    held.set()
+                    release.wait(5)
+
+            thread = threading.Thread(target=hold)
+            thread.start()
+            held.wait(5)
+            async with LagMeter() as lag:
+                write = asyncio.ensure_future(acache.set("k", "after"))
+                await asyncio.sleep(0.2)
+                assert not write.done()
+                release.set()
+                await write
+            thread.join()
+            assert await acache.get("k") == "after"
+            return lag.max_gap
+
+    assert asyncio.run(main()) < 0.15
+    assert backend.get(":k") == "after"
+
+
+def test_bad_input_is_refused_at_the_call(table: str, backend: cw.RedisBackend) -> None:
+    # Guarantee 7: nothing reaches the store or Redis.
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store, backend=backend) as acache:
+            with pytest.raises(cw.InvalidKeyError):
+                await acache.set(12, 1)  # type: ignore[arg-type]
+            with pytest.raises(cw.SerializationError):
+                await acache.set("k", object())
+            with pytest.raises(cw.InvalidWriteError):
+                await acache.set("x" * 3000, 1)
+            with pytest.raises(cw.ConfigError):
+                await acache.set("k", 1, ttl=-1)
+            with pytest.raises(cw.InvalidKeyError):
+                await acache.set_many({"ok": 1, 5: 2})  # type: ignore[dict-item]
+
+    asyncio.run(main())
+    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(["k", "ok"]) == {}
+    assert backend.get_many([":k", ":ok"]) == {}
+
+
+def test_a_store_failure_drops_the_copy(table: str, backend: cw.RedisBackend) -> None:
+    # jsonb refuses a NUL character: the write fails, and the older copy must not stay.
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store, backend=backend) as acache:
+            await acache.set("k", "v1")
+            assert backend.get(":k") == "v1"
+            with pytest.raises(cw.InvalidWriteError):
+                await acache.set("k", "nul \x00 here")
+            assert backend.get(":k") is MISS
+            assert await acache.get("k") == "v1"
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_set_still_lands_in_both(table: str, backend: cw.RedisBackend) -> None:
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store, backend=backend) as acache:
+            await acache.set("k", 1)
+            write = asyncio.ensure_future(acache.set("k", 2))
+            await asyncio.sleep(0)
+            write.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await write
+            await acache.set("other", 0)  # runs after it (same front, queued work done)
+            for _ in range(200):
+                if store.load_many(["k"]) == {"k": 2}:
+                    break
+                await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(["k"]) == {"k": 2}
+    assert backend.get(":k") == 2
+
+
+def test_the_pool_it_built_is_closed_with_the_cache(table: str,
+                                                     backend: cw.RedisBackend) -> None:
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+
+    async def main() -> Any:
+        acache = cw.AsyncCache(store=store, backend=backend)
+        await acache.set("k", 1)
+        pool = store.async_path().pool
+        assert pool is not None
+        assert not pool.closed
+        assert store.async_path().owns_pool
+        await acache.close()
+        return pool
+
+    assert asyncio.run(main()).closed
+
+
+def test_a_pool_passed_in_stays_open(table: str, backend: cw.RedisBackend) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    async def main() -> None:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            POSTGRES_DSN, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False)
+        await pool.open()
+        try:
+            store = AsyncPostgresStore(POSTGRES_DSN, table=table, async_pool=pool)
+            assert not store.async_path().owns_pool
+            async with cw.AsyncCache(store=store, backend=backend) as acache:
+                await acache.set("k", 1)
+            assert not pool.closed
+            async with pool.connection() as conn:
+                cur = await conn.execute(f'SELECT count(*) FROM "{table}"')
+                assert await cur.fetchone() == (1,)
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+
+
+def test_a_pipeline_segment_is_one_transaction() -> None:
+    # The versioned write relies on it (the sequence raise under its advisory lock,
+    # committed with the upsert): a psycopg upgrade that synced between statements of
+    # a pipeline would fail here first.
+    require("postgresql")
+
+    async def main() -> tuple[Any, Any]:
+        conn = await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True)
+        async with conn, conn.pipeline() as pipe:
+            first = await conn.execute("SELECT txid_current()")
+            second = await conn.execute("SELECT txid_current()")
+            await pipe.sync()
+            return await first.fetchone(), await second.fetchone()
+
+    a, b = asyncio.run(main())
+    assert a == b
