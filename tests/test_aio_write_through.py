@@ -54,6 +54,7 @@ class NoThreads:
             raise AssertionError("the sync store was called (a thread hop)")
 
         monkeypatch.setattr(store, "apply", refuse)
+        monkeypatch.setattr(store, "fetch", refuse)
 
 
 def test_a_set_runs_on_the_loop_and_agrees_everywhere(
@@ -330,19 +331,89 @@ def test_a_pool_passed_in_stays_open(table: str, backend: cw.RedisBackend) -> No
     asyncio.run(main())
 
 
-def test_a_pipeline_segment_is_one_transaction() -> None:
-    # The versioned write relies on it (the sequence raise under its advisory lock,
-    # committed with the upsert): a psycopg upgrade that synced between statements of
-    # a pipeline would fail here first.
-    require("postgresql")
+class CountedLoads:
+    """Counts (and can slow down) the async path's loads of a store."""
 
-    async def main() -> tuple[Any, Any]:
+    def __init__(self, store: AsyncPostgresStore, monkeypatch: pytest.MonkeyPatch,
+                 delay: float = 0.0) -> None:
+        self.calls = 0
+        path = store.async_path()
+        afetch = path.afetch
+
+        async def counted(namespace: str, keys: Any) -> Any:
+            self.calls += 1
+            got = await afetch(namespace, keys)
+            await asyncio.sleep(delay)  # the row was read: a write may come meanwhile
+            return got
+
+        monkeypatch.setattr(path, "afetch", counted)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis-no-leases"])
+def test_misses_load_on_the_loop_once_per_stampede(
+        table: str, backend: cw.RedisBackend, monkeypatch: pytest.MonkeyPatch,
+        shared: bool) -> None:
+    # Guarantee 5: one load per stampede of tasks; the copy is filled for later reads.
+    cw.PostgresStore(POSTGRES_DSN, table=table).save_many({"k": [1]})
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+    guard = NoThreads(store, monkeypatch)
+    loads = CountedLoads(store, monkeypatch, delay=0.05)
+    redis = cw.RedisBackend(REDIS_URL, prefix=backend.prefix, leases=False)
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store, backend=redis if shared else None) as acache:
+            got = await asyncio.gather(*(acache.get("k") for _ in range(50)))
+            assert got == [[1]] * 50
+            assert await asyncio.gather(*(acache.get("none", 0) for _ in range(20))) == [0] * 20
+            assert loads.calls == 2
+            assert await acache.get("k") == [1]  # the filled copy
+            assert loads.calls == 2
+            assert acache.stats().loads == 2
+
+    asyncio.run(main())
+    assert guard.calls == 0
+    assert (backend.get(":k") == [1]) is shared
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis-no-leases"])
+def test_a_fill_that_raced_a_write_stands_down(
+        table: str, backend: cw.RedisBackend, monkeypatch: pytest.MonkeyPatch,
+        shared: bool) -> None:
+    # Guarantee 4: the load read "old"; a write lands before its fill: the cache keeps
+    # the write's value, never the load's.
+    cw.PostgresStore(POSTGRES_DSN, table=table).save_many({"k": "old"})
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+    CountedLoads(store, monkeypatch, delay=0.2)
+    redis = cw.RedisBackend(REDIS_URL, prefix=backend.prefix, leases=False)
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store, backend=redis if shared else None) as acache:
+            read = asyncio.ensure_future(acache.get("k"))
+            await asyncio.sleep(0.1)  # the load has read the row
+            await acache.set("k", "new")
+            assert await read == "old"  # it began before the write
+            assert await acache.get("k") == "new"
+
+    asyncio.run(main())
+    if shared:
+        assert backend.get(":k") == "new"
+
+
+def test_statements_sent_as_one_query_are_one_transaction() -> None:
+    # The versioned write relies on it: the sequence raise under its advisory lock is
+    # committed with the upsert (PostgreSQL runs a multi-statement simple query as one
+    # implicit transaction; psycopg's client-side cursor sends it as one).
+    require("postgresql")
+    from psycopg import AsyncClientCursor
+
+    async def main() -> list[Any]:
         conn = await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True)
-        async with conn, conn.pipeline() as pipe:
-            first = await conn.execute("SELECT txid_current()")
-            second = await conn.execute("SELECT txid_current()")
-            await pipe.sync()
-            return await first.fetchone(), await second.fetchone()
+        async with conn:
+            cur = AsyncClientCursor(conn)
+            await cur.execute("SELECT txid_current() + %s; SELECT txid_current()", (0,))
+            first = await cur.fetchall()
+            assert cur.nextset()
+            return [first, await cur.fetchall()]
 
     a, b = asyncio.run(main())
     assert a == b

@@ -72,7 +72,13 @@ class AsyncFront:
             # still makes one load, "not found" included. Every write of the key through
             # this front forgets the flight, so a read after a write never joins a read
             # that began before it (read-your-writes).
-            flight = asyncio.ensure_future(self._call(front.get, key, UNSET))
+            writes = self._writes
+            if (writes is not None and writes.loads and (peek is not None or remote is not None)
+                    and key.isascii() and not writes.engine.closed):
+                # the backend was read on the loop: the store is too (cacheway._aio_write)
+                flight = asyncio.ensure_future(_found(writes.load(key)))
+            else:
+                flight = asyncio.ensure_future(self._call(front.get, key, UNSET))
             reads[key] = flight
             flight.add_done_callback(functools.partial(_landed, reads, key))
         value = await asyncio.shield(flight)
@@ -228,6 +234,11 @@ class AsyncFront:
         ([9, 9], None)
         """
         return memoize(self._owner.namespace, ttl, key, clock)
+
+
+async def _found(load: Awaitable[Any]) -> Any:
+    value = await load
+    return UNSET if value is MISS else value
 
 
 def _landed(reads: dict[str, asyncio.Future[Any]], key: str, flight: asyncio.Future[Any]

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ._aio_path import AsyncStorePath, async_path_of
 from .backends._redis_client import px as to_px
 from .backends._redis_format import CLOCK, SET_IF_NEWER, VALUE, VALUE0, VERSIONS, header
+from .backends.base import MISS
 from .backends.redis import RedisBackend
 from .errors import BackendError, StoreError
 from .stores.base import SET, Applied, Op
@@ -133,6 +134,10 @@ class LoopWrites:
         self._clock = redis is not None and caps.clock is not None and not caps.local
         self._locks: dict[int, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: misses load on the loop too (:meth:`load`): not with Redis leases (their
+        #: markers' lifetimes are not public on RedisBackend) nor stale_if_error (its
+        #: stale read is the backend's, synchronous)
+        self.loads = engine.leases is None and engine.read_options.stale_if_error is None
 
     @classmethod
     def build(cls, engine: Engine, reader: LoopReader | None) -> LoopWrites | None:
@@ -247,7 +252,7 @@ class LoopWrites:
     async def _publish(self, prepared: list[_Prepared], bkeys: list[str],
                        results: list[Applied]) -> None:
         engine = self.engine
-        items: list[tuple[str, bytes, bytes, float | None]] = []
+        items: list[tuple[str, bytes | None, float | None, int | None]] = []
         for (_, value, payload, ttl), bkey, res in zip(prepared, bkeys, results):
             if not res.applied:
                 continue  # the store kept a newer write (another process's): so does Redis
@@ -255,20 +260,62 @@ class LoopWrites:
             if self._redis is None:
                 engine.backend_set(bkey, value, payload, ttl, res.version)  # local: no I/O
                 continue
-            opts = engine.read_options
-            if opts.ttl_jitter and ttl is not None:  # as Engine.backend_set
-                ttl *= 1.0 - opts.ttl_jitter * opts.rand()
-            items.append((bkey, header(res.version, VALUE) if res.version else VALUE0,
-                          payload, ttl))
-        if not items:
-            return
+            items.append((bkey, payload, ttl, res.version))
+        if items:
+            await self._copies(items)
+
+    async def _copies(self, copies: list[tuple[str, bytes | None, float | None, int | None]]
+                      ) -> None:
+        """Redis copies ``(bkey, payload, ttl, version)``, as ``Engine.backend_set``
+        makes them (ttl jitter; a failed set drops the copies)."""
         assert self._redis is not None
+        opts = self.engine.read_options
+        items: list[tuple[str, bytes, bytes, float | None]] = []
+        for bkey, payload, ttl, version in copies:
+            if opts.ttl_jitter and ttl is not None:
+                ttl *= 1.0 - opts.ttl_jitter * opts.rand()
+            assert payload is not None  # the engine's encoding, or the store's bytes
+            items.append((bkey, header(version, VALUE) if version else VALUE0, payload, ttl))
         try:
             await self._redis.set_many(items)
         except BackendError as exc:
             log.warning("cacheway: backend set of %d keys failed (%r); dropping the copies",
                         len(items), exc)
             await self._drop([it[0] for it in items])
+
+    async def load(self, key: str) -> Any:
+        """The store's value of ``key`` after a backend miss, filled into the backend
+        as ``Engine.miss`` fills it (fill token taken before the load), or MISS when
+        the store has none. Tasks share one call per key (``AsyncFront.get``)."""
+        engine = self.engine
+        bkey = engine.prefix + key
+        stripe = engine.stripe(bkey)
+        gen = engine.gens[stripe]  # a write from now on bumps it: the fill stands down
+        engine.counters.misses += 1
+        engine.counters.loads += 1
+        try:
+            row = (await self.path.afetch(engine.namespace, [key])).get(key)
+            if row is None:
+                return MISS
+            value, payload = engine.decode(row)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"load of {key!r} failed: {exc!r}") from exc
+        lock = engine.fill_lock(stripe)
+        if not lock.acquire(blocking=False):
+            return value  # a worker thread writes this stripe: no fill (always safe)
+        try:
+            if not engine.can_fill(bkey, stripe, gen):
+                return value
+            if self._redis is None:  # local: no I/O
+                engine.backend_set(bkey, value, payload, engine.fill_ttl, row.version)
+                return value
+        finally:
+            lock.release()
+        # Set-if-newer with the row's version: a write that lands meanwhile is newer.
+        await self._copies([(bkey, payload, engine.fill_ttl, row.version)])
+        return value
 
     async def _drop(self, bkeys: list[str]) -> None:
         if self._redis is None:
