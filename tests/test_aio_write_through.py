@@ -270,6 +270,28 @@ def test_a_store_failure_drops_the_copy(table: str, backend: cw.RedisBackend) ->
     asyncio.run(main())
 
 
+def test_a_write_older_than_the_row_is_skipped_everywhere(
+        table: str, backend: cw.RedisBackend) -> None:
+    # Another process's write carries a newer version than this one will draw: the
+    # store keeps it (set-if-newer) and so does Redis (no copy of the skipped write).
+    from cacheway.stores.base import SET, Op
+
+    sync_store = cw.PostgresStore(POSTGRES_DSN, table=table)
+    newer = 2**52
+    assert sync_store.apply([Op("", "k", SET, b'"theirs"', 0, "theirs", newer)])[0].applied
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store, backend=backend) as acache:
+            await acache.set_many({"k": "mine", "j": "mine"})
+            assert backend.get(":k") is MISS
+            assert backend.get(":j") == "mine"
+            assert await acache.get("k") == "theirs"
+
+    asyncio.run(main())
+    assert sync_store.load_many(["k", "j"]) == {"k": "theirs", "j": "mine"}
+
+
 def test_a_cancelled_set_still_lands_in_both(table: str, backend: cw.RedisBackend) -> None:
     store = AsyncPostgresStore(POSTGRES_DSN, table=table)
 

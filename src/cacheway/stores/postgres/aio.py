@@ -189,14 +189,16 @@ class PgAsyncPath:
         skipped = [op for op in ops if (op.namespace, op.key) not in landed]
         current: dict[tuple[str, str], int] = {}
         if skipped:  # rows that kept a newer version: which (read after the commit)
-            cur = await conn.execute(q["versions"], ([op.namespace for op in skipped],
-                                                     [op.key for op in skipped]))
-            current = {(ns, k): v for ns, k, v in await cur.fetchall()}
+            read = await conn.execute(q["versions"], ([op.namespace for op in skipped],
+                                                      [op.key for op in skipped]))
+            current = {(ns, k): v for ns, k, v in await read.fetchall()}
         out = []
         for op in ops:
             ident = (op.namespace, op.key)
             v = landed.get(ident)
-            out.append(Applied(v) if v is not None else Applied(current[ident], None, False))
+            # (a row deleted since, by an unversioned delete, reports no version)
+            out.append(Applied(v) if v is not None
+                       else Applied(current.get(ident), None, False))
         return out
 
     async def _stamped(self, conn: AsyncConnection[Any], ops: list[Op]) -> list[Applied]:
