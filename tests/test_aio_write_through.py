@@ -293,6 +293,7 @@ def test_a_write_older_than_the_row_is_skipped_everywhere(
 
 
 def test_a_cancelled_set_still_lands_in_both(table: str, backend: cw.RedisBackend) -> None:
+    # Once started, a write runs to its end: never the store written and an older copy.
     store = AsyncPostgresStore(POSTGRES_DSN, table=table)
 
     async def main() -> None:
@@ -303,11 +304,7 @@ def test_a_cancelled_set_still_lands_in_both(table: str, backend: cw.RedisBacken
             write.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await write
-            await acache.set("other", 0)  # runs after it (same front, queued work done)
-            for _ in range(200):
-                if store.load_many(["k"]) == {"k": 2}:
-                    break
-                await asyncio.sleep(0.01)
+            # close() waits for the write under way: its copy lands before Redis closes
 
     asyncio.run(main())
     assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(["k"]) == {"k": 2}
@@ -419,6 +416,35 @@ def test_a_fill_that_raced_a_write_stands_down(
     asyncio.run(main())
     if shared:
         assert backend.get(":k") == "new"
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+def test_get_many_reads_the_backend_and_the_store_on_the_loop(
+        table: str, backend: cw.RedisBackend, monkeypatch: pytest.MonkeyPatch,
+        shared: bool) -> None:
+    cw.PostgresStore(POSTGRES_DSN, table=table).save_many({"a": 1, "b": [2], "c": "3"})
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+    guard = NoThreads(store, monkeypatch)
+    loads = CountedLoads(store, monkeypatch)
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store, backend=backend if shared else None) as acache:
+            await acache.set("d", {"d": 4})
+            assert await acache.get_many(["a", "b", "d", "none", "a"]) == {
+                "a": 1, "b": [2], "d": {"d": 4}}
+            assert loads.calls == 1
+            assert await acache.get_many(["a", "b", "c"]) == {"a": 1, "b": [2], "c": "3"}
+            assert loads.calls == 2  # "c" only
+            assert await acache.get_many(["a", "b", "c", "d"]) == {
+                "a": 1, "b": [2], "c": "3", "d": {"d": 4}}
+            assert loads.calls == 2  # every one filled
+            stats = acache.stats()
+            assert (stats.loads, stats.misses) == (2, 4)
+
+    asyncio.run(main())
+    assert guard.calls == 0
+    if shared:
+        assert backend.get_many([":a", ":c"]) == {":a": 1, ":c": "3"}
 
 
 def test_statements_sent_as_one_query_are_one_transaction() -> None:

@@ -133,7 +133,13 @@ class AsyncFront:
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Values of ``keys`` that exist (cache first, one store load for the rest)."""
         front = self._sync or await self._front()
-        return await self._call(front.get_many, list(keys))
+        ks = list(keys)
+        writes = self._writes
+        if writes is not None and (self._peek is not None or self._remote is not None):
+            found = await writes.get_many(ks)  # one MGET on the loop (cacheway._aio_write)
+            if found is not None:
+                return found
+        return await self._call(front.get_many, ks)
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Write ``value`` as the policy says; returns when ``Cache.set`` would."""

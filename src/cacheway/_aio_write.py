@@ -30,11 +30,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._aio_path import AsyncStorePath, async_path_of
 from .backends._redis_client import px as to_px
-from .backends._redis_format import CLOCK, SET_IF_NEWER, VALUE, VALUE0, VERSIONS, header
+from .backends._redis_format import (
+    CLOCK,
+    HLEN,
+    LEASE,
+    NOT_FOUND,
+    SET_IF_NEWER,
+    TOMBSTONE,
+    VALUE,
+    VALUE0,
+    VERSIONS,
+    header,
+)
 from .backends.base import MISS
 from .backends.redis import RedisBackend
 from .errors import BackendError, StoreError
@@ -60,6 +71,8 @@ class RedisWrites:
 
     def __init__(self, reader: LoopReader) -> None:
         self._reader = reader
+        #: the decoder of a value entry's payload (``RedisBackend.loads``)
+        self.loads = reader.backend.loads
         self._prefix = reader.backend.prefix
         self._clock = self._prefix + CLOCK
         self._client: redis.asyncio.Redis | None = None
@@ -113,6 +126,15 @@ class RedisWrites:
         except _errors() as exc:
             raise BackendError(f"Redis SET of {len(items)} keys failed: {exc!r}") from exc
 
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        """The raw entries of ``keys`` (one MGET); BackendError when Redis fails."""
+        client, _, _ = self._scripts()
+        try:
+            return cast("list[bytes | None]",
+                        await client.mget([self._prefix + k for k in keys]))
+        except _errors() as exc:
+            raise BackendError(f"Redis MGET of {len(keys)} keys failed: {exc!r}") from exc
+
     async def drop(self, keys: list[str]) -> None:
         """Remove copies (``RedisBackend.delete_many`` without versions)."""
         client, _, _ = self._scripts()
@@ -134,6 +156,7 @@ class LoopWrites:
         self._clock = redis is not None and caps.clock is not None and not caps.local
         self._locks: dict[int, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight: set[asyncio.Future[None]] = set()  # writes under way
         #: misses load on the loop too (:meth:`load`): not with Redis leases (their
         #: markers' lifetimes are not public on RedisBackend) nor stale_if_error (its
         #: stale read is the backend's, synchronous)
@@ -167,6 +190,11 @@ class LoopWrites:
             lock = self._locks[stripe] = asyncio.Lock()
         return lock
 
+    async def drain(self) -> None:
+        """Return when every write under way has ended (the AsyncCache closes after)."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
     async def set(self, key: str, value: Any, ttl: float | None, fallback: Fallback) -> None:
         """``Engine.set`` on the loop (``fallback``: the same call in a worker thread)."""
         prepared = [self.engine.prepare(key, value, ttl)]  # bad input raises here
@@ -183,6 +211,8 @@ class LoopWrites:
         # Once started a write runs to its end (a cancelled caller must not leave the
         # store written and an older copy in the backend).
         task = asyncio.ensure_future(self._write(prepared, fallback))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -316,6 +346,85 @@ class LoopWrites:
         # Set-if-newer with the row's version: a write that lands meanwhile is newer.
         await self._copies([(bkey, payload, engine.fill_ttl, row.version)])
         return value
+
+    async def get_many(self, keys: list[str]) -> dict[str, Any] | None:
+        """``Engine.get_many`` on the loop (one MGET, one store load for the misses,
+        filled as ``Engine._load_many`` fills them), or None when the call needs the
+        thread path: a key to check, a closed namespace, an entry that is not a plain
+        value or a marker (the thread path counts it). No leases, as in the engine."""
+        engine = self.engine
+        if engine.closed or any(
+                k.__class__ is not str or not k.isascii() for k in keys):
+            return None
+        ask = list(dict.fromkeys(keys))
+        bkeys = [engine.prefix + k for k in ask]
+        if self._redis is None:  # local: no I/O
+            cached = engine.backend.get_many(bkeys)
+        else:
+            try:
+                raws = await self._redis.mget(bkeys)
+            except BackendError as exc:
+                engine.backend_down(exc)
+                raws = [None] * len(bkeys)
+            cached = {}
+            loads, codec = self._redis.loads, engine.codec
+            for bkey, raw in zip(bkeys, raws):
+                if raw is None or (len(raw) == HLEN and raw[8] == TOMBSTONE) or (
+                        len(raw) >= HLEN and raw[8] in (LEASE, NOT_FOUND)):
+                    continue
+                if len(raw) <= HLEN or raw[8] != VALUE:
+                    return None
+                try:
+                    value = loads(raw[HLEN:])
+                    cached[bkey] = value if codec is None else codec.from_plain(value)
+                except Exception:  # noqa: BLE001 - the thread path counts and logs bad bytes
+                    return None
+        out: dict[str, Any] = {}
+        missing: list[str] = []
+        for key, bkey in zip(ask, bkeys):
+            value = cached.get(bkey, MISS)
+            if value is MISS:
+                missing.append(key)
+            else:
+                out[key] = value
+        engine.counters.hits += len(out)
+        if missing:
+            await self._load_many(missing, out)
+        return out
+
+    async def _load_many(self, missing: list[str], out: dict[str, Any]) -> None:
+        engine = self.engine
+        prefix = engine.prefix
+        # Fill tokens first: a write from now on makes the fill of its key stand down.
+        gens = {k: engine.gens[engine.stripe(prefix + k)] for k in missing}
+        engine.counters.misses += len(missing)
+        engine.counters.loads += 1
+        try:
+            rows = await self.path.afetch(engine.namespace, missing)
+            decoded = {k: (*engine.decode(row), row.version) for k, row in rows.items()}
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"load of {len(missing)} keys failed: {exc!r}") from exc
+        copies: list[tuple[str, bytes | None, float | None, int | None]] = []
+        for key, (value, payload, version) in decoded.items():
+            out[key] = value
+            bkey = prefix + key
+            stripe = engine.stripe(bkey)
+            lock = engine.fill_lock(stripe)
+            if not lock.acquire(blocking=False):
+                continue  # a worker thread writes this stripe: no fill (always safe)
+            try:
+                if not engine.can_fill(bkey, stripe, gens[key]):
+                    continue
+                if self._redis is None:  # local: no I/O
+                    engine.backend_set(bkey, value, payload, engine.fill_ttl, version)
+                else:
+                    copies.append((bkey, payload, engine.fill_ttl, version))
+            finally:
+                lock.release()
+        if copies:  # set-if-newer with the rows' versions: a write meanwhile is newer
+            await self._copies(copies)
 
     async def _drop(self, bkeys: list[str]) -> None:
         if self._redis is None:
