@@ -92,6 +92,30 @@ def test_memory_backend_write_through_runs_on_the_loop(
         [f"k{i}" for i in range(7)]) == {f"k{i}": 63 + i for i in range(7)}
 
 
+@pytest.mark.parametrize("policy", ["write-through", "write-around"])
+def test_deletes_and_write_around_over_a_memory_backend_run_on_the_loop(
+        table: str, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+    guard = NoThreads(store, monkeypatch)
+    pol = cw.WriteThrough() if policy == "write-through" else cw.WriteAround()
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=store, policy=pol) as acache:
+            await acache.set_many({"a": 1, "b": 2, "c": 3})
+            assert await acache.get_many(["a", "b", "c"]) == {"a": 1, "b": 2, "c": 3}
+            await acache.delete("a")
+            await acache.delete_many(["b", "none"])
+            assert await acache.get_many(["a", "b", "c"]) == {"c": 3}
+            assert await acache.get("a", "gone") == "gone"
+            with pytest.raises(cw.InvalidKeyError):
+                await acache.delete_many(["c", 7])  # type: ignore[list-item]
+            assert await acache.get("c") == 3
+
+    asyncio.run(main())
+    assert guard.calls == 0
+    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(["a", "b", "c"]) == {"c": 3}
+
+
 def test_per_key_order_with_many_tasks(table: str, backend: cw.RedisBackend) -> None:
     # Tasks started in order write one key: the last call made is what stays, in the
     # store and in Redis (a thread pool could land them in any order).

@@ -170,6 +170,10 @@ class AsyncFront:
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` from the store and the cache."""
+        writes = self._writes
+        if writes is not None and writes.deletes:
+            await self.delete_many([key])  # on the loop (cacheway._aio_write)
+            return
         front = self._sync or await self._front()
         await self._write([key], front.delete, key)
 
@@ -177,7 +181,15 @@ class AsyncFront:
         """``delete`` for each key."""
         front = self._sync or await self._front()
         ks = list(keys)
-        await self._write(ks, front.delete_many, ks)
+        writes = self._writes
+        if writes is None or not writes.deletes:
+            await self._write(ks, front.delete_many, ks)
+            return
+        self._forget(ks)
+        try:
+            await writes.delete_many(ks, lambda: self._call(front.delete_many, ks))
+        finally:
+            self._forget(ks)
 
     async def incr(self, key: str, delta: int = 1) -> int:
         """Add ``delta`` to the int under ``key``; the new value (see ``Cache.incr``)."""

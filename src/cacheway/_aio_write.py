@@ -20,9 +20,11 @@ a fill), the write goes the thread way too (``Cache.set`` in a worker thread), s
 thread ever waits for the loop and the loop never waits for a thread. A write runs to
 its end once started, even when the awaiting task is cancelled (as a thread offload).
 
-Not on the loop (the thread path, as before): deletes on Redis (a versioned delete's
-tombstone lifetime is not public on RedisBackend), write-around, a two-level backend,
-early refresh, counters.
+Also on the loop: read misses (:meth:`LoopWrites.load`; not with Redis leases),
+``get_many`` (one MGET, one store load), and on a local backend deletes and write-around.
+Not on the loop (the thread path, as before): deletes and write-around on Redis (a
+versioned delete's tombstone lifetime is not public on RedisBackend), a two-level
+backend, early refresh, counters.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ from .backends._redis_format import (
 )
 from .backends.base import MISS
 from .backends.redis import RedisBackend
+from .engine.write_through import WriteAroundEngine, WriteThroughEngine
 from .errors import BackendError, StoreError
-from .stores.base import SET, Applied, Op
+from .stores.base import DELETE, SET, Applied, Op
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -62,7 +65,7 @@ __all__ = ["LoopWrites", "RedisWrites"]
 log = logging.getLogger("cacheway")
 
 Fallback = Callable[[], Awaitable[None]]
-_Prepared = tuple[str, Any, bytes, "float | None"]
+_Prepared = tuple[str, Any, "bytes | None", "float | None"]  # key, copy, payload, ttl
 
 
 class RedisWrites:
@@ -157,6 +160,11 @@ class LoopWrites:
         self._locks: dict[int, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: set[asyncio.Future[None]] = set()  # writes under way
+        #: write-around: a write drops the copy (local backends only, see build)
+        self.drops = isinstance(engine, WriteAroundEngine)
+        #: deletes run here too: on a local backend (on Redis a delete leaves a
+        #: tombstone whose lifetime RedisBackend does not make public)
+        self.deletes = redis is None
         #: misses load on the loop too (:meth:`load`): not with Redis leases (their
         #: markers' lifetimes are not public on RedisBackend) nor stale_if_error (its
         #: stale read is the backend's, synchronous)
@@ -165,10 +173,10 @@ class LoopWrites:
     @classmethod
     def build(cls, engine: Engine, reader: LoopReader | None) -> LoopWrites | None:
         """The loop writes of ``engine``, or None when its writes take the thread path."""
-        from .engine.write_through import WriteThroughEngine
-
-        if type(engine) is not WriteThroughEngine or engine.refresher.meta:
-            return None  # write-around drops copies (tombstones): not done on the loop yet
+        if type(engine) not in (WriteThroughEngine, WriteAroundEngine) or engine.refresher.meta:
+            return None
+        if type(engine) is WriteAroundEngine and not engine.backend_caps.local:
+            return None  # write-around on Redis drops copies with tombstones (see deletes)
         if not engine.store_caps.versioned:
             return None
         path = async_path_of(engine.store)
@@ -197,20 +205,31 @@ class LoopWrites:
 
     async def set(self, key: str, value: Any, ttl: float | None, fallback: Fallback) -> None:
         """``Engine.set`` on the loop (``fallback``: the same call in a worker thread)."""
-        prepared = [self.engine.prepare(key, value, ttl)]  # bad input raises here
-        await self._shielded(prepared, fallback)
+        prepared: list[_Prepared] = [self.engine.prepare(key, value, ttl)]  # bad input raises
+        await self._shielded(SET, prepared, fallback)
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None,
                        fallback: Fallback) -> None:
         """``Engine.set_many`` on the loop: one store transaction, pipelined copies."""
-        prepared = [self.engine.prepare(k, v, ttl) for k, v in mapping.items()]
+        prepared: list[_Prepared] = [self.engine.prepare(k, v, ttl) for k, v in mapping.items()]
         if prepared:
-            await self._shielded(prepared, fallback)
+            await self._shielded(SET, prepared, fallback)
 
-    async def _shielded(self, prepared: list[_Prepared], fallback: Fallback) -> None:
+    async def delete_many(self, keys: list[Any], fallback: Fallback) -> None:
+        """``Engine.delete_many`` on the loop (only over a local backend: see
+        :attr:`deletes`)."""
+        engine = self.engine
+        ks = list(dict.fromkeys(engine.check_write_key(k) for k in keys))  # raises here
+        if engine.closed:
+            raise engine.closed_error()
+        if ks:
+            await self._shielded(DELETE, [(k, None, None, None) for k in ks], fallback)
+
+    async def _shielded(self, kind: int, prepared: list[_Prepared], fallback: Fallback
+                        ) -> None:
         # Once started a write runs to its end (a cancelled caller must not leave the
         # store written and an older copy in the backend).
-        task = asyncio.ensure_future(self._write(prepared, fallback))
+        task = asyncio.ensure_future(self._write(kind, prepared, fallback))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         try:
@@ -219,7 +238,8 @@ class LoopWrites:
             task.add_done_callback(_seen)
             raise
 
-    async def _write(self, prepared: list[_Prepared], fallback: Fallback) -> None:
+    async def _write(self, kind: int, prepared: list[_Prepared], fallback: Fallback
+                     ) -> None:
         engine = self.engine
         bkeys = [engine.prefix + k for k, _, _, _ in prepared]
         stripes = sorted({engine.stripe(b) for b in bkeys})
@@ -239,17 +259,18 @@ class LoopWrites:
                 taken = []
                 await fallback()
                 return
-            await self._write_locked(prepared, bkeys)
+            await self._write_locked(kind, prepared, bkeys)
         finally:
             for rlock in reversed(taken):
                 rlock.release()
             for alock in reversed(alocks):
                 alock.release()
 
-    async def _write_locked(self, prepared: list[_Prepared], bkeys: list[str]) -> None:
+    async def _write_locked(self, kind: int, prepared: list[_Prepared], bkeys: list[str]
+                            ) -> None:
         engine = self.engine
         ns = engine.namespace
-        ops = [Op(ns, k, SET, p, 0, v) for k, v, p, _ in prepared]
+        ops = [Op(ns, k, kind, p, 0, v) for k, v, p, _ in prepared]
         if self._clock:
             assert self._redis is not None
             try:
@@ -259,7 +280,7 @@ class LoopWrites:
                 engine.backend_down(exc)  # unversioned: the store stamps them
         results = await self._apply(ops, bkeys)
         engine.counters.writes += len(ops)
-        await self._publish(prepared, bkeys, results)
+        await self._publish(kind, prepared, bkeys, results)
 
     async def _apply(self, ops: list[Op], bkeys: list[str]) -> list[Applied]:
         engine = self.engine
@@ -279,7 +300,7 @@ class LoopWrites:
         engine.counters.store_writes += len(ops)
         return results
 
-    async def _publish(self, prepared: list[_Prepared], bkeys: list[str],
+    async def _publish(self, kind: int, prepared: list[_Prepared], bkeys: list[str],
                        results: list[Applied]) -> None:
         engine = self.engine
         items: list[tuple[str, bytes | None, float | None, int | None]] = []
@@ -287,8 +308,11 @@ class LoopWrites:
             if not res.applied:
                 continue  # the store kept a newer write (another process's): so does Redis
             engine.gens[engine.stripe(bkey)] += 1
-            if self._redis is None:
-                engine.backend_set(bkey, value, payload, ttl, res.version)  # local: no I/O
+            if self._redis is None:  # local: no I/O
+                if kind == DELETE or self.drops:
+                    engine.backend_drop(bkey, res.version)
+                else:
+                    engine.backend_set(bkey, value, payload, ttl, res.version)
                 continue
             items.append((bkey, payload, ttl, res.version))
         if items:
