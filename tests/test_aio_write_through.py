@@ -43,6 +43,23 @@ def backend() -> Iterator[cw.RedisBackend]:
     b.close()
 
 
+def rows_of(table: str, keys: list[str]) -> dict[str, Any]:
+    """What the table holds for ``keys`` (read by a sync store of its own, closed)."""
+    store = cw.PostgresStore(POSTGRES_DSN, table=table)
+    try:
+        return store.load_many(keys)
+    finally:
+        store.close()
+
+
+def save(table: str, items: dict[str, Any]) -> None:
+    store = cw.PostgresStore(POSTGRES_DSN, table=table)
+    try:
+        store.save_many(items)
+    finally:
+        store.close()
+
+
 class NoThreads:
     """Makes the sync store's calls fail: a write that hops to a thread is caught."""
 
@@ -71,7 +88,7 @@ def test_a_set_runs_on_the_loop_and_agrees_everywhere(
 
     asyncio.run(main())
     assert guard.calls == 0
-    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(["a", "b", "c"]) == {
+    assert rows_of(table, ["a", "b", "c"]) == {
         "a": {"x": 2}, "b": 2, "c": [3]}
     assert backend.get_many([":a", ":b", ":c"]) == {":a": {"x": 2}, ":b": 2, ":c": [3]}
 
@@ -88,7 +105,7 @@ def test_memory_backend_write_through_runs_on_the_loop(
 
     asyncio.run(main())
     assert guard.calls == 0
-    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(
+    assert rows_of(table,
         [f"k{i}" for i in range(7)]) == {f"k{i}": 63 + i for i in range(7)}
 
 
@@ -113,7 +130,7 @@ def test_deletes_and_write_around_over_a_memory_backend_run_on_the_loop(
 
     asyncio.run(main())
     assert guard.calls == 0
-    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(["a", "b", "c"]) == {"c": 3}
+    assert rows_of(table, ["a", "b", "c"]) == {"c": 3}
 
 
 def test_per_key_order_with_many_tasks(table: str, backend: cw.RedisBackend) -> None:
@@ -129,7 +146,7 @@ def test_per_key_order_with_many_tasks(table: str, backend: cw.RedisBackend) -> 
 
     asyncio.run(main())
     last = dict(calls)
-    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(list(last)) == last
+    assert rows_of(table, list(last)) == last
     assert backend.get_many([":" + k for k in last]) == {":" + k: v for k, v in last.items()}
 
 
@@ -182,8 +199,9 @@ def test_racing_fills_and_writes_leave_the_cache_agreeing_with_the_store(
         stop.set()
         thread.join()
         other.close()
+        other_backend.close()
     assert errors == []
-    rows = cw.PostgresStore(POSTGRES_DSN, table=table).load_many(keys)
+    rows = rows_of(table, keys)
     for key in keys:
         copy = backend.get(":" + key)
         assert copy is MISS or copy == rows[key], (key, copy, rows[key])
@@ -274,7 +292,7 @@ def test_bad_input_is_refused_at_the_call(table: str, backend: cw.RedisBackend) 
                 await acache.set_many({"ok": 1, 5: 2})  # type: ignore[dict-item]
 
     asyncio.run(main())
-    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(["k", "ok"]) == {}
+    assert rows_of(table, ["k", "ok"]) == {}
     assert backend.get_many([":k", ":ok"]) == {}
 
 
@@ -314,6 +332,7 @@ def test_a_write_older_than_the_row_is_skipped_everywhere(
 
     asyncio.run(main())
     assert sync_store.load_many(["k", "j"]) == {"k": "theirs", "j": "mine"}
+    sync_store.close()
 
 
 def test_a_cancelled_set_still_lands_in_both(table: str, backend: cw.RedisBackend) -> None:
@@ -331,7 +350,7 @@ def test_a_cancelled_set_still_lands_in_both(table: str, backend: cw.RedisBacken
             # close() waits for the write under way: its copy lands before Redis closes
 
     asyncio.run(main())
-    assert cw.PostgresStore(POSTGRES_DSN, table=table).load_many(["k"]) == {"k": 2}
+    assert rows_of(table, ["k"]) == {"k": 2}
     assert backend.get(":k") == 2
 
 
@@ -397,7 +416,7 @@ def test_misses_load_on_the_loop_once_per_stampede(
         table: str, backend: cw.RedisBackend, monkeypatch: pytest.MonkeyPatch,
         shared: bool) -> None:
     # Guarantee 5: one load per stampede of tasks; the copy is filled for later reads.
-    cw.PostgresStore(POSTGRES_DSN, table=table).save_many({"k": [1]})
+    save(table, {"k": [1]})
     store = AsyncPostgresStore(POSTGRES_DSN, table=table)
     guard = NoThreads(store, monkeypatch)
     loads = CountedLoads(store, monkeypatch, delay=0.05)
@@ -424,7 +443,7 @@ def test_a_fill_that_raced_a_write_stands_down(
         shared: bool) -> None:
     # Guarantee 4: the load read "old"; a write lands before its fill: the cache keeps
     # the write's value, never the load's.
-    cw.PostgresStore(POSTGRES_DSN, table=table).save_many({"k": "old"})
+    save(table, {"k": "old"})
     store = AsyncPostgresStore(POSTGRES_DSN, table=table)
     CountedLoads(store, monkeypatch, delay=0.2)
     redis = cw.RedisBackend(REDIS_URL, prefix=backend.prefix, leases=False)
@@ -446,7 +465,7 @@ def test_a_fill_that_raced_a_write_stands_down(
 def test_get_many_reads_the_backend_and_the_store_on_the_loop(
         table: str, backend: cw.RedisBackend, monkeypatch: pytest.MonkeyPatch,
         shared: bool) -> None:
-    cw.PostgresStore(POSTGRES_DSN, table=table).save_many({"a": 1, "b": [2], "c": "3"})
+    save(table, {"a": 1, "b": [2], "c": "3"})
     store = AsyncPostgresStore(POSTGRES_DSN, table=table)
     guard = NoThreads(store, monkeypatch)
     loads = CountedLoads(store, monkeypatch)
