@@ -21,18 +21,22 @@ interleaved rounds (see ``_common.py``), every side awaited on one event loop:
 7. Redis hit: ``await acache.get`` (AsyncCache over a RedisBackend holding every key: read
    on the loop with redis.asyncio) against a raw ``redis.asyncio`` ``GET`` plus
    ``orjson.loads`` of the bytes (what an app reading the same JSON needs). Target 1.2x.
-8. write-through Redis + PostgreSQL: ``await acache.set`` (PostgresStore, RedisBackend)
+8. write-through Redis + PostgreSQL: ``await acache.set`` (AsyncPostgresStore, RedisBackend)
    against a raw upsert on a psycopg ``AsyncConnection`` (autocommit) followed by a
    ``redis.asyncio`` ``SET``, one task, time per set. Target 1.3x.
-9. loop lag while 100 tasks write with ``fsync="always"`` (WriteBack over SQLite with a
+9. the loop path's gain: ``await acache.set`` over ``AsyncPostgresStore`` (on the loop:
+   psycopg's ``AsyncConnectionPool``, redis.asyncio) against the same over
+   ``PostgresStore`` (a worker thread per set), same Redis, same mix.
+10. loop lag while 100 tasks write with ``fsync="always"`` (WriteBack over SQLite with a
    journal): the p99 of a 1 ms ticker's lateness, median over the rounds (not a ratio;
    target < 5 ms).
 
-6-8 need Redis and PostgreSQL (``CACHEWAY_TEST_REDIS``, ``CACHEWAY_TEST_POSTGRES``, the
+6-9 need Redis and PostgreSQL (``CACHEWAY_TEST_REDIS``, ``CACHEWAY_TEST_POSTGRES``, the
 test suite's defaults on loopback); without them they are skipped with the reason.
 
 cashews and aiocache are cache-only (nothing reaches a database): 2 and 3 compare the
-hit path alone. AsyncCache runs store calls in worker threads (see cacheway/aio.py); hits
+hit path alone. AsyncCache runs store calls in worker threads (see cacheway/aio.py) except
+over a store with an async path (8: AsyncPostgresStore, see cacheway/_aio_write.py); hits
 (memory, Redis) are answered on the loop.
 """
 
@@ -75,6 +79,7 @@ from async_servers import (
     bench_loop_lag,
     bench_redis_aa,
     bench_redis_hit,
+    bench_write_through_paths,
     bench_write_through_pg,
     get_round,
     hit_keys,
@@ -225,8 +230,9 @@ BENCHES: dict[str, Callable[..., Comparison]] = {
     "redis_aa": bench_redis_aa,
     "redis": bench_redis_hit,
     "wt_pg": bench_write_through_pg,
+    "wt_paths": bench_write_through_paths,
 }
-SERVICES = ("redis_aa", "redis", "wt_pg")
+SERVICES = ("redis_aa", "redis", "wt_pg", "wt_paths")
 
 
 def _version(name: str) -> str:

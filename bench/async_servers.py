@@ -157,8 +157,11 @@ def bench_write_through_pg(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: 
     import redis.asyncio as aredis
     from psycopg.types.json import Jsonb
 
+    from cacheway.stores.postgres.aio import AsyncPostgresStore
+
     mix = set_mix(rng, max(100, sz.sets // 10), 1000)
-    store = cw.PostgresStore(PG_DSN, table=f"{NAME}_ours")
+    # Its async path writes on the loop (psycopg's AsyncConnectionPool), see _aio_write.
+    store = AsyncPostgresStore(PG_DSN, table=f"{NAME}_ours")
     backend = cw.RedisBackend(REDIS_URL, prefix=f"{NAME}_wt:")
     ours = cw.AsyncCache(store=store, backend=backend, policy=cw.WriteThrough())
     raw = aredis.Redis.from_url(REDIS_URL)
@@ -199,6 +202,49 @@ def bench_write_through_pg(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: 
         on_loop(conn.close())
         on_loop(raw.delete(*[f"{NAME}_rawwt:{k}" for k, _ in mix]))
         on_loop(raw.aclose())
+
+
+def bench_write_through_paths(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
+                              say: Callable[[str], None]) -> Comparison:
+    """The loop path's gain: AsyncCache.set over AsyncPostgresStore (psycopg's async
+    pool, redis.asyncio, on the loop) against the same over PostgresStore (each set in a
+    worker thread), same Redis, same mix."""
+    from cacheway.stores.postgres.aio import AsyncPostgresStore
+
+    mix = set_mix(rng, max(100, sz.sets // 10), 1000)
+    sides = []
+    for name, kind in (("loop", AsyncPostgresStore), ("thread", cw.PostgresStore)):
+        store = kind(PG_DSN, table=f"{NAME}_{name}")
+        backend = cw.RedisBackend(REDIS_URL, prefix=f"{NAME}_{name}:")
+        sides.append((name, store, backend, cw.AsyncCache(store=store, backend=backend)))
+
+    def round_of(acache: cw.AsyncCache) -> Callable[[], RoundResult]:
+        async def timed() -> RoundResult:
+            t0 = perf_ns()
+            for k, v in mix:
+                await acache.set(k, v)
+            per_op = (perf_ns() - t0) / len(mix)
+            return RoundResult([per_op], per_op)
+
+        return lambda: on_loop(timed())
+
+    comp = Comparison("write-through paths (loop / thread)", "AsyncPostgresStore: on the loop",
+                      "PostgresStore: a worker thread per set", 1.0, "sets",
+                      ops_per_round=len(mix), batch=len(mix))
+    try:
+        return run_alternating(comp, round_of(sides[0][3]), round_of(sides[1][3]), rounds,
+                               progress=say)
+    finally:
+        import psycopg
+
+        for name, _, backend, acache in sides:
+            on_loop(acache.close())
+            backend.clear()
+            backend.close()
+            with psycopg.connect(PG_DSN, autocommit=True) as sync:
+                sync.execute(f"DROP TABLE IF EXISTS {NAME}_{name}, {NAME}_{name}_meta, "
+                             f"{NAME}_{name}_applied CASCADE")
+                sync.execute(f"DROP SEQUENCE IF EXISTS {NAME}_{name}_version_seq")
 
 
 async def _lag_round(path: str, writes: int) -> tuple[float, float]:

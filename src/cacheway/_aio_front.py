@@ -19,6 +19,7 @@ from .backends.base import MISS
 from .stats import Stats
 
 if TYPE_CHECKING:
+    from ._aio_write import LoopWrites
     from .aio import AsyncCache
     from .cache import Cache, Namespace
 
@@ -40,6 +41,7 @@ class AsyncFront:
     _reads: dict[str, asyncio.Future[Any]]  # key -> the thread's get tasks share
     _setting: dict[str, asyncio.Future[Any]] | None = None  # get_or_set loads, by key
     _batch: Batcher | None = None  # set/delete/invalidate when they never wait for I/O
+    _writes: LoopWrites | None = None  # write-through sets on the loop (cacheway._aio_write)
 
     async def _front(self) -> Cache | Namespace[Any]:
         raise NotImplementedError
@@ -70,7 +72,13 @@ class AsyncFront:
             # still makes one load, "not found" included. Every write of the key through
             # this front forgets the flight, so a read after a write never joins a read
             # that began before it (read-your-writes).
-            flight = asyncio.ensure_future(self._call(front.get, key, UNSET))
+            writes = self._writes
+            if (writes is not None and writes.loads and (peek is not None or remote is not None)
+                    and key.isascii() and not writes.engine.closed):
+                # the backend was read on the loop: the store is too (cacheway._aio_write)
+                flight = asyncio.ensure_future(_found(writes.load(key)))
+            else:
+                flight = asyncio.ensure_future(self._call(front.get, key, UNSET))
             reads[key] = flight
             flight.add_done_callback(functools.partial(_landed, reads, key))
         value = await asyncio.shield(flight)
@@ -125,21 +133,47 @@ class AsyncFront:
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Values of ``keys`` that exist (cache first, one store load for the rest)."""
         front = self._sync or await self._front()
-        return await self._call(front.get_many, list(keys))
+        ks = list(keys)
+        writes = self._writes
+        if writes is not None and (self._peek is not None or self._remote is not None):
+            found = await writes.get_many(ks)  # one MGET on the loop (cacheway._aio_write)
+            if found is not None:
+                return found
+        return await self._call(front.get_many, ks)
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Write ``value`` as the policy says; returns when ``Cache.set`` would."""
         front = self._sync or await self._front()
-        await self._write([key], front.set, key, value, ttl)
+        writes = self._writes
+        if writes is None:
+            await self._write([key], front.set, key, value, ttl)
+            return
+        self._forget([key])
+        try:
+            await writes.set(key, value, ttl, lambda: self._call(front.set, key, value, ttl))
+        finally:
+            self._forget([key])
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         """``set`` for each item (write-through/around: one store transaction)."""
         front = self._sync or await self._front()
         items = dict(mapping)
-        await self._write(list(items), front.set_many, items, ttl)
+        writes = self._writes
+        if writes is None:
+            await self._write(list(items), front.set_many, items, ttl)
+            return
+        self._forget(items)
+        try:
+            await writes.set_many(items, ttl, lambda: self._call(front.set_many, items, ttl))
+        finally:
+            self._forget(items)
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` from the store and the cache."""
+        writes = self._writes
+        if writes is not None and writes.deletes:
+            await self.delete_many([key])  # on the loop (cacheway._aio_write)
+            return
         front = self._sync or await self._front()
         await self._write([key], front.delete, key)
 
@@ -147,7 +181,15 @@ class AsyncFront:
         """``delete`` for each key."""
         front = self._sync or await self._front()
         ks = list(keys)
-        await self._write(ks, front.delete_many, ks)
+        writes = self._writes
+        if writes is None or not writes.deletes:
+            await self._write(ks, front.delete_many, ks)
+            return
+        self._forget(ks)
+        try:
+            await writes.delete_many(ks, lambda: self._call(front.delete_many, ks))
+        finally:
+            self._forget(ks)
 
     async def incr(self, key: str, delta: int = 1) -> int:
         """Add ``delta`` to the int under ``key``; the new value (see ``Cache.incr``)."""
@@ -210,6 +252,11 @@ class AsyncFront:
         ([9, 9], None)
         """
         return memoize(self._owner.namespace, ttl, key, clock)
+
+
+async def _found(load: Awaitable[Any]) -> Any:
+    value = await load
+    return UNSET if value is MISS else value
 
 
 def _landed(reads: dict[str, asyncio.Future[Any]], key: str, flight: asyncio.Future[Any]

@@ -18,18 +18,26 @@ serializer, which the backend binds, or one given to the backend), as the thread
 test runs), 2026-12-06: ``await acache.get`` of a Redis hit 79 us against 90 us for a raw
 ``redis.asyncio`` GET + ``orjson.loads``, median ratio 0.93x over 7 alternating rounds
 (the A/A row: 1.08x); through a worker thread a hit cost a hop on top (61 us on its own).
+
+:class:`RedisWrites` is the write side over the same per-loop client, for write-through on
+the loop (:mod:`cacheway._aio_write`): the clock (``VERSIONS``) and set-if-newer copies
+(``SET_IF_NEWER``), the sync RedisBackend's scripts and entry layout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from .backends import _redis_format
+from .backends._redis_client import px as to_px
+from .backends._redis_format import CLOCK, SET_IF_NEWER, VALUE0, VERSIONS
 from .backends.base import MISS
 from .backends.redis import RedisBackend
 from .backends.two_level import TwoLevelBackend
+from .errors import BackendError
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -37,7 +45,9 @@ if TYPE_CHECKING:
     from .engine.read import Engine
     from .serializers import Serializer
 
-__all__ = ["LoopReader", "redis_of"]
+__all__ = ["LoopReader", "RedisWrites", "redis_of"]
+
+log = logging.getLogger("cacheway")
 
 HLEN, VALUE = _redis_format.HLEN, _redis_format.VALUE
 
@@ -181,3 +191,90 @@ def _errors() -> tuple[type[BaseException], ...]:
     import redis
 
     return (redis.RedisError, OSError, TypeError, ValueError)
+
+
+class RedisWrites:
+    """The write side of a :class:`LoopReader`'s Redis (its per-loop client): the clock
+    and set-if-newer copies, with the sync RedisBackend's scripts and entry layout."""
+
+    def __init__(self, reader: LoopReader) -> None:
+        self._reader = reader
+        #: the decoder of a value entry's payload (``RedisBackend.loads``)
+        self.loads = reader.backend.loads
+        self._prefix = reader.backend.prefix
+        self._clock = self._prefix + CLOCK
+        self._client: redis.asyncio.Redis | None = None
+        self._versions: Any = None
+        self._set: Any = None
+
+    def _scripts(self) -> tuple[redis.asyncio.Redis, Any, Any]:
+        client = self._reader.client(asyncio.get_running_loop())
+        if client is not self._client:
+            self._client = client
+            self._versions = client.register_script(VERSIONS)
+            self._set = client.register_script(SET_IF_NEWER)
+        return client, self._versions, self._set
+
+    async def versions(self, n: int) -> list[int]:
+        """``RedisBackend.versions(n)``; BackendError when Redis fails."""
+        _, script, _ = self._scripts()
+        try:
+            return [int(v) for v in await script(keys=[self._clock], args=[n])]
+        except _errors() as exc:
+            raise BackendError(f"Redis versions from {self._clock!r} failed: {exc!r}"
+                               ) from exc
+
+    async def set_many(self, items: list[tuple[str, bytes, bytes, float | None]]) -> None:
+        """``RedisBackend.set`` of each ``(key, header, payload, ttl)``: set-if-newer
+        (plain SET when unversioned), pipelined; BackendError when Redis fails."""
+        from redis.exceptions import NoScriptError
+
+        client, _, script = self._scripts()
+        try:
+            if len(items) == 1 and items[0][1] != VALUE0:
+                key, head, payload, ttl = items[0]
+                await script(keys=[self._prefix + key],
+                             args=[head + payload, "" if ttl is None else to_px(ttl)])
+                return
+            commands = [
+                ("SET", self._prefix + key, head + payload)
+                + (() if ttl is None else ("PX", to_px(ttl))) if head == VALUE0 else
+                ("EVALSHA", script.sha, 1, self._prefix + key, head + payload,
+                 "" if ttl is None else to_px(ttl))
+                for key, head, payload, ttl in items]
+            # Raw EVALSHA: redis.asyncio's Script in a pipeline asks SCRIPT EXISTS first.
+            replies = await _pipeline(client, commands)
+            again = [c for c, r in zip(commands, replies) if isinstance(r, NoScriptError)]
+            if again:  # Redis restarted (empty script cache): load, repeat (set-if-newer)
+                script.sha = await client.script_load(SET_IF_NEWER)
+                replies = await _pipeline(client, [(c[0], script.sha, *c[2:]) for c in again])
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        except _errors() as exc:
+            raise BackendError(f"Redis SET of {len(items)} keys failed: {exc!r}") from exc
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        """The raw entries of ``keys`` (one MGET); BackendError when Redis fails."""
+        client, _, _ = self._scripts()
+        try:
+            return cast("list[bytes | None]",
+                        await client.mget([self._prefix + k for k in keys]))
+        except _errors() as exc:
+            raise BackendError(f"Redis MGET of {len(keys)} keys failed: {exc!r}") from exc
+
+    async def drop(self, keys: list[str]) -> None:
+        """Remove copies (``RedisBackend.delete_many`` without versions)."""
+        client, _, _ = self._scripts()
+        try:
+            await client.delete(*[self._prefix + k for k in keys])
+        except _errors() as exc:
+            log.error("cacheway: backend delete of %r failed: %r", keys, exc)
+
+
+async def _pipeline(client: redis.asyncio.Redis, commands: list[tuple[Any, ...]]
+                    ) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))

@@ -5,11 +5,11 @@ callback, a flush) runs in a worker thread of a pool the AsyncCache owns, and th
 awaits it; nothing of the kind ever runs on the event loop. The guarantees are the thread
 front's (:class:`cacheway.Cache`), which this wraps: single flight across the pool's threads
 (one store load per stampede of tasks), read-your-writes, per-key order, the journal's group
-commit across concurrent fsyncs. Not done yet (each call that needs a store still costs
-a hop to a thread): psycopg's async pool and SQLAlchemy's async engine underneath, the
-write-back flusher as an asyncio task.
+commit across concurrent fsyncs. Not done yet (each call that needs such a store still
+costs a hop to a thread): SQLAlchemy's async engine underneath, the write-back flusher as
+an asyncio task.
 
-Four things keep the hops few (measured by ``python bench/async.py``):
+Five things keep the hops few (measured by ``python bench/async.py``):
 
 * a hit on a plain process-local ``MemoryBackend`` is answered on the loop: reading a live
   copy takes no lock and does no I/O, and under every policy the thread front answers a
@@ -18,6 +18,9 @@ Four things keep the hops few (measured by ``python bench/async.py``):
 * a hit on a ``RedisBackend`` (or a two-level backend's Redis L2) is read on the loop with
   ``redis.asyncio`` (:mod:`cacheway._aio_redis`); anything but a plain value, and a key
   with a pending write-back write, takes the thread path;
+* over a store with an async path (:class:`~cacheway.stores.postgres.aio.AsyncPostgresStore`:
+  psycopg's ``AsyncConnectionPool``), write-through sets and read misses run on the loop,
+  with the Redis copies written by ``redis.asyncio`` (:mod:`cacheway._aio_write`);
 * tasks reading one key share one thread's ``get`` (writes through this front make later
   reads start afresh, so a read never joins one that began before a write it follows);
 * write-back writes that never wait for I/O (no journal, a process-local backend) are
@@ -46,8 +49,10 @@ from typing import Any, TypeVar
 
 from ._aio_batch import Batcher
 from ._aio_front import UNSET, AsyncFront
+from ._aio_path import AsyncStorePath
 from ._aio_redis import LoopReader
 from ._aio_store import AsyncCallbackStore
+from ._aio_write import LoopWrites
 from .backends.base import Backend
 from .cache import Cache, Namespace
 from .engine.fastpaths import memory_peek
@@ -105,6 +110,7 @@ class AsyncNamespace(AsyncFront):
         self._peek = self._owner._peek_for(ns.name)
         self._remote = self._owner._remote_for(ns.name)
         self._batch = self._owner._batcher_for(ns.policy, cache)
+        self._writes = self._owner._writes_for(ns.name)
         self._sync = ns
         return ns
 
@@ -128,6 +134,8 @@ class AsyncNamespace(AsyncFront):
         """Flush and stop this namespace; the cache's others go on."""
         front = self._sync or await self._front()
         assert isinstance(front, Namespace)
+        if self._writes is not None:
+            await self._writes.drain()  # writes on the loop end with their copies first
         await self._call(front.close, timeout)
 
 
@@ -186,6 +194,8 @@ class AsyncCache(AsyncFront):
         self._async_stores: list[AsyncCallbackStore] = []
         self._inline = inline  # early refresh decides on each hit: never inline then
         self._reader: LoopReader | None = None
+        self._paths: list[AsyncStorePath] = []  # async store paths to close with the cache
+        self._loop_writes: list[LoopWrites] = []  # their writes under way end before close
 
     @classmethod
     def from_cache(cls, cache: Cache, *, max_workers: int = DEFAULT_WORKERS) -> AsyncCache:
@@ -215,6 +225,20 @@ class AsyncCache(AsyncFront):
         self._peek = self._peek_for("")
         self._remote = self._remote_for("")
         self._batch = self._batcher_for(cache.policy, cache)
+        self._writes = self._writes_for("")
+
+    def _writes_for(self, name: str) -> LoopWrites | None:
+        """Write-through sets of namespace ``name`` on the loop (:mod:`._aio_write`)."""
+        cache = self._sync
+        if not isinstance(cache, Cache):
+            return None
+        engine = next(e for e in cache.engines() if e.namespace == name)
+        writes = LoopWrites.build(engine, self._reader)
+        if writes is not None:
+            self._loop_writes.append(writes)
+            if all(p is not writes.path for p in self._paths):
+                self._paths.append(writes.path)
+        return writes
 
     def _peek_for(self, name: str) -> Callable[[str], Any] | None:
         cache = self._sync
@@ -325,6 +349,8 @@ class AsyncCache(AsyncFront):
             return
         cache = self._sync
         try:
+            for writes in self._loop_writes:
+                await writes.drain()  # a write on the loop ends with its copy, then close
             if isinstance(cache, Cache):
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self._pool, cache.close, timeout)
@@ -333,6 +359,8 @@ class AsyncCache(AsyncFront):
             self._pool.shutdown(wait=False)
             if self._reader is not None:
                 await self._reader.aclose()
+            for path in self._paths:
+                await path.aclose()
 
     async def __aenter__(self) -> AsyncCache:
         await self._ready()
