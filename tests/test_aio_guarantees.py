@@ -227,12 +227,9 @@ def test_blocking_async_cache_raises_what_the_async_call_raises(tmp_path: Any) -
 # -- guarantee 6 on AsyncCallbackStore: a callback's own TimeoutError ---------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_aio_store.AsyncCallbackStore._sync_of.run waits with future.result(timeout="
-    "LOOP_CHECK) and catches concurrent.futures.TimeoutError, which on Python >= 3.11 is "
-    "the builtin TimeoutError: a callback that raises TimeoutError (asyncio.timeout, a "
-    "driver's query timeout) is taken for 'not done yet' and the worker thread retries "
-    "future.result() forever, so the call never returns instead of raising StoreError"))
+# Regression: AsyncCallbackStore's worker thread waited with future.result(timeout=...)
+# and took the callback's own TimeoutError (the builtin one since 3.11) for "not done
+# yet", retrying forever instead of raising StoreError.
 @pytest.mark.parametrize("failing", ["save_many", "load_many"])
 def test_guarantee6_an_async_callback_raising_timeout_error_surfaces(failing: str) -> None:
     data: dict[str, Any] = {"k": 1}

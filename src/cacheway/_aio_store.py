@@ -88,6 +88,10 @@ class AsyncCallbackStore(CallbackStore):
                 try:
                     return future.result(timeout=LOOP_CHECK)
                 except concurrent.futures.TimeoutError:
+                    # (the builtin TimeoutError since 3.11: the callback's own, when the
+                    # future is done, is its error, not "still running")
+                    if future.done():
+                        raise
                     if loop.is_closed() or not loop.is_running():
                         future.cancel()
                         raise ClosedError(

@@ -85,8 +85,8 @@ class LoopWrites:
             return None
         if type(engine) is WriteAroundEngine and not engine.backend_caps.local:
             return None  # write-around on Redis drops copies with tombstones (see deletes)
-        if not engine.store_caps.versioned:
-            return None
+        if not engine.store_caps.versioned or engine.expiry is not None:
+            return None  # (expire=: stamped writes, fills that live what is left: threads)
         path = async_path_of(engine.store)
         if path is None:
             return None

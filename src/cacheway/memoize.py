@@ -68,7 +68,7 @@ from uuid import UUID
 import orjson
 
 from ._single_flight import MISSING, SingleFlight
-from .core.keys import check_ttl
+from .core.keys import check_key, check_ttl
 from .errors import ConfigError, SerializationError
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ _FLIGHTS = SingleFlight()  # get_or_set's, keyed by (view, key)
 
 def get_or_set(front: Front[Any], key: str, default: Any, ttl: float | None = None) -> Any:
     """See :meth:`cacheway.Cache.get_or_set`."""
+    if key.__class__ is not str:
+        check_key(key)  # InvalidKeyError at the call (an unhashable key too)
     flight_key = (front, key)
     seen = _FLIGHTS.epoch(flight_key)  # before the lookup (see SingleFlight)
     value = front.get(key, _MISSING)

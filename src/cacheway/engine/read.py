@@ -376,7 +376,7 @@ class Engine(WriteChecks):
         """Drop the cached copies of ``keys`` (the store keeps its rows): every level of
         the backend, and every process sharing it. A fill that loaded before the call
         stands down, so it cannot put back a copy read before the store changed."""
-        bkeys = [self.prefix + check_key(k) for k in dict.fromkeys(keys)]
+        bkeys = list(dict.fromkeys([self.prefix + check_key(k) for k in keys]))
         if self.closed:
             raise self.closed_error()
         if not bkeys:

@@ -210,7 +210,8 @@ class WriteBackEngine(Engine):
 
     def delete_many(self, keys: Iterable[str]) -> None:
         items: list[Item] = [
-            (self.check_write_key(k), DELETE, None, None, 0) for k in dict.fromkeys(keys)
+            (k, DELETE, None, None, 0)
+            for k in dict.fromkeys([self.check_write_key(k) for k in keys])
         ]
         if items:
             self._accept(items, self.ttl)

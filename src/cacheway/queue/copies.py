@@ -27,7 +27,7 @@ def decode_copy(raw: bytes | None) -> tuple[bool, Loaded | None]:
 
     >>> from cacheway.backends._redis_format import header
     >>> decode_copy(header(7, 0) + b'"v"')
-    (True, Loaded(payload=b'"v"', value=NOTSET, version=7))
+    (True, Loaded(payload=b'"v"', value=NOTSET, version=7, expires_at=None))
     >>> decode_copy(header(8, 1)), decode_copy(None), decode_copy(b"junk")
     ((True, None), (False, None), (False, None))
     """

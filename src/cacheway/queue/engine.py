@@ -192,7 +192,7 @@ class QueueWriteBackEngine(Engine):
         self.delete_many([key])
 
     def delete_many(self, keys: Iterable[str]) -> None:
-        checked = [self.check_write_key(k) for k in dict.fromkeys(keys)]
+        checked = list(dict.fromkeys([self.check_write_key(k) for k in keys]))
         if self.closed:
             raise self.closed_error()
         if checked:

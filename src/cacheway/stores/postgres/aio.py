@@ -12,21 +12,21 @@ The path takes SET and DELETE batches of key/value mode (no key twice, all versi
 all unversioned, one kind when unversioned); counters (ADD), journal marks and row mode
 go through the sync store.
 
->>> store = AsyncPostgresStore("postgresql://postgres@127.0.0.1/test")  # doctest: +SKIP
->>> acache = cw.AsyncCache(store=store, backend=cw.RedisBackend("redis://127.0.0.1"))
-... # doctest: +SKIP
+>>> store = AsyncPostgresStore("postgresql://127.0.0.1/test")  # doctest: +SKIP
+>>> acache = cw.AsyncCache(store=store, backend=cw.RedisBackend())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from ...errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from .._errors import is_permanent, storable_text
-from ..base import DELETE, NOTSET, SET, Applied, Loaded, Op
+from ..base import DELETE, NOTSET, SET, Applied, Loaded, Op, expiring
 from .helpers import _CONFLICT_RETRIES, _modules, _scrub, _secrets
 from .store import PostgresStore
 from .versions import SEQ_LOCK_CLASS
@@ -135,7 +135,7 @@ class PgAsyncPath:
         if not ops or len({(op.namespace, op.key) for op in ops}) != len(ops):
             return False
         kinds = {op.kind for op in ops}
-        if not kinds <= {SET, DELETE}:
+        if not kinds <= {SET, DELETE} or expiring(ops):
             return False
         stamped = {op.version is not None for op in ops}
         return stamped == {True} or (stamped == {False} and len(kinds) == 1)
@@ -146,11 +146,11 @@ class PgAsyncPath:
             return {}
 
         async def work(conn: AsyncConnection[Any]) -> dict[str, Loaded]:
-            cur = await conn.execute(self._q["fetch"], (namespace, keys))
+            cur = await conn.execute(self._q["fetch"], (namespace, keys, time.time()))
             found = await cur.fetchall()
             if self._jsonb:
-                return {k: Loaded(v.encode(), NOTSET, ver) for k, v, ver in found}
-            return {k: Loaded(bytes(v), NOTSET, ver) for k, v, ver in found}
+                return {k: Loaded(v.encode(), NOTSET, ver, at) for k, v, ver, at in found}
+            return {k: Loaded(bytes(v), NOTSET, ver, at) for k, v, ver, at in found}
 
         loaded: dict[str, Loaded] = await self._run("load from", work, write=False)
         return loaded
