@@ -104,11 +104,11 @@ class FailureGuarantees(PairSuite):
                 assert isinstance(info.value, cw.CachewayError), (name, info.value)
         for name in ("set", "get", "delete", "incr", "get_or_set", "invalidate",
                      "get_many", "delete_many", "invalidate_many"):
-            args: tuple[Any, ...] = (
+            unhashable: tuple[Any, ...] = (
                 (["t"], self.value(2)) if name in ("set", "get_or_set")
                 else ([["t"]],) if name.endswith("_many") else (["t"],))
             with pytest.raises(TypeError) as info:  # an unhashable key too
-                getattr(cache, name)(*args)
+                getattr(cache, name)(*unhashable)
             assert isinstance(info.value, cw.CachewayError), (name, info.value)
         assert cache.get("ok") == self.value(1)
         cache.flush(timeout=30)
