@@ -225,6 +225,12 @@ class RowMapper:
         return query
 
     # -- reads and writes ---------------------------------------------------------------
+    def one_trip(self, ops: Sequence[Op]) -> bool:
+        return False  # (row mode's versioned writes keep tombstones in the mark tables)
+
+    def write_one_trip(self, conn: Connection[Any], ops: Sequence[Op]) -> list[Applied]:
+        raise ConfigError("row mode writes no batch in one trip")
+
     def purge_expired(self, conn: Connection[Any], limit: int) -> int:
         raise ConfigError(f"{self.table!r} is a row-mode table: it has no expiry")
 

@@ -88,6 +88,10 @@ class PgMapping(Protocol):
 
     def one_statement(self, ops: Sequence[Op], prepared: Any, kinds: set[int]) -> bool: ...
 
+    def one_trip(self, ops: Sequence[Op]) -> bool: ...
+
+    def write_one_trip(self, conn: Connection[Any], ops: Sequence[Op]) -> list[Applied]: ...
+
     def write(self, cur: Cursor[Any], ops: Sequence[Op], prepared: Any,
               segments: list[list[int]], versions: list[int],
               out: list[Applied | None]) -> None: ...
@@ -322,8 +326,12 @@ class PostgresStore(PgRunner, StoreBase):
         single = (journal is None and not versions and len(segments) == 1 and len(kinds) == 1
                   and mapping.one_statement(ops, prepared, kinds))
         marks_needed = journal is not None or (mapping.tombstones_in_marks and bool(versions))
+        one_trip = journal is None and bool(versions) and mapping.one_trip(ops)
 
         def work(conn: Connection[Any], attempt: _Attempt) -> list[Applied]:
+            if one_trip and conn.autocommit:
+                # Set-if-newer: repeating an outcome-unknown attempt leaves the same rows.
+                return mapping.write_one_trip(conn, ops)
             out: list[Applied | None] = [None] * len(ops)
             if single and conn.autocommit:
                 # Its commit is the statement itself. Repeating a SET or DELETE whose
