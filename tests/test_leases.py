@@ -157,7 +157,7 @@ def test_a_lease_holder_whose_load_fails_gives_the_lease_up(
     # Found by the long outage model run (session 3): the holder's failed load left its
     # lease in Redis, so every other reader of the key, in every process, polled for
     # lease_ttl (10 s) for a fill that never came before loading by itself.
-    from cacheway.backends._redis_format import HLEN, LEASE, TOMBSTONE
+    from cacheway.backends.redis_format import HLEN, LEASE, TOMBSTONE
 
     prefix = unique("cw") + ":"
     down = threading.Event()
@@ -238,7 +238,7 @@ def test_guarantee4_a_fill_older_than_the_leases_floor_keeps_the_tombstone(
     # the floor; a fill of a row older than that is refused. The refusal must leave the
     # tombstone: it used to DEL the key, so the next lease had no floor and the same old
     # row filled (found by the write-back consistency soak).
-    from cacheway.backends._redis_format import HLEN, TOMBSTONE
+    from cacheway.backends.redis_format import HLEN, TOMBSTONE
     from cacheway.engine.leases import LEASE_ACQUIRED
 
     backend = cw.RedisBackend(REDIS_URL, prefix=prefix)
@@ -266,7 +266,7 @@ def test_a_holder_whose_fill_is_void_gives_the_lease_up(redis_url: str) -> None:
     # key of the same stripe during the holder's load voids its fill (a fill token per
     # stripe); the holder then neither filled nor released, and the other readers of the
     # key polled out the whole lease (10 s) for a fill that never came.
-    from cacheway.backends._redis_format import HLEN, LEASE
+    from cacheway.backends.redis_format import HLEN, LEASE
     from cacheway.core.fills import FillTokens
 
     prefix = unique("cw") + ":"

@@ -31,11 +31,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from .backends import _redis_format
-from .backends._redis_client import px as to_px
-from .backends._redis_format import CLOCK, SET_IF_NEWER, VALUE0, VERSIONS
+from .backends import redis_format
 from .backends.base import MISS
 from .backends.redis import RedisBackend
+from .backends.redis_client import px as to_px
+from .backends.redis_format import CLOCK, SET_IF_NEWER, VALUE0, VERSIONS
 from .backends.two_level import TwoLevelBackend
 from .errors import BackendError
 
@@ -49,7 +49,7 @@ __all__ = ["LoopReader", "RedisWrites", "redis_of"]
 
 log = logging.getLogger("cacheway")
 
-HLEN, VALUE = _redis_format.HLEN, _redis_format.VALUE
+HLEN, VALUE = redis_format.HLEN, redis_format.VALUE
 
 #: Connection settings of a redis-py pool that mean the same to redis.asyncio's.
 _PORTABLE = frozenset({

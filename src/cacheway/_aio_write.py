@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._aio_path import AsyncStorePath, async_path_of
 from ._aio_redis import RedisWrites
-from .backends._redis_format import HLEN, LEASE, NOT_FOUND, TOMBSTONE, VALUE, VALUE0, header
 from .backends.base import MISS
 from .backends.redis import RedisBackend
+from .backends.redis_format import HLEN, LEASE, NOT_FOUND, TOMBSTONE, VALUE, VALUE0, header
 from .engine.write_through import WriteAroundEngine, WriteThroughEngine
 from .errors import BackendError, StoreError
 from .stores.base import DELETE, SET, Applied, Op
@@ -281,7 +281,7 @@ class LoopWrites:
 
     async def get_many(self, keys: list[str]) -> dict[str, Any] | None:
         """``Engine.get_many`` on the loop (one MGET, one store load for the misses,
-        filled as ``Engine._load_many`` fills them), or None when the call needs the
+        filled as the engine fills a load of many keys), or None when the call needs the
         thread path: a key to check, a closed namespace, an entry that is not a plain
         value or a marker (the thread path counts it). No leases, as in the engine."""
         engine = self.engine

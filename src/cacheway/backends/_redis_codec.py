@@ -1,4 +1,4 @@
-"""Values to RedisBackend entries and back (the header layout is in ``_redis_format``).
+"""Values to RedisBackend entries and back (the header layout is in ``redis_format``).
 
 >>> codec = Codec("cw:", None)
 >>> raw = codec.entry([1, 2], None, 5)
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..serializers import JSONSerializer, Serializer
-from ._redis_format import HLEN, LEASE, NOT_FOUND, TOMBSTONE, VALUE, VALUE0, header
 from .base import MISS
+from .redis_format import HLEN, LEASE, NOT_FOUND, TOMBSTONE, VALUE, VALUE0, header
 
 __all__ = ["Codec", "loads_of"]
 

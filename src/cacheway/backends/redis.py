@@ -4,7 +4,7 @@ Each value is stored as a 9-byte header and the serializer's bytes::
 
     check (1 byte) | version (7 bytes, big-endian) | flag (1 byte: 0 value) | payload
 
-(the layout, the markers and the scripts are in ``_redis_format``). Versions come from
+(the layout, the markers and the scripts are in ``redis_format``). Versions come from
 the store. A versioned ``set`` is set-if-newer and a versioned ``delete`` leaves a
 tombstone, both in one Lua script, so a fill that loaded an old row cannot land after a
 newer write or delete from any process. Unversioned writes (version 0) are plain
@@ -12,9 +12,9 @@ newer write or delete from any process. Unversioned writes (version 0) are plain
 
 ``publish`` draws versions from Redis instead, when a write is accepted (write-back
 processes sharing Redis then agree on the order of their writes before any reaches the
-store), from a per-prefix hybrid clock kept at ``<prefix>~clock`` (``_redis_format``
+store), from a per-prefix hybrid clock kept at ``<prefix>~clock`` (``redis_format``
 says how it rises). Damage cannot stick: an entry whose header fails its check byte, or
-a marker that lost its expiry, counts as absent for every script (``_redis_format``).
+a marker that lost its expiry, counts as absent for every script (``redis_format``).
 
 >>> b = RedisBackend("redis://127.0.0.1:6379/0", prefix="doctest:")  # doctest: +SKIP
 >>> b.set("k", [1, 2], None, 60, version=5); b.get("k")  # doctest: +SKIP
@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import CachewayError, ConfigError
 from ..serializers import Serializer
-from ._redis_client import check_options, connect, refusal, run_pipeline, unlink_prefix
-from ._redis_client import px as _px
 from ._redis_codec import Codec
-from ._redis_format import (
+from .base import MISS
+from .redis_client import check_options, connect, refusal, run_pipeline, unlink_prefix
+from .redis_client import px as _px
+from .redis_format import (
     CLOCK,
     DELETE_IF_NEWER,
     DELETE_IF_SAME,
@@ -53,7 +54,6 @@ from ._redis_format import (
     VERSIONS,
     header,
 )
-from .base import MISS
 
 if TYPE_CHECKING:
     import redis
@@ -336,7 +336,7 @@ class RedisBackend:
                 ) -> list[int]:
         """Write ``items`` with versions drawn from Redis, atomically (one Lua script):
         the version of every write accepted under this prefix, from any process, is
-        above the last one (the hybrid clock in ``_redis_format``: about Redis's TIME in
+        above the last one (the hybrid clock in ``redis_format``: about Redis's TIME in
         microseconds). Returns the versions, one per item.
 
         Each item is ``(key, kind, value, payload)``; kind 0 (SET) and 2 (ADD: a

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..backends import _redis_client
+from ..backends import redis_client
 from ..errors import ConfigError
 
 __all__ = ["Connection", "Scripts", "connect", "is_noscript", "redis_errors"]
@@ -44,7 +44,7 @@ def connect(url_or_client: Any, *, resend: bool = True, timeout: float = 5.0) ->
     if isinstance(url_or_client, RedisCluster):
         return Connection(url_or_client, "a RedisCluster client", False, True)
     options = {} if resend else {"retry": _no_retry()}
-    client, where, _, owned = _redis_client.connect(url_or_client, timeout, options)
+    client, where, _, owned = redis_client.connect(url_or_client, timeout, options)
     if not owned:
         return Connection(client, where, owned, False)
     try:

@@ -3,7 +3,7 @@
 A RedisBackend cannot run on a cluster, and a copy in another slot than the partition's
 stream could not be written by the same script as the stream entry. So on a cluster the
 queue keeps its own copy of each key at ``{q:pN}:c:...`` (:meth:`Names.copy`), in
-RedisBackend's entry layout (``backends/_redis_format``): ACCEPT writes it with the entry
+RedisBackend's entry layout (``backends/redis_format``): ACCEPT writes it with the entry
 (pinned: no expiry while the write waits), counters add to it, the consumer gives it an
 expiry once the store has the write (``SETTLE``), and every process's reads look at it
 before the store (``QueueWriteBackEngine.fetch``).
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends._redis_format import HLEN
+from ..backends.redis_format import HLEN
 from ..stores.base import NOTSET, Loaded
 from .layout import Names
 
@@ -25,7 +25,7 @@ def decode_copy(raw: bytes | None) -> tuple[bool, Loaded | None]:
     False when there is no usable copy (absent, a lease or not-found marker, too short
     to be an entry).
 
-    >>> from cacheway.backends._redis_format import header
+    >>> from cacheway.backends.redis_format import header
     >>> decode_copy(header(7, 0) + b'"v"')
     (True, Loaded(payload=b'"v"', value=NOTSET, version=7, expires_at=None))
     >>> decode_copy(header(8, 1)), decode_copy(None), decode_copy(b"junk")

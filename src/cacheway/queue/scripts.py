@@ -4,7 +4,7 @@ partition lock and the applied mark.
 A write is accepted by one script per partition (:data:`ACCEPT`): it draws each write's
 version from the partition's clock, writes the cached copy (when the cache's backend is
 a RedisBackend on the same Redis: ``RedisBackend``'s entry layout, see
-``backends/_redis_format``) and XADDs the entry, all atomically, so the order of the
+``backends/redis_format``) and XADDs the entry, all atomically, so the order of the
 stream is the order of the versions and a reader never sees a copy whose entry is not
 queued. Copies of pending writes are written without an expiry ("pinned": a copy that
 expired while its write waits would let a read load the store's older row); the
@@ -13,7 +13,7 @@ consumer gives them their ttl back once the store has the write (:data:`SETTLE`)
 
 from __future__ import annotations
 
-from ..backends import _redis_format
+from ..backends import redis_format
 
 __all__ = ["ACCEPT", "ITEM_ARGS", "LOCK_RELEASE", "LOCK_RENEW", "SETTLE", "SET_MAX"]
 
@@ -30,7 +30,7 @@ ITEM_ARGS = 8
 # PUBLISH (same horizon: a clock or copy more than 2**40 us ahead of TIME is damage).
 # Returns {-1, i, ...}: the writes i (counters) that need a base, nothing written; else
 # {version, id, counter value ('' for other kinds), ...} per write.
-ACCEPT = _redis_format.COMMON + """
+ACCEPT = redis_format.COMMON + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local horizon = now + 1099511627776
@@ -121,7 +121,7 @@ return out
 # row before the write reached the store, after the copy was invalidated or evicted) is
 # removed: the next read loads the store, which has the write now. Returns how many
 # copies it changed.
-SETTLE = _redis_format.COMMON + """
+SETTLE = redis_format.COMMON + """
 local changed = 0
 for i = 1, #KEYS do
   local cur, flag = current(KEYS[i])
