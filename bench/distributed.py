@@ -271,7 +271,7 @@ def main() -> None:
         label = "PostgresStore.apply" + (" + mark" if mark else "")
         print(f"  {label:30}: {took:6.2f} s  {n / took:9,.0f} writes/s  ({took / raw:.2f}x raw)")
     one = 0.0
-    for workers in (1, 2):
+    for workers in (1, 2, 4):
         took = drain(r, n, workers)
         one = one or took
         print(f"  {f'cacheway worker x{workers}':30}: {took:6.2f} s  {n / took:9,.0f} writes/s"
