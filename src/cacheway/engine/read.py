@@ -164,9 +164,7 @@ class Engine(WriteChecks):
             entry = self.pending_entry(key)
             if entry is not None:
                 self.counters.hits += 1
-                return default if entry.kind == DELETE or (
-                    self.expiry is not None and self.expiry.ended(entry.expires_at)
-                ) else entry.value
+                return default if entry.kind == DELETE or self.ended(entry) else entry.value
         return self.read_backend(key, self.prefix + key, default)
 
     def cached(self, bkey: str) -> Any:
@@ -265,6 +263,10 @@ class Engine(WriteChecks):
             return self.fill_ttl
         return self.expiry.left(self.fill_ttl, expires_at)
 
+    def ended(self, entry: Entry) -> bool:
+        """Whether a pending write's data has ended (expire=): it reads as absent."""
+        return self.expiry is not None and self.expiry.ended(entry.expires_at)
+
     def expires_at(self) -> float | None:
         """The expiry stamp of a write accepted now (None: the namespace never expires)."""
         return None if self.expiry is None else self.expiry.stamp()
@@ -307,8 +309,7 @@ class Engine(WriteChecks):
                 entry = pending(key)
                 if entry is not None:
                     hits += 1
-                    if entry.kind != DELETE and (self.expiry is None
-                                                 or not self.expiry.ended(entry.expires_at)):
+                    if entry.kind != DELETE and not self.ended(entry):
                         out[key] = entry.value
                     continue
             ask.append(key)

@@ -235,7 +235,7 @@ class WriteBackEngine(Engine):
                     # maybe already flushed) is stale: read again.
                     fresh = loaded is not MISS and self.gens[stripe] == seen
                     if entry is not None or fresh:
-                        ended = entry is not None and self._ended(entry)
+                        ended = entry is not None and self.ended(entry)
                         current = (0 if entry.kind == DELETE or ended else entry.value
                                    ) if entry is not None else loaded
                         new = self.as_counter(key, current) + delta
@@ -301,10 +301,6 @@ class WriteBackEngine(Engine):
                     break
                 deadline = self.room.wait_outside(len(items), deadline)
         self._durable(seq)
-
-    def _ended(self, entry: Entry) -> bool:
-        """Whether a pending write's data has ended (expire=): it reads as absent."""
-        return self.expiry is not None and self.expiry.ended(entry.expires_at)
 
     def _durable(self, seq: int) -> None:
         if self.journal is not None:
