@@ -29,7 +29,7 @@ from .._errors import is_permanent, storable_text
 from ..base import DELETE, NOTSET, SET, Applied, Loaded, Op, expiring
 from .helpers import _CONFLICT_RETRIES, _modules, _scrub, _secrets
 from .store import PostgresStore
-from .versions import SEQ_LOCK_CLASS
+from .versions import SEQ_LOCK_CLASS, one_trip_reports
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
@@ -57,7 +57,6 @@ class PgAsyncPath:
         self._min, self._max, self._timeout = min_size, max_size, timeout
         self._secrets = _secrets(conninfo) if conninfo else []
         self._q: dict[str, str] = {}
-        self._versioned_sql = ""
         self._jsonb = False
         self._closed = False
         self._ready: asyncio.Lock | None = None
@@ -117,9 +116,6 @@ class PgAsyncPath:
             jsonb = row[0] == "jsonb"
             # kv_queries only quotes identifiers with the connection (no I/O).
             q = kv_queries(cast("Connection[Any]", conn), self.table, self.seq, jsonb)
-            # The versioned batch as one simple query (client-side parameters: %s).
-            self._versioned_sql = "; ".join(
-                q[name].replace("%b", "%s") for name in ("vset", "seq_lock", "seq_raise"))
             self._q = q
             self._jsonb = jsonb
 
@@ -183,7 +179,7 @@ class PgAsyncPath:
         from psycopg import AsyncClientCursor
 
         cur = AsyncClientCursor(conn)
-        await cur.execute(self._versioned_sql, (nss, keys, values, versions, SEQ_LOCK_CLASS,
+        await cur.execute(q["one_trip"], (nss, keys, values, versions, SEQ_LOCK_CLASS,
                                                 self.seq, max(cast(list[int], versions))))
         landed = {(ns, k): v for ns, k, v in await cur.fetchall()}
         skipped = [op for op in ops if (op.namespace, op.key) not in landed]
@@ -192,14 +188,7 @@ class PgAsyncPath:
             read = await conn.execute(q["versions"], ([op.namespace for op in skipped],
                                                       [op.key for op in skipped]))
             current = {(ns, k): v for ns, k, v in await read.fetchall()}
-        out = []
-        for op in ops:
-            ident = (op.namespace, op.key)
-            v = landed.get(ident)
-            # (a row deleted since, by an unversioned delete, reports no version)
-            out.append(Applied(v) if v is not None
-                       else Applied(current.get(ident), None, False))
-        return out
+        return one_trip_reports(ops, landed, current)
 
     async def _stamped(self, conn: AsyncConnection[Any], ops: list[Op]) -> list[Applied]:
         q = self._q

@@ -19,7 +19,7 @@ from ...serializers import Serializer
 from ..base import ADD, DELETE, NOTSET, SET, Applied, Loaded, Op, expiring, has_versions
 from .helpers import _fill, create_marks, ddl_lock
 from .sql import kv_queries
-from .versions import SEQ_LOCK_CLASS, raise_sequence
+from .versions import SEQ_LOCK_CLASS, one_trip_reports, raise_sequence
 from .versions import write_sets as write_versioned
 
 __all__ = ["PgKV"]
@@ -87,12 +87,6 @@ class PgKV:
                 f"{self.serializer.name!r}: use the JSON serializer or another table"
             )
         self._q.update(kv_queries(conn, self.table, self.seq, self._jsonb))
-        # A versioned batch of SETs and DELETEs as one simple query (parameters bound on
-        # the client): the upsert and the sequence raise under its advisory lock, one
-        # round trip and one implicit transaction instead of BEGIN, three statements and
-        # COMMIT (a write-through set's store write).
-        self._one_trip = "; ".join(self._q[name].replace("%b", "%s")
-                                   for name in ("vset", "seq_lock", "seq_raise"))
 
     # -- reads --------------------------------------------------------------------------
     def fetch(self, conn: Connection[Any], ns: str, keys: list[str]) -> dict[str, Loaded]:
@@ -131,12 +125,13 @@ class PgKV:
                 and len({(op.namespace, op.key) for op in ops}) == len(ops))
 
     def write_one_trip(self, conn: Connection[Any], ops: Sequence[Op]) -> list[Applied]:
-        """``ops`` (see :meth:`one_trip`) in one round trip on an autocommit connection."""
+        """``ops`` (see :meth:`one_trip`) in one round trip on an autocommit connection,
+        instead of BEGIN, three statements and COMMIT (a write-through set's store write)."""
         from psycopg import ClientCursor
 
         versions = [op.version for op in ops]
         with ClientCursor(conn) as cur:
-            cur.execute(self._one_trip, (
+            cur.execute(self._q["one_trip"], (
                 [op.namespace for op in ops], [op.key for op in ops],
                 [self._payload(op) if op.kind == SET else None for op in ops], versions,
                 SEQ_LOCK_CLASS, self.seq, max(v for v in versions if v is not None)))
@@ -147,14 +142,7 @@ class PgKV:
             found = conn.execute(self._q["versions"], (
                 [op.namespace for op in skipped], [op.key for op in skipped]), binary=True)
             current = {(ns, k): v for ns, k, v in found.fetchall()}
-        out = []
-        for op in ops:
-            ident = (op.namespace, op.key)
-            v = landed.get(ident)
-            # (a row deleted since, by an unversioned delete, reports no version)
-            out.append(Applied(v) if v is not None
-                       else Applied(current.get(ident), None, False))
-        return out
+        return one_trip_reports(ops, landed, current)
 
     def write(self, cur: Cursor[Any], ops: Sequence[Op], prepared: None,
               segments: list[list[int]], versions: list[int],

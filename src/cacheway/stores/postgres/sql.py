@@ -109,6 +109,12 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
     for name, text in parts.items():
         out[name] = sql.SQL(text).format(
             **{k: v for k, v in fmt.items() if "{" + k + "}" in text}).as_string(conn)
+    # A versioned batch of SETs and DELETEs as one simple query, parameters bound on the
+    # client (%s): the upsert and the sequence raise under its advisory lock, one round
+    # trip and one implicit transaction (params: ns[], key[], value[], version[], the
+    # lock class, the sequence's name, the batch's highest version).
+    out["one_trip"] = "; ".join(out[name].replace("%b", "%s")
+                                for name in ("vset", "seq_lock", "seq_raise"))
     return out
 
 

@@ -23,7 +23,7 @@ from ..base import SET, Applied, Op
 if TYPE_CHECKING:
     from psycopg import Cursor
 
-__all__ = ["SEQ_LOCK_CLASS", "raise_sequence", "write_sets"]
+__all__ = ["SEQ_LOCK_CLASS", "one_trip_reports", "raise_sequence", "write_sets"]
 
 # Advisory-lock class id of the sequence raise ("cv"); cacheway's DDL lock is "cw".
 SEQ_LOCK_CLASS = 0x6376
@@ -50,6 +50,19 @@ def write_sets(cur: Cursor[Any], q: dict[str, str], ops: Sequence[Op], idx: list
         version = landed.get(ident)
         out[i] = (Applied(version) if version is not None
                   else Applied(current[ident], None, False))
+
+
+def one_trip_reports(ops: Sequence[Op], landed: dict[tuple[str, str], int],
+                     current: dict[tuple[str, str], int]) -> list[Applied]:
+    """What each op of a one-trip batch (``kv_queries()["one_trip"]``) reports: the
+    version it ``landed`` with, else ``applied=False`` and the row's ``current`` version,
+    read after the commit (a row deleted since, by an unversioned delete, reports none)."""
+    out = []
+    for op in ops:
+        ident = (op.namespace, op.key)
+        v = landed.get(ident)
+        out.append(Applied(v) if v is not None else Applied(current.get(ident), None, False))
+    return out
 
 
 def raise_sequence(cur: Cursor[Any], q: dict[str, str], seq: str, top: int) -> None:
