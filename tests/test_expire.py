@@ -261,6 +261,20 @@ def test_expire_purge_expired_deletes_only_ended_rows(kind: str, tmp_path: Any,
 
 
 # -- tables from before expiry -------------------------------------------------------------
+def _old_rows_kept_new_ones_end(store: Any, autoclose: Any) -> cw.Cache:
+    """A cache on ``store`` (over a table made before expiry, holding ('s', 'old') =
+    "kept"): the old row reads, a new write under expire= ends, the old row never does."""
+    cache = autoclose(cw.Cache(store=store))
+    cache.close_with(store)
+    s = cache.namespace("s", expire=EXPIRE)
+    assert s.get("old") == "kept"
+    s.set("new", 1)
+    time.sleep(EXPIRE + 0.2)
+    assert s.get("new") is None
+    assert s.get("old") == "kept"  # old rows never expire
+    return cache
+
+
 def test_expire_an_old_sqlite_table_gains_the_column_without_losing_rows(
         tmp_path: Any, autoclose: Any) -> None:
     path = str(tmp_path / "old.db")
@@ -271,16 +285,8 @@ def test_expire_an_old_sqlite_table_gains_the_column_without_losing_rows(
         "WITHOUT ROWID;"
         "INSERT INTO cacheway VALUES ('s', 'old', '\"kept\"', 1, 0), ('', 'x', '7', 2, 0);")
     conn.close()
-    store = cw.SQLiteStore(path)
-    cache = autoclose(cw.Cache(store=store))
-    cache.close_with(store)
-    s = cache.namespace("s", expire=EXPIRE)
-    assert s.get("old") == "kept"
-    assert cache.get("x") == 7
-    s.set("new", 1)
-    time.sleep(EXPIRE + 0.2)
-    assert s.get("new") is None
-    assert s.get("old") == "kept"
+    cache = _old_rows_kept_new_ones_end(cw.SQLiteStore(path), autoclose)
+    assert cache.get("x") == 7  # the default namespace's old row too
 
 
 def test_expire_an_old_postgres_table_gains_the_column_without_losing_rows(
@@ -294,15 +300,7 @@ def test_expire_an_old_postgres_table_gains_the_column_without_losing_rows(
                      "DEFAULT now(), PRIMARY KEY (namespace, key))")
         conn.execute(f'INSERT INTO "{table}" (namespace, key, value, version) VALUES '
                      "('s', 'old', '\"kept\"', 1)")
-    store = cw.PostgresStore(postgres_dsn, table=table)
-    cache = autoclose(cw.Cache(store=store))
-    cache.close_with(store)
-    s = cache.namespace("s", expire=EXPIRE)
-    assert s.get("old") == "kept"
-    s.set("new", 1)
-    time.sleep(EXPIRE + 0.2)
-    assert s.get("new") is None
-    assert s.get("old") == "kept"
+    _old_rows_kept_new_ones_end(cw.PostgresStore(postgres_dsn, table=table), autoclose)
     cw.PostgresStore(postgres_dsn, table=table).close()  # a second open finds it there
 
 
@@ -319,15 +317,7 @@ def test_expire_an_old_sqlalchemy_table_gains_the_column_without_losing_rows(
             "PRIMARY KEY (namespace, `key`))"))
         conn.execute(sa.text(f"INSERT INTO `{table}` VALUES ('s', 'old', '\"kept\"', 1, 0)"))
     engine.dispose()
-    store = cw.SQLAlchemyStore(mariadb_url, table=table)
-    cache = autoclose(cw.Cache(store=store))
-    cache.close_with(store)
-    s = cache.namespace("s", expire=EXPIRE)
-    assert s.get("old") == "kept"
-    s.set("new", 1)
-    time.sleep(EXPIRE + 0.2)
-    assert s.get("new") is None
-    assert s.get("old") == "kept"
+    _old_rows_kept_new_ones_end(cw.SQLAlchemyStore(mariadb_url, table=table), autoclose)
 
 
 # -- what cannot expire is refused at the call ------------------------------------------------

@@ -14,9 +14,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from ..base import Op, expiring
+from ..base import Op
 
-__all__ = ["add_column", "delete_expired", "expiring", "purge"]
+__all__ = ["add_column", "delete_expired", "purge"]
 
 _CHUNK = 500
 

@@ -27,6 +27,7 @@ from ..base import (
     JournalMark,
     Loaded,
     Op,
+    expiring,
     has_versions,
     make_applied,
 )
@@ -125,9 +126,9 @@ class SQLiteKV:
         if journal is not None:
             check_mark(ops, journal)
         now = time.time()
-        expiring = expiry.expiring(ops)
+        stamped = expiring(ops)
         with immediate(conn):
-            if expiring:  # data that ended is gone before a write of its key
+            if stamped:  # data that ended is gone before a write of its key
                 expiry.delete_expired(conn, self.table, ops, now)
             if has_versions(ops):
                 write_sets = partial(self._write_sets, late=late)
