@@ -80,9 +80,9 @@ QUEUE_GAUGES: dict[str, tuple[str, str]] = {
 }
 
 
-def _queue_points(cache: StatsSource, field: str) -> list[tuple[dict[str, str], float]]:
+def _queue_points(stats: Stats, field: str) -> list[tuple[dict[str, str], float]]:
     return [({"queue": str(p.queue), "partition": str(p.partition)}, float(getattr(p, field)))
-            for p in cache.stats().queue]
+            for p in stats.queue]
 
 
 def _check_source(cache: object) -> None:
@@ -169,8 +169,9 @@ class PrometheusCollector:
             for label, stats in per_ns.items():
                 counter.add_metric([label], _number(stats, field))
             yield counter
+        whole = self.cache.stats()  # once: the queues' status is a round trip to Redis
         name, doc = _EVICTIONS
-        yield core.CounterMetricFamily(name, doc, value=self.cache.stats().evictions)
+        yield core.CounterMetricFamily(name, doc, value=whole.evictions)
         for name, (field, doc) in GAUGES.items():
             gauge = core.GaugeMetricFamily(name, doc, labels=["namespace"])
             for label, stats in per_ns.items():
@@ -178,7 +179,7 @@ class PrometheusCollector:
             yield gauge
         for name, (field, doc) in QUEUE_GAUGES.items():
             gauge = core.GaugeMetricFamily(name, doc, labels=["queue", "partition"])
-            for labels, value in _queue_points(self.cache, field):
+            for labels, value in _queue_points(whole, field):
                 gauge.add_metric([labels["queue"], labels["partition"]], value)
             yield gauge
         name, doc = _FLUSH_SECONDS
@@ -242,7 +243,7 @@ def instrument(cache: StatsSource, meter: Meter) -> list[Any]:
     def per_partition(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_: CallbackOptions) -> Iterable[Observation]:
             return [observation(value, labels)
-                    for labels, value in _queue_points(cache, field)]
+                    for labels, value in _queue_points(cache.stats(), field)]
         return observe
 
     def buckets(_: CallbackOptions) -> Iterable[Observation]:
