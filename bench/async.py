@@ -1,6 +1,6 @@
 """asyncio benchmarks (issue 12): AsyncCache against the async caches and the thread front.
 
-    python bench/async.py            # full run (about a minute on 2 cores)
+    python bench/async.py            # full run (about 6 minutes on 2 cores)
     python bench/async.py --quick    # smoke run, a few seconds
 
 Comparisons, each a ratio ours / baseline of time per op (lower is better for us), in
@@ -21,12 +21,12 @@ interleaved rounds (see ``_common.py``), every side awaited on one event loop:
 7. Redis hit: ``await acache.get`` (AsyncCache over a RedisBackend holding every key: read
    on the loop with redis.asyncio) against a raw ``redis.asyncio`` ``GET`` plus
    ``orjson.loads`` of the bytes (what an app reading the same JSON needs). Target 1.2x.
-8. write-through Redis + PostgreSQL: ``await acache.set`` (AsyncPostgresStore, RedisBackend)
+8. write-through Redis + PostgreSQL: ``await acache.set`` (PostgresStore, RedisBackend)
    against a raw upsert on a psycopg ``AsyncConnection`` (autocommit) followed by a
    ``redis.asyncio`` ``SET``, one task, time per set. Target 1.3x.
-9. the loop path's gain: ``await acache.set`` over ``AsyncPostgresStore`` (on the loop:
-   psycopg's ``AsyncConnectionPool``, redis.asyncio) against the same over
-   ``PostgresStore`` (a worker thread per set), same Redis, same mix.
+9. the loop path's gain: ``await acache.set`` over ``PostgresStore`` (on the loop: its
+   async path, psycopg's ``AsyncConnectionPool``, redis.asyncio) against the same over a
+   PostgresStore that declares no async path (a worker thread per set), same Redis.
 10. loop lag while 100 tasks write with ``fsync="always"`` (WriteBack over SQLite with a
    journal): the p99 of a 1 ms ticker's lateness, median over the rounds (not a ratio;
    target < 5 ms).
@@ -36,7 +36,7 @@ test suite's defaults on loopback); without them they are skipped with the reaso
 
 cashews and aiocache are cache-only (nothing reaches a database): 2 and 3 compare the
 hit path alone. AsyncCache runs store calls in worker threads (see cacheway/aio.py) except
-over a store with an async path (8: AsyncPostgresStore, see cacheway/_aio_write.py); hits
+over a store with an async path (8: PostgresStore, see cacheway/_aio_write.py); hits
 (memory, Redis) are answered on the loop.
 """
 
@@ -81,6 +81,7 @@ from async_servers import (
     bench_redis_hit,
     bench_write_through_paths,
     bench_write_through_pg,
+    close_loop,
     get_round,
     hit_keys,
     on_loop,
@@ -284,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nloop lag, {TASKS} tasks writing with fsync='always': p99 median "
               f"{p99:.2f} ms over {len(p99s)} rounds (each {', '.join(f'{x:.1f}' for x in p99s)}"
               f"), max {max(maxes):.1f} ms (target p99 < {LAG_TARGET_MS:g} ms) {verdict}")
+    close_loop()
     print(f"total wall time {time.monotonic() - started:.0f} s")
     return 0
 

@@ -32,6 +32,17 @@ TASKS = 100
 LOOP = asyncio.new_event_loop()
 
 
+def close_loop() -> None:
+    """End the tasks left on the benchmarks' loop (the baselines' background tasks:
+    cashews' expiry sweep, connection pools' waiters), then close it."""
+    pending = asyncio.all_tasks(LOOP)
+    for task in pending:
+        task.cancel()
+    LOOP.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    LOOP.run_until_complete(LOOP.shutdown_asyncgens())
+    LOOP.close()
+
+
 def on_loop(coro: Awaitable[Any]) -> Any:
     async def main() -> Any:
         return await coro
@@ -157,11 +168,10 @@ def bench_write_through_pg(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: 
     import redis.asyncio as aredis
     from psycopg.types.json import Jsonb
 
-    from cacheway.stores.postgres.aio import AsyncPostgresStore
-
     mix = set_mix(rng, max(100, sz.sets // 10), 1000)
-    # Its async path writes on the loop (psycopg's AsyncConnectionPool), see _aio_write.
-    store = AsyncPostgresStore(PG_DSN, table=f"{NAME}_ours")
+    # A plain PostgresStore: its async path writes on the loop (psycopg's
+    # AsyncConnectionPool from the same DSN), see _aio_write.
+    store = cw.PostgresStore(PG_DSN, table=f"{NAME}_ours")
     backend = cw.RedisBackend(REDIS_URL, prefix=f"{NAME}_wt:")
     ours = cw.AsyncCache(store=store, backend=backend, policy=cw.WriteThrough())
     raw = aredis.Redis.from_url(REDIS_URL)
@@ -204,16 +214,21 @@ def bench_write_through_pg(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: 
         on_loop(raw.aclose())
 
 
+class _ThreadPostgresStore(cw.PostgresStore):
+    """A PostgresStore without its async path: an AsyncCache's calls go to threads."""
+
+    def async_path(self) -> None:
+        return None
+
+
 def bench_write_through_paths(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: int,
                               say: Callable[[str], None]) -> Comparison:
-    """The loop path's gain: AsyncCache.set over AsyncPostgresStore (psycopg's async
-    pool, redis.asyncio, on the loop) against the same over PostgresStore (each set in a
-    worker thread), same Redis, same mix."""
-    from cacheway.stores.postgres.aio import AsyncPostgresStore
-
+    """The loop path's gain: AsyncCache.set over PostgresStore (its async path: psycopg's
+    async pool, redis.asyncio, on the loop) against the same over a PostgresStore that
+    declares no async path (each set in a worker thread), same Redis, same mix."""
     mix = set_mix(rng, max(100, sz.sets // 10), 1000)
     sides = []
-    for name, kind in (("loop", AsyncPostgresStore), ("thread", cw.PostgresStore)):
+    for name, kind in (("loop", cw.PostgresStore), ("thread", _ThreadPostgresStore)):
         store = kind(PG_DSN, table=f"{NAME}_{name}")
         backend = cw.RedisBackend(REDIS_URL, prefix=f"{NAME}_{name}:")
         sides.append((name, store, backend, cw.AsyncCache(store=store, backend=backend)))
@@ -228,8 +243,8 @@ def bench_write_through_paths(sz: Sizes, rng: random.Random, tmp: Scratch, round
 
         return lambda: on_loop(timed())
 
-    comp = Comparison("write-through paths (loop / thread)", "AsyncPostgresStore: on the loop",
-                      "PostgresStore: a worker thread per set", 1.0, "sets",
+    comp = Comparison("write-through paths (loop / thread)", "PostgresStore: on the loop",
+                      "no async path: a worker thread per set", 1.0, "sets",
                       ops_per_round=len(mix), batch=len(mix))
     try:
         return run_alternating(comp, round_of(sides[0][3]), round_of(sides[1][3]), rounds,

@@ -3,6 +3,7 @@ and PostgreSQL.
 
     python bench/distributed.py            # full run (about a minute on 2 cores)
     python bench/distributed.py --quick    # smoke run
+    python bench/distributed.py --rounds 5 # drain rows over 5 alternating rounds (3)
 
 1. drain throughput: N accepted writes (over N/2 keys: some coalesce) waiting in the
    streams, drained to PostgreSQL by ``cacheway worker --processes W`` (W = 1, 2; timed
@@ -251,6 +252,21 @@ def ack_to_applied(r: redis.Redis, rate: int, seconds: float) -> list[float]:
     return times
 
 
+def _drains(r: redis.Redis, n: int, alternations: int) -> dict[Any, list[float]]:
+    """Seconds of each drain row, ``alternations`` rounds, the order reversed every other
+    round (a machine warming up or slowing down is shared alike)."""
+    rows: list[Any] = ["raw", 1, 2, 4, "raw (A/A)"]
+    out: dict[Any, list[float]] = {row: [] for row in rows}
+    for i in range(alternations):
+        for row in rows if i % 2 == 0 else rows[::-1]:
+            out[row].append(raw_unnest(n) if isinstance(row, str) else drain(r, n, row))
+    return out
+
+
+def _median_ratio(xs: list[float], bases: list[float]) -> float:
+    return statistics.median(x / b for x, b in zip(xs, bases))
+
+
 def _pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100)[int(q) - 1] * 1e6
 
@@ -264,18 +280,25 @@ def main() -> None:
     n = 4000 if quick else 40000
     r = redis.Redis.from_url(REDIS)
     print(f"drain of {n:,} writes over {n // 2:,} keys to PostgreSQL ({PARTITIONS} partitions)")
-    raw = raw_unnest(n)
+    alternations = 1 if quick else 3
+    if "--rounds" in sys.argv:
+        alternations = int(sys.argv[sys.argv.index("--rounds") + 1])
+    drains = _drains(r, n, alternations)
+    raw = statistics.median(drains["raw"])
     print(f"  {'raw unnest upserts, 1 process':30}: {raw:6.2f} s  {n / raw:9,.0f} writes/s")
+    aa = _median_ratio(drains["raw (A/A)"], drains["raw"])
+    print(f"  {'raw again (A/A)':30}: {aa:.2f}x raw")
     for mark in (False, True):
         took = store_apply(n, 2000, mark=mark)
         label = "PostgresStore.apply" + (" + mark" if mark else "")
         print(f"  {label:30}: {took:6.2f} s  {n / took:9,.0f} writes/s  ({took / raw:.2f}x raw)")
-    one = 0.0
     for workers in (1, 2, 4):
-        took = drain(r, n, workers)
-        one = one or took
+        took = statistics.median(drains[workers])
         print(f"  {f'cacheway worker x{workers}':30}: {took:6.2f} s  {n / took:9,.0f} writes/s"
-              f"  ({took / raw:.2f}x raw; {one / took:.2f}x of 1 worker)")
+              f"  ({_median_ratio(drains[workers], drains['raw']):.2f}x raw; "
+              f"{_median_ratio(drains[1], drains[workers]):.2f}x of 1 worker)")
+    print(f"  (medians of {alternations} alternating rounds; ratios: the median of each "
+          "round's ratio)")
     rounds, per = (3, 300) if quick else (5, 2000)
     ours, plain = latency(r, rounds, per)
     print(f"acknowledged-write latency ({rounds} x {per} interleaved), microseconds")

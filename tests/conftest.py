@@ -213,6 +213,44 @@ def prefix(raw: Any) -> Iterator[str]:
 
 
 @pytest.fixture
+def qname(raw: Any) -> Iterator[str]:
+    """A queue name no other test uses (``WriteBack(queue_name=...)``); its Redis keys
+    are removed afterwards."""
+    name = unique("q").replace(":", "_").replace("-", "_")
+    yield name
+    keys = list(raw.scan_iter(match="{" + name + "*", count=1000))
+    if keys:
+        raw.unlink(*keys)
+
+
+@pytest.fixture
+def pg_table() -> Iterator[str]:
+    """A PostgreSQL table name no other test uses; the store's tables and sequence are
+    dropped afterwards."""
+    import psycopg
+
+    require("postgresql")
+    name = unique("cwt")
+    yield name
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP TABLE IF EXISTS "{name}", "{name}_meta", "{name}_applied", '
+                     f'"{name}_cw_meta", "{name}_cw_applied" CASCADE')
+        conn.execute(f'DROP SEQUENCE IF EXISTS "{name}_version_seq"')
+
+
+@pytest.fixture
+def redis_backend() -> Iterator[cw.RedisBackend]:
+    """A RedisBackend on the machine's Redis under a prefix of its own; its keys and
+    clock are removed afterwards."""
+    require("redis")
+    b = cw.RedisBackend(REDIS_URL, prefix=unique("rbk") + ":")
+    yield b
+    b.clear()
+    b.client.delete(b.prefix + "~clock")
+    b.close()
+
+
+@pytest.fixture
 def postgres_dsn() -> str:
     require("postgresql")
     return POSTGRES_DSN

@@ -23,6 +23,7 @@ import redis
 import cacheway as cw
 from cacheway.backends.base import MISS
 from cacheway.queue import Consumer, Names
+from cacheway.queue.layout import GROUP
 from queue_child import PARTITIONS
 
 HERE = Path(__file__).resolve().parent
@@ -126,6 +127,18 @@ class Draining:
                                        daemon=True)
         self.thread.start()
 
+    def state(self) -> str:
+        """What the streams hold and who holds the partitions (for a failure's message)."""
+        parts = []
+        for n in range(PARTITIONS):
+            stream = self.names.stream(n)
+            pending = self.client.xpending(stream, GROUP)
+            parts.append(f"p{n}: {self.client.xlen(stream)} entries, pending "
+                         f"{pending['pending']} {pending['consumers']}, lock "
+                         f"{self.client.get(self.names.lock(n))!r}")
+        return (f"consumer {self.consumer.name} (thread alive: {self.thread.is_alive()}) "
+                f"holds {self.consumer.held()}; " + "; ".join(parts))
+
     def drain(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         try:
@@ -136,7 +149,8 @@ class Draining:
                         break
                 except redis.ConnectionError:
                     pass  # the restarted Redis is still loading
-                assert time.monotonic() < deadline, "the consumer did not drain the queue"
+                assert time.monotonic() < deadline, \
+                    f"the consumer did not drain the queue: {self.state()}"
                 time.sleep(0.02)
         finally:
             self.stop.set()
@@ -146,13 +160,15 @@ class Draining:
             assert self.client.xlen(self.names.dead(n)) == 0  # nothing refused
 
 
-def start_worker(url: str, qname: str, db: str) -> subprocess.Popen[bytes]:
-    """``cacheway worker`` on the queue, applying to the SQLite store ``db``."""
+def start_worker(url: str, qname: str, db: str, stderr: Any = subprocess.DEVNULL
+                 ) -> subprocess.Popen[bytes]:
+    """``cacheway worker`` on the queue, applying to the SQLite store ``db`` (its log
+    lines to ``stderr``: a file, or DEVNULL)."""
     return subprocess.Popen(
         [sys.executable, "-m", "cacheway.cli", "worker", "--queue", url,
          "--queue-name", qname, "--store", f"sqlite:///{db}", "--partitions",
          str(PARTITIONS), "--claim-after", "1", "--batch-size", "20", "--status-every", "0"],
-        env=dict(os.environ, PYTHONPATH=SRC), stderr=subprocess.DEVNULL)
+        env=dict(os.environ, PYTHONPATH=SRC), stderr=stderr)
 
 
 def process_kill_trial(client: Any, url: str, qname: str, prefix: str | None,

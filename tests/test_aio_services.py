@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 
 import cacheway as cw
-from services import POSTGRES_DSN, REDIS_URL, require, unique
+from services import POSTGRES_DSN, REDIS_URL, unique
 
 
 # -- real servers ---------------------------------------------------------------------------
-@pytest.fixture
-def pg_table() -> Iterator[str]:
-    require("postgresql")
-    require("redis")
-    name = unique("cwaio")
-    yield name
-    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP TABLE IF EXISTS "{name}", "{name}_meta", "{name}_applied", '
-                     f'"{name}_cw_meta", "{name}_cw_applied" CASCADE')
-        conn.execute(f'DROP SEQUENCE IF EXISTS "{name}_version_seq"')
-
-
 @pytest.mark.services
 @pytest.mark.parametrize("policy", ["write-through", "write-back", "write-around"])
 def test_postgres_store_and_redis_backend(pg_table: str, policy: str) -> None:

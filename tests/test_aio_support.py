@@ -12,6 +12,17 @@ from typing import Any
 import cacheway as cw
 
 
+def rows_of(table: str, keys: list[str]) -> dict[str, Any]:
+    """What PostgreSQL ``table`` holds for ``keys`` (read by a sync store of its own)."""
+    from services import POSTGRES_DSN
+
+    store = cw.PostgresStore(POSTGRES_DSN, table=table)
+    try:
+        return store.load_many(keys)
+    finally:
+        store.close()
+
+
 def run(coro: Awaitable[Any]) -> Any:
     async def main() -> Any:
         return await coro

@@ -7,7 +7,6 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -16,40 +15,20 @@ import pytest
 import cacheway as cw
 from cacheway.backends.base import MISS
 from cacheway.stores.postgres.aio import AsyncPostgresStore
-from services import POSTGRES_DSN, REDIS_URL, require, unique
-from test_aio_support import LagMeter
+from services import POSTGRES_DSN, REDIS_URL
+from test_aio_support import LagMeter, rows_of
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture
-def table() -> Iterator[str]:
-    require("postgresql")
-    require("redis")
-    name = unique("cwaiowt")
-    yield name
-    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP TABLE IF EXISTS "{name}", "{name}_meta", "{name}_applied" CASCADE')
-        conn.execute(f'DROP SEQUENCE IF EXISTS "{name}_version_seq"')
+def table(pg_table: str) -> str:
+    return pg_table
 
 
 @pytest.fixture
-def backend() -> Iterator[cw.RedisBackend]:
-    require("redis")
-    b = cw.RedisBackend(REDIS_URL, prefix=unique("aiowt") + ":")
-    yield b
-    b.clear()
-    b.client.delete(b.prefix + "~clock")
-    b.close()
-
-
-def rows_of(table: str, keys: list[str]) -> dict[str, Any]:
-    """What the table holds for ``keys`` (read by a sync store of its own, closed)."""
-    store = cw.PostgresStore(POSTGRES_DSN, table=table)
-    try:
-        return store.load_many(keys)
-    finally:
-        store.close()
+def backend(redis_backend: cw.RedisBackend) -> cw.RedisBackend:
+    return redis_backend
 
 
 def save(table: str, items: dict[str, Any]) -> None:
@@ -297,15 +276,19 @@ def test_bad_input_is_refused_at_the_call(table: str, backend: cw.RedisBackend) 
 
 
 def test_a_store_failure_drops_the_copy(table: str, backend: cw.RedisBackend) -> None:
-    # jsonb refuses a NUL character: the write fails, and the older copy must not stay.
+    # A CHECK constraint refuses the second value: the write fails in the store, and the
+    # older copy must not stay.
     store = AsyncPostgresStore(POSTGRES_DSN, table=table)
 
     async def main() -> None:
         async with cw.AsyncCache(store=store, backend=backend) as acache:
             await acache.set("k", "v1")
             assert backend.get(":k") == "v1"
+            with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+                conn.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT no_boom CHECK '
+                             "(value IS NULL OR value::text <> '\"boom\"')")
             with pytest.raises(cw.InvalidWriteError):
-                await acache.set("k", "nul \x00 here")
+                await acache.set("k", "boom")
             assert backend.get(":k") is MISS
             assert await acache.get("k") == "v1"
 
@@ -369,6 +352,33 @@ def test_the_pool_it_built_is_closed_with_the_cache(table: str,
         return pool
 
     assert asyncio.run(main()).closed
+
+
+def test_async_caches_over_one_store_share_its_path_until_the_last_closes(
+        table: str, backend: cw.RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: the first AsyncCache to close closed the store's one path for good:
+    a second AsyncCache over the same AsyncPostgresStore then failed every write."""
+    store = AsyncPostgresStore(POSTGRES_DSN, table=table)
+    NoThreads(store, monkeypatch)
+
+    async def main() -> None:
+        first = cw.AsyncCache(store=store, backend=backend)
+        second = cw.AsyncCache(store=store, backend=backend)
+        await first.set("a", 1)
+        await second.set("b", 2)
+        pool = store.async_path().pool
+        await first.close()
+        assert pool is not None
+        assert not pool.closed  # the second still uses it
+        await second.set("c", 3)
+        await second.close()
+        assert pool.closed  # the last one closed it
+        async with cw.AsyncCache(store=store, backend=backend) as third:
+            await third.set("d", 4)  # a new pool on the same path
+            assert await third.get("a") == 1
+
+    asyncio.run(main())
+    assert rows_of(table, ["a", "b", "c", "d"]) == {"a": 1, "b": 2, "c": 3, "d": 4}
 
 
 def test_a_pool_passed_in_stays_open(table: str, backend: cw.RedisBackend) -> None:
@@ -488,23 +498,3 @@ def test_get_many_reads_the_backend_and_the_store_on_the_loop(
     assert guard.calls == 0
     if shared:
         assert backend.get_many([":a", ":c"]) == {":a": 1, ":c": "3"}
-
-
-def test_statements_sent_as_one_query_are_one_transaction() -> None:
-    # The versioned write relies on it: the sequence raise under its advisory lock is
-    # committed with the upsert (PostgreSQL runs a multi-statement simple query as one
-    # implicit transaction; psycopg's client-side cursor sends it as one).
-    require("postgresql")
-    from psycopg import AsyncClientCursor
-
-    async def main() -> list[Any]:
-        conn = await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True)
-        async with conn:
-            cur = AsyncClientCursor(conn)
-            await cur.execute("SELECT txid_current() + %s; SELECT txid_current()", (0,))
-            first = await cur.fetchall()
-            assert cur.nextset()
-            return [first, await cur.fetchall()]
-
-    a, b = asyncio.run(main())
-    assert a == b

@@ -73,6 +73,7 @@ def test_cached_keeps_the_functions_types_for_mypy(tmp_path: Path,
         "    return Price()\n"
         "reveal_type(price('a'))\n"
         "reveal_type(price.invalidate)\n"
+        "reveal_type(price.__name__)\n"
         "price(1)\n"
         "class Shop:\n"
         "    @cache.cached(key=lambda self, sku: sku)\n"
@@ -89,6 +90,7 @@ def test_cached_keeps_the_functions_types_for_mypy(tmp_path: Path,
     assert lines == [
         'note: Revealed type is "typed_use.Price"',
         'note: Revealed type is "def (sku: str, region: str =)"',
+        'note: Revealed type is "str"',
         'error: Argument 1 to "__call__" of "Cached" has incompatible type "int"; '
         'expected "str"  [arg-type]',
         'note: Revealed type is "int"',

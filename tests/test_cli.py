@@ -336,3 +336,14 @@ def test_journal_replay_with_a_backend_drops_its_stale_copies(
     with cw.Cache(store=cw.SQLiteStore(str(db)), backend=stale) as cache:
         assert cache.get("k") == {"n": 1}
         assert cache.get("hits") == 3
+
+
+def test_check_of_a_mistyped_sqlite_path_fails_and_creates_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``cacheway check`` opened the mistyped path as a new, empty database and exited 0
+    ("nothing to compare"), leaving the empty file behind."""
+    missing = tmp_path / "typo.db"
+    code = main(["check", "--store", f"sqlite:///{missing}", "--backend", "memory://"])
+    assert code == 2
+    assert "no SQLite database" in capsys.readouterr().err
+    assert not missing.exists()

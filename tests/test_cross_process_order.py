@@ -16,34 +16,15 @@ import pytest
 
 import cacheway as cw
 from cacheway.check import check
-from services import MARIADB_URL, POSTGRES_DSN, REDIS_URL, require, unique
+from services import REDIS_URL, require, unique
+from shared_stores import SHARED_STORES
 
 pytestmark = pytest.mark.services
 
 
-def _sqlite(tmp_path: Path) -> Callable[[], Any]:
-    path = tmp_path / "a.db"
-    return lambda: cw.SQLiteStore(path)
-
-
-def _postgres(tmp_path: Path) -> Callable[[], Any]:
-    require("postgresql")
-    table = unique("cwx")
-    return lambda: cw.PostgresStore(POSTGRES_DSN, table=table)
-
-
-def _mariadb(tmp_path: Path) -> Callable[[], Any]:
-    require("mariadb")
-    table = unique("cwx")
-    return lambda: cw.SQLAlchemyStore(MARIADB_URL, table=table)
-
-
-STORES = {"sqlite": _sqlite, "postgres": _postgres, "mariadb": _mariadb}
-
-
-@pytest.fixture(params=list(STORES))
+@pytest.fixture(params=list(SHARED_STORES))
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
-    return STORES[request.param](tmp_path)
+    return SHARED_STORES[request.param](tmp_path)
 
 
 @pytest.fixture(params=["redis", "two-level"])

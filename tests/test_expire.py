@@ -391,12 +391,3 @@ def test_expire_uses_the_wall_clock_of_the_writer(sqlite_store: Any, autoclose: 
     assert row.expires_at is not None
     assert before + 100 <= row.expires_at <= after + 100
 
-
-def test_expire_is_refused_on_the_distributed_queue_for_now(sqlite_store: Any,
-                                                            redis_url: str,
-                                                            autoclose: Any) -> None:
-    cache = autoclose(cw.Cache(store=sqlite_store))
-    queued = cw.WriteBack(queue=redis_url, queue_name=unique("q"))
-    with pytest.raises(cw.ConfigError, match="queue"):
-        cache.namespace("s", policy=queued, expire=60)
-    assert "s" not in cache.namespaces()

@@ -4,9 +4,14 @@ parent's dirty entries twice."""
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
+import shutil
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,15 +21,36 @@ import cacheway as cw
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
-def _wait(pid: int) -> int:
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+# A child stuck in a fork hook (before its own faulthandler is armed) prints its stacks
+# on SIGUSR1: the handler is the parent's, inherited.
+if hasattr(signal, "SIGUSR1"):
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
+def _wait(pid: int, timeout: float = 120.0) -> int:
+    """The child's exit code; a child still running after ``timeout`` seconds prints
+    its stacks and is killed (-SIGKILL)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGUSR1)
+            time.sleep(1.0)
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
 
 
 def _in_child(work: object) -> int:
     pid = os.fork()
     if pid == 0:  # the child: report through the exit code only
         code = 1
+        # A child stuck for good prints where it is stuck (its stderr is the test's) and
+        # ends: the test fails with the child's stacks instead of waiting for its timeout.
+        faulthandler.dump_traceback_later(120, exit=True)
         try:
             work()  # type: ignore[operator]
             code = 0
@@ -107,8 +133,6 @@ def test_guarantee8_a_multiprocessing_child_flushes_at_exit(tmp_path: Path) -> N
 
 def test_guarantee8_a_forked_child_journals_its_own_writes_and_they_survive_kill_9(
         tmp_path: Path) -> None:
-    import signal
-
     store = cw.SQLiteStore(tmp_path / "a.db")
     wal = tmp_path / "app.wal"
     cache = cw.Cache(store=store, policy=cw.WriteBack(
@@ -140,3 +164,78 @@ def test_guarantee8_a_forked_child_journals_its_own_writes_and_they_survive_kill
     finally:
         os.close(ready_r)
         os.close(ready_w)
+
+
+def test_guarantee8_a_journal_that_cannot_follow_the_fork_leaves_the_rest_working(
+        tmp_path: Path) -> None:
+    """The child's journal of a write-back namespace cannot be made (its directory is
+    gone): that namespace's writes may fail in the child, but every other namespace and
+    every other cache must go on. The hook that raised used to stop there, leaving the
+    next engines' table locks held from the parent's before-fork hook: the child hung."""
+    (tmp_path / "j").mkdir()
+    (tmp_path / "k").mkdir()
+    broken = cw.Cache(store=cw.SQLiteStore(tmp_path / "a.db"),
+                      policy=cw.WriteBack(journal=tmp_path / "j" / "app.wal"))
+    # A write-back engine after the broken one (its journal elsewhere follows the fork).
+    after = broken.namespace("after", policy=cw.WriteBack(
+        max_delay=0.05, journal=tmp_path / "k" / "other.wal"))
+    other = cw.Cache(store=cw.SQLiteStore(tmp_path / "b.db"),
+                     policy=cw.WriteBack(max_delay=0.05))
+    try:
+        shutil.rmtree(tmp_path / "j")
+
+        def work() -> None:
+            after.set("x", 1)
+            after.flush(timeout=10)
+            other.incr("n")
+            other.flush(timeout=10)
+
+        assert _wait(_in_child(work)) == 0
+        assert cw.SQLiteStore(tmp_path / "b.db").load("n") == 1
+        with cw.Cache(store=cw.SQLiteStore(tmp_path / "a.db")) as check:
+            assert check.namespace("after").get("x") == 1
+    finally:
+        other.close()
+        broken.close(timeout=0)
+
+
+def test_guarantee8_a_fork_while_threads_use_sqlite_never_hangs_the_child(
+        tmp_path: Path) -> None:
+    """A fork copies the memory of every thread and runs only the forking one: a mutex
+    the flusher or a reader held inside SQLite at that moment (its allocator's, its
+    file locks') stayed held in the child, whose first SQLite call (the store's
+    reconnect in the fork hook, or its flusher's BEGIN) waited forever: 2 children of
+    100 hung in the hook and 33 more could never flush (a CI run timed out on the first
+    test of this file). The stores' fork gate lets a fork wait for the calls under way."""
+    store = cw.SQLiteStore(tmp_path / "a.db")
+    cache = cw.Cache(store=store, policy=cw.WriteBack(max_delay=0.0005))
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            cache.set(f"k{i % 50}", "x" * 100)
+            i += 1
+
+    def read() -> None:
+        while not stop.is_set():
+            store.load_many([f"k{i}" for i in range(10)])
+
+    threads = [threading.Thread(target=t, daemon=True) for t in (write, write, read)]
+    for thread in threads:
+        thread.start()
+    try:
+        codes = []
+        for n in range(60):
+            def work(n: int = n) -> None:
+                cache.set("c", n)
+                cache.flush(timeout=20)
+            codes.append(_wait(_in_child(work), timeout=60))
+        assert codes == [0] * 60, "children that hung (-9) or failed (1) after the fork"
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert store.load("c") == 59
+    finally:
+        stop.set()
+        cache.close()

@@ -4,6 +4,7 @@ the parent's connections (PostgreSQL, MariaDB, SQLite) and keeps its L1 fresh.""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -132,3 +133,57 @@ def test_guarantee8_a_forked_childs_l1_is_kept_fresh(tmp_path: Any) -> None:
         other.close()
         backend.close()
         backend.l2.clear()
+
+
+def test_a_forked_child_opens_its_postgres_pool_at_its_first_call_not_in_the_fork() -> None:
+    """A fork hook runs while the child has only the forking thread and whatever locks
+    the parent's threads held: it must do no I/O. The child's pool of a PostgresStore
+    opened at once in the hook (a connection and the setup DDL, for every store the
+    process ever built, used in the child or not); it now opens at the child's first
+    call."""
+    require("postgresql")
+    name = unique("cwlazy")
+    import psycopg
+
+    sep = "&" if "?" in POSTGRES_DSN else "?"
+    store = cw.PostgresStore(f"{POSTGRES_DSN}{sep}application_name={name}", table=name,
+                             min_size=1, max_size=2)
+    seen = psycopg.connect(POSTGRES_DSN, autocommit=True)  # the test's own view
+    read_r, read_w = os.pipe()
+    go_r, go_w = os.pipe()
+    child: list[int] = []
+
+    def connections() -> int:
+        row = seen.execute("SELECT count(*) FROM pg_stat_activity "
+                           "WHERE application_name = %s", (name,)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    try:
+        store.save_many({"k": 1})
+        before = connections()
+
+        def work() -> None:
+            os.write(read_w, b"1")  # forked, no call made yet
+            assert os.read(go_r, 1) == b"1"
+            assert store.load("k") == 1
+            os.write(read_w, b"2")
+            assert os.read(go_r, 1) == b"2"
+
+        child.append(_in_child(work))
+        assert os.read(read_r, 1) == b"1"
+        time.sleep(0.3)
+        assert connections() == before, "the fork hook connected to PostgreSQL"
+        os.write(go_w, b"1")
+        assert os.read(read_r, 1) == b"2"
+        assert connections() > before, "the child's first call opened no pool of its own"
+        os.write(go_w, b"2")
+        assert _wait(child.pop()) == 0
+    finally:
+        for pid in child:  # a failed check left the child waiting on its pipe
+            os.kill(pid, signal.SIGKILL)
+            _wait(pid)
+        for fd in (read_r, read_w, go_r, go_w):
+            os.close(fd)
+        store.close()
+        seen.close()

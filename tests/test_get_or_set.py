@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import cacheway as cw
-from cacheway import memoize
+from cacheway import _single_flight
 from cacheway._single_flight import MISSING, SingleFlight
 from conftest import wait_until
 
@@ -115,7 +115,7 @@ def test_get_or_set_calls_default_once_per_stampede(
 
     results: list[Any] = []
     run_stampede(n, lambda: results.append(cache.get_or_set("k", slow)),
-                 memoize._FLIGHTS.waiting, release)
+                 _single_flight._FLIGHTS.waiting, release)
     assert len(calls) == 1
     assert results == [{"answer": 42}] * n
     assert cache.get("k") == {"answer": 42}
@@ -143,7 +143,7 @@ def test_get_or_set_raises_the_defaults_error_in_every_waiter_and_writes_nothing
         except Boom as exc:
             errors.append(exc)
 
-    run_stampede(n, call, memoize._FLIGHTS.waiting, release)
+    run_stampede(n, call, _single_flight._FLIGHTS.waiting, release)
     assert len(calls) == 1
     assert len(errors) == n
     assert cache.get("k", "absent") == "absent"

@@ -670,3 +670,43 @@ def test_row_mode_takes_a_journal_replay_of_bytes_only(postgres_dsn: str, users:
                        columns=["name", "email"]) as s:
         s.apply([Op("", "u9", SET, b'{"name": "Rae", "email": "r@x"}', 0, NOTSET)])
         assert s.load("u9") == {"name": "Rae", "email": "r@x"}
+
+
+@pytest.mark.parametrize("policy", [cw.WriteBack, cw.WriteThrough, cw.WriteAround])
+def test_what_a_jsonb_table_cannot_keep_is_refused_at_set_under_every_policy(
+        postgres_dsn: str, table: str, policy: Any) -> None:
+    """Guarantee 7. Regression: under write-back, set() took a value with a NUL character
+    (or msgpack bytes from a cache serializer the jsonb table cannot hold), the flush
+    failed and the acknowledged write was dropped."""
+    store = PostgresStore(postgres_dsn, table=table)
+    with cw.Cache(store=store, policy=policy()) as cache, \
+            cw.Cache(store=store, policy=policy(),
+                     serializer=cw.MsgpackSerializer()) as packed:
+        cache.set("k", "kept")
+        with pytest.raises(cw.InvalidWriteError, match="NUL"):
+            cache.set("k", "a\x00b")
+        with pytest.raises(cw.InvalidWriteError, match="NUL"):
+            cache.set_many({"j": 1, "k": {"x\x00": 1}})
+        with pytest.raises(cw.InvalidWriteError, match="msgpack"):
+            packed.set("m", 1)
+        cache.set("t", "a\\u0000b")  # the text "\u0000" is no NUL: kept
+        cache.flush()
+        assert cache.get("k") == "kept"
+        assert cache.get("j") is None
+    assert store.load_many(["k", "j", "t", "m"]) == {"k": "kept", "t": "a\\u0000b"}
+
+
+def test_row_mode_refuses_a_row_leaving_a_not_null_column_empty_at_set(
+        postgres_dsn: str, users: str, sql: Callable[..., Any]) -> None:
+    # Guarantee 7 under write-back: the flush would have dead-lettered it.
+    sql(f'ALTER TABLE "{users}" ALTER COLUMN email SET NOT NULL')
+    store = PostgresStore(postgres_dsn, table=users, key_column="id", columns=["name", "email"],
+                          version_column="version")
+    with cw.Cache(store=store, policy=cw.WriteBack()) as cache:
+        with pytest.raises(cw.InvalidWriteError, match="email"):
+            cache.set("u1", {"name": "Ann"})
+        cache.set("u2", {"name": "Bob", "email": "b@x"})
+        cache.flush()
+        assert cache.stats().dead_letters == 0
+    assert sql(f'SELECT id, email FROM "{users}"') == [("u2", "b@x")]
+    store.close()

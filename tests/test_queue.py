@@ -12,7 +12,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,9 @@ from cacheway.backends.base import MISS
 from cacheway.backends.redis import RedisBackend
 from cacheway.queue import Consumer, Names
 from cacheway.queue.layout import GROUP
-from services import REDIS_URL, unique
+from services import REDIS_URL
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
-
-
-@pytest.fixture
-def qname(raw: Any) -> Iterator[str]:
-    """A queue name no other test uses; its Redis keys are removed afterwards."""
-    name = unique("q").replace(":", "_").replace("-", "_")
-    yield name
-    keys = list(raw.scan_iter(match="{" + name + "*", count=1000))
-    if keys:
-        raw.unlink(*keys)
 
 
 def _cache(db: str, qname: str, *, backend: Any = None, in_process: bool = True,

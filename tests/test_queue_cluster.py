@@ -265,3 +265,39 @@ def test_a_copy_on_another_redis_is_not_overwritten_by_an_older_write(
         store.close()
         second.close(timeout=0)
         first.close(timeout=0)
+
+
+def test_expire_on_a_cluster_the_queue_copy_ends_by_the_stamp(
+        cluster: RedisCluster, client: Any, tmp_path: Path) -> None:
+    """expire= with the queue's own copies: the copy lives until the write's stamp at
+    most, a fill from it lives no longer than the copy, the store's row is stamped."""
+    db = str(tmp_path / "s.db")
+    qname = _qname()
+    names = Names(qname, 8)
+    memory = cw.MemoryBackend()
+    writer = _cache(cluster.url, db, qname)
+    other = cw.Cache(store=cw.SQLiteStore(db), backend=memory, policy=cw.WriteBack(
+        queue=cluster.url, queue_name=qname, partitions=8, flush_in_process=False))
+    store = cw.SQLiteStore(db)
+    try:
+        s = writer.namespace("s", expire=100)
+        t0 = time.time()
+        s.set("k", "v")
+        t1 = time.time()
+        copy = names.copy(names.partition("s", "k"), "s", "k")
+        assert 0 < client.pttl(copy) <= 100_000  # pinned until the stamp, not for good
+        # A copy with 5 s left (as its data would have): a fill from it lives as long.
+        client.pexpire(copy, 5000)
+        o = other.namespace("s", expire=100)
+        assert o.get("k") == "v"
+        meta = memory.get_meta("s:k")
+        assert meta[0] == "v"
+        assert 0 < meta[1] <= 5
+        _drain(client, qname, store)
+        row = store.fetch("s", ["k"])["k"]
+        assert row.expires_at is not None
+        assert t0 + 100 <= row.expires_at <= t1 + 100
+    finally:
+        store.close()
+        other.close(timeout=0)
+        writer.close(timeout=0)

@@ -26,7 +26,7 @@ import cacheway as cw
 from cacheway.backends.redis import RedisBackend
 from queue_servers import RedisServer, need_redis_server
 from queue_trials import Draining, check, expect, process_kill_trial, start_child, wait_ready
-from services import REDIS_URL, unique
+from services import REDIS_URL
 
 
 @pytest.fixture
@@ -79,15 +79,6 @@ def test_guarantee2_queue_redis_kill_9_loses_no_acknowledged_write(
 def test_guarantee2_queue_redis_kill_9_trials(own_redis: RedisServer, tmp_path: Path,
                                               seed: int) -> None:
     _redis_kill_trial(own_redis, tmp_path, seed)
-
-
-@pytest.fixture
-def qname(raw: Any) -> Iterator[str]:
-    name = unique("qk").replace(":", "_").replace("-", "_")
-    yield name
-    keys = list(raw.scan_iter(match="{" + name + "*", count=1000))
-    if keys:
-        raw.unlink(*keys)
 
 
 def _process_kill_trial(raw: Any, qname: str, prefix: str, tmp_path: Path, seed: int,

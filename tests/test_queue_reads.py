@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,7 @@ import pytest
 import cacheway as cw
 from cacheway.backends.redis import RedisBackend
 from cacheway.queue import Consumer, Names
-from services import REDIS_URL, unique
-
-
-@pytest.fixture
-def qname(raw: Any) -> Iterator[str]:
-    name = unique("qr").replace(":", "_").replace("-", "_")
-    yield name
-    keys = list(raw.scan_iter(match="{" + name + "*", count=1000))
-    if keys:
-        raw.unlink(*keys)
+from services import REDIS_URL
 
 
 def _cache(db: str, qname: str, prefix: str | None) -> cw.Cache:

@@ -9,26 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import cacheway as cw
 from cacheway.queue import Consumer, Names, PartitionStatus, queue_status
-from services import REDIS_URL, unique
+from services import REDIS_URL
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
-
-
-@pytest.fixture
-def qname(raw: Any) -> Iterator[str]:
-    name = unique("qs").replace(":", "_").replace("-", "_")
-    yield name
-    keys = list(raw.scan_iter(match="{" + name + "*", count=1000))
-    if keys:
-        raw.unlink(*keys)
 
 
 def _cache(db: str, qname: str) -> cw.Cache:

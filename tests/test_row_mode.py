@@ -508,3 +508,23 @@ def test_write_back_journal_replays_into_rows(env: Env, tmp_path: Any, autoclose
     marks = env.sql(f"SELECT count(*) FROM {users}_cw_meta WHERE name LIKE ?",
                    ("journal:%",))
     assert marks == [(1,)], "the replay recorded its journal mark with the batch"
+
+
+@pytest.mark.parametrize("policy", [cw.WriteBack, cw.WriteThrough])
+def test_a_row_leaving_a_not_null_column_empty_is_refused_at_set(env: Env, policy: Any) -> None:
+    """Guarantee 7. Regression: under write-back, set() took a dict leaving out a NOT NULL
+    column (it becomes NULL), the flush dead-lettered the row and flush() returned."""
+    users = env.users(extra=", nick TEXT NOT NULL DEFAULT 'x'")
+    s = env.store(users, key_column="id", columns=["name", "nick"])
+    with cw.Cache(store=s, policy=policy()) as cache:
+        cache.set("u1", {"name": "Ann", "nick": "a"})
+        for bad in ({"name": "Bob"}, {"name": "Bob", "nick": None}):
+            with pytest.raises(cw.InvalidWriteError, match="nick"):
+                cache.set("u1", bad)
+        cache.flush()
+        assert cache.stats().dead_letters == 0
+        assert cache.get("u1") == {"name": "Ann", "nick": "a"}
+    s.save_many({"u1": {"name": "Ann2"}})  # the store's partial update keeps nick
+    assert s.load("u1") == {"name": "Ann2", "nick": "a"}
+    with pytest.raises(cw.InvalidWriteError, match="nick"):
+        s.save_many({"u1": {"nick": None}})

@@ -26,6 +26,7 @@ from .errors import (
     InvalidWriteError,
     JournalError,
     SerializationError,
+    StaleMarkError,
     StoreError,
 )
 from .policies import Policy, Retry, WriteAround, WriteBack, WriteThrough
@@ -67,6 +68,7 @@ __all__ = [
     "SQLiteStore",
     "SerializationError",
     "Serializer",
+    "StaleMarkError",
     "Stats",
     "StoreError",
     "TwoLevelBackend",

@@ -53,6 +53,15 @@ class Batcher:
         self._width = width
         self._running = 0  # threads draining the queue
 
+    def after_fork_in_child(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        """In a forked child: the threads that drained the queue and the calls queued at
+        the fork were the parent's (their futures are the parent loop's); start afresh
+        on ``pool`` with a lock of its own (another thread may have held this one)."""
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._queue = deque()
+        self._running = 0
+
     def submit(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any],
                args: tuple[Any, ...]) -> asyncio.Future[Any]:
         """Queue ``fn(*args)``; the future completes on ``loop`` with its outcome."""
@@ -64,14 +73,14 @@ class Batcher:
                 self._running += 1
         if start:
             try:
-                self._pool.submit(self._drain, loop)
+                self._pool.submit(self._drain)
             except RuntimeError:  # the pool is shut down (the cache closed)
                 with self._lock:
                     self._running -= 1
                 raise
         return future
 
-    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _drain(self) -> None:
         one = self._width > 1
         while True:
             with self._lock:
@@ -89,6 +98,12 @@ class Batcher:
                     done.append((future, fn(*args), None))
                 except Exception as exc:  # noqa: BLE001 - handed to the caller's task
                     done.append((future, None, exc))
-            # A closed loop raises RuntimeError: nobody waits for these results any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, done)
+            # Each result goes to its caller's loop: a thread started for one loop's calls
+            # may take the next loop's (one asyncio.run per request). A closed loop
+            # raises RuntimeError: nobody waits for those results any more.
+            by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
+            for item in done:
+                by_loop.setdefault(item[0].get_loop(), []).append(item)
+            for loop, items in by_loop.items():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_resolve, items)

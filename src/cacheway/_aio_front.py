@@ -7,6 +7,7 @@ hit on a plain MemoryBackend, answered on the loop (see :mod:`cacheway.aio`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import inspect
 import time
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from ._aio_batch import Batcher
 from ._aio_memo import CachedFunction, memoize
 from .backends.base import MISS
+from .core.keys import check_keys, check_mapping
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -42,6 +44,21 @@ class AsyncFront:
     _setting: dict[str, asyncio.Future[Any]] | None = None  # get_or_set loads, by key
     _batch: Batcher | None = None  # set/delete/invalidate when they never wait for I/O
     _writes: LoopWrites | None = None  # write-through sets on the loop (cacheway._aio_write)
+    _lock: asyncio.Lock | None = None  # opening, on the loop that first needs it
+
+    def renew_after_fork(self, pool: concurrent.futures.ThreadPoolExecutor,
+                         loop_writes: list[LoopWrites]) -> None:
+        """In a forked child (see ``AsyncCache.after_fork_in_child``): reads, loads and
+        the lock held at the fork were the parent loop's, the queued writes run on
+        ``pool``, the child's worker threads, and writes on the loop only where their
+        store path renewed itself (``loop_writes``; else the thread path)."""
+        if self._writes is not None and self._writes not in loop_writes:
+            self._writes = None
+        self._reads = {}
+        self._setting = None
+        self._lock = None
+        if self._batch is not None:
+            self._batch.after_fork_in_child(pool)
 
     async def _front(self) -> Cache | Namespace[Any]:
         raise NotImplementedError
@@ -103,10 +120,12 @@ class AsyncFront:
             self._forget(keys)
 
     async def get_or_set(self, key: str, default: Any, ttl: float | None = None) -> Any:
-        """The value under ``key``; on a miss ``default`` (``default()`` when callable,
-        awaited when that returns an awaitable: ``async def`` loaders work), called once
-        per stampede of tasks (they share its result or exception), written by the
-        policy as ``set(key, value, ttl)`` and returned (see ``Cache.get_or_set``)."""
+        """The value under ``key``; on a miss ``default`` (``default()`` when callable:
+        an ``async def`` loader is awaited on the loop, a plain function runs in a
+        worker thread so a slow one never blocks the loop, and an awaitable it returns
+        is awaited), called once per stampede of tasks (they share its result or
+        exception), written by the policy as ``set(key, value, ttl)`` and returned (see
+        ``Cache.get_or_set``)."""
         value = await self.get(key, UNSET)
         if value is not UNSET:
             return value
@@ -124,7 +143,12 @@ class AsyncFront:
         value = await self.get(key, UNSET)  # another task may have set it meanwhile
         if value is not UNSET:
             return value
-        value = default() if callable(default) else default
+        if not callable(default):
+            value = default
+        elif _is_async(default):
+            value = default()
+        else:  # a plain function may block (a query, a computation): off the loop
+            value = await self._call(default)
         if inspect.isawaitable(value):
             value = await value
         await self.set(key, value, ttl)
@@ -133,7 +157,7 @@ class AsyncFront:
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Values of ``keys`` that exist (cache first, one store load for the rest)."""
         front = self._sync or await self._front()
-        ks = list(keys)
+        ks = list(check_keys(keys))
         writes = self._writes
         if writes is not None and (self._peek is not None or self._remote is not None):
             found = await writes.get_many(ks)  # one MGET on the loop (cacheway._aio_write)
@@ -157,7 +181,7 @@ class AsyncFront:
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         """``set`` for each item (write-through/around: one store transaction)."""
         front = self._sync or await self._front()
-        items = dict(mapping)
+        items = dict(check_mapping(mapping))
         writes = self._writes
         if writes is None:
             await self._write(list(items), front.set_many, items, ttl)
@@ -180,7 +204,7 @@ class AsyncFront:
     async def delete_many(self, keys: Iterable[str]) -> None:
         """``delete`` for each key."""
         front = self._sync or await self._front()
-        ks = list(keys)
+        ks = list(check_keys(keys))
         writes = self._writes
         if writes is None or not writes.deletes:
             await self._write(ks, front.delete_many, ks)
@@ -208,7 +232,7 @@ class AsyncFront:
     async def invalidate_many(self, keys: Iterable[str]) -> None:
         """``invalidate`` for each key, in one backend call."""
         front = self._sync or await self._front()
-        ks = list(keys)
+        ks = list(check_keys(keys))
         await self._write(ks, front.invalidate_many, ks)
 
     async def flush(self, timeout: float | None = None) -> None:
@@ -265,3 +289,13 @@ def _landed(reads: dict[str, asyncio.Future[Any]], key: str, flight: asyncio.Fut
         del reads[key]
     if not flight.cancelled():
         flight.exception()  # seen: no "never retrieved" warning when every reader left
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` starts a coroutine (an ``async def`` function, method,
+    callable object or ``functools.partial`` of one)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from .core.keys import check_ttl
-from .errors import ConfigError, InvalidKeyError
-from .memoize import CallKey, namespace_for
+from .errors import ConfigError, InvalidKeyError, SerializationError
+from .memoize import CallKey, namespace_for, refused_result
 
 if TYPE_CHECKING:
     from .aio import AsyncNamespace
@@ -36,6 +36,10 @@ _MISS: Any = object()
 class CachedFunction(Protocol[P, R_co]):
     """What ``@acache.cached(...)`` returns: the function, awaitable as before, plus
     ``invalidate``."""
+
+    __name__: str  # the function's (functools.wraps), as __qualname__ and __module__
+    __qualname__: str
+    __module__: str
 
     @property
     def __wrapped__(self) -> Callable[P, Awaitable[R_co]]: ...
@@ -122,7 +126,10 @@ def memoize(
                     result = cast(R, entry["v"])
                 else:
                     result = await fn(*args, **kwargs)
-                    await ns.set(k, {"v": result, "at": clock()}, ttl)
+                    try:
+                        await ns.set(k, {"v": result, "at": clock()}, ttl)
+                    except SerializationError as exc:
+                        raise refused_result(fn.__qualname__, exc) from None
             except asyncio.CancelledError:
                 flight.set_exception(_Abandoned())
                 raise

@@ -1,24 +1,30 @@
 """The async store path: a store's own asyncio driver, used by an AsyncCache on the loop.
 
 A store that can load and write on asyncio declares it with a public method
-``async_path()`` returning an :class:`AsyncStorePath` (read once, when the AsyncCache
-opens: capabilities are declared, never probed per call). The AsyncCache then runs the
-ops the path ``takes`` on the event loop, without a hop to a worker thread; anything
-else (a kind of op the path does not take, a store without the capability) goes
-through the thread front as before.
+``async_path()`` returning an :class:`AsyncStorePath`, or None when the store's
+configuration has none (read once per store, when the AsyncCache opens: capabilities
+are declared, never probed per call). The AsyncCache then runs the ops the path
+``takes`` on the event loop, without a hop to a worker thread; anything else (a kind
+of op the path does not take, a store without the capability) goes through the thread
+front as before. The AsyncCache closes the paths it used when it closes.
 
-:class:`cacheway.stores.postgres.aio.AsyncPostgresStore` declares one (psycopg's
-``AsyncConnectionPool``).
+:class:`cacheway.PostgresStore` declares one (psycopg's ``AsyncConnectionPool``, a new
+path and pool per AsyncCache), as does its subclass
+:class:`cacheway.stores.postgres.aio.AsyncPostgresStore` (one path per store), and
+:class:`cacheway.SQLAlchemyStore` on MariaDB/MySQL (SQLAlchemy's async engine over
+asyncmy, :mod:`cacheway.stores.sqlalchemy.aio`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from .stores.base import Applied, Loaded, Op
 
-__all__ = ["AsyncStore", "AsyncStorePath", "async_path_of"]
+__all__ = ["AsyncStore", "AsyncStorePath", "ForkAwarePath", "SharedPath", "async_path_of",
+           "close_with_loop", "stop_closing"]
 
 
 @runtime_checkable
@@ -45,10 +51,31 @@ class AsyncStorePath(Protocol):
 
 
 @runtime_checkable
+class ForkAwarePath(Protocol):
+    """A path that goes on in a process forked from the one that used it: in the child,
+    ``after_fork_in_child()`` drops (never closes: they are the parent's) the pool and
+    connections it inherited, and builds its own on the child's loop. An AsyncCache in a
+    forked child runs the ops of a path without it through the thread front (the sync
+    store reopens its connections in the child) and leaves the path alone."""
+
+    def after_fork_in_child(self) -> None: ...
+
+
+@runtime_checkable
+class SharedPath(Protocol):
+    """A path one store gives every AsyncCache over it (``AsyncPostgresStore``'s): each
+    AsyncCache calls ``attach()`` when it starts using it, and its ``aclose()`` closes
+    what the path opened only when the last one attached closes (the path stays usable
+    for the next AsyncCache)."""
+
+    def attach(self) -> None: ...
+
+
+@runtime_checkable
 class AsyncStore(Protocol):
     """The capability: a store that offers an :class:`AsyncStorePath`."""
 
-    def async_path(self) -> AsyncStorePath: ...
+    def async_path(self) -> AsyncStorePath | None: ...
 
 
 def async_path_of(store: object) -> AsyncStorePath | None:
@@ -56,3 +83,30 @@ def async_path_of(store: object) -> AsyncStorePath | None:
     if isinstance(store, AsyncStore):
         return store.async_path()
     return None
+
+
+def close_with_loop(close: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
+    """A task on the running loop that runs ``close()`` when the loop shuts down
+    (``asyncio.run`` cancels every task left at its end, and waits for them): a pool
+    built for one loop is closed with it, not left to the garbage collector. Cancel the
+    task (:func:`stop_closing`) once the pool was closed otherwise.
+
+    It also ends the pool's own tasks: psycopg_pool's workers catch the cancellation
+    of a connection attempt under way (``CancelledError`` is one of the errors they
+    survive) and wait for their next job, so ``asyncio.run`` waited for them forever;
+    the close hands each its stop signal."""
+    return asyncio.get_running_loop().create_task(_close_at_end(close), name=name)
+
+
+async def _close_at_end(close: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await asyncio.get_running_loop().create_future()  # until cancelled
+    except asyncio.CancelledError:
+        await close()
+        raise
+
+
+def stop_closing(task: asyncio.Task[None] | None) -> None:
+    """The pool of ``task`` (:func:`close_with_loop`) was closed: the task goes."""
+    if task is not None and not task.done():
+        task.cancel()

@@ -143,6 +143,14 @@ class LoopReader:
             self._loop = loop
         return client
 
+    def after_fork_in_child(self) -> object:
+        """In a forked child: the client is the parent's (its connections share the
+        parent's sockets): forgotten, so the child's loop builds its own. Returns the
+        inherited pool for the caller to keep referenced, never closed (see
+        ``AsyncCache.after_fork_in_child``)."""
+        pool, self._pool, self._client, self._loop = self._pool, None, None, None
+        return pool
+
     def get_for(self, engine: Engine) -> AsyncGet | None:
         """The loop's hit of ``engine``'s namespace: the value, counted, or MISS (the
         caller then takes the thread path). None when the namespace cannot take it."""

@@ -1,5 +1,5 @@
 """Write-through on the event loop: an AsyncCache over a store with an async path
-(:mod:`cacheway._aio_path`, e.g. ``AsyncPostgresStore``) and a RedisBackend or a
+(:mod:`cacheway._aio_path`, e.g. ``PostgresStore``) and a RedisBackend or a
 process-local backend (MemoryBackend) writes without a worker thread.
 
 A ``set`` does what :class:`cacheway.engine.write_through.WriteThroughEngine` does, in
@@ -79,15 +79,18 @@ class LoopWrites:
         self.loads = engine.leases is None and engine.read_options.stale_if_error is None
 
     @classmethod
-    def build(cls, engine: Engine, reader: LoopReader | None) -> LoopWrites | None:
-        """The loop writes of ``engine``, or None when its writes take the thread path."""
+    def build(cls, engine: Engine, reader: LoopReader | None,
+              path_of: Callable[[Any], AsyncStorePath | None] = async_path_of
+              ) -> LoopWrites | None:
+        """The loop writes of ``engine``, or None when its writes take the thread path.
+        ``path_of(store)``: the store's async path (the AsyncCache asks once per store)."""
         if type(engine) not in (WriteThroughEngine, WriteAroundEngine) or engine.refresher.meta:
             return None
         if type(engine) is WriteAroundEngine and not engine.backend_caps.local:
             return None  # write-around on Redis drops copies with tombstones (see deletes)
         if not engine.store_caps.versioned or engine.expiry is not None:
             return None  # (expire=: stamped writes, fills that live what is left: threads)
-        path = async_path_of(engine.store)
+        path = path_of(engine.store)
         if path is None:
             return None
         backend = engine.backend
@@ -96,6 +99,12 @@ class LoopWrites:
         if type(backend) is RedisBackend and reader is not None and reader.backend is backend:
             return cls(engine, path, RedisWrites(reader))
         return None  # a two-level backend, another shared backend: the thread path
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: the writes under way and the stripe locks at the fork were
+        the parent loop's."""
+        self._inflight = set()
+        self._locks, self._loop = {}, None
 
     def _lock(self, stripe: int) -> asyncio.Lock:
         loop = asyncio.get_running_loop()

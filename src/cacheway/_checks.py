@@ -4,7 +4,6 @@ anything: a store, a backend, and whether ``expire=`` can be kept."""
 from __future__ import annotations
 
 from .errors import ConfigError
-from .policies import Policy, WriteBack
 from .stores.base import Store, store_capabilities
 
 __all__ = ["check_backend", "check_expires", "check_store"]
@@ -23,16 +22,13 @@ def check_store(store: object) -> None:
             "runs them on its event loop), or give cw.Cache plain functions")
 
 
-def check_expires(store: Store, policy: Policy) -> None:
-    """``expire=`` needs a store that keeps expiry, and a policy that stamps writes."""
+def check_expires(store: Store) -> None:
+    """``expire=`` needs a store that keeps expiry (every policy stamps writes)."""
     if not store_capabilities(store).expires:
         raise ConfigError(
             f"expire= needs a store with an expiry column (the key/value tables of "
             f"SQLiteStore, PostgresStore, SQLAlchemyStore); {store!r} has none (row mode "
             "and CallbackStore keep no expiry): use ttl= for the cached copy only")
-    if isinstance(policy, WriteBack) and policy.queue is not None:
-        raise ConfigError("expire= is not supported with the distributed write-behind "
-                          "queue (WriteBack(queue=...)) yet: use a local write-back")
 
 
 def check_backend(backend: object) -> None:

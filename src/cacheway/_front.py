@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import memoize
+from ._single_flight import get_or_set
 from .engine.read import Engine
 from .errors import ConfigError
 from .typed import Codec
@@ -94,7 +95,7 @@ class Front(Generic[V]):
         """The value under ``key``; on a miss ``default`` (``default()`` when callable,
         called once per stampede: concurrent misses share its result or exception),
         written by the policy as ``set(key, value, ttl)`` and returned."""
-        return memoize.get_or_set(self, key, default, ttl)
+        return get_or_set(self, key, default, ttl)
 
     def cached(
         self, ttl: float | None = None, *, key: Callable[..., str] | None = None,

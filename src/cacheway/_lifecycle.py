@@ -3,6 +3,7 @@ hooks ``os.register_at_fork`` runs, and the exit hook of multiprocessing's child
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from .cache import Cache
 
 __all__ = ["OPEN"]
+
+log = logging.getLogger("cacheway")
 
 # Strong references: a cache dropped without close() still has dirty writes that its
 # flusher thread holds, and the atexit hook must be able to reach them.
@@ -72,7 +75,14 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     reopen_in_child()  # stores first: the flushers restarted below write to them at once
     for cache in _FORKING:
-        cache.after_fork_in_child()
+        # Every cache, whatever another raised: each engine holds its table lock from
+        # _before_fork until its own after_fork_in_child releases it (a journal that
+        # cannot follow the fork left the next caches locked: the child hung).
+        try:
+            cache.after_fork_in_child()
+        except Exception as exc:  # noqa: BLE001 - a hook cannot raise to anyone
+            log.error("cacheway: %r after the fork: %r (its writes in this process raise)",
+                      cache, exc)
     _FORKING.clear()
 
 

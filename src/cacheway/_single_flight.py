@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MISSING", "SingleFlight"]
+from .core.keys import check_key
+
+if TYPE_CHECKING:
+    from ._front import Front
+
+__all__ = ["MISSING", "SingleFlight", "get_or_set"]
 
 #: What a lookup returns for an absent value.
 MISSING: Any = object()
@@ -93,3 +98,24 @@ class SingleFlight:
                     del self._calls[key]
                 call.event.set()
             return call.value
+
+
+def get_or_set(front: Front[Any], key: str, default: Any, ttl: float | None = None) -> Any:
+    """See :meth:`cacheway.Cache.get_or_set`."""
+    if key.__class__ is not str:
+        check_key(key)  # InvalidKeyError at the call (an unhashable key too)
+    flight_key = (front, key)
+    seen = _FLIGHTS.epoch(flight_key)  # before the lookup (see SingleFlight)
+    value = front.get(key, MISSING)
+    if value is not MISSING:
+        return value
+
+    def compute() -> Any:
+        result = default() if callable(default) else default
+        front.set(key, result, ttl)
+        return result
+
+    return _FLIGHTS.run(flight_key, seen, lambda: front.get(key, MISSING), compute)
+
+
+_FLIGHTS = SingleFlight()  # get_or_set's, keyed by (view, key)

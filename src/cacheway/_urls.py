@@ -167,10 +167,22 @@ def store_from_url(url: str, *, table: str | None = None) -> Store:
     return store
 
 
-def _sqlite(url: str, parts: SplitResult, params: dict[str, str]) -> Store:
+def sqlite_path(url: str) -> str | None:
+    """The database file of a ``sqlite:`` store URL (``":memory:"`` for an in-memory
+    one); None for another scheme."""
+    parts = _split(url, "store")
+    if parts.scheme.lower() != "sqlite":
+        return None
+    return _sqlite_path(parts)
+
+
+def _sqlite_path(parts: SplitResult) -> str:
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    if parts.netloc == ":memory:" or path == ":memory:":
-        path = ":memory:"
+    return ":memory:" if parts.netloc == ":memory:" or path == ":memory:" else path
+
+
+def _sqlite(url: str, parts: SplitResult, params: dict[str, str]) -> Store:
+    path = _sqlite_path(parts)
     if not path:
         raise ConfigError(f"SQLite URL {url!r} has no path: use sqlite:///app.db")
     kwargs: dict[str, Any] = {}
@@ -196,9 +208,9 @@ def _sqlalchemy(url: str, parts: SplitResult, params: dict[str, str]) -> Store:
     from .stores.sqlalchemy import SQLAlchemyStore
 
     tbl = params.pop("table", "cacheway")
-    rest = "&".join(f"{k}={v}" for k, v in params.items())
-    return SQLAlchemyStore(urlunsplit((parts.scheme, parts.netloc, parts.path, rest, "")),
-                           table=tbl)
+    # The URL as given, less cacheway's option (urlunsplit would drop the empty host of
+    # sqlite+pysqlite:///rel.db and two slashes of sqlite+pysqlite:////abs.db).
+    return SQLAlchemyStore(_without(url, "table"), table=tbl)
 
 
 def backend_from_url(url: str) -> Backend:
@@ -250,10 +262,16 @@ def _redis(url: str, parts: SplitResult, params: dict[str, str]) -> Backend:
 
     _check_port(parts, url)
     prefix = params.pop("prefix", "cw:")
-    base = url.split("?", 1)[0]
-    if params:  # other options (e.g. ssl_cert_reqs) stay in the URL for redis-py
-        base = url
-    return RedisBackend(base, prefix=prefix)
+    # other options (e.g. ssl_cert_reqs) stay in the URL for redis-py
+    return RedisBackend(_without(url, "prefix"), prefix=prefix)
+
+
+def _without(url: str, option: str) -> str:
+    """``url`` without the query option ``option`` (cacheway's), the others as given."""
+    base, _, query = url.partition("?")
+    query = query.split("#", 1)[0]
+    kept = [p for p in query.split("&") if p and p.split("=", 1)[0] != option]
+    return base + ("?" + "&".join(kept) if kept else "")
 
 
 STORE_SCHEMES.update({"sqlite": _sqlite, "postgresql": _postgres, "postgres": _postgres})

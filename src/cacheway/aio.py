@@ -5,27 +5,13 @@ callback, a flush) runs in a worker thread of a pool the AsyncCache owns, and th
 awaits it; nothing of the kind ever runs on the event loop. The guarantees are the thread
 front's (:class:`cacheway.Cache`), which this wraps: single flight across the pool's threads
 (one store load per stampede of tasks), read-your-writes, per-key order, the journal's group
-commit across concurrent fsyncs. Not done yet (each call that needs such a store still
-costs a hop to a thread): SQLAlchemy's async engine underneath, the write-back flusher as
-an asyncio task.
+commit across concurrent fsyncs. Not done yet (each call that needs it still costs a hop
+to a thread): the write-back flusher as an asyncio task.
 
-Five things keep the hops few (measured by ``python bench/async.py``):
-
-* a hit on a plain process-local ``MemoryBackend`` is answered on the loop: reading a live
-  copy takes no lock and does no I/O, and under every policy the thread front answers a
-  live memory copy first (write-back sets or drops it under its table lock with each
-  accepted write, and no fill lands while a key is dirty). ~0.4 us instead of ~100 us;
-* a hit on a ``RedisBackend`` (or a two-level backend's Redis L2) is read on the loop with
-  ``redis.asyncio`` (:mod:`cacheway._aio_redis`); anything but a plain value, and a key
-  with a pending write-back write, takes the thread path;
-* over a store with an async path (:class:`~cacheway.stores.postgres.aio.AsyncPostgresStore`:
-  psycopg's ``AsyncConnectionPool``), write-through sets and read misses run on the loop,
-  with the Redis copies written by ``redis.asyncio`` (:mod:`cacheway._aio_write`);
-* tasks reading one key share one thread's ``get`` (writes through this front make later
-  reads start afresh, so a read never joins one that began before a write it follows);
-* write-back writes that never wait for I/O (no journal, a process-local backend) are
-  queued and run back to back by one thread, journalled ones by a lane of JOURNAL_LANE
-  threads that meet in the journal's group commit (:mod:`cacheway._aio_batch`).
+What runs on the loop instead of a worker thread (memory and Redis hits, write-through
+writes and read misses over a store's async path, tasks sharing one read, write-back
+writes queued to one thread or a journal lane: :mod:`cacheway._aio_batch`) is told in
+``docs/architecture.md`` ("On the asyncio front") and measured by ``bench/async.py``.
 
 >>> import asyncio, cacheway as cw
 >>> async def main():
@@ -43,13 +29,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import os
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ._aio_batch import Batcher
 from ._aio_front import UNSET, AsyncFront
-from ._aio_path import AsyncStorePath
+from ._aio_path import AsyncStorePath, ForkAwarePath, SharedPath, async_path_of
 from ._aio_redis import LoopReader
 from ._aio_store import AsyncCallbackStore
 from ._aio_write import LoopWrites
@@ -78,6 +66,13 @@ def _pool(max_workers: object) -> concurrent.futures.ThreadPoolExecutor:
         raise ConfigError(f"max_workers must be an int >= 1, not {max_workers!r}")
     return concurrent.futures.ThreadPoolExecutor(
         max_workers=max_workers, thread_name_prefix="cacheway-aio")
+
+
+def _in_loop() -> bool:
+    """True when this thread runs an event loop (which a journal replay would block)."""
+    with contextlib.suppress(RuntimeError):
+        return asyncio.get_running_loop() is not None
+    return False
 
 
 def _journalled(policy: Policy | None) -> bool:
@@ -145,9 +140,14 @@ class AsyncCache(AsyncFront):
     ``ttl_jitter``, ``random``), every method awaitable except ``stats()`` and
     ``namespace()``. ``max_workers`` sizes the pool of threads that run the calls.
 
-    A cache whose policy keeps a journal opens (replays the journal) in a worker thread on
-    its first awaited call or ``async with``; any other opens here. A call cancelled while
+    A cache whose policy keeps a journal, built on a running event loop, opens (replays
+    the journal) in a worker thread on its first awaited call or ``async with``; any other
+    opens here (built at import, before any loop runs, the journal is the process's that
+    built it: children forked from it get journals of their own). A call cancelled while
     it runs in its thread still takes effect, as with any thread offload.
+
+    Across ``os.fork()`` (gunicorn ``--preload``): a child that runs its own event loop
+    uses the AsyncCache it inherited; see :meth:`after_fork_in_child`.
     """
 
     def __init__(
@@ -165,7 +165,7 @@ class AsyncCache(AsyncFront):
         random: Callable[[], float] | None = None,
         max_workers: int = DEFAULT_WORKERS,
     ) -> None:
-        self._setup(_pool(max_workers), inline=early_refresh is None)
+        self._setup(max_workers, inline=early_refresh is None)
         if type(store) is CallbackStore and store.async_callbacks:
             # async def callbacks run on this cache's event loop (AsyncCallbackStore)
             store = AsyncCallbackStore(*store.callbacks, serializer=store.serializer)
@@ -174,17 +174,18 @@ class AsyncCache(AsyncFront):
             early_refresh=early_refresh, stale_if_error=stale_if_error,
             ttl_jitter=ttl_jitter, random=random)
         self._async_store(store)
-        if not _journalled(policy):
+        if not _journalled(policy) or self._loop is None:  # (no loop to block: at import)
             try:
                 self._opened(self._build())
             except BaseException:
                 self._pool.shutdown(wait=False)
                 raise
 
-    def _setup(self, pool: concurrent.futures.ThreadPoolExecutor, *, inline: bool) -> None:
+    def _setup(self, max_workers: int, *, inline: bool) -> None:
         self._owner = self
         self._closed = False
-        self._pool = pool
+        self._pool = _pool(max_workers)
+        self._workers = max_workers
         self._namespaces: dict[str, AsyncNamespace] = {}
         self._reads = {}
         self._lock: asyncio.Lock | None = None
@@ -195,7 +196,11 @@ class AsyncCache(AsyncFront):
         self._inline = inline  # early refresh decides on each hit: never inline then
         self._reader: LoopReader | None = None
         self._paths: list[AsyncStorePath] = []  # async store paths to close with the cache
+        self._store_paths: dict[int, tuple[object, AsyncStorePath | None]] = {}
         self._loop_writes: list[LoopWrites] = []  # their writes under way end before close
+        self._inherited: list[object] = []  # a parent's clients and pools, after a fork
+        self._forked = False  # in a child forked from the process that built it
+        _OPEN.add(self)
 
     @classmethod
     def from_cache(cls, cache: Cache, *, max_workers: int = DEFAULT_WORKERS) -> AsyncCache:
@@ -203,10 +208,38 @@ class AsyncCache(AsyncFront):
         built): from then on it owns the cache and closes it when it closes. Early
         refresh decides on each hit, so a cache with it is never answered inline."""
         self = cls.__new__(cls)
-        self._setup(_pool(max_workers), inline=cache.read_options.early_refresh is None)
+        self._setup(max_workers, inline=cache.read_options.early_refresh is None)
         self._async_store(cache.store)
         self._opened(cache)
         return self
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child (an ``os.register_at_fork`` hook): worker threads of its own
+        (the parent's do not exist here: a call handed to them would wait forever); calls
+        in flight at the fork stay the parent loop's. redis.asyncio clients and async
+        store pools are the parent loop's: the child builds its own and keeps these
+        referenced, never closed (that would end the parent's connections, or drop their
+        sockets from the epoll the parent's loop shares with the child). The thread front
+        renews its flushers and journal itself (``Cache``'s fork hooks)."""
+        if self._closed:
+            return
+        self._pool = _pool(self._workers)
+        self._forked = True
+        paths: list[AsyncStorePath] = []
+        for path in self._paths:
+            if isinstance(path, ForkAwarePath):
+                path.after_fork_in_child()
+                paths.append(path)
+            else:  # the parent's: kept referenced, unused, never closed
+                self._inherited.append(path)
+        self._paths = paths
+        self._loop_writes = [w for w in self._loop_writes if w.path in paths]
+        for writes in self._loop_writes:
+            writes.after_fork_in_child()
+        if self._reader is not None:
+            self._inherited.append(self._reader.after_fork_in_child())
+        for front in (self, *self._namespaces.values()):
+            front.renew_after_fork(self._pool, self._loop_writes)
 
     def _async_store(self, store: object) -> None:
         if isinstance(store, AsyncCallbackStore):
@@ -233,12 +266,23 @@ class AsyncCache(AsyncFront):
         if not isinstance(cache, Cache):
             return None
         engine = next(e for e in cache.engines() if e.namespace == name)
-        writes = LoopWrites.build(engine, self._reader)
+        writes = LoopWrites.build(engine, self._reader, self._path_of)
+        if writes is not None and self._forked and not isinstance(writes.path, ForkAwarePath):
+            return None  # the parent's (see after_fork_in_child)
         if writes is not None:
             self._loop_writes.append(writes)
             if all(p is not writes.path for p in self._paths):
-                self._paths.append(writes.path)
+                self._paths.append(writes.path)  # closed with the cache: attached
+                if isinstance(writes.path, SharedPath):
+                    writes.path.attach()
         return writes
+
+    def _path_of(self, store: object) -> AsyncStorePath | None:
+        """``store``'s async path, asked once: the namespaces over one store share it."""
+        known = self._store_paths.get(id(store))
+        if known is None:  # (the store is kept with it: its id is not reused meanwhile)
+            known = self._store_paths[id(store)] = (store, async_path_of(store))
+        return known[1]
 
     def _peek_for(self, name: str) -> Callable[[str], Any] | None:
         cache = self._sync
@@ -308,8 +352,8 @@ class AsyncCache(AsyncFront):
     ) -> AsyncNamespace:
         """An :class:`AsyncNamespace` (same options as ``Cache.namespace``, ``type=``
         included: a typed namespace answers its type). Asking again for a name without
-        options returns the same view. A journalled write-back namespace opens in a
-        worker thread on its first call."""
+        options returns the same view. A journalled write-back namespace asked for on a
+        running event loop opens in a worker thread on its first call."""
         if self._closed:
             raise ClosedError("AsyncCache is closed")
         options: dict[str, Any] = {}
@@ -337,7 +381,7 @@ class AsyncCache(AsyncFront):
             return existing
         view = AsyncNamespace(self, name, options)
         pol = policy if policy is not None else cache.policy if isinstance(cache, Cache) else None
-        if isinstance(cache, Cache) and not _journalled(pol):
+        if isinstance(cache, Cache) and (not _journalled(pol) or not _in_loop()):
             view.open_now(cache)  # raises ConfigError as Cache.namespace does
         self._namespaces[name] = view
         return view
@@ -368,6 +412,18 @@ class AsyncCache(AsyncFront):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+_OPEN: weakref.WeakSet[AsyncCache] = weakref.WeakSet()  # renewed in a forked child
+
+
+def _after_fork_in_child() -> None:
+    for acache in list(_OPEN):
+        acache.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 async def open_async(

@@ -31,7 +31,7 @@ from .core.keys import check_ttl
 from .engine.expiry import Purger, check_expire
 from .engine.read import Engine
 from .engine.write_through import WriteAroundEngine, WriteThroughEngine
-from .errors import CachewayError, ClosedError, ConfigError
+from .errors import CachewayError, ClosedError, ConfigError, StoreError
 from .policies import Policy, WriteAround, WriteBack, WriteThrough
 from .serializers import Serializer
 from .stats import Counters, Stats
@@ -170,13 +170,13 @@ class Cache(Front[Any]):
         counters = Counters()
         engine: Engine
         if expire is not None:
-            check_expires(store, policy)
+            check_expires(store)
         if isinstance(policy, WriteBack) and policy.queue is not None:
             from .queue import QueueWriteBackEngine  # distributed write-behind (Streams)
 
             engine = QueueWriteBackEngine(
                 name, store, self.backend, self.serializer, ttl, counters, policy,
-                timer=self._timer, read=self._read, codec=codec,
+                timer=self._timer, read=self._read, codec=codec, expire=expire,
             )
         elif isinstance(policy, WriteBack):
             journal = self._open_journal(name, policy, store)
@@ -204,28 +204,19 @@ class Cache(Front[Any]):
         return engine
 
     def _open_journal(self, name: str, policy: WriteBack, store: Store) -> Any:
-        if policy.journal is None:
+        path, fsync = policy.journal, policy.fsync
+        cache_policy = self.policy
+        if (path is None and name and isinstance(cache_policy, WriteBack)
+                and cache_policy.journal is not None):
+            # A journalled cache journals every write-back namespace, its own policy or not.
+            path, fsync = cache_policy.journal, cache_policy.fsync
+        if path is None:
             return None
-        from .writeback.journal import Journal
-        from .writeback.recovery import replay
+        from .writeback.recovery import open_replayed
 
-        path = os.fspath(policy.journal)
-        if name:
-            path = f"{path}.{name}"  # one journal per namespace: its records meet one store
-        journal = Journal(path, fsync=policy.fsync)
-        backend = self.backend
-
-        def invalidate(keys: list[tuple[str, str]]) -> None:
-            # The process that wrote the journal died with these writes in the shared
-            # backend but not in the store (or not stamped): whatever copy is there is stale.
-            backend.delete_many([f"{ns}:{key}" for ns, key in keys])
-
-        try:
-            replay(journal, store, batch_size=policy.batch_size,
-                   on_dead_letter=policy.on_dead_letter, invalidate=invalidate)
-        except BaseException:
-            journal.close()
-            raise
+        journal = open_replayed(os.fspath(path), fsync, store, namespace=name,
+                                cache_store=store is self.store, batch_size=policy.batch_size,
+                                on_dead_letter=policy.on_dead_letter, backend=self.backend)
         self._journals.append(journal)
         return journal
 
@@ -325,9 +316,20 @@ class Cache(Front[Any]):
         store. Raises :class:`StoreError` saying how many entries are left only when
         ``timeout`` passes first; failed attempts that a retry fixes do not raise."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        failed: list[tuple[Engine, StoreError]] = []
         for engine in list(self._engines.values()):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            engine.flush(remaining)
+            try:
+                engine.flush(remaining)
+            except StoreError as exc:  # the count must cover every namespace
+                failed.append((engine, exc))
+        if len(failed) == 1:
+            raise failed[0][1]
+        if failed:
+            left = {e.namespace or "default": e.pending() for e, _ in failed}
+            each = ", ".join(f"namespace {n!r}: {c}" for n, c in left.items())
+            raise StoreError(f"flush did not finish: {sum(left.values())} entries are still "
+                             f"dirty ({each}); first error: {failed[0][1]}") from failed[0][1]
 
     def pending(self) -> int:
         """Dirty entries (all namespaces) not yet acknowledged by the store."""
@@ -366,13 +368,19 @@ class Cache(Front[Any]):
         """In the child of a fork: each engine gets its own flusher and journal (see
         WriteBackEngine.after_fork_in_child), and the views their new hot paths."""
         self._lock = threading.Lock()
-        for engine in self.engines():
-            engine.after_fork_in_child()
+        failed: list[BaseException] = []
+        for engine in self.engines():  # every one, whatever another raised: each holds
+            try:                       # its table lock from the parent's before-fork hook
+                engine.after_fork_in_child()
+            except Exception as exc:  # noqa: BLE001 - raised below, once all are done
+                failed.append(exc)
         self._bind(self._engines[""])
         for name, view in self._namespaces.items():
             view.after_fork_in_child(self._engines[name])
         self._journals = [j for j in (getattr(e, "journal", None) for e in self.engines())
                           if j is not None]
+        if failed:
+            raise failed[0]
 
     def close(self, timeout: float | None = None) -> None:
         """Flush every namespace (``flush(timeout)``), stop the flushers and close what

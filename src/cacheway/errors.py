@@ -18,6 +18,7 @@ __all__ = [
     "InvalidWriteError",
     "JournalError",
     "SerializationError",
+    "StaleMarkError",
     "StoreError",
 ]
 
@@ -34,6 +35,13 @@ class InvalidWriteError(StoreError):
     """The store refuses what a write holds (a counter over a non-integer, a row with an
     unknown column): repeating it cannot help, so a write-back flusher hands the entry to
     ``on_dead_letter`` at once instead of retrying it."""
+
+
+class StaleMarkError(StoreError):
+    """The store refused a batch whose journal mark follows a low water the store has
+    passed (``JournalMark.after``): another writer applied those entries already (a
+    queue partition taken over from a consumer that was paused longer than
+    ``claim_after``). Nothing of the batch was written; re-read ``applied_state``."""
 
 
 class BackendError(CachewayError):

@@ -34,8 +34,10 @@ What ``@cache.cached(ttl=None, *, key=None, namespace=None, clock=time.time)`` d
   UUIDs (their text) and subclasses of str/int/float (the value they equal); anything
   else raises :class:`~cacheway.SerializationError` naming the argument. Methods
   (``self``) and other objects need ``key=``: a function of the call's arguments, as
-  called, returning the ``str`` key. A default key over :data:`MAX_KEY_BYTES` UTF-8 bytes
-  is its sha256 hex digest (stores limit key length).
+  called, returning the ``str`` key. Under a ``namespace=`` you give, which other
+  functions may share, the default key starts with ``module.qualname:``. A default key
+  over :data:`MAX_KEY_BYTES` UTF-8 bytes is its sha256 hex digest (stores limit key
+  length).
 - **Results** are written with the namespace's policy, so they must be values the
   cache's serializer keeps faithfully (with JSON: no tuples, sets or objects); one it
   refuses raises :class:`~cacheway.SerializationError` from the call and nothing is kept.
@@ -68,7 +70,7 @@ from uuid import UUID
 import orjson
 
 from ._single_flight import MISSING, SingleFlight
-from .core.keys import check_key, check_ttl
+from .core.keys import check_ttl
 from .errors import ConfigError, SerializationError
 
 if TYPE_CHECKING:
@@ -81,7 +83,6 @@ __all__ = [
     "Cached",
     "CallKey",
     "cached",
-    "get_or_set",
     "namespace_for",
 ]
 
@@ -100,29 +101,6 @@ _NS_MAX = 64
 # orjson refuses (so _canonical() converts or names) subclasses, dataclasses and dates.
 _KEY_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
                 | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME)
-
-
-_FLIGHTS = SingleFlight()  # get_or_set's, keyed by (view, key)
-
-
-def get_or_set(front: Front[Any], key: str, default: Any, ttl: float | None = None) -> Any:
-    """See :meth:`cacheway.Cache.get_or_set`."""
-    if key.__class__ is not str:
-        check_key(key)  # InvalidKeyError at the call (an unhashable key too)
-    flight_key = (front, key)
-    seen = _FLIGHTS.epoch(flight_key)  # before the lookup (see SingleFlight)
-    value = front.get(key, _MISSING)
-    if value is not _MISSING:
-        return value
-
-    def compute() -> Any:
-        result = default() if callable(default) else default
-        front.set(key, result, ttl)
-        return result
-
-    return _FLIGHTS.run(flight_key, seen, lambda: front.get(key, _MISSING), compute)
-
-
 # -- @cached ---------------------------------------------------------------------------------
 def namespace_for(func: Callable[..., Any]) -> str:
     """The namespace name of ``func``'s results: ``module.qualname`` when that is a valid
@@ -179,6 +157,20 @@ def _canonical(value: Any, where: str) -> Any:
     raise _refuse(where, value, f"of type {cls.__qualname__}")
 
 
+def refused_result(qualname: str, exc: SerializationError) -> SerializationError:
+    """The error of a result the cache cannot keep, naming the function (the
+    serializer's names the stored ``{"v": result, ...}`` wrapper).
+
+    >>> print(refused_result("f", SerializationError("cannot store this: a set at value['v']")))
+    f() returned a result the cache cannot keep unchanged: a set at result
+    """
+    head, sep, rest = str(exc).partition(": ")
+    detail = (rest if sep and head.startswith("cannot store this") else str(exc))
+    detail = detail.replace("value['v']", "result")
+    return SerializationError(
+        f"{qualname}() returned a result the cache cannot keep unchanged: {detail}")
+
+
 def _refuse(where: str, value: Any, what: str) -> SerializationError:
     return SerializationError(
         f"argument {where} is {what} ({value!r:.60}): the default cache key takes None, "
@@ -197,11 +189,12 @@ class CallKey:
     '["a","eu"]'
     """
 
-    __slots__ = ("_defaults", "_names", "_qualname", "_sig", "_simple", "_tails")
+    __slots__ = ("_defaults", "_names", "_prefix", "_qualname", "_sig", "_simple", "_tails")
 
-    def __init__(self, func: Callable[..., Any]) -> None:
+    def __init__(self, func: Callable[..., Any], prefix: str = "") -> None:
         sig = inspect.signature(func)
         self._sig = sig
+        self._prefix = prefix  # "module.qualname:" in a namespace= that others may share
         self._qualname = func.__qualname__
         params = list(sig.parameters.values())
         self._names = tuple(p.name for p in params)
@@ -243,6 +236,9 @@ class CallKey:
             raw = orjson.dumps(canonical, option=_KEY_OPTIONS)
             key = raw.decode()
         # (bytes' "in" costs more than str's, hence the test on the decoded key)
+        if self._prefix:
+            key = self._prefix + key
+            raw = key.encode()
         if len(raw) > MAX_KEY_BYTES:
             return hashlib.sha256(raw).hexdigest()
         return key
@@ -278,16 +274,21 @@ class Cached(Generic[P, R]):
     # annotations...) would make each of these a dict lookup (bench/cached.py).
     __slots__ = ("__dict__", "_clock", "_default_key", "_epochs", "_flights", "_key_func",
                  "_qualname", "namespace", "ttl")
+    # The function's, copied by functools.update_wrapper (declared for type checkers).
+    __name__: str
+    __qualname__: str
+    __module__: str
 
     def __init__(self, func: Callable[P, R], ns: Namespace[Any], ttl: float | None,
-                 key: Callable[..., str] | None, clock: Callable[[], float]) -> None:
+                 key: Callable[..., str] | None, clock: Callable[[], float],
+                 prefix: str = "") -> None:
         functools.update_wrapper(self, func)
         self.__wrapped__: Callable[P, R] = func
         #: The namespace view holding this function's results.
         self.namespace = ns
         self.ttl = ttl
         self._key_func = key
-        self._default_key = CallKey(func).key_of
+        self._default_key = CallKey(func, prefix).key_of
         self._clock = clock
         self._qualname = func.__qualname__
         # One stripe: its epoch costs a hit no hash; a look again only when a computation
@@ -342,7 +343,10 @@ class Cached(Generic[P, R]):
         def compute() -> Any:
             result = self.__wrapped__(*args, **kwargs)
             # The write time, not an expiry: a ttl changed since applies to stored results.
-            ns.set(key, {"v": result, "at": self._clock()}, self.ttl)
+            try:
+                ns.set(key, {"v": result, "at": self._clock()}, self.ttl)
+            except SerializationError as exc:
+                raise refused_result(self._qualname, exc) from None
             return result
 
         return self._flights.run(key, seen, lookup, compute)  # type: ignore[no-any-return]
@@ -413,8 +417,11 @@ def cached(
             raise ConfigError(
                 f"{func.__qualname__} is async: cache its results with "
                 "cw.AsyncCache(...).cached(), not a sync Cache")
-        name = namespace if namespace is not None else namespace_for(func)
-        return Cached(func, _namespace(front, name), ttl, key, clock)
+        if namespace is None:
+            return Cached(func, _namespace(front, namespace_for(func)), ttl, key, clock)
+        # A namespace given may hold other functions' results: keys name the function.
+        return Cached(func, _namespace(front, namespace), ttl, key, clock,
+                      f"{func.__module__}.{func.__qualname__}:")
 
     return decorate
 

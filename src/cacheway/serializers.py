@@ -51,6 +51,7 @@ __all__ = [
     "MsgpackSerializer",
     "PickleSerializer",
     "Serializer",
+    "checked_encoder",
     "compact",
     "encoder",
     "serializer_from_name",
@@ -320,6 +321,18 @@ def encoder(serializer: Serializer) -> Encoder:
         built_in: Encoder = serializer.encode  # type: ignore[attr-defined]
         return built_in
     return _generic_encoder(serializer)
+
+
+def checked_encoder(encode: Encoder, check: Callable[[bytes], None]) -> Encoder:
+    """``encode`` whose payloads go through a store's ``check`` (see
+    :class:`~cacheway.stores.capabilities.PayloadCheck`) before the write is accepted."""
+
+    def checked(value: Any) -> tuple[bytes, Any]:
+        payload, copy = encode(value)
+        check(payload)
+        return payload, copy
+
+    return checked
 
 
 def compact(data: bytes) -> bytes:

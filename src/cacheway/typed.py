@@ -93,14 +93,22 @@ def codec_for(kind: Any) -> Codec[Any]:
                           f"or pydantic model), not {kind!r}")
     validate = getattr(kind, "model_validate", None)
     if validate is not None and hasattr(kind, "model_dump"):  # pydantic v2
-        return Codec(kind, lambda v: v.model_dump(mode="json"), validate,
-                     lambda v: isinstance(v, kind))
+        # By alias (what validation reads), without computed fields (validation would
+        # refuse them under extra="forbid"). The class itself: a subclass's own fields
+        # would not come back.
+        computed = set(getattr(kind, "model_computed_fields", {}) or ())
+        return Codec(kind, lambda v: v.model_dump(mode="json", by_alias=True,
+                                                  exclude=computed or None),
+                     validate, lambda v: v.__class__ is kind)
     if is_typeddict(kind):
         ms = _msgspec()
 
+        td: Any = kind
+        keys = td.__required_keys__ | td.__optional_keys__
+
         def check(value: Any) -> bool:
-            if not isinstance(value, dict):
-                return False
+            if not isinstance(value, dict) or not value.keys() <= keys:
+                return False  # (a key it does not declare would not come back)
             try:
                 ms.convert(value, kind)
             except ms.ValidationError:
@@ -111,8 +119,10 @@ def codec_for(kind: Any) -> Codec[Any]:
     ms_struct = _struct_base()
     if dataclasses.is_dataclass(kind) or (ms_struct is not None and issubclass(kind, ms_struct)):
         ms = _msgspec()
-        return Codec(kind, _plain_of(ms), lambda p: ms.convert(p, kind),
-                     lambda v: v.__class__ is kind or isinstance(v, kind))
+        # strict=False reads back what JSON turned into text (dict[int, str] keys); the
+        # plain form is ours, made from a value of the type.
+        return Codec(kind, _plain_of(ms), lambda p: ms.convert(p, kind, strict=False),
+                     lambda v: v.__class__ is kind)
     raise ConfigError(
         f"type={kind.__name__} is not a dataclass, msgspec.Struct, TypedDict or pydantic "
         "model")

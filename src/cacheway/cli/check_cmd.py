@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 
 from ._common import UsageError, check_output, console
@@ -18,7 +19,7 @@ def check(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from cacheway._urls import _redact, backend_from_url, store_from_url
+    from cacheway._urls import _redact, backend_from_url, sqlite_path, store_from_url
     from cacheway.backends.two_level import TwoLevelBackend
     from cacheway.check import check as check_consistency
 
@@ -26,14 +27,19 @@ def check(args: argparse.Namespace) -> int:
     if args.rounds < 0:
         raise UsageError(f"argument --rounds: must be an int >= 0, not {args.rounds}")
     namespaces = list(dict.fromkeys(args.namespaces or [""]))
-    store = store_from_url(args.store)
-    closing: list[Callable[[], None]] = [store.close]
+    backend = backend_from_url(args.backend)
+    closing: list[Callable[[], None]] = [backend.close]
+    if isinstance(backend, TwoLevelBackend):
+        # the URL made its L2 too, and closing a TwoLevelBackend leaves its levels open
+        closing.append(backend.l2.close)
     try:
-        backend = backend_from_url(args.backend)
-        closing[:0] = [backend.close]
-        if isinstance(backend, TwoLevelBackend):
-            # the URL made its L2 too, and closing a TwoLevelBackend leaves its levels open
-            closing.append(backend.l2.close)
+        path = sqlite_path(args.store)
+        if path is not None and path != ":memory:" and not os.path.exists(path):
+            # Opening it would create an empty database and report nothing to compare.
+            raise UsageError(f"argument --store: no SQLite database at {path!r}: check "
+                             "the path (relative paths start from the current directory)")
+        store = store_from_url(args.store)
+        closing.insert(0, store.close)
         report = check_consistency(store, backend, namespaces=namespaces, sample=args.sample,
                                   quiet=args.quiet, rounds=args.rounds, seed=args.seed)
     finally:

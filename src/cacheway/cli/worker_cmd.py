@@ -98,7 +98,8 @@ def worker(args: argparse.Namespace) -> int:
     if not args.queue_name or any(c in args.queue_name for c in "{}: \n"):
         raise ConfigError(f"--queue-name must be a short name without '{{', '}}', ':' or "
                           f"spaces, not {args.queue_name!r}")
-    client, where, _, _ = connect(args.queue)
+    # No resend of a read whose reply was lost: its entries would wait unseen.
+    client, where, _, _ = connect(args.queue, resend=False)
     store = store_from_url(args.store)
     stop = threading.Event()
 

@@ -10,9 +10,14 @@ cacheway.errors.InvalidKeyError: keys must be str, not bytes (b'user:1')
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
 from ..errors import ConfigError, InvalidKeyError
 
-__all__ = ["check_key", "check_ttl"]
+T = TypeVar("T")
+
+__all__ = ["check_key", "check_keys", "check_mapping", "check_ttl"]
 
 
 def check_key(key: object) -> str:
@@ -28,6 +33,31 @@ def check_key(key: object) -> str:
                 f"key {key!r:.60} is not valid text: {exc.reason} at index {exc.start} "
                 "(a lone surrogate cannot be stored)") from None
     return key
+
+
+def check_keys(keys: Iterable[T]) -> Iterable[T]:
+    """``keys`` of a ``*_many`` call, unless it is one str (or bytes): iterating it would
+    make every character a key (``delete_many("user")`` deleting ``u``, ``s``, ...).
+
+    >>> check_keys("user")
+    Traceback (most recent call last):
+    ...
+    cacheway.errors.InvalidKeyError: keys must be an iterable of keys, not a str ('user'): ...
+    """
+    if isinstance(keys, (str, bytes)):
+        raise InvalidKeyError(f"keys must be an iterable of keys, not a "
+                              f"{type(keys).__name__} ({keys!r:.60}): pass a list, e.g. "
+                              f"[{keys!r:.60}]")
+    return keys
+
+
+def check_mapping(mapping: Any) -> Mapping[Any, Any]:
+    """The ``mapping`` of a ``set_many`` call: a Mapping of keys to values."""
+    if not isinstance(mapping, Mapping):
+        raise InvalidKeyError(f"set_many takes a mapping of keys to values (a dict), not a "
+                              f"{type(mapping).__name__} ({mapping!r:.60}): use "
+                              "dict(pairs) for a list of (key, value) pairs")
+    return mapping
 
 
 def check_ttl(ttl: object) -> float | None:

@@ -25,11 +25,12 @@ from .._refresh import ReadOptions
 from ..backends.base import MISS, Backend, backend_capabilities
 from ..core.dirty import Entry
 from ..core.fills import MASK, STRIPES, FillTokens, Flights
-from ..core.keys import check_key, check_ttl
+from ..core.keys import check_key, check_keys, check_ttl
 from ..errors import BackendError, ClosedError, SerializationError, StoreError
-from ..serializers import Serializer, encoder
+from ..serializers import Serializer, checked_encoder, encoder
 from ..stats import Counters
 from ..stores.base import DELETE, NOTSET, Loaded, Store, store_capabilities
+from ..stores.capabilities import PayloadCheck
 from ..typed import Codec, typed_encoder
 from . import fastpaths
 from .expiry import Expiry
@@ -71,6 +72,10 @@ class Engine(WriteChecks):
         self.codec = codec
         if codec is not None:
             self.encode = typed_encoder(self.encode, codec)
+        if isinstance(store, PayloadCheck):  # a payload the store can never keep: refused
+            check = store.payload_check(serializer)
+            if check is not None:
+                self.encode = checked_encoder(self.encode, check)
         #: ``expire=``: writes are stamped, copies never outlive the data (engine/expiry.py)
         self.expiry = Expiry(expire) if expire is not None else None
         if self.expiry is not None:
@@ -295,6 +300,7 @@ class Engine(WriteChecks):
             log.error("cacheway: backend delete of %r failed: %r", bkey, exc)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        keys = check_keys(keys)
         if self.closed:
             raise self.closed_error()
         out: dict[str, Any] = {}
@@ -377,7 +383,7 @@ class Engine(WriteChecks):
         """Drop the cached copies of ``keys`` (the store keeps its rows): every level of
         the backend, and every process sharing it. A fill that loaded before the call
         stands down, so it cannot put back a copy read before the store changed."""
-        bkeys = list(dict.fromkeys([self.prefix + check_key(k) for k in keys]))
+        bkeys = list(dict.fromkeys([self.prefix + check_key(k) for k in check_keys(keys)]))
         if self.closed:
             raise self.closed_error()
         if not bkeys:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .._refresh import ReadOptions
 from ..backends.base import MISS, Backend
 from ..core.dirty import DirtyTable, Entry
-from ..core.keys import check_ttl
+from ..core.keys import check_keys, check_mapping, check_ttl
 from ..errors import ConfigError, StoreError
 from ..policies import WriteBack
 from ..serializers import Serializer
@@ -114,14 +114,20 @@ class WriteBackEngine(Engine):
         """The child of a fork gets its own empty dirty table (the parent flushes the
         entries it accepted, once), its own flusher thread and its own journal."""
         super().after_fork_in_child()
+        failed: BaseException | None = None
         try:
             if self.closed:
                 return
             if self.journal is not None:
-                self.journal = self.journal.for_child()
-            self._start()
+                try:
+                    self.journal = self.journal.for_child()
+                except Exception as exc:  # noqa: BLE001 - raised below, after the restart
+                    failed = exc  # (the inherited journal is closed: writes raise)
+            self._start()  # a flusher all the same: nothing may wait for a missing one
         finally:
             self.lock.release()
+        if failed is not None:
+            raise failed
 
     # -- reads ------------------------------------------------------------------------
     def _pending_entry(self, key: str) -> Entry | None:
@@ -196,7 +202,7 @@ class WriteBackEngine(Engine):
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         ttl = None if ttl is None else check_ttl(ttl)
         items: list[Item] = []
-        for k, v in mapping.items():
+        for k, v in check_mapping(mapping).items():
             self.check_write_key(k)
             if self.validate is not None:
                 v = self.validate(self.namespace, k, v, SET)
@@ -211,7 +217,7 @@ class WriteBackEngine(Engine):
     def delete_many(self, keys: Iterable[str]) -> None:
         items: list[Item] = [
             (k, DELETE, None, None, 0)
-            for k in dict.fromkeys([self.check_write_key(k) for k in keys])
+            for k in dict.fromkeys([self.check_write_key(k) for k in check_keys(keys)])
         ]
         if items:
             self._accept(items, self.ttl)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..backends.base import MISS
 from ..core.fills import MASK
+from ..core.keys import check_keys, check_mapping
 from ..errors import StoreError
 from ..stores.base import ADD, DELETE, NOTSET, SET, Applied, Op
 from .read import Engine
@@ -65,7 +66,7 @@ class WriteThroughEngine(Engine):
             self._publish(bkey, value, payload, ttl_, res[0])
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
-        prepared = [self.prepare(k, v, ttl) for k, v in mapping.items()]
+        prepared = [self.prepare(k, v, ttl) for k, v in check_mapping(mapping).items()]
         if not prepared:
             return
         expires_at = self.expires_at()
@@ -83,7 +84,7 @@ class WriteThroughEngine(Engine):
         self.delete_many([key])
 
     def delete_many(self, keys: Iterable[str]) -> None:
-        ks = list(dict.fromkeys(self.check_write_key(k) for k in keys))
+        ks = list(dict.fromkeys(self.check_write_key(k) for k in check_keys(keys)))
         if self.closed:
             raise self.closed_error()
         if not ks:

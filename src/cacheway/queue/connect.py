@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backends import redis_client
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 
 __all__ = ["Connection", "Scripts", "connect", "is_noscript", "redis_errors"]
 
@@ -49,6 +49,9 @@ def connect(url_or_client: Any, *, resend: bool = True, timeout: float = 5.0) ->
         return Connection(client, where, owned, False)
     try:
         enabled = int(client.info("cluster").get("cluster_enabled", 0))
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        client.close()
+        raise BackendError(f"queue Redis {where!r} is unreachable: {exc}") from exc
     except redis.ResponseError as exc:
         if "cluster" in str(exc).lower():  # "SELECT is not allowed in cluster mode"
             client.close()

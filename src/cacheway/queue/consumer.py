@@ -1,29 +1,17 @@
 """Consumers of a queue's partition streams: they apply accepted writes to the store.
 
-One consumer at a time applies a partition (per-key order: every write of a key is in
-its partition's stream, in version order). It holds the partition's lock (``SET NX PX
-claim_after``), renewed by a heartbeat thread while it lives, so a partition is taken
-over only from a consumer silent for ``claim_after`` seconds. The new holder claims the
-dead one's delivered-but-unacknowledged entries (``XAUTOCLAIM``, idle longer than
-``claim_after``) and applies those before reading anything new.
-
-Each batch (``XREADGROUP COUNT batch_size``) is coalesced per key in stream order (last
-SET/DELETE wins, ADD deltas sum; a batch is cut before an ADD that follows a SET or
-DELETE of its key, whose sum needs the value the store holds) and applied with
-``store.apply(ops, journal=JournalMark("<queue>:p<n>", last seq, seqs))``: the store
-records the partition's applied seq in the batch's transaction (the seq alone, no row
-per key, where the store declares ``low_water_marks``: a partition is applied in order,
-as prefixes, so the low water says all). A consumer taking a
-partition over reads that seq (``store.applied_state``) and skips entries at or under
-it, so a batch redelivered after a crash between the commit and the ``XACK`` is not
-applied twice (counters included). Then the entries are acknowledged and deleted
-(``XACK`` + ``XDEL``) and ``{q:pN}:done`` rises to the batch's last id (what ``flush()``
-waits for).
-
-A failing store: the batch stays in the stream (the consumer's pending list) and is
-retried with the policy's :class:`~cacheway.Retry` backoff; an entry the store refuses
-for good (:class:`~cacheway.InvalidWriteError`, found by retrying one entry at a time)
-goes to the ``{q:pN}:dead`` stream and ``on_dead_letter``.
+One consumer at a time applies a partition (per-key order), holding its lock (``SET NX
+PX claim_after``, renewed by a heartbeat thread); the next holder claims a dead one's
+unacknowledged entries (``XAUTOCLAIM``) before reading anything new. A batch is coalesced
+per key (:func:`~cacheway.queue.entries.coalesce`) and applied with a low-water journal
+mark of the partition, fenced (``JournalMark.after``), in the batch's transaction, so a
+redelivered batch is skipped and a paused consumer's batch refused: exactly once,
+counters included. Then the entries are acknowledged and trimmed and ``{q:pN}:done``
+rises to the batch's last id (what ``flush()`` waits for). A failing store: the batch
+stays pending and is retried with the policy's :class:`~cacheway.Retry` backoff; an
+entry refused for good (:class:`~cacheway.InvalidWriteError`, found one entry at a
+time) goes to the ``{q:pN}:dead`` stream and ``on_dead_letter``. The whole story:
+``docs/architecture.md`` and ``docs/guides/queue.md``.
 """
 
 from __future__ import annotations
@@ -39,12 +27,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.schedule import permanent
+from ..errors import StaleMarkError
 from ..policies import Retry
 from ..stats import Counters
 from ..stores.base import DELETE, JournalMark, Store, store_capabilities
 from . import scripts
 from .connect import Scripts, is_noscript
-from .entries import QueueEntry, coalesce, parse_entry
+from .entries import QueueEntry, coalesce, parse_entry, settle_args
+from .held import HeldPartition, due_in, id_of
 from .layout import GROUP, Names
 
 __all__ = ["Consumer"]
@@ -52,27 +42,8 @@ __all__ = ["Consumer"]
 log = logging.getLogger("cacheway")
 
 
-class _Partition:
-    __slots__ = ("attempts", "backlog", "low", "n", "recheck", "recovering", "retry_at",
-                 "single_until")
-
-    def __init__(self, n: int, low: int) -> None:
-        self.n = n
-        self.low = low  # every entry with seq <= low is in the store
-        self.recovering = True  # a dead consumer's pending entries may be left
-        self.backlog = True  # our own pending list may hold entries
-        self.retry_at = 0.0
-        self.attempts = 0
-        self.single_until = 0  # apply one entry at a time up to this seq (a refusal)
-        self.recheck = False  # a batch failed: it may have committed all the same
-
-
 # Copies settled by one script call (Redis runs nothing else meanwhile: a few ms).
 _SETTLE_CHUNK = 500
-
-
-def _id_of(seq: int) -> str:
-    return f"{seq >> 20}-{seq & 0xFFFFF}"
 
 
 class Consumer:
@@ -94,7 +65,10 @@ class Consumer:
         self.store = store
         # per-key mark rows cost about half of a store's time per batch; the low water
         # is all a consumer reads back (applied_state()[0])
-        self._low_only = store_capabilities(store).low_water_marks
+        caps = store_capabilities(store)
+        self._low_only = caps.low_water_marks
+        if not caps.fenced_marks:  # a consumer paused past claim_after: a batch twice
+            log.warning("cacheway: store %s checks no fences (fenced_marks)", caps.name)
         self.batch_size = batch_size
         self.retry = retry if retry is not None else Retry()
         self.claim_px = max(1, int(claim_after * 1000))
@@ -112,14 +86,16 @@ class Consumer:
         #: on Redis Cluster a read names one partition's stream (one slot) at a time
         self.cluster = self.scripts.cluster
         self._renew = self.scripts.register(scripts.LOCK_RENEW)
+        self._lock_check = self.scripts.register(scripts.LOCK_CHECK)
         self._release = self.scripts.register(scripts.LOCK_RELEASE)
         self._set_max = self.scripts.register(scripts.SET_MAX)
         self._settle = self.scripts.register(scripts.SETTLE)
-        self._held: dict[int, _Partition] = {}
+        self._held: dict[int, HeldPartition] = {}
         self._held_lock = threading.Lock()
         self._rand = random.Random()
         self._members = f"{{{names.name}}}:consumers"
         self._claimed_at = 0.0
+        self._idle = False  # the last step found nothing due (see held.due_in)
         self.applied = 0  #: entries this consumer applied (skipped redeliveries excluded)
 
     # -- partitions --------------------------------------------------------------------
@@ -181,6 +157,8 @@ class Consumer:
             if not p.backlog and not p.recovering:
                 self._give_back(n)
                 extra -= 1
+        for p in held.values():  # a read whose reply was lost may have left entries in
+            p.backlog = True     # our pending list unseen: it is read again each round
         free = [n for n in range(self.names.partitions) if n not in held]
         self._rand.shuffle(free)
         for n in free:
@@ -196,9 +174,9 @@ class Consumer:
                 self._release(keys=[self.names.lock(n)], args=[self._token])
                 continue
             if low:
-                self._set_max(keys=[self.names.done(n)], args=[_id_of(low)])
+                self._set_max(keys=[self.names.done(n)], args=[id_of(low)])
             with self._held_lock:
-                self._held[n] = _Partition(n, low)
+                self._held[n] = HeldPartition(n, low)
 
     def _give_back(self, n: int) -> None:
         with self._held_lock:
@@ -223,8 +201,10 @@ class Consumer:
                 try:
                     if not self.held() or time.monotonic() - self._claimed_at > 1.0:
                         self.claim()
-                    if not self.step() and not self.held():
-                        stop.wait(0.05)
+                    if not self.step() and (self._idle or not self.held()):
+                        with self._held_lock:  # nothing due: no empty passes at full speed
+                            pause = due_in(self._held.values())
+                        stop.wait(pause)
                 except Exception as exc:  # noqa: BLE001 - Redis or store: logged, retried
                     self.counters.flush_errors += 1
                     self.counters.last_error = repr(exc)
@@ -267,8 +247,9 @@ class Consumer:
         with self._held_lock:
             parts = list(self._held.values())
         handled = 0
+        self._idle = False
         for p in parts:
-            if p.recovering:
+            if p.recovering and now >= p.retry_at:
                 self._recover(p)
             if p.recovering or not p.backlog or now < p.retry_at:
                 continue
@@ -281,6 +262,7 @@ class Consumer:
             handled += self._process(p, got, from_pending=True)
         ready = [p for p in parts if not p.recovering and not p.backlog]
         if not ready:
+            self._idle = not handled  # all wait for a retry or a recovery recheck
             return handled
         block = self._block_ms if not handled else None
         if any(p.backlog for p in parts):
@@ -306,7 +288,7 @@ class Consumer:
                 handled += self._process(by_stream[n], got, from_pending=False)
         return handled
 
-    def _recover(self, p: _Partition) -> None:
+    def _recover(self, p: HeldPartition) -> None:
         """Claim a dead consumer's entries idle longer than claim_after; done when no
         other consumer holds pending entries of this partition."""
         stream = self.names.stream(p.n)
@@ -326,14 +308,21 @@ class Consumer:
         p.recovering = False
         p.backlog = True
 
-    def _still_mine(self, n: int) -> bool:
-        ok = bool(self._renew(keys=[self.names.lock(n)], args=[self._token, self.claim_px]))
-        if not ok:
+    def _may_apply(self, p: HeldPartition, first: bytes | str = "") -> bool:
+        """The lock is still ours, and no entry before ``first`` waits unseen in ours
+        or another consumer's pending list (:data:`scripts.LOCK_CHECK`)."""
+        state = self._lock_check(keys=[self.names.lock(p.n), self.names.stream(p.n)],
+                                 args=[self._token, self.claim_px, GROUP, self.name, first])
+        if state == 0:  # taken over: the new holder applies them
             with self._held_lock:
-                self._held.pop(n, None)
-        return ok
+                self._held.pop(p.n, None)
+        elif state == 2:
+            p.recovering = p.backlog = True
+        elif state == 3:
+            p.backlog = True
+        return bool(state == 1)
 
-    def _process(self, p: _Partition, got: list[tuple[bytes, dict[bytes, bytes]]], *,
+    def _process(self, p: HeldPartition, got: list[tuple[bytes, dict[bytes, bytes]]], *,
                  from_pending: bool) -> int:
         if p.recheck:
             # A failed apply (a connection lost during COMMIT) may have committed: the
@@ -347,14 +336,24 @@ class Consumer:
         if todo and todo[0].seq <= p.single_until:
             todo = todo[:1]
         ops, seqs, lasts, taken = coalesce(todo)
-        if not self._still_mine(p.n):
-            return 0  # taken over: the new holder applies them
+        if not self._may_apply(p, got[0][0] if got else ""):
+            return 0
         if ops:
             started = time.monotonic()
+            # after=p.low: the fence (a batch of a consumer paused past claim_after,
+            # whose successor applied it, is refused)
             mark = JournalMark(self.names.journal_id(p.n), todo[taken - 1].seq,
-                               () if self._low_only else seqs)
+                               () if self._low_only else seqs, after=p.low)
             try:
                 self.store.apply(ops, journal=mark)
+            except StaleMarkError as exc:
+                log.warning("cacheway: queue partition %d was applied past this consumer's "
+                            "batch by another (%s): this consumer was paused longer than "
+                            "claim_after", p.n, exc)
+                p.recheck = p.backlog = True
+                self._ack(p, [e.id for e in old] + gone, None)
+                self._may_apply(p)  # lets the partition go: its lock is another's
+                return len(old)
             except Exception as exc:  # noqa: BLE001 - any store failure: retried or dead
                 self._failed(p, todo[:taken], exc)
                 self._ack(p, [e.id for e in old] + gone, None)
@@ -373,12 +372,12 @@ class Consumer:
             last = todo[taken - 1].seq if taken else p.low
         elif from_pending:
             p.backlog = len(got) >= self.batch_size
-        self._ack(p, ids, _id_of(last) if last else None, lasts)
+        self._ack(p, ids, id_of(last) if last else None, lasts)
         if self.on_applied is not None and taken:
             self.on_applied(p.n, [e.id for e in todo[:taken]])
         return len(ids)
 
-    def _ack(self, p: _Partition, ids: list[bytes], done: str | None,
+    def _ack(self, p: HeldPartition, ids: list[bytes], done: str | None,
              lasts: list[QueueEntry] | None = None) -> None:
         stream = self.names.stream(p.n)
         with self._r.pipeline(transaction=False) as pipe:
@@ -398,12 +397,11 @@ class Consumer:
             settle = [e for e in lasts or [] if e.copy and e.kind != DELETE]
             for lo in range(0, len(settle), _SETTLE_CHUNK):
                 part = settle[lo:lo + _SETTLE_CHUNK]
-                self._settle(keys=[e.copy for e in part],
-                             args=[a for e in part for a in (e.version, e.ttl_px or "")],
+                self._settle(keys=[e.copy for e in part], args=settle_args(part),
                              client=pipe)
             pipe.execute()
 
-    def _failed(self, p: _Partition, batch: list[QueueEntry], exc: Exception) -> None:
+    def _failed(self, p: HeldPartition, batch: list[QueueEntry], exc: Exception) -> None:
         c = self.counters
         c.flush_errors += 1
         c.last_error = f"{type(exc).__name__}: {exc}"
@@ -427,13 +425,14 @@ class Consumer:
                     "retrying in %.2f s", p.n, len(batch), exc,
                     p.retry_at - time.monotonic())
 
-    def _dead(self, p: _Partition, batch: list[QueueEntry], exc: Exception) -> None:
+    def _dead(self, p: HeldPartition, batch: list[QueueEntry], exc: Exception) -> None:
         why = f"{type(exc).__name__}: {exc}"[:500]
         with self._r.pipeline(transaction=False) as pipe:
             for e in batch:
                 pipe.xadd(self.names.dead(p.n), {
                     "n": e.namespace, "k": e.key, "o": e.kind, "p": e.payload or b"",
-                    "d": e.delta, "v": e.version, "id": e.id, "error": why})
+                    "d": e.delta, "v": e.version, "x": e.expires_at or "", "id": e.id,
+                    "error": why})
             pipe.execute()
         self.counters.dead_letters += len(batch)
         log.error("cacheway: queue partition %d: %d entries refused for good (%s): moved "
@@ -444,4 +443,4 @@ class Consumer:
                     self.on_dead_letter(e.key, e.payload, exc)
                 except Exception as cb_exc:  # noqa: BLE001 - a callback must not stop us
                     log.error("cacheway: on_dead_letter raised %r", cb_exc)
-        self._ack(p, [e.id for e in batch], _id_of(batch[-1].seq))
+        self._ack(p, [e.id for e in batch], id_of(batch[-1].seq))

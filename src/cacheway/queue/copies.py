@@ -6,11 +6,13 @@ queue keeps its own copy of each key at ``{q:pN}:c:...`` (:meth:`Names.copy`), i
 RedisBackend's entry layout (``backends/redis_format``): ACCEPT writes it with the entry
 (pinned: no expiry while the write waits), counters add to it, the consumer gives it an
 expiry once the store has the write (``SETTLE``), and every process's reads look at it
-before the store (``QueueWriteBackEngine.fetch``).
+before the store (``QueueWriteBackEngine.fetch``). With ``expire=`` the copy ends by the
+write's stamp at the latest.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..backends.redis_format import HLEN
@@ -39,17 +41,28 @@ def decode_copy(raw: bytes | None) -> tuple[bool, Loaded | None]:
     return flag == 1, None
 
 
-def read_copies(client: Any, names: Names, namespace: str, keys: list[str]
-                ) -> dict[str, Loaded | None]:
+def read_copies(client: Any, names: Names, namespace: str, keys: list[str], *,
+                expiry: bool = False) -> dict[str, Loaded | None]:
     """{key: its copy's row, or None for a tombstone} of the ``keys`` of ``namespace``
-    whose copy is there (one pipeline: a cluster client sends each node its share)."""
+    whose copy is there (one pipeline: a cluster client sends each node its share).
+
+    ``expiry`` (a namespace with ``expire=``): each row's ``expires_at`` is when its copy
+    ends (the copy never outlives the data), so a fill from it lives no longer."""
     with client.pipeline(transaction=False) as pipe:
         for key in keys:
-            pipe.get(names.copy(names.partition(namespace, key), namespace, key))
-        raws = pipe.execute()
+            name = names.copy(names.partition(namespace, key), namespace, key)
+            pipe.get(name)
+            if expiry:
+                pipe.pttl(name)
+        replies = pipe.execute()
+    now = time.time()
+    step = 2 if expiry else 1
     out: dict[str, Loaded | None] = {}
-    for key, raw in zip(keys, raws):
-        found, row = decode_copy(raw)
-        if found:
-            out[key] = row
+    for i, key in enumerate(keys):
+        found, row = decode_copy(replies[i * step])
+        if not found:
+            continue
+        if row is not None and expiry and int(replies[i * step + 1]) > 0:
+            row = row._replace(expires_at=now + int(replies[i * step + 1]) / 1000)
+        out[key] = row
     return out

@@ -13,6 +13,11 @@ seen to apply (``pending``): with a local backend reads answer from them first, 
 the shared Redis copy a read that misses does (a copy that was evicted, a delete's
 tombstone), and a fill never lands on a key with a pending write (its loaded row is
 older than the write). Other processes see a write through the shared copy.
+
+``expire=``: each write carries its stamp (``Engine.expires_at()``) into its stream
+entry, and so into the store's ``expires_at`` column; its copy lives until the stamp at
+the latest, and a pending write past its stamp reads as absent (:mod:`.accept`,
+:mod:`.entries`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 from .._refresh import ReadOptions
 from ..backends.base import MISS, Backend
 from ..core.dirty import Entry
+from ..core.keys import check_keys, check_mapping
 from ..engine.read import Engine
 from ..errors import BackendError, ConfigError, StoreError
 from ..policies import WriteBack
@@ -33,8 +39,8 @@ from ..serializers import JSONSerializer, Serializer
 from ..stats import Counters
 from ..stores.base import ADD, DELETE, SET, Loaded, Store
 from ..typed import Codec
-from . import scripts
-from .connect import Scripts, connect, is_noscript, redis_errors
+from .accept import Acceptor, Item
+from .connect import Scripts, connect, redis_errors
 from .consumer import Consumer
 from .copies import read_copies
 from .layout import Names, seq_of
@@ -44,17 +50,6 @@ __all__ = ["QueueWriteBackEngine"]
 
 log = logging.getLogger("cacheway")
 
-# How long a delete's tombstone blocks older fills of its key (a value's copy is pinned
-# while its write waits; a marker needs an expiry). Five minutes of consumer lag.
-TOMBSTONE_PX = 300_000
-
-# On Redis Cluster: how long the queue's own copy of a key lives once the store has its
-# write, when the cache has no ttl (with one, the copy lives that long).
-CLUSTER_COPY_PX = 300_000
-
-# (key, kind, value, payload, delta, ttl) of one write
-_Item = tuple[str, int, Any, "bytes | None", int, "float | None"]
-
 
 class QueueWriteBackEngine(Engine):
     """Write-behind through Redis Streams (``WriteBack(queue="redis://...")``)."""
@@ -63,9 +58,10 @@ class QueueWriteBackEngine(Engine):
         self, namespace: str, store: Store, backend: Backend, serializer: Serializer,
         ttl: float | None, counters: Counters, policy: WriteBack, *,
         timer: Any = None, read: ReadOptions | None = None, codec: Codec[Any] | None = None,
+        expire: float | None = None,
     ) -> None:
         super().__init__(namespace, store, backend, serializer, ttl, counters, read=read,
-                         codec=codec)
+                         codec=codec, expire=expire)
         if policy.queue is None:
             raise ConfigError("QueueWriteBackEngine needs WriteBack(queue=...)")
         if not getattr(store, "atomic_add", True):
@@ -83,12 +79,15 @@ class QueueWriteBackEngine(Engine):
         #: each partition's slot (``Names.copy``), and reads look there before the store
         self.cluster = conn.cluster
         self.scripts = Scripts(conn.client)
-        self._accept_script = self.scripts.register(scripts.ACCEPT)
         self._redis_errors = redis_errors()
         self._json = type(serializer) is JSONSerializer and codec is None
         #: the RedisBackend key prefix when the copies live on the queue's Redis
         self.copy_prefix = None if self.cluster else self._shared_prefix(backend)
         self._script_copies = self.copy_prefix is not None or self.cluster
+        self.acceptor = Acceptor(
+            conn.client, self.scripts, self.names, namespace, self.prefix,
+            copy_prefix=self.copy_prefix, cluster=self.cluster, json=self._json,
+            dumps=self.dumps, where=self._where, errors=self._redis_errors)
         self._plock = threading.Lock()  # the pending dict, last and done seqs
         self._pending: dict[str, Entry] = {}
         self._last: dict[int, int] = {}  # partition -> last seq XADDed by this process
@@ -138,7 +137,7 @@ class QueueWriteBackEngine(Engine):
         entry = self._pending.get(key)
         if entry is not None:
             self.counters.hits += 1
-            return default if entry.kind == DELETE else entry.value
+            return default if entry.kind == DELETE or self.ended(entry) else entry.value
         return super().miss(key, bkey, default)
 
     def _load_many(self, missing: list[str], out: dict[str, Any]) -> None:
@@ -148,7 +147,7 @@ class QueueWriteBackEngine(Engine):
             entry = pending.get(key)
             if entry is None:
                 rest.append(key)
-            elif entry.kind != DELETE:
+            elif entry.kind != DELETE and not self.ended(entry):
                 out[key] = entry.value
         if rest and self.cluster:
             copies = self._cluster_copies(rest)
@@ -161,7 +160,7 @@ class QueueWriteBackEngine(Engine):
 
     def fetch(self, key: str) -> Loaded | None:
         """On Redis Cluster, the queue's copy of ``key`` (the last accepted write, applied
-        or not) before the store's row."""
+        or not) before the store's row (with ``expire=``, ending when the copy does)."""
         if self.cluster:
             copies = self._cluster_copies([key])
             if key in copies:
@@ -170,7 +169,8 @@ class QueueWriteBackEngine(Engine):
 
     def _cluster_copies(self, keys: list[str]) -> dict[str, Loaded | None]:
         try:
-            return read_copies(self.client, self.names, self.namespace, keys)
+            return read_copies(self.client, self.names, self.namespace, keys,
+                               expiry=self.expiry is not None)
         except self._redis_errors as exc:
             raise BackendError(f"queue copy read on {self._where} failed: "
                                f"{type(exc).__name__}: {exc}") from exc
@@ -181,8 +181,8 @@ class QueueWriteBackEngine(Engine):
         self._write([(key, SET, copy, payload, 0, ttl_)])
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
-        items: dict[str, _Item] = {}
-        for key, value in mapping.items():
+        items: dict[str, Item] = {}
+        for key, value in check_mapping(mapping).items():
             k, copy, payload, ttl_ = self.prepare(key, value, ttl)
             items[k] = (k, SET, copy, payload, 0, ttl_)
         if items:
@@ -192,7 +192,7 @@ class QueueWriteBackEngine(Engine):
         self.delete_many([key])
 
     def delete_many(self, keys: Iterable[str]) -> None:
-        checked = list(dict.fromkeys([self.check_write_key(k) for k in keys]))
+        checked = list(dict.fromkeys([self.check_write_key(k) for k in check_keys(keys)]))
         if self.closed:
             raise self.closed_error()
         if checked:
@@ -206,11 +206,13 @@ class QueueWriteBackEngine(Engine):
         return int(self._write([(key, ADD, None, None, delta, self.ttl)])[0])
 
     def _base(self, key: str, *, copy: bool) -> int:
-        """A counter's value before an add: this process's pending write, else (with
-        ``copy``) the cached copy, else the store's row."""
+        """A counter's value before an add: this process's pending write (0 once its data
+        ended), else (with ``copy``) the cached copy, else the store's row."""
         entry = self._pending.get(key)
         if entry is not None:
-            return 0 if entry.kind == DELETE else self.as_counter(key, entry.value)
+            if entry.kind == DELETE or self.ended(entry):
+                return 0
+            return self.as_counter(key, entry.value)
         if copy:
             value = self.cached(self.prefix + key)
             if value is not MISS:
@@ -218,7 +220,7 @@ class QueueWriteBackEngine(Engine):
         row = self.fetch(key)
         return 0 if row is None else self.as_counter(key, self.decode(row)[0])
 
-    def _write(self, items: list[_Item]) -> list[str]:
+    def _write(self, items: list[Item]) -> list[str]:
         """Accept ``items``; returns each one's counter value ('' unless ADD)."""
         prefix = self.prefix
         bkeys = [prefix + it[0] for it in items]
@@ -234,7 +236,9 @@ class QueueWriteBackEngine(Engine):
                 for i, it in enumerate(items):
                     if it[1] == ADD:
                         bases[i] = self._base(it[0], copy=self.copy_prefix is None)
-            replies = self._accept(items, bases)
+            stamp = self.expires_at()
+            replies = self.acceptor.accept(items, bases, stamp,
+                                           lambda k: self._base(k, copy=False))
             now = time.monotonic()
             with self._plock:
                 for it, (version, seq, counter) in zip(items, replies):
@@ -243,6 +247,7 @@ class QueueWriteBackEngine(Engine):
                         value = int(counter)
                     entry = Entry(key, kind, value, payload, delta, ttl, seq, now)
                     entry.version = version
+                    entry.expires_at = stamp
                     self._pending[key] = entry
                     p = self.names.partition(self.namespace, key)
                     if seq > self._last.get(p, 0):
@@ -267,80 +272,6 @@ class QueueWriteBackEngine(Engine):
             self._prune()
             self._prune_at = 2 * len(self._pending) + 1024
         return [r[2] for r in replies]
-
-    def _accept(self, items: list[_Item], bases: dict[int, int]
-                ) -> list[tuple[int, int, str]]:
-        """Run ACCEPT once per partition; ``(version, seq, counter)`` per item."""
-        groups: dict[int, list[int]] = {}
-        for i, it in enumerate(items):
-            groups.setdefault(self.names.partition(self.namespace, it[0]), []).append(i)
-        out: list[tuple[int, int, str]] = [(0, 0, "")] * len(items)
-        todo = list(groups.items())
-        for _ in range(3):
-            try:
-                replies = self._run(todo, items, bases)
-            except self._redis_errors as exc:
-                raise BackendError(f"queue write to {self._where} failed (not "
-                                   f"acknowledged): {type(exc).__name__}: {exc}") from exc
-            again: list[tuple[int, list[int]]] = []
-            for (p, idx), reply in zip(todo, replies):
-                if reply and int(reply[0]) == -1:
-                    # Counters whose copy is gone: their value comes from here.
-                    for j in reply[1:]:
-                        i = idx[int(j) - 1]
-                        bases[i] = self._base(items[i][0], copy=False)
-                    again.append((p, idx))
-                    continue
-                for j, i in enumerate(idx):
-                    v, entry_id, counter = reply[3 * j: 3 * j + 3]
-                    out[i] = (int(v), seq_of(entry_id),
-                              counter.decode() if isinstance(counter, bytes) else counter)
-            if not again:
-                return out
-            todo = again
-        raise BackendError("queue write failed: counters' copies kept vanishing")
-
-    def _run(self, todo: list[tuple[int, list[int]]], items: list[_Item],
-             bases: dict[int, int]) -> list[Any]:
-        calls = []
-        for p, idx in todo:
-            keys = [self.names.stream(p), self.names.clock(p)]
-            args: list[Any] = [TOMBSTONE_PX, "1" if self._json else "0", len(idx)]
-            for i in idx:
-                key, kind, _, payload, delta, ttl = items[i]
-                ci = 0
-                if self.copy_prefix is not None:
-                    keys.append(self.copy_prefix + self.prefix + key)
-                    ci = len(keys)
-                elif self.cluster:
-                    keys.append(self.names.copy(p, self.namespace, key))
-                    ci = len(keys)
-                    if ttl is None:
-                        ttl = CLUSTER_COPY_PX / 1000
-                base = bases.get(i)
-                if kind == ADD and base is not None and not self._json:
-                    payload = self.dumps(base + delta)
-                args += [self.namespace, key, kind, payload if payload is not None else b"",
-                         delta, "" if ttl is None else max(1, int(ttl * 1000)), ci,
-                         "" if base is None else base]
-            calls.append((keys, args))
-        if len(calls) == 1:
-            return [self._accept_script(keys=calls[0][0], args=calls[0][1])]
-        with self.client.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                self._accept_script(keys=keys, args=args, client=pipe)
-            replies = list(pipe.execute(raise_on_error=False))
-        # NOSCRIPT: that partition's script did not run (a node that lost its scripts);
-        # run it again once they are loaded. Any other error: not acknowledged.
-        lost = [i for i, r in enumerate(replies) if is_noscript(r)]
-        if lost:
-            self.scripts.reload()
-            for i in lost:
-                replies[i] = self._accept_script(keys=calls[i][0], args=calls[i][1])
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
 
     # -- flush, pending, close ------------------------------------------------------------
     def _read_done(self, parts: Iterable[int]) -> dict[int, int]:
@@ -392,8 +323,8 @@ class QueueWriteBackEngine(Engine):
                 err = self.counters.last_error
                 raise StoreError(
                     f"flush of namespace {self.namespace or 'default'!r} did not finish: "
-                    f"{len(behind)} queue partitions not applied yet"
-                    + (f"; last store error: {err}" if err else ""))
+                    f"{self.pending()} entries are still dirty ({len(behind)} queue "
+                    "partitions not applied yet)" + (f"; last store error: {err}" if err else ""))
             time.sleep(delay)
             delay = min(0.02, delay * 2)
 

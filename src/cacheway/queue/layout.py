@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import zlib
 
-__all__ = ["GROUP", "Names", "seq_of"]
+__all__ = ["GROUP", "SEQ_BITS", "Names", "seq_of"]
 
 #: the consumer group of every partition stream
 GROUP = "cacheway"
@@ -32,14 +32,14 @@ GROUP = "cacheway"
 # A stream id is "<ms>-<n>"; n counts the entries XADDed to one stream in one
 # millisecond, far below 2**20 (a million entries in a millisecond). ms * 2**20 + n keeps
 # the ids' order and fits a bigint (ms ~ 2**41 today: 2**61).
-_SEQ_BITS = 20
+SEQ_BITS = 20
 
 
 def seq_of(entry_id: bytes | str) -> int:
     """The increasing int a store's journal mark records for a stream entry id."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, n = text.partition("-")
-    return (int(ms) << _SEQ_BITS) + int(n or 0)
+    return (int(ms) << SEQ_BITS) + int(n or 0)
 
 
 class Names:

@@ -172,11 +172,18 @@ class JournalMark(NamedTuple):
     skip what was applied: every record with seq <= ``low_water`` is applied, and
     ``seqs[i]`` is the last journal record folded into ``ops[i]``. Empty ``seqs`` (for a
     store that declares ``low_water_marks``) records the low water alone: for a writer
-    that applies its records as in-order prefixes, as a queue consumer does."""
+    that applies its records as in-order prefixes, as a queue consumer does.
+
+    ``after`` (a fence, for a store that declares ``fenced_marks``): the low water this
+    batch follows. A store that holds a higher low water for the journal refuses the
+    batch with :class:`~cacheway.StaleMarkError` and writes none of it: another writer
+    applied past it (a queue consumer paused longer than ``claim_after`` whose partition
+    was taken over). Checked and raised in the batch's transaction."""
 
     journal_id: str
     low_water: int
     seqs: Sequence[int]
+    after: int | None = None
 
 
 def _fast(cls: type[Any]) -> Any:
@@ -267,6 +274,9 @@ class StoreBase:
     #: True where ``apply`` takes a journal mark with empty ``seqs``: the low water alone,
     #: no per-key rows (see :class:`JournalMark`).
     low_water_marks: bool = False
+    #: True where ``apply`` checks ``JournalMark.after`` in the batch's transaction and
+    #: raises :class:`~cacheway.StaleMarkError` (see :class:`JournalMark`).
+    fenced_marks: bool = False
 
     @property
     def validate(self) -> ValidateFn | None:

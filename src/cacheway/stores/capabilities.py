@@ -1,8 +1,9 @@
 """What a store can do beyond :class:`~cacheway.stores.base.Store`, declared by the store and
-read once by :func:`store_capabilities` when an engine is built (nothing is probed per
-call): checks at the call (:class:`Validate`), key limits (:class:`KeyLimits`), a
-lateness hint (:class:`LateAware`), key sampling (:class:`SamplesKeys`), data expiry
-(:class:`Expires`), low-water-only journal marks, fork awareness, async callbacks.
+read once by :func:`store_capabilities` or when an engine is built (nothing is probed per
+call): checks at the call (:class:`Validate`, :class:`PayloadCheck`), key limits
+(:class:`KeyLimits`), a lateness hint (:class:`LateAware`), key sampling
+(:class:`SamplesKeys`), data expiry (:class:`Expires`), low-water-only journal marks,
+fork awareness, async callbacks.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "Expires",
     "KeyLimits",
     "LateAware",
+    "PayloadCheck",
     "SamplesKeys",
     "StoreCapabilities",
     "Validate",
@@ -41,6 +43,17 @@ class Validate(Protocol):
 
     @property
     def validate(self) -> ValidateFn | None: ...
+
+
+@runtime_checkable
+class PayloadCheck(Protocol):
+    """A store that can refuse some encoded payloads (PostgreSQL's ``jsonb`` holds no NUL
+    character): ``payload_check(serializer)``, asked once when an engine is built with
+    the cache's serializer, returns a check every write's payload goes through at the
+    call (raising :class:`~cacheway.InvalidWriteError` naming what the store cannot
+    keep), or None when the store keeps whatever that serializer writes."""
+
+    def payload_check(self, serializer: Any) -> Callable[[bytes], None] | None: ...
 
 
 @runtime_checkable
@@ -106,7 +119,8 @@ class StoreCapabilities:
     or None; ``fork_aware``: it reopens its connections in a forked child itself;
     ``async_callbacks``: it holds ``async def`` callbacks (an AsyncCache runs them);
     ``expires``: it keeps data expiry (see :class:`Expires`); ``low_water_marks``: it
-    takes a :class:`JournalMark` with empty ``seqs`` (the low water alone).
+    takes a :class:`JournalMark` with empty ``seqs`` (the low water alone);
+    ``fenced_marks``: it checks ``JournalMark.after`` in the batch's transaction.
     """
 
     name: str
@@ -122,6 +136,7 @@ class StoreCapabilities:
     async_callbacks: bool = False
     expires: bool = False
     low_water_marks: bool = False
+    fenced_marks: bool = False
 
     @property
     def max_key(self) -> int | None:
@@ -176,4 +191,5 @@ def store_capabilities(store: object) -> StoreCapabilities:
         async_callbacks=bool(getattr(store, "async_callbacks", False)),
         expires=isinstance(store, Expires) and bool(store.expires),
         low_water_marks=bool(getattr(store, "low_water_marks", False)),
+        fenced_marks=bool(getattr(store, "fenced_marks", False)),
     )

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StaleMarkError
 from .base import JournalMark, Op
 
-__all__ = ["TRIM_EVERY", "Trim", "check_mark", "last_seqs"]
+__all__ = ["TRIM_EVERY", "Trim", "check_fence", "check_mark", "last_seqs"]
 
 #: Every this many marked batches of a store, the rows at or under the low water (which
 #: say nothing a replay needs) are deleted in the batch's transaction.
@@ -27,6 +27,22 @@ def check_mark(ops: Sequence[Op], mark: JournalMark) -> None:
     if mark.seqs and len(mark.seqs) != len(ops):
         raise ConfigError(
             f"journal mark has {len(mark.seqs)} seqs for a batch of {len(ops)} ops")
+
+
+def check_fence(mark: JournalMark, stored: int | None) -> None:
+    """StaleMarkError if the store holds a low water above ``mark.after`` (``stored``:
+    the low water read, locked, in the batch's transaction; None: no row yet).
+
+    >>> check_fence(JournalMark("q:p0", 9, (), after=5), 5)
+    >>> check_fence(JournalMark("q:p0", 9, (), after=5), 9)
+    Traceback (most recent call last):
+    ...
+    cacheway.errors.StaleMarkError: journal 'q:p0': the store's low water is 9, past ...
+    """
+    if mark.after is not None and stored is not None and stored > mark.after:
+        raise StaleMarkError(
+            f"journal {mark.journal_id!r}: the store's low water is {stored}, past the "
+            f"{mark.after} this batch follows (another writer applied it)")
 
 
 def last_seqs(ops: Sequence[Op], mark: JournalMark) -> dict[tuple[str, str], int]:

@@ -102,6 +102,12 @@ class RowSpec:
         self.meta = f"{self.table}_cw_meta"
         self.applied = f"{self.table}_cw_applied"
         self._allowed = frozenset(self.columns)
+        self._required: tuple[str, ...] = ()  # mapped columns declared NOT NULL
+
+    def require(self, not_null: Sequence[str]) -> None:
+        """The table's NOT NULL columns (read by the store at setup): a write leaving a
+        mapped one of them empty is refused at the call, not dropped at a flush."""
+        self._required = tuple(c for c in self.columns if c in set(not_null))
 
     @property
     def versioned(self) -> bool:
@@ -144,7 +150,15 @@ class RowSpec:
         row = self.rows([op], _NO_SERIALIZER, scalars_only)[0]
         if row is None:
             return value
+        self._filled(key, [c for c in self._required if row.get(c) is None])
         return {c: row.get(c) for c in self.columns}
+
+    def _filled(self, key: str, empty: list[str]) -> None:
+        if empty:
+            raise InvalidWriteError(
+                f"value of key {key!r} leaves column(s) {', '.join(empty)} of "
+                f"{self.table!r} empty (NULL), which the table refuses (NOT NULL): give "
+                "them values")
 
     def rows(self, ops: Sequence[Op], serializer: Serializer,
              scalars_only: bool) -> list[dict[str, Any] | None]:
@@ -183,6 +197,8 @@ class RowSpec:
                     f"{value[self.key_column]!r}: a row's key cannot differ from its cache key"
                 )
             row = {c: value[c] for c in self.columns if c in value}
+            # (a column left out keeps the row's value here; a cache set gives it None)
+            self._filled(op.key, [c for c in self._required if c in row and row[c] is None])
             if scalars_only:
                 bad = sorted(c for c, v in row.items() if not isinstance(v, _SCALARS) or (
                     isinstance(v, int) and not _INT64[0] <= v <= _INT64[1]))

@@ -25,6 +25,10 @@ cacheway[testing]``); the library never imports this package.
   :class:`cacheway.AsyncCache` (each cache an AsyncCache behind :class:`BlockingAsyncCache`,
   the tests' threads so many tasks in flight on one event loop in a thread,
   :class:`LoopThread`): run both to check a pair on both fronts.
+- :class:`AsyncProcessGuaranteeSuite`: 2 under ``kill -9`` and 8 across ``os.fork()`` on
+  :class:`cacheway.AsyncCache` (tasks writing at once; children forked from a parent
+  that built it at import or used it, each running its own loop): the same hooks as
+  :class:`ProcessGuaranteeSuite`.
 
 Servers that are down should skip (or fail) from these hooks: that rule is the project's.
 Tests use the public API only, and name tables and key prefixes uniquely per test (several
@@ -40,11 +44,12 @@ import pytest
 # imports below it, E402).
 pytest.register_assert_rewrite(
     *(f"cacheway.testing.{name}" for name in (
-        "async_front", "backend_suite", "faults", "guarantees", "guarantees_failures",
-        "guarantees_processes", "guarantees_races", "guarantees_writes", "kv_suite", "pair",
-        "store_suite")))
+        "async_front", "async_processes", "backend_suite", "faults", "guarantees",
+        "guarantees_failures", "guarantees_processes", "guarantees_races", "guarantees_writes",
+        "kv_suite", "pair", "store_suite")))
 
 from .async_front import AsyncGuaranteeSuite, BlockingAsyncCache, LoopThread  # noqa: E402
+from .async_processes import AsyncProcessGuaranteeSuite  # noqa: E402
 from .backend_suite import BackendSuite, SharedBackendSuite, put  # noqa: E402
 from .faults import FaultyStore, HeldFill  # noqa: E402
 from .guarantees import GuaranteeSuite, ProcessGuaranteeSuite  # noqa: E402
@@ -58,6 +63,7 @@ __all__ = [
     "POLICIES",
     "POLICY_NAMES",
     "AsyncGuaranteeSuite",
+    "AsyncProcessGuaranteeSuite",
     "BackendSuite",
     "BlockingAsyncCache",
     "FaultyStore",

@@ -43,6 +43,10 @@ class FaultyStore:
     def __repr__(self) -> str:
         return f"FaultyStore({self.inner!r})"
 
+    def async_path(self) -> None:
+        """None: an AsyncCache must go through the calls that inject the faults (the
+        inner store's async path, forwarded by ``__getattr__``, would bypass them)."""
+
     def fetch(self, namespace: str, keys: Sequence[str]) -> Any:
         keys = list(keys)
         with self._lock:

@@ -19,6 +19,10 @@ import cacheway as cw
 
 from .pair import PairSuite
 
+#: seconds a forked child may take before it counts as hung (SIGALRM ends it); a child's
+#: work takes well under a second
+CHILD_DEADLINE = 120
+
 
 def run_and_kill(argv: list[str], seed: int) -> list[str]:
     """Run the crash child, SIGKILL it at a moment chosen by ``seed``, return its lines."""
@@ -52,50 +56,81 @@ def final_states(ops: list[tuple[str, str, int]]) -> dict[str, int | None]:
 
 
 def acknowledged(lines: list[str]) -> tuple[list[tuple[str, str, int]],
-                                             tuple[str, str, int] | None]:
-    """The crash child's writes followed by "ack", and the one in flight at the kill."""
+                                             list[tuple[str, str, int]]]:
+    """The crash child's writes followed by their ack ("ack", or "ack KEY" from tasks
+    writing at once, each on keys of its own), and those in flight at the kill (at most
+    one per key)."""
     acked: list[tuple[str, str, int]] = []
-    in_flight: tuple[str, str, int] | None = None
+    in_flight: dict[str, tuple[str, str, int]] = {}
     for line in lines:
         if line == "ack":
-            assert in_flight is not None
-            acked.append(in_flight)
-            in_flight = None
+            assert len(in_flight) == 1, in_flight
+            acked.append(in_flight.popitem()[1])
+        elif line.startswith("ack "):
+            acked.append(in_flight.pop(line[4:]))
         else:
             op, key, value = line.split()
-            in_flight = (op, key, int(value))
-    return acked, in_flight
+            assert key not in in_flight, line
+            in_flight[key] = (op, key, int(value))
+    return acked, list(in_flight.values())
 
 
 def check_replayed(store: Any, acked: list[tuple[str, str, int]],
-                   in_flight: tuple[str, str, int] | None) -> None:
-    """Every acknowledged write is in ``store`` (counters: once each); the write in
-    flight when the kill came may or may not have landed."""
+                   in_flight: list[tuple[str, str, int]]) -> None:
+    """Every acknowledged write is in ``store`` (counters: once each); a write in flight
+    when the kill came (at most one per key) may or may not have landed."""
     without = final_states(acked)
-    with_last = final_states([*acked, in_flight]) if in_flight is not None else without
+    with_last = final_states([*acked, *in_flight])
     for key in set(without) | set(with_last):
         got = store.load(key)
         assert got in (without.get(key), with_last.get(key)), (
             key, got, without.get(key), with_last.get(key))
 
 
-def in_child(work: Callable[[], object]) -> int:
-    """Run ``work`` in a forked child; its exit code (0: it returned) once it is done."""
-    pid = os.fork()
-    if pid == 0:  # the child: report through the exit code only
-        code = 1
-        try:
-            work()
-            code = 0
-        except BaseException as exc:  # noqa: BLE001 - the exit code tells the parent
-            print(f"child failed: {exc!r}", file=sys.stderr, flush=True)
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+def crash_keys(tags: list[str]) -> list[str]:
+    """The keys a crash child writes with the key tags ``tags`` (see ``crash_child``)."""
+    return [f"{t}k{i}" for t in tags for i in range(20)] + [
+        f"{t}c{i}" for t in tags for i in range(3)]
 
 
-class ProcessGuarantees(PairSuite):
+def in_children(works: list[Callable[[], object]], deadline: int = CHILD_DEADLINE
+                ) -> list[int]:
+    """Run each of ``works`` in a forked child, all at once (as the workers of a
+    preforking server); their exit codes (0: it returned) once all are done. A child
+    still at work after ``deadline`` seconds hung: SIGALRM ends it (-14)."""
+    pids = []
+    for work in works:
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            code = 1
+            try:
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (not the parent's handler)
+                signal.alarm(deadline)
+                work()
+                code = 0
+            except BaseException as exc:  # noqa: BLE001 - the exit code tells the parent
+                print(f"child failed: {exc!r}", file=sys.stderr, flush=True)
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+
+
+def in_child(work: Callable[[], object], deadline: int = CHILD_DEADLINE) -> int:
+    """Run ``work`` in a forked child; its exit code (see :func:`in_children`)."""
+    return in_children([work], deadline)[0]
+
+
+def reopen_journal(store_url: str, backend_url: str, wal: str) -> None:
+    """Reopen a journalled write-back cache on ``wal`` (it replays) and close it."""
+    cw.open(store_url, backend=backend_url, policy="write-back", journal=wal,
+            fsync="always").close()
+
+
+class ProcessPairSuite(PairSuite):
+    """Hooks and trials the process suites share (:class:`ProcessGuarantees` on
+    ``Cache``, ``AsyncProcessGuarantees`` on ``AsyncCache``)."""
+
     #: the store's data outlives the process that wrote it (not a dict in memory)
     store_outlives_process: ClassVar[bool] = True
     #: kill -9 trials per test
@@ -106,8 +141,13 @@ class ProcessGuarantees(PairSuite):
         None when URLs cannot say it (kill -9 trials are then skipped)."""
         return None
 
-    # -- 2. kill -9 ------------------------------------------------------------------------
-    def test_guarantee2_kill_9_loses_no_acknowledged_write(self) -> None:
+    def kill_9_trials(self, flags: list[str], tags: list[str],
+                      reopen: Callable[[str, str, str], None] | None = reopen_journal
+                      ) -> None:
+        """``crash_trials`` runs of the crash child with ``flags`` (its keys tagged
+        ``tags``), each SIGKILLed at a moment of its seed; then ``reopen(store URL,
+        backend URL, journal path)`` (None: nothing to replay) and every acknowledged
+        write must be in the store."""
         urls = self.urls()
         if urls is None:
             pytest.skip("this pair cannot be opened from URLs in a child process")
@@ -115,25 +155,30 @@ class ProcessGuarantees(PairSuite):
         for trial in range(self.crash_trials):
             wal = str(self.tmp_path / f"trial{trial}.wal")
             seed = 1000 + trial
-            argv = [store_url, backend_url, wal, str(seed)]
+            argv = [store_url, backend_url, wal, str(seed), *flags]
             if not self.counters:
                 argv.append("no-counters")
             acked, in_flight = acknowledged(run_and_kill(argv, seed))
-            # Reopening the cache replays the journal into the store.
-            cw.open(store_url, backend=backend_url, policy="write-back", journal=wal,
-                    fsync="always").close()
+            if reopen is not None:
+                reopen(store_url, backend_url, wal)  # replays the journal into the store
             store = self.store()
             check_replayed(store, acked, in_flight)
             # the next trial starts from an empty store (its counters add to nothing)
-            store.delete_many([f"k{i}" for i in range(20)] + [f"c{i}" for i in range(3)])
+            store.delete_many(crash_keys(tags))
 
-    # -- 8. fork ---------------------------------------------------------------------------
     def needs_fork(self) -> None:
         if not hasattr(os, "fork"):
             pytest.skip("needs os.fork")
         if not self.store_outlives_process:
             pytest.skip("the store's data lives in this process: a child's writes stay there")
 
+
+class ProcessGuarantees(ProcessPairSuite):
+    # -- 2. kill -9 ------------------------------------------------------------------------
+    def test_guarantee2_kill_9_loses_no_acknowledged_write(self) -> None:
+        self.kill_9_trials([], [""])
+
+    # -- 8. fork ---------------------------------------------------------------------------
     def test_guarantee8_writes_made_in_forked_children_reach_the_store(self) -> None:
         self.needs_fork()
         cache = self.cache(cw.WriteBack(max_delay=0.05))

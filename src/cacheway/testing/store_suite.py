@@ -190,6 +190,26 @@ class StoreSuite:
         with pytest.raises(cw.ConfigError, match="seqs"):
             store.apply([self.op("a", self.value(4))], journal=JournalMark(jid, 10, [1, 2]))
 
+    def test_a_fenced_mark_refuses_a_batch_another_writer_passed(self, store: Any) -> None:
+        # issue 13: a queue consumer paused past claim_after applies a batch its successor
+        # applied already; the fence (JournalMark.after) refuses it, writing none of it
+        if not (self.records_marks and getattr(store, "fenced_marks", False)):
+            pytest.skip("this store checks no fences")
+        jid = unique("journal")
+        store.apply([self.op("n", self.value(5))], journal=JournalMark(jid, 4, (), after=0))
+        with pytest.raises(cw.StaleMarkError, match="low water is 4"):
+            store.apply([self.op("n", self.value(1)), self.op("x", self.value(1))],
+                        journal=JournalMark(jid, 4, (), after=0))  # the paused one
+        assert store.applied_state(jid) == (4, {})
+        assert store.load_many(["n", "x"]) == {"n": self.value(5)}  # none of it written
+        store.apply([self.op("n", self.value(6))], journal=JournalMark(jid, 6, (), after=4))
+        assert store.applied_state(jid) == (6, {})
+        assert store.load_many(["n"]) == {"n": self.value(6)}
+        # a fence on a journal with no row yet: the first batch of a partition
+        other = unique("journal")
+        store.apply([self.op("y", self.value(2))], journal=JournalMark(other, 1, (), after=0))
+        assert store.applied_state(other) == (1, {})
+
     # -- a whole cache on the store --------------------------------------------------------
     @pytest.mark.parametrize("policy", POLICY_NAMES)
     def test_cache_on_the_store(self, store: Any, policy: str) -> None:

@@ -22,16 +22,20 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidWriteError
 from ..stores.base import ADD, DELETE, NOTSET, SET, JournalMark, Op, Store, store_capabilities
 from .journal import Journal, JournalInUse, abandoned_children
+from .journal_files import fsync_dir
 
 if TYPE_CHECKING:
+    from ..backends.base import Backend
     from .journal import Record
 
-__all__ = ["Invalidate", "OnDeadLetter", "ReplayReport", "replay", "replay_children"]
+__all__ = ["CACHE_STORE_MARK", "Invalidate", "OnDeadLetter", "ReplayReport", "mark_cache_store",
+           "open_replayed", "replay", "replay_children", "replay_namespaces"]
 
 log = logging.getLogger("cacheway")
 
@@ -235,6 +239,93 @@ def replay_children(
         finally:
             child.close()
         report.children += 1
+    return report
+
+
+#: In the journal ``PATH.<name>`` of a namespace that writes to its cache's own store:
+#: whoever reopens the cache's journal ``PATH`` replays it too, namespace opened or not.
+CACHE_STORE_MARK = "cache-store"
+
+
+def mark_cache_store(path: str | os.PathLike[str]) -> None:
+    """Mark the namespace journal at ``path`` as one of its cache's store (durably: the
+    replay of a crash must find the mark)."""
+    mark = os.path.join(os.fspath(path), CACHE_STORE_MARK)
+    if os.path.exists(mark):
+        return
+    fd = os.open(mark, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(Path(path))
+
+
+def open_replayed(path: str, fsync: str, store: Store, *, namespace: str, cache_store: bool,
+                  batch_size: int, on_dead_letter: OnDeadLetter | None,
+                  backend: Backend) -> Journal:
+    """The journal of a cache's engine, opened and replayed into ``store``: ``path`` for
+    the default namespace (whose open replays the namespaces' journals too, see
+    :func:`replay_namespaces`), ``path.<namespace>`` for the others (marked when they
+    write to the cache's own store, ``cache_store``). The replay drops ``backend``'s
+    copies of the keys it applies."""
+
+    def invalidate(keys: list[tuple[str, str]]) -> None:
+        # The process that wrote the journal died with these writes in the shared
+        # backend but not in the store (or not stamped): whatever copy is there is stale.
+        backend.delete_many([f"{ns}:{key}" for ns, key in keys])
+
+    if namespace:
+        path = f"{path}.{namespace}"  # one journal per namespace: its records meet one store
+    journal = Journal(path, fsync=fsync)
+    try:
+        replay(journal, store, batch_size=batch_size, on_dead_letter=on_dead_letter,
+               invalidate=invalidate)
+        if not namespace:
+            replay_namespaces(path, store, batch_size=batch_size,
+                              on_dead_letter=on_dead_letter, invalidate=invalidate)
+        elif cache_store:
+            mark_cache_store(path)
+    except BaseException:
+        journal.close()
+        raise
+    return journal
+
+
+def replay_namespaces(
+    path: str | os.PathLike[str],
+    store: Store,
+    *,
+    batch_size: int = 500,
+    on_dead_letter: OnDeadLetter | None = None,
+    invalidate: Invalidate | None = None,
+) -> ReplayReport:
+    """Replay into ``store`` the namespace journals ``PATH.<name>`` next to the cache
+    journal at ``path`` that carry :data:`CACHE_STORE_MARK` (a namespace with a store of
+    its own replays when it opens), with their dead children; a journal another process
+    holds is skipped."""
+    base = os.fspath(path)
+    parent, name = os.path.split(os.path.abspath(base))
+    report = ReplayReport()
+    try:
+        names = sorted(os.listdir(parent))
+    except FileNotFoundError:
+        return report
+    for entry in names:
+        if not entry.startswith(name + ".") or "@" in entry:
+            continue  # (a forked child's journal is replayed with its parent's)
+        found = os.path.join(parent, entry)
+        if not os.path.exists(os.path.join(found, CACHE_STORE_MARK)):
+            continue
+        try:
+            journal = Journal(found, fsync="never")
+        except JournalInUse:
+            continue
+        try:
+            report.add(replay(journal, store, batch_size=batch_size,
+                              on_dead_letter=on_dead_letter, invalidate=invalidate))
+        finally:
+            journal.close()
     return report
 
 

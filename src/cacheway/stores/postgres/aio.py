@@ -1,18 +1,21 @@
 """PostgresStore on asyncio: psycopg's ``AsyncConnectionPool`` under an AsyncCache.
 
-:class:`AsyncPostgresStore` is a :class:`PostgresStore` (the same table, SQL and sync
-calls) that also declares an async path (:class:`cacheway._aio_path.AsyncStorePath`):
-an AsyncCache over it loads and writes through with psycopg on the event loop instead
-of a worker thread. The SQL is the sync store's (:func:`.sql.kv_queries`); a versioned
-write is one transaction sent as one simple query (the set-if-newer upsert and the
-sequence raise under its advisory lock, parameters bound client-side: one round trip),
-an unversioned one a single autocommit statement, as the sync store runs them.
+:class:`PgAsyncPath` is the async path (:class:`cacheway._aio_path.AsyncStorePath`) of a
+key/value table: an AsyncCache over it loads and writes through with psycopg on the
+event loop instead of a worker thread. A plain :class:`PostgresStore` opened from a DSN
+gives each AsyncCache a path of its own (``PostgresStore.async_path``: a pool from the
+same DSN and settings, opened on the cache's loop, closed with the cache);
+:class:`AsyncPostgresStore` is a PostgresStore with one path, which may run on a pool
+the caller opened (``async_pool=``). The SQL is the sync store's
+(:func:`.sql.kv_queries`): a versioned write is one statement (``vset_raise``: the
+set-if-newer upsert, then the sequence raise under its advisory lock), an unversioned
+one a single autocommit statement, as the sync store runs them.
 
 The path takes SET and DELETE batches of key/value mode (no key twice, all versioned or
 all unversioned, one kind when unversioned); counters (ADD), journal marks and row mode
 go through the sync store.
 
->>> store = AsyncPostgresStore("postgresql://127.0.0.1/test")  # doctest: +SKIP
+>>> store = cw.PostgresStore("postgresql://127.0.0.1/test")  # doctest: +SKIP
 >>> acache = cw.AsyncCache(store=store, backend=cw.RedisBackend())  # doctest: +SKIP
 """
 
@@ -24,12 +27,15 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from ..._aio_path import close_with_loop, stop_closing
 from ...errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from .._errors import is_permanent, storable_text
+from .._fork import track
 from ..base import DELETE, NOTSET, SET, Applied, Loaded, Op, expiring
-from .helpers import _CONFLICT_RETRIES, _modules, _scrub, _secrets
+from .helpers import _CONFLICT_RETRIES, _modules, _scrub, _secrets, connect_options
+from .run import _RECONNECT
 from .store import PostgresStore
-from .versions import SEQ_LOCK_CLASS, one_trip_reports
+from .versions import one_trip_landed, one_trip_reports, one_trip_statement
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
@@ -41,25 +47,50 @@ __all__ = ["AsyncPostgresStore", "PgAsyncPath"]
 class PgAsyncPath:
     """The async path of one key/value table: a psycopg ``AsyncConnectionPool`` of its
     own (built from ``conninfo`` on the loop that first uses it, closed by
-    :meth:`aclose`) or the caller's (``pool``: used as given, never closed here)."""
+    :meth:`aclose`) or the caller's (``pool``: used as given, never closed here).
+    ``store``: the sync store of the table, whose :meth:`~PostgresStore.close` closes
+    this path too (its calls then raise ClosedError, as the store's do).
+
+    A pool belongs to one event loop. Used from another loop (``asyncio.run`` once per
+    test, say), the path opens a new pool there and drops the previous loop's unclosed
+    (its tasks and sockets belong to that loop; the connections close when it is
+    garbage). In the child of a fork it opens a pool of its own likewise (the inherited
+    one is the parent's sockets: kept unused and unclosed); the caller's pool cannot be
+    rebuilt there, so the child's calls refuse it."""
 
     def __init__(self, table: str, *, conninfo: str | None = None,
                  pool: AsyncConnectionPool[Any] | None = None, min_size: int = 1,
-                 max_size: int = 10, timeout: float = 30.0) -> None:
+                 max_size: int = 10, timeout: float = 30.0,
+                 store: PostgresStore | None = None) -> None:
         if (conninfo is None) == (pool is None):
             raise ConfigError("PgAsyncPath needs a conninfo or an AsyncConnectionPool")
         self.table = table
+        self._store = store
+        self._inherited: list[Any] = []  # a parent's pools, after a fork
+        self._forked = False  # the caller's pool, inherited across a fork
         self.seq = f"{table}_version_seq"  # PgKV's sequence (see kv.py)
         self._conninfo = conninfo
         self._given = pool
         self._pool: AsyncConnectionPool[Any] | None = pool
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of _ready
+        self._pool_loop: asyncio.AbstractEventLoop | None = None  # the loop of _pool
         self._min, self._max, self._timeout = min_size, max_size, timeout
         self._secrets = _secrets(conninfo) if conninfo else []
         self._q: dict[str, str] = {}
         self._jsonb = False
         self._closed = False
+        self._users = 0  # AsyncCaches attached (a shared path: AsyncPostgresStore's)
         self._ready: asyncio.Lock | None = None
+        self._closer: asyncio.Task[None] | None = None  # closes _pool when its loop ends
+        track(self)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child's calls open a pool of their own (see ``stores/_fork.py``)."""
+        if self._given is not None:
+            self._forked = True
+        elif self._pool is not None:
+            self._inherited.append(self._pool)
+            self._pool, self._pool_loop, self._closer = None, None, None
 
     def __repr__(self) -> str:
         return f"<PgAsyncPath table={self.table!r}>"
@@ -78,25 +109,50 @@ class PgAsyncPath:
     async def _pool_for_loop(self) -> AsyncConnectionPool[Any]:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
+        if self._store is not None and self._store.closed:
+            raise ClosedError(f"{self._store!r} is closed")
+        if self._forked:
+            raise StoreError(
+                f"{self!r} was given a psycopg_pool.AsyncConnectionPool before os.fork(): "
+                "its connections are the parent's sockets and cannot be shared. Open the "
+                "pool in the child, or let the store build its own from the DSN")
         loop = asyncio.get_running_loop()
-        if self._pool is not None and (self._given is not None or self._loop is loop):
+        if self._pool is not None and (self._given is not None or (
+                self._pool_loop is loop and not self._pool.closed)):
             if not self._q:
                 await self._setup(self._pool)
             return self._pool
         if self._ready is None or self._loop is not loop:
-            self._ready = asyncio.Lock()
+            self._ready = asyncio.Lock()  # (an asyncio lock belongs to one loop too)
             self._loop = loop
         async with self._ready:
-            if self._pool is None or self._loop is not loop or self._pool.closed:
+            if self._given is None and (self._pool is None or self._pool_loop is not loop
+                                        or self._pool.closed):
                 from psycopg_pool import AsyncConnectionPool
 
-                # A pool belongs to one loop: a previous loop's is dropped with it.
+                psycopg, _ = _modules()
+                conninfo = cast(str, self._conninfo)
+                extra = connect_options(psycopg.conninfo.conninfo_to_dict(conninfo),
+                                        self._timeout)
+                # A pool belongs to one loop: a previous loop's is dropped with it. The
+                # settings are the sync store's (see PgRunner._open_pool).
                 pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    cast(str, self._conninfo), min_size=self._min, max_size=self._max,
-                    timeout=self._timeout, kwargs={"autocommit": True}, open=False,
+                    conninfo, min_size=self._min, max_size=self._max,
+                    timeout=self._timeout, reconnect_timeout=_RECONNECT,
+                    kwargs={"autocommit": True, **extra}, open=False,
                     name=f"cacheway-aio-{self.table}")
-                await pool.open()
-                self._pool = pool
+                # wait=True: the first call finds its connection ready, so the pool
+                # does not grow a second one for it while the loop may be ending.
+                try:
+                    await pool.open(wait=True, timeout=self._timeout)
+                except BaseException as exc:
+                    await pool.close(timeout=0)  # its workers would retry for good
+                    if isinstance(exc, psycopg.Error):
+                        raise self._error("connecting for", exc, False) from exc
+                    raise
+                self._pool, self._pool_loop = pool, loop
+                self._closer = close_with_loop(pool.close, f"{pool.name}-closer")
+            assert self._pool is not None
             if not self._q:
                 await self._setup(self._pool)
         return self._pool
@@ -119,12 +175,27 @@ class PgAsyncPath:
             self._q = q
             self._jsonb = jsonb
 
+    def attach(self) -> None:
+        """An AsyncCache starts using this shared path (:class:`AsyncPostgresStore`'s):
+        its :meth:`aclose` then closes the pool only when the last one attached closes,
+        and leaves the path usable (a later AsyncCache opens a new pool)."""
+        self._users += 1
+
     async def aclose(self) -> None:
-        """Close the pool this path built (the caller's stays open)."""
-        self._closed = True
+        """Close the pool this path built on the running loop (the caller's stays open;
+        one of a loop that is gone was dropped with it). On a path AsyncCaches attached
+        to, only the last one's close does it, and the path stays usable."""
+        if self._users > 0:
+            self._users -= 1
+            if self._users > 0:
+                return  # another AsyncCache still uses the pool
+        else:
+            self._closed = True
         pool, self._pool = self._pool, None
-        if pool is not None and self._given is None and not pool.closed:
+        if (pool is not None and self._given is None and not pool.closed
+                and self._pool_loop is asyncio.get_running_loop()):
             await pool.close()
+            stop_closing(self._closer)
 
     # -- the store path --------------------------------------------------------------------
     def takes(self, ops: Sequence[Op]) -> bool:
@@ -169,20 +240,11 @@ class PgAsyncPath:
 
     async def _versioned(self, conn: AsyncConnection[Any], ops: list[Op]) -> list[Applied]:
         q = self._q
-        nss, keys = [op.namespace for op in ops], [op.key for op in ops]
-        values = [self._payload(op) if op.kind == SET else None for op in ops]
-        versions = [op.version for op in ops]
-        # One round trip, one transaction: the statements of the sync store's versioned
-        # batch (vset, then the sequence raise under its advisory lock) sent as one
-        # simple query, parameters bound client-side (which the server runs as one
-        # implicit transaction; a pipeline of three costs the client twice the CPU).
-        from psycopg import AsyncClientCursor
-
-        cur = AsyncClientCursor(conn)
-        await cur.execute(q["one_trip"], (nss, keys, values, versions, SEQ_LOCK_CLASS,
-                                                self.seq, max(cast(list[int], versions))))
-        landed = {(ns, k): v for ns, k, v in await cur.fetchall()}
-        skipped = [op for op in ops if (op.namespace, op.key) not in landed]
+        # One round trip, one transaction: the upsert and the sequence raise under its
+        # advisory lock in one statement (see ``vset_raise`` in sql.py).
+        query, params = one_trip_statement(q, ops, self.seq, self._payload)
+        cur = await conn.execute(query, params, binary=True)
+        landed, skipped = one_trip_landed(ops, await cur.fetchall())
         current: dict[tuple[str, str], int] = {}
         if skipped:  # rows that kept a newer version: which (read after the commit)
             read = await conn.execute(q["versions"], ([op.namespace for op in skipped],
@@ -259,11 +321,12 @@ class PgAsyncPath:
 
 
 class AsyncPostgresStore(PostgresStore):
-    """A :class:`PostgresStore` (same arguments) that declares an async path for an
-    AsyncCache: ``async_pool`` (a ``psycopg_pool.AsyncConnectionPool``, open, the
-    caller's: never closed here) or, by default, a pool of its own built from the DSN
+    """A :class:`PostgresStore` (same arguments) with one async path for every AsyncCache
+    over it: ``async_pool`` (a ``psycopg_pool.AsyncConnectionPool``, open, the caller's:
+    never closed here) or, by default, a pool of its own built from the DSN
     (``min_size``..``max_size``) on the loop that first uses it and closed when the
-    AsyncCache closes. Key/value mode only: row mode has no async path (refused here)."""
+    AsyncCache closes (a plain PostgresStore gives each AsyncCache a pool of its own).
+    Key/value mode only: row mode has no async path (refused here)."""
 
     def __init__(self, dsn_or_pool: str | ConnectionPool[Any], table: str = "cacheway", *,
                  async_pool: AsyncConnectionPool[Any] | None = None, min_size: int = 1,
@@ -279,7 +342,8 @@ class AsyncPostgresStore(PostgresStore):
         self._async = PgAsyncPath(
             self.table, conninfo=dsn_or_pool if isinstance(dsn_or_pool, str) and
             async_pool is None else None,
-            pool=async_pool, min_size=min_size, max_size=max_size, timeout=timeout)
+            pool=async_pool, min_size=min_size, max_size=max_size, timeout=timeout,
+            store=self)
 
     def async_path(self) -> PgAsyncPath:
         """The async path (one per store)."""

@@ -30,6 +30,13 @@ def _secrets(dsn: str) -> list[str]:
     return sorted({s.strip("'") for s in found if s.strip("'")}, key=len, reverse=True)
 
 
+def connect_options(params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Connection keywords a pool adds to a DSN's ``params``: a ``connect_timeout`` under
+    the call's ``timeout`` (at most 10 s) unless the DSN sets one."""
+    return {} if "connect_timeout" in params else {
+        "connect_timeout": max(1, int(min(timeout, 10)))}
+
+
 def _scrub(message: str, secrets: Sequence[str]) -> str:
     for secret in secrets:
         message = message.replace(secret, "***")

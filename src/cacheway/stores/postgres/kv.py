@@ -8,21 +8,47 @@ open). Imported once the driver was found.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from psycopg import Connection, Cursor, errors, sql
 
-from ...errors import ConfigError, InvalidWriteError
+from ...errors import ConfigError, InvalidWriteError, SerializationError
 from ...serializers import Serializer
 from ..base import ADD, DELETE, NOTSET, SET, Applied, Loaded, Op, expiring, has_versions
 from .helpers import _fill, create_marks, ddl_lock
 from .sql import kv_queries
-from .versions import SEQ_LOCK_CLASS, one_trip_reports, raise_sequence
+from .versions import one_trip_landed, one_trip_reports, one_trip_statement, raise_sequence
 from .versions import write_sets as write_versioned
 
 __all__ = ["PgKV"]
+
+# JSON's escape of a NUL character: ``\u0000`` after an even number of backslashes
+# (``\\u0000`` is a backslash and the text "u0000").
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# A number in exponent form (how JSON writes floats from 1e16 up): jsonb's numeric keeps a
+# whole one without a fraction, so it would come back an int.
+_EXPONENT = re.compile(rb"[0-9][eE]\+?[0-9]")
+
+
+def _check_whole_floats(value: Any, table: str) -> None:
+    """SerializationError for a float a jsonb column would give back as an int."""
+    if isinstance(value, float):
+        # (from 2**63 on, the decoder reads the digits back as a float)
+        if value.is_integer() and abs(value) >= 1e16 and -2**63 <= int(value) < 2**63:
+            raise SerializationError(
+                f"the float {value!r} would come back from the jsonb column of table "
+                f"{table!r} as the int {int(value)}: store it as an int, or give the store "
+                "a bytea table (a serializer other than JSON)")
+    elif isinstance(value, list):
+        for item in value:
+            _check_whole_floats(item, table)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_whole_floats(item, table)
 
 
 class PgKV:
@@ -48,7 +74,31 @@ class PgKV:
         self._jsonb = False
         self._q: dict[str, str] = {}
 
+    def _ready(self, conn: Connection[Any]) -> bool:
+        """Whether everything :meth:`setup` creates is there (the usual open): then it
+        runs no DDL, whose table lock (``ALTER TABLE``'s is exclusive even when the column
+        exists) would wait for every transaction open on the table (a worker's batch) and
+        hold up every query after it."""
+        names = (self.seq, self.table + "_expires", *self.marks)
+        row = conn.execute(
+            "SELECT " + " AND ".join(["to_regclass(quote_ident(current_schema()) || '.' || "
+                                      "quote_ident(%s)) IS NOT NULL"] * len(names))
+            + " AND EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = %s AND column_name = 'expires_at')",
+            (*names, self.table)).fetchone()
+        return bool(row and row[0])
+
     def setup(self, conn: Connection[Any]) -> None:
+        if not self._ready(conn):
+            self._create(conn)
+        found = dict(conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s", (self.table,)
+        ).fetchall())
+        self._check_columns(found)
+        self._q.update(kv_queries(conn, self.table, self.seq, self._jsonb))
+
+    def _create(self, conn: Connection[Any]) -> None:
         ident = sql.Identifier
         with conn.transaction():
             ddl_lock(conn, self.table)
@@ -67,10 +117,8 @@ class PgKV:
                 "CREATE INDEX IF NOT EXISTS {} ON {} (expires_at) WHERE expires_at IS NOT NULL"
             ).format(ident(self.table + "_expires"), ident(self.table)))
             create_marks(conn, *self.marks)
-            found = dict(conn.execute(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND table_name = %s", (self.table,)
-            ).fetchall())
+
+    def _check_columns(self, found: dict[str, str]) -> None:
         missing = [c for c in ("namespace", "key", "value", "version") if c not in found]
         if missing:
             raise ConfigError(
@@ -86,7 +134,28 @@ class PgKV:
                 f"table {self.table!r} keeps jsonb values but the serializer is "
                 f"{self.serializer.name!r}: use the JSON serializer or another table"
             )
-        self._q.update(kv_queries(conn, self.table, self.seq, self._jsonb))
+
+    def payload_check(self, serializer: Serializer) -> Callable[[bytes], None]:
+        """The check of a cache's payloads (see ``PayloadCheck``): a ``jsonb`` table
+        (known once the store has set up) keeps JSON without NUL characters only."""
+        table, json_ = self.table, serializer.name == "json"
+
+        def check(payload: bytes) -> None:
+            if not self._jsonb:
+                return  # bytea keeps any bytes
+            if not json_:
+                raise InvalidWriteError(
+                    f"table {table!r} keeps jsonb values and the cache's serializer is "
+                    f"{serializer.name!r}: give the store the same serializer "
+                    f"(PostgresStore(..., serializer=...)) or use the JSON serializer")
+            if b"\\u0000" in payload and _NUL.search(payload):
+                raise InvalidWriteError(
+                    f"the value holds a NUL character (\\u0000), which the jsonb column "
+                    f"of table {table!r} cannot keep")
+            if _EXPONENT.search(payload):
+                _check_whole_floats(json.loads(payload), table)
+
+        return check
 
     # -- reads --------------------------------------------------------------------------
     def fetch(self, conn: Connection[Any], ns: str, keys: list[str]) -> dict[str, Loaded]:
@@ -125,18 +194,12 @@ class PgKV:
                 and len({(op.namespace, op.key) for op in ops}) == len(ops))
 
     def write_one_trip(self, conn: Connection[Any], ops: Sequence[Op]) -> list[Applied]:
-        """``ops`` (see :meth:`one_trip`) in one round trip on an autocommit connection,
-        instead of BEGIN, three statements and COMMIT (a write-through set's store write)."""
-        from psycopg import ClientCursor
-
-        versions = [op.version for op in ops]
-        with ClientCursor(conn) as cur:
-            cur.execute(self._q["one_trip"], (
-                [op.namespace for op in ops], [op.key for op in ops],
-                [self._payload(op) if op.kind == SET else None for op in ops], versions,
-                SEQ_LOCK_CLASS, self.seq, max(v for v in versions if v is not None)))
-            landed = {(ns, k): v for ns, k, v in cur.fetchall()}
-        skipped = [op for op in ops if (op.namespace, op.key) not in landed]
+        """``ops`` (see :meth:`one_trip`) in one statement on an autocommit connection
+        (``vset_raise``), instead of BEGIN, three statements and COMMIT (a write-through
+        set's store write)."""
+        query, params = one_trip_statement(self._q, ops, self.seq, self._payload)
+        landed, skipped = one_trip_landed(
+            ops, conn.execute(query, params, binary=True).fetchall())
         current: dict[tuple[str, str], int] = {}
         if skipped:  # rows that kept a newer version: report it (read after the commit)
             found = conn.execute(self._q["versions"], (

@@ -71,19 +71,24 @@ class RowMapper:
         """Checks a write at the call and returns the row the cache keeps."""
         return self.normalize
 
+    def payload_check(self, serializer: Any) -> None:
+        """None: a row's values are checked by :attr:`validate` (the row it keeps)."""
+        return
+
     # -- construction-time checks -------------------------------------------------------
     def setup(self, conn: Connection[Any]) -> None:
         """Check the table and columns exist (ConfigError listing what is missing), that
         the key column is unique, and create the version sequence when missing."""
         t = self.table
         info = conn.execute(
-            "SELECT column_name, data_type, character_maximum_length "
+            "SELECT column_name, data_type, character_maximum_length, is_nullable "
             "FROM information_schema.columns "
             "WHERE table_schema = current_schema() AND table_name = %s", (t,)
         ).fetchall()
-        found = {name: kind for name, kind, _ in info}
+        found = {name: kind for name, kind, _, _ in info}
+        self.spec.require([name for name, _, _, nullable in info if nullable == "NO"])
         # varchar(n)/char(n): n characters at most (text: no limit but the btree's).
-        self.max_key_chars = next((int(n) for name, _, n in info
+        self.max_key_chars = next((int(n) for name, _, n, _ in info
                                    if name == self.key_column and n is not None), None)
         if not found:
             raise ConfigError(

@@ -5,6 +5,7 @@ that never show a password."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ...errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from .._deadline import Deadline, Watchdog
 from .._errors import is_permanent
-from .helpers import _CONFLICT_RETRIES, _Attempt, _scrub, _secrets
+from .._fork import GATE
+from .helpers import _CONFLICT_RETRIES, _Attempt, _scrub, _secrets, connect_options
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -60,8 +62,7 @@ class PgRunner:
         host, port = params.get("host", "localhost"), params.get("port", "5432")
         self._where = f"postgresql://{params.get('user', '')}@{host}:{port}/" + str(
             params.get("dbname", ""))
-        extra = {} if "connect_timeout" in params else {
-            "connect_timeout": max(1, int(min(self._timeout, 10)))}
+        extra = connect_options(params, self._timeout)
         # Connect once up front: a bad host or password fails here, fast and clearly,
         # rather than as a pool timeout later.
         try:
@@ -81,15 +82,22 @@ class PgRunner:
         # reconnect_timeout: a lost connection is retried in the background for
         # _RECONNECT s only (psycopg_pool's backoff doubles up to minutes); then the
         # next call asks for a new one, so a server that came back is used at once.
+        # A process stopped inside a batch (SIGSTOP, a long pause) keeps its row locks
+        # until the server ends its idle transaction: another worker's writes of those
+        # rows wait for it. No call of ours stays in a transaction past its deadline.
+        idle = f"SET idle_in_transaction_session_timeout = {int(self._timeout * 1000) + 1000}"
         pool: ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             dsn, min_size=min_size, max_size=max_size, timeout=self._timeout,
-            reconnect_timeout=_RECONNECT,
+            reconnect_timeout=_RECONNECT, configure=lambda conn: conn.execute(idle),
             kwargs={"autocommit": True, **extra}, open=True, name=f"cacheway-{self.table}",
         )
         return pool
 
     # -- running work on a pooled connection -------------------------------------------
     _forked_pool = False  # a pool passed in, inherited across a fork (see after_fork_in_child)
+    # In a forked child until its first call: opens the child's own pool.
+    _reopen_in_child: Callable[[], ConnectionPool[Any]] | None = None
+    _child_lock: threading.Lock
 
     def _check(self) -> None:
         if self._closed:
@@ -125,6 +133,21 @@ class PgRunner:
         left, unless COMMIT was already sent. With ``write``, an error about the data
         written (a value too long, a constraint) is an :class:`InvalidWriteError`."""
         self._check()
+        with GATE:  # see stores/_fork.py
+            if self._reopen_in_child is not None:
+                self._open_in_child()
+            return self._attempts(doing, work, write)
+
+    def _open_in_child(self) -> None:
+        """A forked child's first call opens its own pool (the fork hook does no I/O)."""
+        with self._child_lock:
+            reopen = self._reopen_in_child
+            if reopen is not None:
+                self._pool = reopen()
+                self._reopen_in_child = None
+
+    def _attempts(self, doing: str, work: Callable[[Connection[Any], _Attempt], _T],
+                  write: bool) -> _T:
         psycopg, pool_timeout = self._pg, self._pg_pool_timeout()
         retryable = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
         deadline = time.monotonic() + self._timeout

@@ -109,12 +109,31 @@ def kv_queries(conn: Connection[Any], table: str, seq: str, jsonb: bool) -> dict
     for name, text in parts.items():
         out[name] = sql.SQL(text).format(
             **{k: v for k, v in fmt.items() if "{" + k + "}" in text}).as_string(conn)
-    # A versioned batch of SETs and DELETEs as one simple query, parameters bound on the
-    # client (%s): the upsert and the sequence raise under its advisory lock, one round
-    # trip and one implicit transaction (params: ns[], key[], value[], version[], the
-    # lock class, the sequence's name, the batch's highest version).
-    out["one_trip"] = "; ".join(out[name].replace("%b", "%s")
-                                for name in ("vset", "seq_lock", "seq_raise"))
+    # A versioned batch of SETs and DELETEs as one statement (one round trip, one
+    # transaction on an autocommit connection, parameters bound on the server): the
+    # upsert, then the sequence raise under its advisory lock, in that order (the
+    # transactional batch's order: row locks, then the sequence's). ``l`` reads ``up``
+    # before taking the lock, ``r`` reads ``l`` before the sequence's last value (an
+    # InitPlan, run when first needed). Params: ns[], key[], value[], version[], the
+    # lock class, the sequence's name, the batch's highest version. Rows: the ops that
+    # landed, or one row of NULLs when none did (``r`` is scanned first, always).
+    # ``vset_raise1``: the same for one op, its values as scalars (no arrays to build
+    # and unnest: a write-through set's store write).
+    raise_ = sql.SQL(
+        "WITH up AS ({vset}), l AS (SELECT pg_advisory_xact_lock(%b::int, hashtext("
+        "current_schema() || '.' || %b::text)) FROM (SELECT count(*) FROM up) AS c), "
+        "r AS (SELECT setval({seq}, greatest(%b::bigint, (SELECT last_value FROM "
+        "{seqname}))) FROM l) SELECT up.namespace, up.key, up.version FROM r LEFT JOIN "
+        "up ON true")
+    arrays = sql.SQL("unnest(%b::text[], %b::text[], %b::{intype}[], %b::bigint[])").format(
+        intype=fmt["intype"]).as_string(conn)
+    scalars = sql.SQL("(VALUES (%b::text, %b::text, %b::{intype}, %b::bigint))").format(
+        intype=fmt["intype"]).as_string(conn)
+    assert arrays in out["vset"]
+    for name, vset in (("vset_raise", out["vset"]),
+                       ("vset_raise1", out["vset"].replace(arrays, scalars))):
+        out[name] = raise_.format(vset=sql.SQL(vset), seq=names["seq"],
+                                  seqname=names["seqname"]).as_string(conn)
     return out
 
 
@@ -128,7 +147,7 @@ _SUM = ("to_jsonb((CASE WHEN t.value IS NULL THEN '0' WHEN "
 
 
 def mark_queries(conn: Connection[Any], meta: str, applied: str) -> dict[str, str]:
-    """The journal marks: record one, trim, and read a journal's state."""
+    """The journal marks: record one, fence one, trim, and read a journal's state."""
     out: dict[str, str] = {}
     m, a = sql.Identifier(meta), sql.Identifier(applied)
     out["mark"] = sql.SQL(
@@ -139,6 +158,14 @@ def mark_queries(conn: Connection[Any], meta: str, applied: str) -> dict[str, st
         "ON CONFLICT (journal, namespace, key) DO UPDATE SET seq = greatest(a.seq, "
         "excluded.seq)"
     ).format(m=m, a=a).as_string(conn)
+    # The fence of a queue consumer's mark (JournalMark.after): the low water rises only
+    # from the one it follows; no row back means another writer passed it. The conflict
+    # waits for that writer's transaction and then sees its commit (READ COMMITTED).
+    out["fence"] = sql.SQL(
+        "INSERT INTO {m} AS m (name, value) VALUES (%s, %s) ON CONFLICT (name) "
+        "DO UPDATE SET value = greatest(m.value, excluded.value) WHERE m.value <= %s "
+        "RETURNING m.value"
+    ).format(m=m).as_string(conn)
     out["mark_trim"] = sql.SQL(
         "DELETE FROM {a} WHERE journal = %s AND seq <= %s").format(a=a).as_string(conn)
     out["low"] = sql.SQL("SELECT value FROM {m} WHERE name = %s").format(

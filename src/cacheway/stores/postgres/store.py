@@ -23,7 +23,7 @@ from ...errors import ConfigError
 from ...serializers import JSONSerializer, Serializer
 from .._deadline import Watchdog
 from .._errors import storable_text
-from .._fork import track
+from .._fork import GATE, track
 from ..base import (
     ADD,
     DELETE,
@@ -37,7 +37,7 @@ from ..base import (
     check_key,
     validate_identifier,
 )
-from ..marks import Trim, check_mark, last_seqs
+from ..marks import Trim, check_fence, check_mark, last_seqs
 from ..rows import row_mode
 from .helpers import (
     LOCK_CLASS,
@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from psycopg import Connection, Cursor
     from psycopg_pool import ConnectionPool
 
+    from .aio import PgAsyncPath
+
 __all__ = ["LOCK_CLASS", "PgMapping", "PostgresStore"]
 
 
@@ -73,6 +75,8 @@ class PgMapping(Protocol):
 
     @property
     def validate(self) -> ValidateFn | None: ...
+
+    def payload_check(self, serializer: Serializer) -> Callable[[bytes], None] | None: ...
 
     def setup(self, conn: Connection[Any]) -> None: ...
 
@@ -121,10 +125,16 @@ class PostgresStore(PgRunner, StoreBase):
     Row mode (``key_column=``, ``columns=``, ``version_column=``) maps dict values to
     the columns of an existing table; it has no namespace column, so the namespace of
     an op is ignored (give each namespace its own table); counters are not supported.
+
+    Under an :class:`~cacheway.AsyncCache`, a store opened from a DSN in key/value mode
+    writes through and loads on the event loop with psycopg's ``AsyncConnectionPool``
+    (see :meth:`async_path`); its sync calls serve the thread front, journal replay and
+    the flusher as before.
     """
 
     versioned = True
     low_water_marks = True  # journal marks of the low water alone (a queue consumer's)
+    fenced_marks = True  # JournalMark.after checked in the batch's transaction
     #: Keys (and namespaces) up to 2000 UTF-8 bytes: a btree index entry holds at most
     #: 2704 bytes (8 kB pages), and the primary key (namespace, key) and the journal
     #: marks' (journal, namespace, key) must fit with their headers (see postgres/helpers.py).
@@ -135,6 +145,11 @@ class PostgresStore(PgRunner, StoreBase):
     def validate(self) -> ValidateFn | None:
         """In row mode, checks a write at the call and returns the row the cache keeps."""
         return self._mapping.validate
+
+    def payload_check(self, serializer: Serializer) -> Callable[[bytes], None] | None:
+        """In key/value mode, the check of a cache's payloads (``PayloadCheck``): a jsonb
+        table refuses a NUL character and a serializer other than JSON at the write."""
+        return self._mapping.payload_check(serializer)
 
     def __init__(
         self,
@@ -194,11 +209,15 @@ class PostgresStore(PgRunner, StoreBase):
         self._max_size = max_size
         self._inherited: list[Any] = []  # a parent's pools, after a fork
         self._reopen: Callable[[], ConnectionPool[Any]] | None = None
+        self._async_from: tuple[str, int, int] | None = None  # see async_path
         if isinstance(dsn_or_pool, str):
             self._own = True
+            if not row_mode(key_column, columns, version_column):
+                self._async_from = (dsn_or_pool, min_size, max_size)
             self._reopen = lambda: self._open_pool(dsn_or_pool, min_size, max_size,
                                                    psycopg_pool)
-            self._pool = self._reopen()
+            with GATE:
+                self._pool = self._reopen()
         elif isinstance(dsn_or_pool, psycopg_pool.ConnectionPool):
             self._own = False
             self._pool = dsn_or_pool
@@ -220,13 +239,33 @@ class PostgresStore(PgRunner, StoreBase):
             return
         self._inherited.append(self._pool)
         self._watchdog = Watchdog(self.table)
-        if self._reopen is not None:
-            self._pool = self._reopen()
+        if self._reopen is not None:  # at the first call: a fork hook does no I/O
+            self._child_lock = threading.Lock()
+            self._reopen_in_child = self._reopen
         else:
             self._forked_pool = True
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where}, table={self.table!r})"
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    def async_path(self) -> PgAsyncPath | None:
+        """A new async path for an AsyncCache (:mod:`cacheway._aio_path`): psycopg's
+        ``AsyncConnectionPool`` from this store's DSN, sizes and timeout, opened on the
+        loop the cache is used from and closed when the cache closes (each AsyncCache
+        over the store has its own). None in row mode and over a pool passed in (which
+        says how to connect only for sync connections): those calls run in threads."""
+        if self._async_from is None:
+            return None
+        from .aio import PgAsyncPath
+
+        dsn, low, high = self._async_from
+        return PgAsyncPath(self.table, conninfo=dsn, min_size=low, max_size=high,
+                           timeout=self._timeout, store=self)
 
     @property
     def atomic_add(self) -> bool:
@@ -354,9 +393,15 @@ class PostgresStore(PgRunner, StoreBase):
     def _mark(self, cur: Cursor[Any], ops: Sequence[Op], mark: JournalMark) -> None:
         last = last_seqs(ops, mark)
         jid = mark.journal_id
-        cur.execute(self._q["mark"], (
-            "journal:" + jid, mark.low_water, jid, [k[0] for k in last], [k[1] for k in last],
-            list(last.values())))
+        if mark.after is not None:
+            cur.execute(self._q["fence"], ("journal:" + jid, mark.low_water, mark.after))
+            if cur.fetchone() is None:  # passed by another writer: roll the batch back
+                row = cur.execute(self._q["low"], ("journal:" + jid,)).fetchone()
+                check_fence(mark, None if row is None else int(row[0]))
+        if last or mark.after is None:
+            cur.execute(self._q["mark"], (
+                "journal:" + jid, mark.low_water, jid, [k[0] for k in last],
+                [k[1] for k in last], list(last.values())))
         if self._trim.due():
             # Rows at or under the low water say nothing a replay needs.
             cur.execute(self._q["mark_trim"], (jid, mark.low_water))
@@ -376,6 +421,7 @@ class PostgresStore(PgRunner, StoreBase):
         if self._closed:
             return
         self._closed = True
-        if self._own:
-            self._pool.close()
+        if self._own and self._reopen_in_child is None:  # else the parent's pool
+            with GATE:
+                self._pool.close()
         self._watchdog.close()

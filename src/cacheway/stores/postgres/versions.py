@@ -16,14 +16,15 @@ newer than all of them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..base import SET, Applied, Op
 
 if TYPE_CHECKING:
     from psycopg import Cursor
 
-__all__ = ["SEQ_LOCK_CLASS", "one_trip_reports", "raise_sequence", "write_sets"]
+__all__ = ["SEQ_LOCK_CLASS", "one_trip_landed", "one_trip_reports", "one_trip_statement",
+           "raise_sequence", "write_sets"]
 
 # Advisory-lock class id of the sequence raise ("cv"); cacheway's DDL lock is "cw".
 SEQ_LOCK_CLASS = 0x6376
@@ -52,9 +53,32 @@ def write_sets(cur: Cursor[Any], q: dict[str, str], ops: Sequence[Op], idx: list
                   else Applied(current[ident], None, False))
 
 
+def one_trip_statement(q: dict[str, str], ops: Sequence[Op], seq: str,
+                       payload: Callable[[Op], Any]) -> tuple[str, tuple[Any, ...]]:
+    """The statement and parameters of a one-trip batch (versioned SETs and DELETEs of
+    distinct keys): ``vset_raise1`` for one op, else ``vset_raise`` (see sql.py)."""
+    versions = [cast(int, op.version) for op in ops]
+    values = [payload(op) if op.kind == SET else None for op in ops]
+    if len(ops) == 1:
+        op = ops[0]
+        return q["vset_raise1"], (op.namespace, op.key, values[0], versions[0],
+                                  SEQ_LOCK_CLASS, seq, versions[0])
+    return q["vset_raise"], ([op.namespace for op in ops], [op.key for op in ops], values,
+                             versions, SEQ_LOCK_CLASS, seq, max(versions))
+
+
+def one_trip_landed(ops: Sequence[Op], rows: Sequence[tuple[Any, ...]]
+                    ) -> tuple[dict[tuple[str, str], int], list[Op]]:
+    """From the rows of :func:`one_trip_statement`'s statement (one row of NULLs when no
+    op landed): the version each landed op has, and the ops that did not land (their rows
+    kept a newer version, to read after the commit for :func:`one_trip_reports`)."""
+    landed = {(ns, k): v for ns, k, v in rows if ns is not None}
+    return landed, [op for op in ops if (op.namespace, op.key) not in landed]
+
+
 def one_trip_reports(ops: Sequence[Op], landed: dict[tuple[str, str], int],
                      current: dict[tuple[str, str], int]) -> list[Applied]:
-    """What each op of a one-trip batch (``kv_queries()["one_trip"]``) reports: the
+    """What each op of a one-trip batch (``kv_queries()["vset_raise"]``) reports: the
     version it ``landed`` with, else ``applied=False`` and the row's ``current`` version,
     read after the commit (a row deleted since, by an unversioned delete, reports none)."""
     out = []

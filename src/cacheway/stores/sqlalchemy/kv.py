@@ -198,13 +198,18 @@ class SAKeyValue:
 
     # -- reads --------------------------------------------------------------------------
     def fetch(self, namespace: str, keys: list[str]) -> dict[str, Loaded]:
+        with self._engine.connect() as conn:
+            return self.fetch_in(conn, namespace, keys)
+
+    def fetch_in(self, conn: sa.Connection, namespace: str, keys: list[str]
+                 ) -> dict[str, Loaded]:
+        """:meth:`fetch` on ``conn`` (the async path's, see ``aio.py``)."""
         out: dict[str, Loaded] = {}
         now = time.time()
-        with self._engine.connect() as conn:
-            for i in range(0, len(keys), _CHUNK):
-                params = {"ns": namespace, "keys": keys[i : i + _CHUNK], "now": now}
-                for key, value, version, at in conn.execute(self._select, params):
-                    out[key] = Loaded(_bytes(value), NOTSET, int(version), at)
+        for i in range(0, len(keys), _CHUNK):
+            params = {"ns": namespace, "keys": keys[i : i + _CHUNK], "now": now}
+            for key, value, version, at in conn.execute(self._select, params):
+                out[key] = Loaded(_bytes(value), NOTSET, int(version), at)
         return out
 
     def purge_expired(self, limit: int) -> int:
@@ -238,6 +243,12 @@ class SAKeyValue:
         self._check_ops(ops, journal)
         with self._engine.begin() as conn:
             return self._apply_in(conn, ops, journal)
+
+    def apply_in(self, conn: sa.Connection, ops: Sequence[Op]) -> list[Applied]:
+        """:meth:`apply` (no journal mark) in the transaction of ``conn`` (the async
+        path's, see ``aio.py``)."""
+        self._check_ops(ops, None)
+        return self._apply_in(conn, ops, None)
 
     def _check_ops(self, ops: Sequence[Op], journal: JournalMark | None) -> None:
         for op in ops:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import StoreError
 from ..base import JournalMark, Op
-from ..marks import last_seqs
+from ..marks import check_fence, last_seqs
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -74,6 +74,12 @@ def write_mark(conn: sa.Connection, m: sa.Table, a: sa.Table, upsert_meta: Any,
 
     jid = mark.journal_id
     seqs = last_seqs(ops, mark)
+    if mark.after is not None:
+        # The fence: the low water read with a row lock (MySQL, PostgreSQL; SQLite's
+        # write lock is held since the batch's first write), in the batch's transaction.
+        stored = conn.execute(sa_.select(m.c.value).where(
+            m.c.name == "journal:" + jid).with_for_update()).scalar()
+        check_fence(mark, None if stored is None else int(stored))
     merge_max(conn, m, upsert_meta, [{"name": "journal:" + jid, "value": mark.low_water}],
               "value")
     merge_max(conn, a, upsert_applied, [

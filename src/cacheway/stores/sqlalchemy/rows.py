@@ -103,6 +103,7 @@ class SQLAlchemyRows:
             s.missing([], False)
             raise  # unreachable: missing() raised
         s.missing([c.name for c in t.columns], True)
+        s.require([c.name for c in t.columns if not c.nullable])
         key = t.c[s.key_column]
         self.int_key = isinstance(key.type, sa_.Integer)
         # A key must fit the key column and the journal marks' key (key_length).

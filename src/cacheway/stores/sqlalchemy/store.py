@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ...errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ...serializers import JSONSerializer, Serializer
 from .._errors import is_permanent, storable_text
-from .._fork import track
+from .._fork import GATE, track
 from ..base import (
     Applied,
     JournalMark,
@@ -42,6 +42,8 @@ from .upsert import dialect_kind
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
+
+    from .aio import SAAsyncPath
 
 __all__ = ["SAMapping", "SQLAlchemyStore"]
 
@@ -115,6 +117,7 @@ class SQLAlchemyStore(StoreBase):
 
     versioned = True
     low_water_marks = True  # journal marks of the low water alone (a queue consumer's)
+    fenced_marks = True  # JournalMark.after checked in the batch's transaction
 
     def __init__(
         self,
@@ -161,7 +164,8 @@ class SQLAlchemyStore(StoreBase):
         self.url: str = url.render_as_string(hide_password=True)
         self._password: str | None = url.password
         try:
-            self._open(sa_)
+            with GATE:
+                self._open(sa_)
         except BaseException as exc:
             if self._owned:
                 self._engine.dispose()
@@ -192,7 +196,8 @@ class SQLAlchemyStore(StoreBase):
         """Delete up to ``limit`` rows whose data has expired; how many it deleted."""
         self._check()
         try:
-            return self._mapping.purge_expired(limit)
+            with GATE:  # see stores/_fork.py
+                return self._mapping.purge_expired(limit)
         except self._error_type as exc:
             raise self._error(f"purge of expired rows of {self.table!r} at", exc,
                               write=True) from exc
@@ -236,6 +241,31 @@ class SQLAlchemyStore(StoreBase):
             return "utf8mb4_0900_bin"
         return "utf8mb4_bin"
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    def async_path(self) -> SAAsyncPath | None:
+        """A new async path for an AsyncCache (:mod:`cacheway._aio_path`) on MariaDB or
+        MySQL: SQLAlchemy's async engine over ``asyncmy`` from this store's URL, built on
+        the loop the cache is used from and disposed of when the cache closes (see
+        :mod:`.aio`). None (the calls run in worker threads) in row mode, on other
+        databases, over an engine passed in, and when the driver is not installed
+        (``pip install 'cacheway[sqlalchemy-async]'``)."""
+        from .aio import SAAsyncPath, async_driver_installed
+
+        mapping = self._mapping
+        if (not self._owned or not isinstance(mapping, SAKeyValue)
+                or self._engine.dialect.name not in ("mysql", "mariadb")
+                or not async_driver_installed()):
+            return None
+        size_of = getattr(self._engine.pool, "size", None)  # a QueuePool's, as the sync one
+        size = size_of() if callable(size_of) else 5
+        return SAAsyncPath(self._engine.url, mapping, timeout=self._timeout, pool_size=size,
+                           keys_take_nul=self.keys_take_nul, error=self._error,
+                           closed=lambda: self._closed, name=repr(self.table))
+
     def _check(self) -> None:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
@@ -264,7 +294,8 @@ class SQLAlchemyStore(StoreBase):
         if not wanted or not storable_text(namespace, nul):
             return out
         try:
-            return self._mapping.fetch(namespace, wanted)
+            with GATE:  # see stores/_fork.py
+                return self._mapping.fetch(namespace, wanted)
         except self._error_type as exc:
             raise self._error(f"load from {self.table!r} at", exc) from exc
 
@@ -274,7 +305,8 @@ class SQLAlchemyStore(StoreBase):
         if n <= 0 or not storable_text(namespace, self.keys_take_nul):
             return []
         try:
-            return self._mapping.sample_keys(namespace, n)
+            with GATE:  # see stores/_fork.py
+                return self._mapping.sample_keys(namespace, n)
         except self._error_type as exc:
             raise self._error("listing keys of", exc) from exc
 
@@ -285,7 +317,8 @@ class SQLAlchemyStore(StoreBase):
         if not ops and journal is None:
             return []
         try:
-            return self._mapping.apply(ops, journal)
+            with GATE:  # see stores/_fork.py
+                return self._mapping.apply(ops, journal)
         except self._error_type as exc:
             raise self._error(f"write to {self.table!r} at", exc, write=True) from exc
         except UnicodeEncodeError as exc:  # text no database takes
@@ -295,7 +328,8 @@ class SQLAlchemyStore(StoreBase):
         self._check()
 
         try:
-            return self._mapping.applied_state(journal_id)
+            with GATE:  # see stores/_fork.py
+                return self._mapping.applied_state(journal_id)
         except self._error_type as exc:
             raise self._error("read of journal marks from", exc) from exc
 
@@ -314,5 +348,6 @@ class SQLAlchemyStore(StoreBase):
                 return
             self._closed = True
         if self._owned:
-            self._engine.dispose()
+            with GATE:
+                self._engine.dispose()
 

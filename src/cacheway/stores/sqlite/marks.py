@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from ..base import JournalMark, Op
-from ..marks import Trim, last_seqs
+from ..marks import Trim, check_fence, last_seqs
 
 __all__ = ["read_marks", "write_mark"]
 
@@ -19,8 +19,14 @@ __all__ = ["read_marks", "write_mark"]
 def write_mark(conn: sqlite3.Connection, meta: str, applied: str, ops: Sequence[Op],
                mark: JournalMark, trim: Trim) -> None:
     """Record ``mark`` for the batch ``ops`` (``meta``/``applied``: quoted table names);
-    when ``trim`` is due, also drop the rows at or under the low water."""
+    when ``trim`` is due, also drop the rows at or under the low water. Its fence
+    (``mark.after``) is checked first: the caller's ``BEGIN IMMEDIATE`` holds every
+    other writer off until the commit."""
     jid = mark.journal_id
+    if mark.after is not None:
+        row = conn.execute(f"SELECT value FROM {meta} WHERE name = ?",
+                           ("journal:" + jid,)).fetchone()
+        check_fence(mark, None if row is None else int(row[0]))
     conn.execute(
         f"INSERT INTO {meta} (name, value) VALUES (?, ?) ON CONFLICT(name) DO "
         "UPDATE SET value = max(value, excluded.value)",

@@ -104,6 +104,7 @@ class SQLiteRows:
         info = conn.execute(f"PRAGMA table_info({_q(s.table)})").fetchall()
         types = {str(r[1]): str(r[2] or "") for r in info}
         s.missing(list(types), bool(info))
+        s.require([str(r[1]) for r in info if r[3]])  # (cid, name, type, notnull, ...)
         key_aff = _affinity(types[s.key_column])
         if key_aff in ("REAL", "NUMERIC"):
             raise ConfigError(

@@ -21,12 +21,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ...errors import ClosedError, ConfigError, InvalidWriteError, StoreError
 from ...serializers import JSONSerializer, Serializer
 from .._errors import is_permanent, storable_text
-from .._fork import track
+from .._fork import GATE, track
 from ..base import (
     Applied,
     JournalMark,
@@ -43,6 +43,7 @@ from .rows import SQLiteRows
 __all__ = ["SQLiteMapping", "SQLiteStore"]
 
 _SYNC_MODES = ("FULL", "NORMAL", "EXTRA", "OFF")
+_T = TypeVar("_T")
 _IDLE_READERS = 8  # reader connections kept open between loads
 
 
@@ -91,6 +92,7 @@ class SQLiteStore(StoreBase):
     versioned = True
     takes_late = True
     low_water_marks = True  # journal marks of the low water alone (a queue consumer's)
+    fenced_marks = True  # JournalMark.after checked in the batch's transaction
 
     def __init__(
         self,
@@ -129,17 +131,19 @@ class SQLiteStore(StoreBase):
             self._mapping = SQLiteKV(self.table, self.serializer)
         self.versioned = self._mapping.versioned
         self._inherited: list[sqlite3.Connection] = []  # a parent's, after a fork
-        try:
-            self._conn = self._connect()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
-        try:
-            self._create()
-        except BaseException as exc:
-            self._conn.close()
-            if isinstance(exc, sqlite3.Error):
+        with GATE:  # every call into SQLite: see stores/_fork.py
+            try:
+                self._conn = self._connect()
+            except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
-            raise
+            try:
+                self._create()
+            except BaseException as exc:
+                self._conn.close()
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(
+                        f"cannot open SQLite store {self.path!r}: {exc}") from exc
+                raise
         if not self._memory:  # an in-memory database cannot be shared with a child anyway
             track(self)
 
@@ -160,7 +164,7 @@ class SQLiteStore(StoreBase):
         """Delete up to ``limit`` rows whose data has expired; how many it deleted."""
         self._check()
         try:
-            with self._lock:
+            with GATE, self._lock:
                 return self._mapping.purge_expired(self._conn, limit)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite purge of expired rows of {self.table!r} failed: "
@@ -239,20 +243,26 @@ class SQLiteStore(StoreBase):
             raise ClosedError(f"{self!r} is closed")
 
     # -- the store protocol ------------------------------------------------------------
+    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``work`` on a reader connection (the store's own for an in-memory database:
+        only it sees the data)."""
+        with GATE:
+            if self._memory:
+                with self._lock:
+                    return work(self._conn)
+            conn = self._borrow()
+            try:
+                return work(conn)
+            finally:
+                self._give_back(conn)
+
     def fetch(self, namespace: str, keys: Sequence[str]) -> dict[str, Loaded]:
         self._check()
         if not keys:
             return {}
         fetch = self._mapping.fetch
         try:
-            if self._memory:
-                with self._lock:
-                    return fetch(self._conn, namespace, keys)
-            conn = self._borrow()
-            try:
-                return fetch(conn, namespace, keys)
-            finally:
-                self._give_back(conn)
+            return self._read(lambda conn: fetch(conn, namespace, keys))
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite load from {self.table!r} failed: {exc}") from exc
         except UnicodeEncodeError as exc:
@@ -267,15 +277,9 @@ class SQLiteStore(StoreBase):
         self._check()
         if n <= 0:
             return []
+        sample = self._mapping.sample_keys
         try:
-            if self._memory:  # only the store's own connection sees an in-memory database
-                with self._lock:
-                    return self._mapping.sample_keys(self._conn, namespace, n)
-            conn = self._borrow()
-            try:
-                return self._mapping.sample_keys(conn, namespace, n)
-            finally:
-                self._give_back(conn)
+            return self._read(lambda conn: sample(conn, namespace, n))
         except sqlite3.Error as exc:
             raise StoreError(f"listing keys of {self!r} failed: {exc}") from exc
 
@@ -290,7 +294,7 @@ class SQLiteStore(StoreBase):
         if not ops and journal is None:
             return []
         try:
-            with self._lock:
+            with GATE, self._lock:
                 return self._mapping.apply(self._conn, ops, journal, late)
         except (sqlite3.Error, UnicodeEncodeError, OverflowError) as exc:
             # What the batch holds and SQLite refuses (a lone surrogate, a blob over its
@@ -301,13 +305,13 @@ class SQLiteStore(StoreBase):
     def applied_state(self, journal_id: str) -> tuple[int, dict[tuple[str, str], int]]:
         self._check()
         try:
-            with self._lock:
+            with GATE, self._lock:
                 return self._mapping.applied_state(self._conn, journal_id)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite read of journal marks failed: {exc}") from exc
 
     def close(self) -> None:
-        with self._lock:
+        with GATE, self._lock:
             if self._closed:
                 return
             self._closed = True
