@@ -19,7 +19,7 @@ from ..backends.redis_format import HLEN
 from ..stores.base import NOTSET, Loaded
 from .layout import Names
 
-__all__ = ["decode_copy", "read_copies"]
+__all__ = ["decode_copy", "read_copies", "tombstone_version"]
 
 
 def decode_copy(raw: bytes | None) -> tuple[bool, Loaded | None]:
@@ -39,6 +39,20 @@ def decode_copy(raw: bytes | None) -> tuple[bool, Loaded | None]:
     if flag == 0:
         return True, Loaded(raw[HLEN:], NOTSET, int.from_bytes(raw[1:HLEN - 1], "big"))
     return flag == 1, None
+
+
+def tombstone_version(raw: bytes | None) -> int:
+    """The version of a delete's tombstone, 0 when ``raw`` is anything else.
+
+    >>> from cacheway.backends.redis_format import header
+    >>> tombstone_version(header(8, 1)), tombstone_version(header(8, 0) + b"1")
+    (8, 0)
+    >>> tombstone_version(None), tombstone_version(b"junk")
+    (0, 0)
+    """
+    if not raw or len(raw) != HLEN or raw[HLEN - 1] != 1:
+        return 0
+    return int.from_bytes(raw[1:HLEN - 1], "big")
 
 
 def read_copies(client: Any, names: Names, namespace: str, keys: list[str], *,

@@ -42,7 +42,7 @@ from ..typed import Codec
 from .accept import Acceptor, Item
 from .connect import Scripts, connect, redis_errors
 from .consumer import Consumer
-from .copies import read_copies
+from .copies import read_copies, tombstone_version
 from .layout import Names, seq_of
 from .status import PartitionStatus, queue_status
 
@@ -137,18 +137,46 @@ class QueueWriteBackEngine(Engine):
         entry = self._pending.get(key)
         if entry is not None:
             self.counters.hits += 1
-            return default if entry.kind == DELETE or self.ended(entry) else entry.value
+            if entry.kind == DELETE or self.ended(entry) or self._deleted_since({key: entry}):
+                return default
+            return entry.value
         return super().miss(key, bkey, default)
+
+    def _deleted_since(self, entries: dict[str, Entry]) -> set[str]:
+        """The keys of ``entries`` (this process's pending writes) that another process
+        deleted after them: their shared copy is a tombstone of a later version. Only
+        the shared copy knows (this process never saw the delete); without one, or when
+        it cannot be read, the pending write stands."""
+        if self.copy_prefix is None:
+            return set()
+        ask = [k for k, e in entries.items() if e.kind != DELETE and e.version is not None]
+        if not ask:
+            return set()
+        names = [self.copy_prefix + self.prefix + k for k in ask]
+        try:
+            raws = self.client.mget(names)
+        except self._redis_errors as exc:
+            self.backend_down(BackendError(f"copy read on {self._where} failed: "
+                                           f"{type(exc).__name__}: {exc}"))
+            return set()
+        return {k for k, raw in zip(ask, raws)
+                if tombstone_version(raw) > (entries[k].version or 0)}
 
     def _load_many(self, missing: list[str], out: dict[str, Any]) -> None:
         pending = self._pending
         rest = []
+        mine: dict[str, Entry] = {}
         for key in missing:
             entry = pending.get(key)
             if entry is None:
                 rest.append(key)
             elif entry.kind != DELETE and not self.ended(entry):
-                out[key] = entry.value
+                mine[key] = entry
+        if mine:
+            deleted = self._deleted_since(mine)
+            for key, entry in mine.items():
+                if key not in deleted:
+                    out[key] = entry.value
         if rest and self.cluster:
             copies = self._cluster_copies(rest)
             rest = [k for k in rest if k not in copies]
