@@ -66,7 +66,7 @@ def _fill(name: str, table: str, n: int) -> None:
             batch = {}
     if batch:
         cache.set_many(batch)
-    cache.close(timeout=0)
+    cache.close()
 
 
 def drain(r: redis.Redis, n: int, workers: int) -> float:
@@ -186,7 +186,7 @@ def latency(r: redis.Redis, rounds: int, per_round: int) -> tuple[list[float], l
                 plain.append(clock() - t)
             del rnd
     finally:
-        cache.close(timeout=0)
+        cache.close()
         _cleanup(r, name)
         for k in r.scan_iter(match=prefix + "*", count=1000):
             r.unlink(k)
@@ -216,7 +216,7 @@ def _writer(name: str, table: str, rate: int, seconds: float) -> None:
                 i += n
     took = time.perf_counter() - started
     print(f"  (writer: {i:,} writes in {took:.2f} s: {i / took:,.0f}/s)")
-    cache.close(timeout=0)
+    cache.close()
 
 
 def ack_to_applied(r: redis.Redis, rate: int, seconds: float) -> list[float]:

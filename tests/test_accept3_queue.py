@@ -416,9 +416,6 @@ def test_worker_with_zero_partitions_exits_non_zero_without_traceback(
 
 # -- close(), shutdown and takeover -------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="close(timeout) with flush_in_process=False and no consumer "
-                   "returns at once without raising, though DESIGN says close(timeout) is "
-                   "flush(timeout) then stop and raises on a timeout (flush(timeout) does raise)")
 def test_close_without_any_consumer_raises_after_its_timeout_like_flush(
         qname: str, sqlite_url: tuple[str, str, str]) -> None:
     require("redis")
@@ -428,8 +425,9 @@ def test_close_without_any_consumer_raises_after_its_timeout_like_flush(
     cache = cw.Cache(store=cw.SQLiteStore(path, table=table), policy=policy)
     cache.set("a", 1)
     try:
-        with pytest.raises(cw.StoreError):
+        with pytest.raises(cw.StoreError, match="cacheway worker"):
             cache.close(timeout=1)
+        assert cache.closed
     finally:
         # the write is still in Redis: a consumer applies it
         with cw.Cache(store=cw.SQLiteStore(path, table=table),
@@ -549,7 +547,7 @@ def test_queue_redis_down_set_refuses_and_stats_show_no_queue(
             proxy.forward()
             cache.set("c", 3)
         finally:
-            cache.close(timeout=5)
+            cache.close()  # no consumer: the writes wait in Redis
     with cw.Cache(store=cw.SQLiteStore(path, table=table),
                   policy=cw.WriteBack(queue=REDIS_URL, queue_name=qname, partitions=2)):
         assert poll(lambda: sqlite_rows(path, table) == {"a": 1, "c": 3}, timeout=30)

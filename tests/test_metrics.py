@@ -421,7 +421,7 @@ def test_queue_depth_and_lag_are_exported_per_partition(tmp_path: Path, redis_ur
         assert {dict(labels)["queue"] for (name, labels) in scraped
                 if name == "cacheway_queue_dead"} == {qname}
     finally:
-        cache.close(timeout=0)
+        cache.close()
         keys = list(raw.scan_iter(match="{" + qname + "*", count=1000))
         if keys:
             raw.unlink(*keys)

@@ -78,7 +78,7 @@ def test_read_your_writes_before_any_consumer(tmp_path: Path, raw: Any, qname: s
         assert cache.get("n") == 7
         store.close()
     finally:
-        cache.close(timeout=0)
+        cache.close()
 
 
 def test_flush_waits_for_the_in_process_consumer(tmp_path: Path, qname: str,
@@ -111,7 +111,7 @@ def test_flush_times_out_without_a_consumer(tmp_path: Path, qname: str) -> None:
         with pytest.raises(cw.StoreError, match="not applied yet"):
             cache.flush(timeout=0.2)
     finally:
-        cache.close(timeout=0)
+        cache.close()
 
 
 class _DiesBeforeAck(Consumer):
@@ -158,7 +158,7 @@ def test_counters_exactly_once_when_a_consumer_dies_after_the_commit(
         assert store.load("n") == 61
     finally:
         store.close()
-        cache.close(timeout=0)
+        cache.close()
 
 
 def test_a_dead_consumers_entries_are_reclaimed(tmp_path: Path, raw: Any,
@@ -182,7 +182,7 @@ def test_a_dead_consumers_entries_are_reclaimed(tmp_path: Path, raw: Any,
         assert store.load_many([f"k{i}" for i in range(40)]) == {f"k{i}": i for i in range(40)}
     finally:
         store.close()
-        cache.close(timeout=0)
+        cache.close()
 
 
 _WRITER = textwrap.dedent("""
@@ -266,7 +266,7 @@ def test_worker_applies_and_exits_0_on_sigterm(tmp_path: Path, raw: Any, qname: 
     finally:
         if worker.poll() is None:
             worker.kill()
-        cache.close(timeout=0)
+        cache.close()
 
 
 def test_sigterm_mid_stream_loses_nothing(tmp_path: Path, raw: Any, qname: str) -> None:
@@ -289,7 +289,7 @@ def test_sigterm_mid_stream_loses_nothing(tmp_path: Path, raw: Any, qname: str) 
     finally:
         if worker.poll() is None:
             worker.kill()
-        cache.close(timeout=0)
+        cache.close()
 
 
 @pytest.mark.slow
@@ -312,7 +312,7 @@ def test_workers_killed_with_kill_9_apply_counters_exactly_once(
         assert sum(store.load_many([f"c{i}" for i in range(13)]).values()) == writes
         store.close()
     finally:
-        cache.close(timeout=0)
+        cache.close()
 
 
 @pytest.mark.parametrize("many", [False, True], ids=["one-partition", "pipeline"])
@@ -351,4 +351,4 @@ def test_an_accept_whose_reply_was_lost_is_not_run_twice(tmp_path: Path, raw: An
         after = sum(raw.xlen(names.stream(n)) for n in range(4))
         assert after - before <= (8 if many else 1)
     finally:
-        cache.close(timeout=0)
+        cache.close()

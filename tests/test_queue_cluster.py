@@ -125,8 +125,8 @@ def test_writes_through_the_cluster_drain_to_the_store(cluster: RedisCluster, cl
         assert store.load("n") == 100
     finally:
         store.close()
-        other.close(timeout=0)
-        cache.close(timeout=0)
+        other.close()
+        cache.close()
 
 
 _WRITER = textwrap.dedent("""
@@ -177,7 +177,7 @@ def test_two_processes_and_two_workers_per_key_order_and_counters(
             names = Names(qname, 8)
             assert all(s.depth == 0 for s in queue_status(client, names))
         finally:
-            reader.close(timeout=0)
+            reader.close()
             store.close()
     finally:
         if worker.poll() is None:
@@ -263,8 +263,8 @@ def test_a_copy_on_another_redis_is_not_overwritten_by_an_older_write(
     finally:
         copies.close()
         store.close()
-        second.close(timeout=0)
-        first.close(timeout=0)
+        second.close()
+        first.close()
 
 
 def test_expire_on_a_cluster_the_queue_copy_ends_by_the_stamp(
@@ -299,5 +299,5 @@ def test_expire_on_a_cluster_the_queue_copy_ends_by_the_stamp(
         assert t0 + 100 <= row.expires_at <= t1 + 100
     finally:
         store.close()
-        other.close(timeout=0)
-        writer.close(timeout=0)
+        other.close()
+        writer.close()

@@ -95,7 +95,7 @@ def test_each_write_carries_its_stamp_to_the_store(tmp_path: Path, raw: Any, qna
             assert t1 + LONG <= rows[key].expires_at <= t2 + LONG
     finally:
         store.close()
-        cache.close(timeout=0)
+        cache.close()
 
 
 def test_the_stamp_reaches_postgres_through_the_in_process_consumer(
@@ -134,7 +134,7 @@ def test_the_shared_copy_lives_until_the_stamp_at_most(tmp_path: Path, raw: Any,
         assert 0 < raw.pttl(f"{prefix}s:b") <= LONG * 100
     finally:
         store.close()
-        cache.close(timeout=0)
+        cache.close()
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["memory-backend", "redis-backend"])
@@ -182,7 +182,7 @@ def test_reads_end_at_the_stamp_before_the_consumer_applied(
     finally:
         store.close()
         other.close()
-        cache.close(timeout=0)
+        cache.close()
 
 
 def test_a_counter_that_ended_counts_from_0_with_the_consumer_running(

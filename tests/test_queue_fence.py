@@ -116,7 +116,7 @@ def test_a_paused_consumer_never_applies_a_batch_twice(
         assert store.load("n") == 61
     finally:
         paused_store.go.set()
-        cache.close(timeout=0)
+        cache.close()
         store.close()
 
 
@@ -176,7 +176,7 @@ def test_a_worker_stopped_past_claim_after_applies_nothing_twice(
                 w.kill()
             w.wait(10)
         log.close()
-        cache.close(timeout=0)
+        cache.close()
 
 
 class _Down:
@@ -232,7 +232,7 @@ def test_a_consumer_waiting_out_a_store_outage_does_not_spin(
     finally:
         stop.set()
         thread.join(10)
-        cache.close(timeout=0)
+        cache.close()
         store.close()
 
 
@@ -253,7 +253,7 @@ class _OnePartition:
 
     def close(self) -> None:
         self.consumer.release_all()
-        self.cache.close(timeout=0)
+        self.cache.close()
         self.store.close()
 
 

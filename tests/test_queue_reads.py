@@ -62,7 +62,7 @@ def test_pending_writes_answer_reads_when_the_copy_is_gone(
         assert cache.get_many(["a", "b", "c"]) == {"a": "new", "c": "old"}
     finally:
         store.close()
-        cache.close(timeout=0)
+        cache.close()
 
 
 def test_a_fill_of_the_older_row_does_not_outlive_the_write(
@@ -87,7 +87,7 @@ def test_a_fill_of_the_older_row_does_not_outlive_the_write(
     finally:
         store.close()
         other.close()
-        writer.close(timeout=0)
+        writer.close()
 
 
 def test_the_copy_gets_its_ttl_back_once_applied(tmp_path: Path, raw: Any, qname: str,
@@ -100,7 +100,7 @@ def test_the_copy_gets_its_ttl_back_once_applied(tmp_path: Path, raw: Any, qname
         _drain(raw, qname, db)
         assert 0 < raw.pttl(f"{prefix}:k") <= 300_000
     finally:
-        cache.close(timeout=0)
+        cache.close()
 
 
 def test_every_copy_of_a_large_batch_is_settled(tmp_path: Path, raw: Any, qname: str,
@@ -125,4 +125,4 @@ def test_every_copy_of_a_large_batch_is_settled(tmp_path: Path, raw: Any, qname:
     finally:
         store.close()
         other.close()
-        cache.close(timeout=0)
+        cache.close()

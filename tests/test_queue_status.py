@@ -81,7 +81,7 @@ def test_depth_and_lag_per_partition_until_a_consumer_applies(
         consumer.release_all()
     finally:
         store.close()
-        cache.close(timeout=0)
+        cache.close()
 
 
 def test_the_worker_status_line_shows_depth_and_lag(tmp_path: Path, raw: Any,
@@ -109,4 +109,4 @@ def test_the_worker_status_line_shows_depth_and_lag(tmp_path: Path, raw: Any,
     finally:
         if worker.poll() is None:
             worker.kill()
-        cache.close(timeout=0)
+        cache.close()

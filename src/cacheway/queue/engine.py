@@ -352,7 +352,10 @@ class QueueWriteBackEngine(Engine):
                 raise StoreError(
                     f"flush of namespace {self.namespace or 'default'!r} did not finish: "
                     f"{self.pending()} entries are still dirty ({len(behind)} queue "
-                    "partitions not applied yet)" + (f"; last store error: {err}" if err else ""))
+                    "partitions not applied yet)" + (f"; last store error: {err}" if err else "")
+                    + ("" if self._thread is not None else
+                       "; they stay queued in Redis for a consumer (flush_in_process=False: "
+                       "is a `cacheway worker` running?)"))
             time.sleep(delay)
             delay = min(0.02, delay * 2)
 
@@ -373,12 +376,15 @@ class QueueWriteBackEngine(Engine):
         return len(self._pending)
 
     def close(self, timeout: float | None = None) -> None:
-        """With an in-process consumer: flush (up to ``timeout``), then stop it. Without
-        one, accepted writes wait in Redis for a worker."""
+        """Flush (up to ``timeout``), then stop the in-process consumer. Without one
+        (``flush_in_process=False``), ``close()`` does not wait: accepted writes are
+        durable in Redis and wait there for a worker; ``close(timeout)`` waits up to
+        ``timeout`` for the workers to apply this process's writes and raises
+        :class:`StoreError` when they did not (the writes stay queued)."""
         if self.closed:
             return
         try:
-            if self._thread is not None:
+            if self._thread is not None or timeout is not None:
                 self.flush(timeout)
         finally:
             self.closed = True
