@@ -27,7 +27,10 @@ class CallbackStore(StoreBase):
     """A store made of user callbacks that work in Python values.
 
     ``load_many(keys) -> dict`` (found keys only); ``save_many(list of (key, value))``,
-    each key at most once per call, in accepted order; ``delete_many(keys)``; and
+    each key at most once per call, in the order of each key's last accepted write (with
+    more dirty keys than ``batch_size``, the calls take the keys dirty the longest first,
+    so a key rewritten again and again still leaves within its delay: such a key can
+    arrive in an earlier call than keys last written before it); ``delete_many(keys)``; and
     optionally ``add_many(list of (key, delta)) -> dict[key, new value] | None`` for
     atomic counters (without it, counters arrive in ``save_many`` as absolute values).
     Keys of a namespace reach the callbacks as ``"name:key"``.
