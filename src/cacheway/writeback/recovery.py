@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,18 +227,32 @@ def replay_children(
     """Replay into ``store`` and remove the journals of the dead processes forked from the
     one that has (or had) the journal at ``path`` open, at any depth, parents first.
     Safe to run in several processes at once: a journal another one holds is skipped."""
+    return _replay_free(abandoned_children(path), store, batch_size, on_dead_letter,
+                        invalidate, dead_child=True)
+
+
+def _replay_free(paths: Iterable[str | os.PathLike[str]], store: Store, batch_size: int,
+                 on_dead_letter: OnDeadLetter | None, invalidate: Invalidate | None, *,
+                 dead_child: bool) -> ReplayReport:
+    """Replay into ``store`` each journal at ``paths`` that no other process holds:
+    a ``dead_child``'s alone, then removed; a namespace's with its own dead children."""
     report = ReplayReport()
-    for child_path in abandoned_children(path):
+    for found in paths:
         try:
-            child = Journal(child_path, fsync="never")  # drop() and checkpoints sync anyway
+            journal = Journal(found, fsync="never")  # drop() and checkpoints sync anyway
         except JournalInUse:
             continue
         try:
-            report.add(_replay_one(child, store, batch_size, on_dead_letter, invalidate))
-            child.remove()
+            if dead_child:
+                report.add(_replay_one(journal, store, batch_size, on_dead_letter,
+                                       invalidate))
+                journal.remove()
+            else:
+                report.add(replay(journal, store, batch_size=batch_size,
+                                  on_dead_letter=on_dead_letter, invalidate=invalidate))
         finally:
-            child.close()
-        report.children += 1
+            journal.close()
+        report.children += dead_child
     return report
 
 
@@ -306,27 +320,16 @@ def replay_namespaces(
     holds is skipped."""
     base = os.fspath(path)
     parent, name = os.path.split(os.path.abspath(base))
-    report = ReplayReport()
     try:
         names = sorted(os.listdir(parent))
     except FileNotFoundError:
-        return report
-    for entry in names:
-        if not entry.startswith(name + ".") or "@" in entry:
-            continue  # (a forked child's journal is replayed with its parent's)
-        found = os.path.join(parent, entry)
-        if not os.path.exists(os.path.join(found, CACHE_STORE_MARK)):
-            continue
-        try:
-            journal = Journal(found, fsync="never")
-        except JournalInUse:
-            continue
-        try:
-            report.add(replay(journal, store, batch_size=batch_size,
-                              on_dead_letter=on_dead_letter, invalidate=invalidate))
-        finally:
-            journal.close()
-    return report
+        return ReplayReport()
+    # (a forked child's journal, NAME.x@pid, is replayed with its parent's)
+    marked = [os.path.join(parent, entry) for entry in names
+              if entry.startswith(name + ".") and "@" not in entry
+              and os.path.exists(os.path.join(parent, entry, CACHE_STORE_MARK))]
+    return _replay_free(marked, store, batch_size, on_dead_letter, invalidate,
+                        dead_child=False)
 
 
 def _replay_one(journal: Journal, store: Store, batch_size: int,
