@@ -338,6 +338,21 @@ def test_top_without_a_tty_runs_once_and_reads_the_store(tmp_path: Path) -> None
     assert "\x1b[H" not in out.stdout
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "cacheway top --once with a --metrics value that is not a URL ('notaurl') or a "
+    "--backend Redis that does not answer dies with a Python traceback (ValueError from "
+    "urllib / redis ConnectionError from backend_probe); metrics.md: --once 'exits, 1 "
+    "when an endpoint did not answer', as it does for an http:// endpoint that is down"))
+@pytest.mark.parametrize("args", [
+    ["--metrics", "notaurl"],
+    ["--backend", f"redis://:{SECRET}@127.0.0.1:1/0"],
+])
+def test_top_once_with_a_bad_endpoint_fails_without_a_traceback(args: list[str]) -> None:
+    out = cli("top", "--once", "--interval", "0.1", *args)
+    _fails_cleanly(out)
+    assert out.returncode == 1
+
+
 # == 2. the docs as executable promises ====================================================
 
 @pytest.fixture
@@ -575,6 +590,123 @@ def test_migrating_from_cachetools_block(in_tmp: dict[str, Any]) -> None:
     assert calls == [("a", "eu")]
 
 
+def test_migrating_from_django_block_on_servers(pg_check_table: str, prefix: str) -> None:
+    # migrating.md's Django "after" block with loopback servers: get_or_set calls the
+    # loader once and keeps its result; incr of a missing key counts from 0, and a
+    # negative delta is Django's decr.
+    block = doc_block("docs/guides/migrating.md", "from django.core.cache import cache")
+    block = (block.split("# after", 1)[1]
+             .replace("postgresql://app@db/app", f"{POSTGRES_DSN}?table={pg_check_table}")
+             .replace("redis://cache:6379/0", f"{REDIS_URL}?prefix={prefix}"))
+    calls: list[int] = []
+
+    def load_user() -> dict[str, Any]:
+        calls.append(1)
+        return {"name": "Ada"}
+
+    ns: dict[str, Any] = {"load_user": load_user}
+    run_block(block, ns)
+    try:
+        cache = ns["cache"]
+        assert cache.get_or_set("user:1", load_user, ttl=300) == {"name": "Ada"}
+        assert calls == [1]
+        assert cache.incr("hits", -3) == -3
+        assert cache.incr("hits", 5) == 2
+        cache.invalidate("user:1")                      # copies only: the store keeps it
+        assert cache.get("user:1") == {"name": "Ada"}
+        assert calls == [1]
+    finally:
+        close_caches(ns)
+
+
+def test_memoized_invalidate_drops_the_stored_result_too(tmp_path: Path) -> None:
+    # migrating.md (dogpile table): fn.invalidate(*args) "also drops the stored result":
+    # a cache opened later on the same store computes again.
+    db = str(tmp_path / "app.db")
+    calls: list[str] = []
+
+    def make(cache: cw.Cache) -> Any:
+        @cache.cached(ttl=3600, namespace="prices")
+        def price(sku: str) -> float:
+            calls.append(sku)
+            return 9.5
+        return price
+
+    with cw.Cache(store=cw.SQLiteStore(db)) as first:
+        price = make(first)
+        price("a")
+        price("b")
+    with cw.Cache(store=cw.SQLiteStore(db)) as second:   # the results outlive the cache
+        price = make(second)
+        price("a")
+        price("b")
+        assert calls == ["a", "b"]
+        price.invalidate("a")
+    with cw.Cache(store=cw.SQLiteStore(db)) as third:
+        price = make(third)
+        price("a")
+        price("b")
+    assert calls == ["a", "b", "a"]
+
+
+_FASTAPI_CLIENT = textwrap.dedent(
+    """
+    import json, sqlite3, warnings
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+    with TestClient(app) as client:          # runs the lifespan: close() at the end
+        answers = [client.get("/products/a").json(), client.get("/products/a").json(),
+                   client.put("/products/a/price", params={"price": 3.5}).json()]
+    rows = sqlite3.connect("app.db").execute("SELECT namespace, key, value FROM cacheway")
+    print(json.dumps({"answers": answers,
+                      "rows": sorted([n, k, json.loads(v)] for n, k, v in rows)}))
+    """
+)
+
+
+def test_fastapi_module_level_cache_block_over_http(tmp_path: Path) -> None:
+    # fastapi.md's module-level AsyncCache app, driven over HTTP: the memoized product,
+    # the views counter and the price write reach the store when the lifespan closes the
+    # cache; the invalidated call's result is not in the store.
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    block = doc_block("docs/guides/fastapi.md", "@acache.cached(ttl=60)")
+    out = _run_script(block + _FASTAPI_CLIENT, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["answers"] == [{"sku": "a", "price": 9.5}] * 2 + [{"ok": True}]
+    assert got["rows"] == [["", "price:a", 3.5], ["views", "product:a", 2]]
+
+
+def test_workers_journal_slots_block_replays_a_dead_workers_slot(tmp_path: Path) -> None:
+    # workers.md: open_cache() takes the first journal slot no live worker holds; "whoever
+    # takes the slot of a dead worker replays what it left". A worker writes and dies
+    # without closing; the next open_cache() takes slot 0 again and the store has the write.
+    block = doc_block("docs/guides/workers.md", "def open_cache")
+    crash = block + textwrap.dedent(
+        """
+        import os
+        cache.set("k", {"from": "dead worker"})
+        os._exit(0)
+        """
+    )
+    out = _run_script(crash, tmp_path)
+    assert out.returncode == 0, out.stderr
+    script = block + textwrap.dedent(
+        """
+        other = open_cache()                    # slot 0 is held by `cache` now
+        assert other.get("k") == {"from": "dead worker"}
+        print(sorted(p for p in os.listdir(".") if p.startswith("app.wal")))
+        store = cw.SQLiteStore("app.db")
+        assert store.load("k") == {"from": "dead worker"}, "replayed at open"
+        other.close(); cache.close()
+        """
+    )
+    out = _run_script("import os\n" + script, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['app.wal.0', 'app.wal.1']"
+
+
 def test_plain_asyncio_block_prints_the_value(tmp_path: Path) -> None:
     # fastapi.md "Plain asyncio", as copied: prints 1 and exits 0.
     out = _run_script(doc_block("docs/guides/fastapi.md", "asyncio.run(main())"), tmp_path)
@@ -704,6 +836,11 @@ def test_prometheus_collector_of_an_async_cache_uses_one_default_label(tmp_path:
             await acache.flush()
             assert _sample(registry, "cacheway_dirty") == 0
             assert _sample(registry, "cacheway_flushes_total") >= 1
+            # "for one label per namespace pass the thread-front cache underneath"
+            per_namespace = prometheus_client.CollectorRegistry()
+            per_namespace.register(cacheway.metrics.PrometheusCollector(acache.cache))
+            assert _sample(per_namespace, "cacheway_writes_total", "views") == 1
+            assert _sample(per_namespace, "cacheway_writes_total") == 1
 
     asyncio.run(main())
 
