@@ -338,11 +338,6 @@ def test_top_without_a_tty_runs_once_and_reads_the_store(tmp_path: Path) -> None
     assert "\x1b[H" not in out.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cacheway top --once with a --metrics value that is not a URL ('notaurl') or a "
-    "--backend Redis that does not answer dies with a Python traceback (ValueError from "
-    "urllib / redis ConnectionError from backend_probe); metrics.md: --once 'exits, 1 "
-    "when an endpoint did not answer', as it does for an http:// endpoint that is down"))
 @pytest.mark.parametrize("args", [
     ["--metrics", "notaurl"],
     ["--backend", f"redis://:{SECRET}@127.0.0.1:1/0"],

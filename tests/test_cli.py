@@ -213,6 +213,13 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--policies" in capsys.readouterr().out
 
 
+def test_python_dash_m_cacheway_is_the_cacheway_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "cacheway", "journal", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: cacheway journal")
+
+
 def test_bench_on_a_sqlite_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "bench.db"
     out_json = tmp_path / "bench.json"

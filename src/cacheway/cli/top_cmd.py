@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ._common import UsageError, console
 
@@ -30,6 +31,7 @@ _SHORT = {"store_writes": "st.writes", "coalesced": "coalesc", "store_errors": "
           "dead_letters": "dead", "store_down": "store"}
 TOTALS = ("store_errors", "retries", "dead_letters")
 GAUGES = ("dirty", "store_down")
+FAILING = "[red]failing: "  # how a probe that failed starts
 _BACKEND_SCAN_LIMIT = 100_000  # keys counted under a prefix at most (SCAN), per refresh
 
 
@@ -53,10 +55,11 @@ def scrape(urls: Iterable[str], timeout: float = 2.0) -> Sample:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the user's URL
                 text = resp.read().decode()
-        except OSError as exc:
+            families = list(text_string_to_metric_families(text))
+        except (OSError, ValueError) as exc:  # ValueError: not a URL, not Prometheus text
             sample.errors.append(f"{url}: {exc}")
             continue
-        for family in text_string_to_metric_families(text):
+        for family in families:
             for s in family.samples:
                 if not s.name.startswith("cacheway_"):
                     continue
@@ -120,14 +123,16 @@ def render(now: Sample, before: Sample | None, extra: list[tuple[str, str]]) -> 
     return table
 
 
-def _probes(args: argparse.Namespace) -> tuple[list[Callable[[], tuple[str, str]]],
-                                                list[Callable[[], None]]]:
+Probe = Callable[[], tuple[str, str]]  # (label, what it shows); "failing: ..." when it failed
+
+
+def _probes(args: argparse.Namespace) -> tuple[list[Probe], list[Callable[[], None]]]:
     """What ``top`` asks the store and the backend each refresh, and how to close them."""
     from cacheway._urls import backend_from_url, store_from_url
     from cacheway.backends.redis import RedisBackend
     from cacheway.backends.two_level import TwoLevelBackend
 
-    probes: list[Callable[[], tuple[str, str]]] = []
+    probes: list[Probe] = []
     closing: list[Callable[[], None]] = []
     if args.store:
         store = store_from_url(args.store)
@@ -138,7 +143,7 @@ def _probes(args: argparse.Namespace) -> tuple[list[Callable[[], tuple[str, str]
             try:
                 store.fetch("", ["cacheway-top-probe"])
             except Exception as exc:  # noqa: BLE001 - shown, and tried again next refresh
-                return "store", f"[red]failing: {exc}[/]"
+                return "store", f"{FAILING}{_hide_password(str(exc), args.store)}[/]"
             return "store read", f"{1000 * (time.perf_counter() - started):.1f} ms"
 
         probes.append(store_probe)
@@ -150,19 +155,33 @@ def _probes(args: argparse.Namespace) -> tuple[list[Callable[[], tuple[str, str]
             client, prefix = redis_level.client, redis_level.prefix
 
             def backend_probe() -> tuple[str, str]:
+                from redis.exceptions import RedisError
+
                 n = 0
                 cut = len(prefix)
-                for name in client.scan_iter(match=prefix.replace("*", r"\*") + "*",
-                                             count=1000):
-                    if name[cut:cut + 1] == b"~":
-                        continue  # the prefix's own bookkeeping (its version clock)
-                    n += 1
-                    if n >= _BACKEND_SCAN_LIMIT:
-                        return "cached copies", f">= {n:,}"
+                try:
+                    for name in client.scan_iter(match=prefix.replace("*", r"\*") + "*",
+                                                 count=1000):
+                        if name[cut:cut + 1] == b"~":
+                            continue  # the prefix's own bookkeeping (its version clock)
+                        n += 1
+                        if n >= _BACKEND_SCAN_LIMIT:
+                            return "cached copies", f">= {n:,}"
+                except RedisError as exc:  # shown, and tried again next refresh
+                    return "backend", f"{FAILING}{_hide_password(str(exc), args.backend)}[/]"
                 return "cached copies", f"{n:,}"
 
             probes.append(backend_probe)
     return probes, closing
+
+
+def _hide_password(text: str, url: str) -> str:
+    """``text`` without the password of ``url`` (a driver's message may quote it)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return text
+    return text.replace(password, "***") if password else text
 
 
 def top(args: argparse.Namespace) -> int:
@@ -181,8 +200,10 @@ def top(args: argparse.Namespace) -> int:
             if args.metrics:  # rates need two readings
                 time.sleep(args.interval)
                 before, now = now, scrape(args.metrics)
-            out.print(render(now, before, [p() for p in probes]))
-            return 1 if now.errors else 0
+            shown = [p() for p in probes]
+            out.print(render(now, before, shown))
+            failed = now.errors or any(v.startswith(FAILING) for _, v in shown)
+            return 1 if failed else 0
         from rich.live import Live
 
         with Live(render(now, None, [p() for p in probes]), console=out,
