@@ -272,11 +272,6 @@ def test_check_with_a_wrong_url_exits_apart_from_disagree(tmp_path: Path, store:
     assert out.returncode not in (0, 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cacheway check --store URL?table=TYPO creates the tables TYPO, TYPO_meta, "
-    "TYPO_applied in the user's database (SQLite or PostgreSQL) and exits 0 'nothing to "
-    "compare'; the project already made check of a mistyped SQLite *path* fail with exit 2 "
-    "and create nothing (tests/test_cli.py): a read-only check should not create schema"))
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_check_of_a_mistyped_table_fails_and_creates_nothing(tmp_path: Path, kind: str,
                                                              pg_check_table: str,

@@ -15,6 +15,8 @@ what is left is an error for it to raise).
 from __future__ import annotations
 
 import builtins
+import contextlib
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +47,8 @@ StoreFactory = Callable[[str, SplitResult, "dict[str, str]"], Store]
 BackendFactory = Callable[[str, SplitResult, "dict[str, str]"], Backend]
 
 #: scheme -> factory. ``"+"`` stands for any ``dialect+driver`` scheme not listed.
+log = logging.getLogger("cacheway")
+
 STORE_SCHEMES: dict[str, StoreFactory] = {}
 BACKEND_SCHEMES: dict[str, BackendFactory] = {}
 
@@ -198,10 +202,59 @@ def _postgres(url: str, parts: SplitResult, params: dict[str, str]) -> Store:
     from .stores.postgres import PostgresStore
 
     tbl = params.pop("table", "cacheway")
+    return PostgresStore(_libpq_dsn(parts, params), table=tbl)
+
+
+def _libpq_dsn(parts: SplitResult, params: dict[str, str]) -> str:
     # cacheway's own options are not libpq's: pass the DSN on without them
     rest = "&".join(f"{k}={v}" for k, v in params.items())
-    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
-    return PostgresStore(dsn, table=tbl)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
+
+
+def missing_table(url: str) -> str | None:
+    """The table a built-in store ``url`` names (``?table=``, else ``cacheway``) when its
+    database does not have it, else None (also for other schemes): what a command that
+    only reads (``cacheway check``) refuses, where opening the store would create it."""
+    parts = _split(url, "store")
+    params = dict(parse_qsl(parts.query))
+    table = params.pop("table", "cacheway")
+    factory = _lookup(STORE_SCHEMES, parts.scheme.lower())
+    try:
+        found = _table_found(factory, url, parts, params, table)
+    except Exception as exc:  # noqa: BLE001 - cannot tell: opening the store reports it
+        log.debug("cacheway: looking for table %r failed: %s", table, type(exc).__name__)
+        return None
+    return None if found else table
+
+
+def _table_found(factory: Any, url: str, parts: SplitResult, params: dict[str, str],
+                 table: str) -> bool:
+    if factory is _sqlite:
+        import sqlite3
+
+        path = _sqlite_path(parts)
+        if path == ":memory:":
+            return True
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                "name = ?", (table,)).fetchone() is not None
+    if factory is _postgres:
+        import psycopg
+
+        with psycopg.connect(_libpq_dsn(parts, params), connect_timeout=10) as conn:
+            quoted = '"' + table.replace('"', '""') + '"'
+            row = conn.execute("SELECT to_regclass(%s)", (quoted,)).fetchone()
+            return row is not None and row[0] is not None
+    if factory is _sqlalchemy:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(_without(url, "table"))
+        try:
+            with engine.connect() as conn:
+                return bool(sqlalchemy.inspect(conn).has_table(table))
+        finally:
+            engine.dispose()
+    return True
 
 
 def _sqlalchemy(url: str, parts: SplitResult, params: dict[str, str]) -> Store:

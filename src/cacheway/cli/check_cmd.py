@@ -19,7 +19,7 @@ def check(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from cacheway._urls import _redact, backend_from_url, sqlite_path, store_from_url
+    from cacheway._urls import _redact, backend_from_url, missing_table, sqlite_path, store_from_url
     from cacheway.backends.two_level import TwoLevelBackend
     from cacheway.check import check as check_consistency
 
@@ -38,6 +38,11 @@ def check(args: argparse.Namespace) -> int:
             # Opening it would create an empty database and report nothing to compare.
             raise UsageError(f"argument --store: no SQLite database at {path!r}: check "
                              "the path (relative paths start from the current directory)")
+        missing = missing_table(args.store)
+        if missing is not None:
+            # Opening the store would create it (and report nothing to compare).
+            raise UsageError(f"argument --store: the database has no table {missing!r}: "
+                             "check ?table= (the default is 'cacheway')")
         store = store_from_url(args.store)
         closing.insert(0, store.close)
         report = check_consistency(store, backend, namespaces=namespaces, sample=args.sample,
