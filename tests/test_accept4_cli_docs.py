@@ -460,11 +460,6 @@ _NS_JOURNAL = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "policies.md/counters.md/sessions.md give a namespace of an unjournalled cache its own "
-    "WriteBack(journal='views.wal'); the journal is written to 'views.wal.views' instead, so "
-    "`cacheway journal inspect views.wal` (journal.md) says 'no journal at views.wal' "
-    "after a crash; journal.md's PATH.<name> rule is for namespaces of a journalled cache"))
 def test_a_namespace_journal_path_is_where_the_user_put_it(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", _NS_JOURNAL], check=True, cwd=str(tmp_path),
                    env=child_env(), timeout=60, capture_output=True)

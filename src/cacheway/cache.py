@@ -206,15 +206,18 @@ class Cache(Front[Any]):
     def _open_journal(self, name: str, policy: WriteBack, store: Store) -> Any:
         path, fsync = policy.journal, policy.fsync
         cache_policy = self.policy
-        if (path is None and name and isinstance(cache_policy, WriteBack)
-                and cache_policy.journal is not None):
+        shared = cache_policy.journal if isinstance(cache_policy, WriteBack) else None
+        if path is None and name and shared is not None:
             # A journalled cache journals every write-back namespace, its own policy or not.
-            path, fsync = cache_policy.journal, cache_policy.fsync
+            path, fsync = shared, cache_policy.fsync
         if path is None:
             return None
+        path = os.fspath(path)
+        if name and shared is not None and path == os.fspath(shared):
+            path = f"{path}.{name}"  # one journal per namespace: its records meet one store
         from .writeback.recovery import open_replayed
 
-        journal = open_replayed(os.fspath(path), fsync, store, namespace=name,
+        journal = open_replayed(path, fsync, store, namespace=name,
                                 cache_store=store is self.store, batch_size=policy.batch_size,
                                 on_dead_letter=policy.on_dead_letter, backend=self.backend)
         self._journals.append(journal)

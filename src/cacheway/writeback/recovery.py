@@ -278,19 +278,17 @@ def mark_cache_store(path: str | os.PathLike[str]) -> None:
 def open_replayed(path: str, fsync: str, store: Store, *, namespace: str, cache_store: bool,
                   batch_size: int, on_dead_letter: OnDeadLetter | None,
                   backend: Backend) -> Journal:
-    """The journal of a cache's engine, opened and replayed into ``store``: ``path`` for
-    the default namespace (whose open replays the namespaces' journals too, see
-    :func:`replay_namespaces`), ``path.<namespace>`` for the others (marked when they
-    write to the cache's own store, ``cache_store``). The replay drops ``backend``'s
-    copies of the keys it applies."""
+    """The journal at ``path`` of a cache's engine, opened and replayed into ``store``:
+    the default namespace's open replays the namespaces' journals too (see
+    :func:`replay_namespaces`); another ``namespace``'s is marked when it writes to the
+    cache's own store (``cache_store``). The replay drops ``backend``'s copies of the
+    keys it applies."""
 
     def invalidate(keys: list[tuple[str, str]]) -> None:
         # The process that wrote the journal died with these writes in the shared
         # backend but not in the store (or not stamped): whatever copy is there is stale.
         backend.delete_many([f"{ns}:{key}" for ns, key in keys])
 
-    if namespace:
-        path = f"{path}.{namespace}"  # one journal per namespace: its records meet one store
     journal = Journal(path, fsync=fsync)
     try:
         replay(journal, store, batch_size=batch_size, on_dead_letter=on_dead_letter,
