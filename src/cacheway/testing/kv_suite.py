@@ -25,7 +25,12 @@ def dumps(value: Any) -> bytes:
 
 
 class KeyValueStoreSuite(StoreSuite):
-    """:class:`StoreSuite` plus what key/value stores add."""
+    """:class:`StoreSuite` plus what key/value stores add.
+
+    A store declares what it is with class attributes of the test class (see the testing
+    guide): ``has_tables`` (False for a store without a table name to check, such as a
+    ``CallbackStore``), ``key_limits``, ``refuses_lone_surrogates`` (False for a store
+    that keeps any ``str`` key, a dict does), and ``StoreSuite.records_marks``."""
 
     #: whether the store keeps a table (whose name is validated)
     has_tables: ClassVar[bool] = True
@@ -78,6 +83,9 @@ class KeyValueStoreSuite(StoreSuite):
         assert store.apply([Op("", "n", ADD, dumps(101), 1, 101)])[0].value == 101
 
     def test_add_to_a_non_integer_is_a_store_error(self, store: Any) -> None:
+        if not getattr(store, "atomic_add", True):
+            pytest.skip("without atomic adds (a CallbackStore without add_many) counters "
+                        "reach the store as absolute values: it never adds to a value")
         store.save_many({"s": "text", "f": 1.5, "b": True, "x": 1})
         for key in ("s", "f", "b") if store.versioned else ("s",):
             with pytest.raises(cw.StoreError):
