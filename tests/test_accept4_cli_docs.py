@@ -923,4 +923,5 @@ def test_the_testing_guides_dict_store_passes_the_key_value_store_suite(
     block = doc_block("docs/guides/testing.md", "class TestDictStore")
     out = _pytest(tmp_path, block)
     assert out.returncode == 0, out.stdout[-3000:]
-    assert " passed" in out.stdout and "failed" not in out.stdout
+    assert " passed" in out.stdout
+    assert "failed" not in out.stdout
