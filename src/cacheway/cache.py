@@ -206,10 +206,13 @@ class Cache(Front[Any]):
     def _open_journal(self, name: str, policy: WriteBack, store: Store) -> Any:
         path, fsync = policy.journal, policy.fsync
         cache_policy = self.policy
-        shared = cache_policy.journal if isinstance(cache_policy, WriteBack) else None
-        if path is None and name and shared is not None:
-            # A journalled cache journals every write-back namespace, its own policy or not.
-            path, fsync = shared, cache_policy.fsync
+        shared = None
+        if isinstance(cache_policy, WriteBack) and cache_policy.journal is not None:
+            shared = cache_policy.journal
+            if path is None and name:
+                # A journalled cache journals every write-back namespace, its own policy
+                # or not.
+                path, fsync = shared, cache_policy.fsync
         if path is None:
             return None
         path = os.fspath(path)
