@@ -205,22 +205,19 @@ class Cache(Front[Any]):
 
     def _open_journal(self, name: str, policy: WriteBack, store: Store) -> Any:
         path, fsync = policy.journal, policy.fsync
-        cache_policy = self.policy
-        shared = None
-        if isinstance(cache_policy, WriteBack) and cache_policy.journal is not None:
-            shared = cache_policy.journal
-            if path is None and name:
-                # A journalled cache journals every write-back namespace, its own policy
-                # or not.
-                path, fsync = shared, cache_policy.fsync
+        wb = self.policy if isinstance(self.policy, WriteBack) else None
+        shared = None if wb is None or wb.journal is None else os.fspath(wb.journal)
+        if wb is not None and shared is not None and name and (
+                path is None or os.fspath(path) == shared):
+            # A journalled cache journals every write-back namespace (its own policy or
+            # not) to PATH.<name>: one journal per namespace, its records meet one store.
+            fsync = wb.fsync if path is None else fsync
+            path = f"{shared}.{name}"
         if path is None:
             return None
-        path = os.fspath(path)
-        if name and shared is not None and path == os.fspath(shared):
-            path = f"{path}.{name}"  # one journal per namespace: its records meet one store
         from .writeback.recovery import open_replayed
 
-        journal = open_replayed(path, fsync, store, namespace=name,
+        journal = open_replayed(os.fspath(path), fsync, store, namespace=name,
                                 cache_store=store is self.store, batch_size=policy.batch_size,
                                 on_dead_letter=policy.on_dead_letter, backend=self.backend)
         self._journals.append(journal)
