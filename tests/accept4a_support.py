@@ -97,11 +97,64 @@ JOURNAL_CHILD = textwrap.dedent(
 )
 
 
-def write_then_kill9(front: str, store_url: str, journal: str, at_least: int) -> int:
+# The same for typed and expiring namespaces: each iteration sets users/u{I} (a User
+# dataclass), sessions/s{I} (expire=600) and flash/f{I} (expire=0.5).
+TYPED_CHILD = textwrap.dedent(
+    """
+    import asyncio, dataclasses, datetime, sys
+    import cacheway as cw
+
+    @dataclasses.dataclass
+    class User:
+        name: str
+        joined: datetime.date
+        tags: tuple[str, ...] = ()
+
+    front, store_url, journal = sys.argv[1:4]
+    opts = dict(policy="write-back", max_delay=600, batch_size=100000, journal=journal,
+                fsync="always")
+
+    def user(i):
+        day = datetime.date(2000, 1, 1) + datetime.timedelta(days=i)
+        return User(f"u{i}", day, ("t",) * (i % 3))
+
+    if front == "sync":
+        cache = cw.open(store=store_url, **opts)
+        users = cache.namespace("users", type=User)
+        sessions = cache.namespace("sessions", expire=600)
+        flash = cache.namespace("flash", expire=0.5)
+        i = 0
+        while True:
+            users.set(f"u{i}", user(i))
+            sessions.set(f"s{i}", {"i": i})
+            flash.set(f"f{i}", i)
+            print(f"ack {i}", flush=True)
+            i += 1
+
+    async def main():
+        acache = await cw.open_async(store=store_url, **opts)
+        users = acache.namespace("users", type=User)
+        sessions = acache.namespace("sessions", expire=600)
+        flash = acache.namespace("flash", expire=0.5)
+        i = 0
+        while True:
+            await users.set(f"u{i}", user(i))
+            await sessions.set(f"s{i}", {"i": i})
+            await flash.set(f"f{i}", i)
+            print(f"ack {i}", flush=True)
+            i += 1
+
+    asyncio.run(main())
+    """
+)
+
+
+def write_then_kill9(front: str, store_url: str, journal: str, at_least: int,
+                     script: str = JOURNAL_CHILD) -> int:
     """Run JOURNAL_CHILD with ``front`` ("sync", "async" or "async-queue", whose
     ``journal`` is "REDIS_URL QUEUE_NAME"), kill -9 it once it has
     acknowledged ``at_least`` iterations, and return how many it acknowledged in all."""
-    proc = subprocess.Popen([sys.executable, "-c", JOURNAL_CHILD, front, store_url, journal],
+    proc = subprocess.Popen([sys.executable, "-c", script, front, store_url, journal],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=child_env())
     acked = -1

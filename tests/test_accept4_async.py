@@ -1326,11 +1326,14 @@ def test_a_namespace_journal_replays_off_the_loop_when_first_used(tmp_path: Path
 
     async def main() -> None:
         async with cw.AsyncCache(store=cw.SQLiteStore(db), policy=policy) as ac:
-            side = ac.namespace("side", store=slow.store())
             async with Ticker() as ticker:
+                t0 = time.monotonic()
+                side = ac.namespace("side", store=slow.store())    # a plain call
+                held = time.monotonic() - t0
                 assert await side.get("b") == {"two": 2}
                 await side.flush()
             assert sorted(slow.data.values(), key=repr) == [1, {"two": 2}]
+            assert held < LOOP_BOUND, f"namespace() held the loop {held:.3f} s"
             assert ticker.worst < LOOP_BOUND, f"the loop was held {ticker.worst:.3f} s"
 
     run(main())
@@ -1366,3 +1369,246 @@ def test_a_queue_write_redis_never_answers_raises_backend_error_off_the_loop(
                 assert await ac.get("after") == 3
 
         run(main(), timeout=60)
+
+
+# -- a stalled Redis or PostgreSQL under the loop paths (FastAPI guide: they run on the loop
+#    with redis.asyncio and psycopg's async pool) -------------------------------------------
+
+async def stalled_op(ac: cw.AsyncCache, op: str) -> None:
+    if op == "get-hit":
+        assert await ac.get("seed") == "s"
+    elif op == "get-miss":
+        assert await ac.get("row") == "r"
+    elif op == "get_many":
+        assert await ac.get_many(["seed", "row", "none"]) == {"seed": "s", "row": "r"}
+    elif op == "set":
+        await ac.set("w", 1)
+        assert await ac.get("w") == 1
+    elif op == "set_many":
+        await ac.set_many({"w1": 1, "w2": 2})
+    elif op == "delete":
+        await ac.delete("seed")
+        assert await ac.get("seed") is None
+    elif op == "incr":
+        assert await ac.incr("n", 2) == 2
+    elif op == "invalidate":
+        await ac.invalidate("seed")
+        assert await ac.get("seed") == "s"
+
+
+STALL_OPS = ["get-hit", "get-miss", "get_many", "set", "set_many", "delete", "incr",
+             "invalidate"]
+
+
+@pytest.mark.parametrize("stalled", ["redis", "postgres"])
+@pytest.mark.parametrize("op", STALL_OPS)
+def test_a_300ms_stall_of_redis_or_postgres_never_blocks_the_loop(
+        pg_table: str, op: str, stalled: str) -> None:
+    # Redis or PostgreSQL stops answering for 300 ms while a write-through call runs: the
+    # call waits for it and succeeds, the loop is not held.
+    require("redis")
+    from faultproxy import FaultProxy
+    from services import POSTGRES_DSN
+
+    prefix = unique("a4s") + ":"
+    port = 6379 if stalled == "redis" else 5432
+    with FaultProxy(port) as proxy:
+        redis_url = f"redis://127.0.0.1:{proxy.port}/0" if stalled == "redis" else REDIS_URL
+        dsn = (POSTGRES_DSN.replace(":5432/", f":{proxy.port}/") if stalled == "postgres"
+               else POSTGRES_DSN)
+        assert dsn != POSTGRES_DSN or stalled == "redis"
+        seed_store = cw.PostgresStore(POSTGRES_DSN, table=pg_table)
+        seed_store.save_many({"row": "r"})
+        seed_store.close()
+        backend = cw.RedisBackend(redis_url, prefix=prefix)
+        store = cw.PostgresStore(dsn, table=pg_table)
+
+        async def main() -> None:
+            async with cw.AsyncCache(store=store, backend=backend) as ac:
+                await ac.set("seed", "s")
+                await ac.get("none")                     # warm both connections
+                async with Ticker() as ticker:
+                    proxy.stall()
+                    threading.Timer(SLOW, proxy.forward).start()
+                    t0 = time.monotonic()
+                    await asyncio.wait_for(stalled_op(ac, op), 30)
+                    took = time.monotonic() - t0
+                if (stalled, op) != ("postgres", "get-hit"):   # a hit needs no store
+                    assert took >= SLOW * 0.5, f"the call did not wait ({took:.3f} s)"
+                assert ticker.worst < LOOP_BOUND, f"the loop was held {ticker.worst:.3f} s"
+
+        try:
+            run(main(), timeout=60)
+        finally:
+            proxy.forward()
+            backend.clear()
+            backend.client.delete(prefix + "~clock")
+            backend.close()
+            store.close()
+
+
+@dataclasses.dataclass
+class User:
+    """The User of the typed guide (as the writer child defines it)."""
+
+    name: str
+    joined: datetime.date
+    tags: tuple[str, ...] = ()
+
+
+def child_user(i: int) -> User:
+    return User(f"u{i}", datetime.date(2000, 1, 1) + datetime.timedelta(days=i),
+                ("t",) * (i % 3))
+
+
+@pytest.mark.parametrize("writer", ["sync", "async"])
+def test_typed_and_expiring_namespaces_replay_across_fronts_after_kill_9(
+        sqlite_where: Where, writer: str, tmp_path: Path) -> None:
+    # Typed values and expire= stamps survive a kill -9 through the namespaces' journals
+    # and replay in the other front: users come back as User, sessions (expire=600) are
+    # there, flash data (expire=0.5) ended at its own time, not at the replay's.
+    from accept4a_support import TYPED_CHILD
+
+    journal = str(tmp_path / "app.wal")
+    acked = write_then_kill9(writer, sqlite_where.url(), journal, at_least=20,
+                             script=TYPED_CHILD)
+    killed = time.monotonic()
+    assert sqlite_where.peek("u0", namespace="users") is None
+    while time.monotonic() < killed + 0.7:       # let the flash data's own end pass
+        time.sleep(0.05)
+    policy = cw.WriteBack(max_delay=0.05, journal=journal, fsync="always")
+
+    async def reopen_async() -> None:
+        async with cw.AsyncCache(store=sqlite_where.store(), policy=policy) as ac:
+            users = ac.namespace("users", type=User)
+            sessions = ac.namespace("sessions", expire=600)
+            flash = ac.namespace("flash", expire=0.5)
+            await ac.flush(timeout=30)
+            got = await users.get_many([f"u{i}" for i in range(acked)])
+            assert got == {f"u{i}": child_user(i) for i in range(acked)}
+            assert all(type(u) is User and type(u.tags) is tuple for u in got.values())
+            assert await sessions.get(f"s{acked - 1}") == {"i": acked - 1}
+            assert await flash.get_many([f"f{i}" for i in range(acked)]) == {}
+
+    def reopen_sync() -> None:
+        with cw.Cache(store=sqlite_where.store(), policy=policy) as cache:
+            users = cache.namespace("users", type=User)
+            sessions = cache.namespace("sessions", expire=600)
+            flash = cache.namespace("flash", expire=0.5)
+            cache.flush(timeout=30)
+            got = users.get_many([f"u{i}" for i in range(acked)])
+            assert got == {f"u{i}": child_user(i) for i in range(acked)}
+            assert all(type(u) is User and type(u.tags) is tuple for u in got.values())
+            assert sessions.get(f"s{acked - 1}") == {"i": acked - 1}
+            assert flash.get_many([f"f{i}" for i in range(acked)]) == {}
+
+    if writer == "sync":
+        run(reopen_async())
+    else:
+        reopen_sync()
+    for i in range(acked):
+        assert sqlite_where.peek(f"s{i}", namespace="sessions") == {"i": i}, i
+        assert sqlite_where.peek(f"f{i}", namespace="flash") is None, i
+        assert sqlite_where.peek(f"u{i}", namespace="users") == {
+            "name": f"u{i}", "joined": child_user(i).joined.isoformat(),
+            "tags": ["t"] * (i % 3)}, i
+
+
+def test_a_stampede_across_two_async_caches_sharing_redis_makes_one_store_load(
+        pg_table: str) -> None:
+    # Guarantee 5 across caches (as across processes): 25 tasks on each of two AsyncCaches
+    # sharing Redis miss one key while PostgreSQL is stalled; the fill lease in Redis makes
+    # it one store load in all, and every task gets the row.
+    require("redis")
+    from faultproxy import FaultProxy
+    from services import POSTGRES_DSN
+
+    prefix = unique("a4l") + ":"
+    seed = cw.PostgresStore(POSTGRES_DSN, table=pg_table)
+    seed.save_many({"row": {"v": 1}})
+    seed.close()
+    with FaultProxy(5432) as proxy:
+        dsn = POSTGRES_DSN.replace(":5432/", f":{proxy.port}/")
+        made = [(cw.PostgresStore(dsn, table=pg_table), cw.RedisBackend(REDIS_URL, prefix=prefix))
+                for _ in range(2)]
+
+        async def main() -> None:
+            one = cw.AsyncCache(store=made[0][0], backend=made[0][1])
+            two = cw.AsyncCache(store=made[1][0], backend=made[1][1])
+            try:
+                await one.get("warm")
+                await two.get("warm")
+                loads = one.stats().loads + two.stats().loads
+                proxy.stall()
+                threading.Timer(SLOW, proxy.forward).start()
+                got = await asyncio.gather(*(ac.get("row") for ac in (one, two)
+                                             for _ in range(25)))
+                assert got == [{"v": 1}] * 50
+                assert one.stats().loads + two.stats().loads - loads == 1
+            finally:
+                await one.close()
+                await two.close()
+
+        try:
+            run(main(), timeout=60)
+        finally:
+            proxy.forward()
+            made[0][1].clear()
+            made[0][1].client.delete(prefix + "~clock")
+            for store, backend in made:
+                backend.close()
+                store.close()
+
+
+BAD_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "namespace-empty-name": lambda c: c.namespace(""),
+    "namespace-int-name": lambda c: c.namespace(3),
+    "namespace-negative-ttl": lambda c: c.namespace("a", ttl=-1),
+    "namespace-str-ttl": lambda c: c.namespace("b", ttl="60"),
+    "namespace-zero-expire": lambda c: c.namespace("c", expire=0),
+    "namespace-negative-expire": lambda c: c.namespace("d", expire=-5),
+    "namespace-policy-str": lambda c: c.namespace("e", policy="fast"),
+    "cached-negative-ttl": lambda c: c.cached(ttl=-1),
+    "cached-key-not-callable": lambda c: c.cached(key="k"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_bad_options_raise_the_same_error_on_both_fronts(sqlite_where: Where,
+                                                         case: str) -> None:
+    # Plain calls with bad options raise at the call, with the same class on AsyncCache as
+    # on Cache, and the cache goes on working.
+    with cw.Cache(store=cw.SQLiteStore(sqlite_where.path, table="sync")) as cache:
+        err = sync_error(lambda: BAD_OPTIONS[case](cache))
+        cache.set("x", 1)
+    assert issubclass(err, (TypeError, ValueError, cw.CachewayError)), err
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=sqlite_where.store()) as ac:
+            got = sync_error(lambda: BAD_OPTIONS[case](ac))
+            assert got is err, (got, err)
+            await ac.set("x", 1)
+            assert await ac.get("x") == 1
+
+    run(main())
+
+
+@pytest.mark.parametrize("ttl", [-1, "60", float("nan"), [1]])
+def test_bad_per_call_ttl_raises_the_same_error_on_both_fronts(sqlite_where: Where,
+                                                               ttl: Any) -> None:
+    with cw.Cache(store=cw.SQLiteStore(sqlite_where.path, table="sync")) as cache:
+        errs = [sync_error(lambda: cache.set("k", 1, ttl=ttl)),
+                sync_error(lambda: cache.set_many({"k": 1}, ttl=ttl)),
+                sync_error(lambda: cache.get_or_set("k", 1, ttl=ttl))]
+        assert cache.get("k") is None
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=sqlite_where.store()) as ac:
+            got = [await async_error(lambda: ac.set("k", 1, ttl=ttl)),
+                   await async_error(lambda: ac.set_many({"k": 1}, ttl=ttl)),
+                   await async_error(lambda: ac.get_or_set("k", 1, ttl=ttl))]
+            assert got == errs
+            assert await ac.get("k") is None
+        assert sqlite_where.peek("k") is None
+
+    run(main())
