@@ -1610,29 +1610,28 @@ def test_bad_per_call_ttl_raises_the_same_error_on_both_fronts(sqlite_where: Whe
     run(main())
 
 
-def test_open_async_with_queue_options_and_a_delete_seen_at_once_elsewhere(
+def test_open_async_with_queue_options(
         pg_where: Where, qname: str, backends: Callable[[], cw.RedisBackend]) -> None:
-    # open_async takes the WriteBack options by name (URL page), queue ones included; on
-    # the queue a delete is seen at once by another cache sharing Redis (queue guide: the
-    # queue closes the write-back delete gap), and flush puts it in the store.
+    # open_async takes the WriteBack options by name (URL page), queue ones included; a set
+    # is seen at once by another cache sharing Redis, and flush puts the writes in the store.
     shared = backends()
-    prefix = shared.prefix
     pg_where.store().save_many({"gone": "old", "kept": "old"})
     cache = cw.Cache(store=pg_where.store(), backend=shared, policy=queue_policy(qname))
 
     async def main() -> None:
-        ac = await cw.open_async(store=pg_where.url(), backend=f"{REDIS_URL}?prefix={prefix}",
+        ac = await cw.open_async(store=pg_where.url(),
+                                 backend=f"{REDIS_URL}?prefix={shared.prefix}",
                                  policy="write-back", queue=REDIS_URL, queue_name=qname,
                                  partitions=4)
         try:
-            assert cache.get("gone") == "old"            # a copy in Redis now
-            await ac.delete("gone")
+            assert cache.get("kept") == "old"            # a copy in Redis now
             await ac.set("kept", "new")
-            assert cache.get("gone") is None
             assert cache.get("kept") == "new"
+            await ac.delete("gone")
             await ac.flush(timeout=30)
             assert pg_where.peek("gone") is None
             assert pg_where.peek("kept") == "new"
+            assert cache.get("gone") is None
             assert {p.queue for p in ac.stats().queue} == {qname}
         finally:
             await ac.close()
@@ -1645,6 +1644,47 @@ def test_open_async_with_queue_options_and_a_delete_seen_at_once_elsewhere(
         run(main(), timeout=60)
     finally:
         cache.close(timeout=10)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "WriteBack(queue=...): a delete of a row already in the store, acknowledged by one "
+    "cache, is not seen by another cache sharing the Redis backend until a consumer "
+    "applies it: the other cache reads the store's old row (thread front and AsyncCache "
+    "alike). Queue guide: the write-back delete gap ('other processes' reads loading the "
+    "store's old row until it is flushed') is 'closed by the queue'; DESIGN: the last "
+    "acknowledged write wins across processes sharing a write-behind queue"))
+def test_queue_delete_of_a_stored_row_is_seen_at_once_by_a_cache_sharing_redis(
+        pg_where: Where, qname: str, backends: Callable[[], cw.RedisBackend]) -> None:
+    # No consumer runs (flush_in_process=False), so the delete waits in Redis: every cache
+    # sharing the Redis copy must already answer "absent".
+    pg_where.store().save_many({"gone": "old", "gone2": "old"})
+    reader = cw.Cache(store=pg_where.store(), backend=backends(),
+                      policy=queue_policy(qname, in_process=False))
+
+    async def main() -> None:
+        async with cw.AsyncCache(store=pg_where.store(), backend=backends(),
+                                 policy=queue_policy(qname, in_process=False)) as ac, \
+                cw.AsyncCache(store=pg_where.store(), backend=backends(),
+                              policy=queue_policy(qname, in_process=False)) as other:
+            assert reader.get("gone") == "old"           # a copy in Redis
+            await ac.delete("gone")
+            await ac.delete("gone2")                     # no copy in Redis before
+            assert await ac.get("gone") is None          # the writer sees its delete
+            try:
+                assert await other.get("gone") is None
+                assert await other.get_many(["gone", "gone2"]) == {}
+                assert reader.get("gone") is None
+                assert reader.get("gone2") is None
+            finally:
+                async with cw.AsyncCache(store=pg_where.store(),
+                                         policy=queue_policy(qname)) as consumer:
+                    await consumer.flush(timeout=30)
+                    await ac.flush(timeout=30)
+
+    try:
+        run(main(), timeout=60)
+    finally:
+        reader.close(timeout=10)
 
 
 def test_write_back_reads_and_counters_that_load_a_300ms_store_never_block_the_loop() -> None:
