@@ -1646,13 +1646,6 @@ def test_open_async_with_queue_options(
         cache.close(timeout=10)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "WriteBack(queue=...): a delete of a row already in the store, acknowledged by one "
-    "cache, is not seen by another cache sharing the Redis backend until a consumer "
-    "applies it: the other cache reads the store's old row (thread front and AsyncCache "
-    "alike). Queue guide: the write-back delete gap ('other processes' reads loading the "
-    "store's old row until it is flushed') is 'closed by the queue'; DESIGN: the last "
-    "acknowledged write wins across processes sharing a write-behind queue"))
 def test_queue_delete_of_a_stored_row_is_seen_at_once_by_a_cache_sharing_redis(
         pg_where: Where, qname: str, backends: Callable[[], cw.RedisBackend]) -> None:
     # No consumer runs (flush_in_process=False), so the delete waits in Redis: every cache

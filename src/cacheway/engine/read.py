@@ -236,7 +236,12 @@ class Engine(WriteChecks):
     def fetch(self, key: str) -> Loaded | None:
         """The store's row of ``key`` (a load, counted)."""
         self.counters.loads += 1
-        return self.store.fetch(self.namespace, [key]).get(key)
+        return self.fetch_rows([key]).get(key)
+
+    def fetch_rows(self, keys: list[str]) -> dict[str, Loaded]:
+        """The store's rows of ``keys`` (that exist) for a read; engines that know of
+        writes the store has not seen yet leave out the rows those replaced."""
+        return self.store.fetch(self.namespace, keys)
 
     def load(self, key: str, bkey: str, stripe: int, gen: int, *, fill: bool
              ) -> tuple[bool, Any]:
@@ -348,7 +353,7 @@ class Engine(WriteChecks):
         self.counters.misses += len(missing)
         self.counters.loads += 1
         try:
-            rows = self.store.fetch(self.namespace, missing)
+            rows = self.fetch_rows(missing)
         except StoreError:
             raise
         except Exception as exc:

@@ -19,7 +19,7 @@ from ..backends.redis_format import HLEN
 from ..stores.base import NOTSET, Loaded
 from .layout import Names
 
-__all__ = ["decode_copy", "read_copies", "tombstone_version"]
+__all__ = ["decode_copy", "deleted_at", "read_copies"]
 
 
 def decode_copy(raw: bytes | None) -> tuple[bool, Loaded | None]:
@@ -41,16 +41,20 @@ def decode_copy(raw: bytes | None) -> tuple[bool, Loaded | None]:
     return flag == 1, None
 
 
-def tombstone_version(raw: bytes | None) -> int:
-    """The version of a delete's tombstone, 0 when ``raw`` is anything else.
+def deleted_at(raw: bytes | None) -> int:
+    """The version of the delete a RedisBackend marker records: a tombstone's, or the
+    floor a fill lease (or its "not found") kept of the tombstone it replaced; 0 for a
+    value and anything else.
 
     >>> from cacheway.backends.redis_format import header
-    >>> tombstone_version(header(8, 1)), tombstone_version(header(8, 0) + b"1")
-    (8, 0)
-    >>> tombstone_version(None), tombstone_version(b"junk")
+    >>> deleted_at(header(8, 1)), deleted_at(header(8, 2) + b"token")
+    (8, 8)
+    >>> deleted_at(header(8, 0) + b"1")
+    0
+    >>> deleted_at(None), deleted_at(b"junk")
     (0, 0)
     """
-    if not raw or len(raw) != HLEN or raw[HLEN - 1] != 1:
+    if not raw or len(raw) < HLEN or raw[HLEN - 1] not in (1, 2, 3):
         return 0
     return int.from_bytes(raw[1:HLEN - 1], "big")
 

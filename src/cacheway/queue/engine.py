@@ -42,7 +42,7 @@ from ..typed import Codec
 from .accept import Acceptor, Item
 from .connect import Scripts, connect, redis_errors
 from .consumer import Consumer
-from .copies import read_copies, tombstone_version
+from .copies import deleted_at, read_copies
 from .layout import Names, seq_of
 from .status import PartitionStatus, queue_status
 
@@ -149,18 +149,30 @@ class QueueWriteBackEngine(Engine):
         it cannot be read, the pending write stands."""
         if self.copy_prefix is None:
             return set()
-        ask = [k for k, e in entries.items() if e.kind != DELETE and e.version is not None]
-        if not ask:
+        ask = {k: e.version for k, e in entries.items() if e.kind != DELETE}
+        return self._deleted_after(ask)
+
+    def _deleted_after(self, versions: dict[str, int | None]) -> set[str]:
+        """The keys whose shared copy records a delete of a later version than theirs
+        (see :func:`.copies.deleted_at`); none when the copies cannot be read."""
+        if self.copy_prefix is None or not versions:
             return set()
-        names = [self.copy_prefix + self.prefix + k for k in ask]
+        ask = list(versions)
         try:
-            raws = self.client.mget(names)
+            raws = self.client.mget([self.copy_prefix + self.prefix + k for k in ask])
         except self._redis_errors as exc:
             self.backend_down(BackendError(f"copy read on {self._where} failed: "
                                            f"{type(exc).__name__}: {exc}"))
             return set()
-        return {k for k, raw in zip(ask, raws)
-                if tombstone_version(raw) > (entries[k].version or 0)}
+        return {k for k, raw in zip(ask, raws) if deleted_at(raw) > (versions[k] or 0)}
+
+    def fetch_rows(self, keys: list[str]) -> dict[str, Loaded]:
+        """The store's rows, less those an acknowledged delete replaced that the store
+        has not applied yet (another process's: its tombstone is in the shared copy)."""
+        rows = super().fetch_rows(keys)
+        for key in self._deleted_after({k: row.version for k, row in rows.items()}):
+            del rows[key]
+        return rows
 
     def _load_many(self, missing: list[str], out: dict[str, Any]) -> None:
         pending = self._pending
