@@ -1268,11 +1268,6 @@ def test_stats_queue_lists_each_queue_of_the_namespaces_once(
 
 
 @pytest.mark.slow       # waits out the Redis client's socket timeout (~5 s)
-@pytest.mark.xfail(strict=True, reason=(
-    "AsyncCache.stats() reads the queue status from Redis synchronously on the event loop: "
-    "with the queue's Redis stalled it holds the loop for the socket timeout (~5 s); DESIGN "
-    "'API v2': no cache call blocks the event loop; queue guide: stats().queue is empty while "
-    "its Redis cannot be read"))
 def test_stats_while_the_queue_redis_is_stalled_does_not_hold_the_loop(
         sqlite_where: Where, qname: str) -> None:
     # stats() is a plain call of the asyncio front; reading the queue's status from a

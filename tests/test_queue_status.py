@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,35 @@ def test_the_worker_status_line_shows_depth_and_lag(tmp_path: Path, raw: Any,
         if worker.poll() is None:
             worker.kill()
         cache.close()
+
+
+def test_a_status_reader_answers_its_last_reading_while_redis_does_not() -> None:
+    # AsyncCache.stats() on its loop waits STATS_WAIT for the queue's depth, not the Redis
+    # client's socket timeout; one read at a time, however often it is asked.
+    from cacheway.queue.status import StatusReader
+
+    gate = threading.Event()
+    reads: list[int] = []
+    first = [PartitionStatus("q", 0, 3, 0, 0.5, 0, None)]
+
+    def read() -> list[PartitionStatus]:
+        reads.append(1)
+        if len(reads) > 1:
+            assert gate.wait(30)  # Redis stalled until the gate opens
+        return first if len(reads) == 1 else []
+
+    reader = StatusReader(read)
+    try:
+        assert reader.get(wait=30) == first
+        assert reader.get(wait=0.01) == first  # stalled: the last reading
+        assert reader.get(wait=0.01) == first  # shares the read under way
+        assert len(reads) == 2
+        gate.set()
+        assert reader.get(wait=30) in ([], first)  # the stalled read's answer, or a new one
+        deadline = time.monotonic() + 30
+        while reader.last and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reader.last == []
+    finally:
+        gate.set()
+        reader.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import time
@@ -31,6 +32,8 @@ T = TypeVar("T")
 P = ParamSpec("P")
 R = TypeVar("R")
 UNSET: Any = object()
+#: how long ``stats()`` on an event loop waits for a distributed queue's depth (Redis)
+STATS_WAIT = 0.05
 
 
 class AsyncFront:
@@ -249,9 +252,13 @@ class AsyncFront:
 
     def stats(self) -> Stats:
         """A :class:`Stats` snapshot, synchronous (as a metrics collector calls it). It
-        takes the write-back table's lock for a moment, never across a store call."""
+        takes the write-back table's lock for a moment, never across a store call; on
+        the event loop it waits at most 50 ms for a distributed queue's depth (Redis),
+        then answers its last reading."""
         front = self._sync
-        return front.stats() if front is not None else Stats()
+        if front is None:
+            return Stats()
+        return front.stats(wait=STATS_WAIT if in_loop() else None)
 
     def cached(
         self, ttl: float | None = None, *, key: Callable[..., str] | None = None,
@@ -281,6 +288,14 @@ class AsyncFront:
 async def _found(load: Awaitable[Any]) -> Any:
     value = await load
     return UNSET if value is MISS else value
+
+
+def in_loop() -> bool:
+    """True when this thread runs an event loop (which a journal replay, or a wait for
+    Redis, would block)."""
+    with contextlib.suppress(RuntimeError):
+        return asyncio.get_running_loop() is not None
+    return False
 
 
 def _landed(reads: dict[str, asyncio.Future[Any]], key: str, flight: asyncio.Future[Any]

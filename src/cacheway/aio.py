@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ._aio_batch import Batcher
-from ._aio_front import UNSET, AsyncFront
+from ._aio_front import UNSET, AsyncFront, in_loop
 from ._aio_path import AsyncStorePath, ForkAwarePath, SharedPath, async_path_of
 from ._aio_redis import LoopReader
 from ._aio_store import AsyncCallbackStore
@@ -66,13 +66,6 @@ def _pool(max_workers: object) -> concurrent.futures.ThreadPoolExecutor:
         raise ConfigError(f"max_workers must be an int >= 1, not {max_workers!r}")
     return concurrent.futures.ThreadPoolExecutor(
         max_workers=max_workers, thread_name_prefix="cacheway-aio")
-
-
-def _in_loop() -> bool:
-    """True when this thread runs an event loop (which a journal replay would block)."""
-    with contextlib.suppress(RuntimeError):
-        return asyncio.get_running_loop() is not None
-    return False
 
 
 def _journalled(policy: Policy | None) -> bool:
@@ -381,7 +374,7 @@ class AsyncCache(AsyncFront):
             return existing
         view = AsyncNamespace(self, name, options)
         pol = policy if policy is not None else cache.policy if isinstance(cache, Cache) else None
-        if isinstance(cache, Cache) and (not _journalled(pol) or not _in_loop()):
+        if isinstance(cache, Cache) and (not _journalled(pol) or not in_loop()):
             view.open_now(cache)  # raises ConfigError as Cache.namespace does
         self._namespaces[name] = view
         return view

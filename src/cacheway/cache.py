@@ -78,9 +78,9 @@ class Namespace(Front[V]):
         """Dirty entries of this namespace not yet in the store."""
         return self._engine.pending()
 
-    def stats(self) -> Stats:
-        """Counters of this namespace alone."""
-        return snapshot([self._engine], self.cache.backend)
+    def stats(self, *, wait: float | None = None) -> Stats:
+        """Counters of this namespace alone (``wait``: see :meth:`Cache.stats`)."""
+        return snapshot([self._engine], self.cache.backend, wait)
 
     def namespace(self, name: str, **kwargs: Any) -> Namespace[Any]:
         """Namespaces are flat: ``ns.namespace(x)`` is ``cache.namespace(x)``."""
@@ -338,9 +338,10 @@ class Cache(Front[Any]):
         """Dirty entries (all namespaces) not yet acknowledged by the store."""
         return sum(e.pending() for e in list(self._engines.values()))
 
-    def stats(self) -> Stats:
-        """A :class:`Stats` snapshot over every namespace."""
-        return snapshot(list(self._engines.values()), self.backend)
+    def stats(self, *, wait: float | None = None) -> Stats:
+        """A :class:`Stats` snapshot over every namespace. ``wait``: at most so many
+        seconds for a distributed queue's depth (Redis), else its last reading."""
+        return snapshot(list(self._engines.values()), self.backend, wait)
 
     @property
     def read_options(self) -> ReadOptions:

@@ -44,7 +44,7 @@ from .connect import Scripts, connect, redis_errors
 from .consumer import Consumer
 from .copies import deleted_at, read_copies
 from .layout import Names, seq_of
-from .status import PartitionStatus, queue_status
+from .status import PartitionStatus, StatusReader, queue_status
 
 __all__ = ["QueueWriteBackEngine"]
 
@@ -96,6 +96,7 @@ class QueueWriteBackEngine(Engine):
         if self.copy_prefix is None:
             self.pending_entry = self._pending.get
         self.bind_get()
+        self.status = StatusReader(self._read_status)
         self.consumer: Consumer | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -371,9 +372,19 @@ class QueueWriteBackEngine(Engine):
             time.sleep(delay)
             delay = min(0.02, delay * 2)
 
-    def queue_stats(self) -> list[PartitionStatus]:
+    def queue_stats(self, wait: float | None = None) -> list[PartitionStatus]:
         """Depth and lag of every partition of the queue (every process's writes, not
-        only this one's): see :func:`cacheway.queue.queue_status`."""
+        only this one's): see :func:`cacheway.queue.queue_status`. ``wait``: at most so
+        many seconds (read in a thread), else the last reading."""
+        if wait is not None:
+            return self.status.get(wait)
+        return self._read_status()
+
+    def pending_known(self) -> int:
+        """:meth:`pending` without asking Redis which writes were applied since."""
+        return len(self._pending)
+
+    def _read_status(self) -> list[PartitionStatus]:
         try:
             return queue_status(self.client, self.names)
         except self._redis_errors as exc:
@@ -400,6 +411,7 @@ class QueueWriteBackEngine(Engine):
                 self.flush(timeout)
         finally:
             self.closed = True
+            self.status.close()
             self._stop.set()
             if self._thread is not None:
                 self._thread.join(timeout=10.0)
@@ -411,5 +423,6 @@ class QueueWriteBackEngine(Engine):
         """The child runs its own consumer (the parent's thread is not in it)."""
         super().after_fork_in_child()
         self._plock = threading.Lock()
+        self.status.after_fork_in_child()
         if self._thread is not None:
             self._start_consumer()

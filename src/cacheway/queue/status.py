@@ -9,12 +9,16 @@ entry's id is Redis's time when it was accepted), so the machines' clocks do not
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NamedTuple
 
 from .connect import Scripts
 from .layout import GROUP, Names
 
-__all__ = ["PartitionStatus", "queue_status", "summary"]
+__all__ = ["PartitionStatus", "StatusReader", "queue_status", "summary"]
 
 
 class PartitionStatus(NamedTuple):
@@ -91,3 +95,48 @@ def summary(status: list[PartitionStatus]) -> str:
     lag = "max lag 0 s" if worst is None or not worst.lag else (
         f"max lag {worst.lag:.2f} s (partition {worst.partition})")
     return f"depth {depth} ({pending} in hand), {lag}, {dead} dead"
+
+
+class StatusReader:
+    """Reads a queue's status in a thread of its own for a caller that must not wait
+    long (``AsyncCache.stats()`` on its event loop): :meth:`get` waits at most ``wait``
+    seconds, then answers the last reading. One read at a time: while Redis does not
+    answer, callers share the read under way instead of queueing more."""
+
+    def __init__(self, read: Callable[[], list[PartitionStatus]]) -> None:
+        self._read = read
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._running: Future[list[PartitionStatus]] | None = None
+        self.last: list[PartitionStatus] = []
+
+    def get(self, wait: float) -> list[PartitionStatus]:
+        """A fresh reading within ``wait`` seconds, else the last one (BackendError when
+        the read failed)."""
+        with self._lock:
+            running = self._running
+            if running is None or running.done():
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, "cacheway-queue-status")
+                running = self._running = self._pool.submit(self._fresh)
+        try:
+            return running.result(timeout=wait)
+        except FutureTimeout:
+            return list(self.last)
+
+    def _fresh(self) -> list[PartitionStatus]:
+        status = self._read()
+        self.last = status
+        return status
+
+    def close(self) -> None:
+        """Stop the thread (a read under way ends on its own)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            self._pool = self._running = None
+
+    def after_fork_in_child(self) -> None:
+        """The parent's thread is not in the child."""
+        self._lock = threading.Lock()
+        self._pool = self._running = None
