@@ -155,12 +155,14 @@ def test_journal_replay_of_a_namespace_journal_lands_in_its_namespace(tmp_path: 
     assert "records to replay   │ 0 " in again.stdout, again.stdout
 
 
-@pytest.mark.parametrize("kind", ["missing", "a file"])
+@pytest.mark.parametrize("kind", ["missing", "a file", "an empty directory"])
 def test_journal_inspect_of_no_journal_is_an_actionable_error(tmp_path: Path, kind: str) -> None:
     # A path with no journal: say which path and that a journal is a directory; exit 2.
     path = tmp_path / "typo.wal"
     if kind == "a file":
         path.write_text("not a journal")
+    elif kind == "an empty directory":
+        path.mkdir()
     for args in (("inspect", str(path)), ("replay", str(path), "--store",
                                           f"sqlite:///{tmp_path}/x.db")):
         out = cli("journal", *args)

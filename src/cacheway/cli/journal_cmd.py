@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from ._common import UsageError, console
 
@@ -15,9 +16,7 @@ def inspect(args: argparse.Namespace) -> int:
     """``cacheway journal inspect PATH``: exit 1 when the journal is damaged."""
     from rich.table import Table
 
-    from cacheway.writeback.journal import inspect as inspect_journal
-
-    report = inspect_journal(args.path)
+    report = _existing(args.path)
     out = console()
     table = Table(title=f"journal {report.path}", title_justify="left", show_header=False)
     table.add_column("field", style="bold")
@@ -42,15 +41,9 @@ def replay(args: argparse.Namespace) -> int:
 
     from cacheway._urls import backend_from_url, store_from_url
     from cacheway.writeback.journal import Journal
-    from cacheway.writeback.journal import inspect as inspect_journal
     from cacheway.writeback.recovery import replay as replay_journal
 
-    if not os.path.isdir(args.path):
-        raise UsageError(f"no journal at {args.path!r} (a journal is a directory)")
-    found = inspect_journal(args.path)
-    if found.id is None and not found.segments:
-        # opening would turn any directory into an empty journal: refuse instead
-        raise UsageError(f"no journal at {args.path!r} (the directory holds no journal)")
+    _existing(args.path)
     store = store_from_url(args.store)
     backend = backend_from_url(args.backend) if args.backend else None
     dropped = 0
@@ -81,3 +74,16 @@ def replay(args: argparse.Namespace) -> int:
         table.add_row("shared copies dropped", f"{dropped:,}")
     console().print(table)
     return 0
+
+
+def _existing(path: str) -> Any:
+    """The inspection of the journal at ``path``; UsageError when there is none (opening
+    a directory as a journal would turn it into an empty one)."""
+    from cacheway.writeback.journal import inspect as inspect_journal
+
+    if not os.path.isdir(path):
+        raise UsageError(f"no journal at {path!r} (a journal is a directory)")
+    found = inspect_journal(path)
+    if found.id is None and not found.segments:
+        raise UsageError(f"no journal at {path!r} (the directory holds no journal)")
+    return found
