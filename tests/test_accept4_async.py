@@ -1267,7 +1267,6 @@ def test_stats_queue_lists_each_queue_of_the_namespaces_once(
             raw.unlink(*keys)
 
 
-@pytest.mark.slow       # waits out the Redis client's socket timeout (~5 s)
 def test_stats_while_the_queue_redis_is_stalled_does_not_hold_the_loop(
         sqlite_where: Where, qname: str) -> None:
     # stats() is a plain call of the asyncio front; reading the queue's status from a
