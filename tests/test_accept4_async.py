@@ -673,22 +673,26 @@ class SlowStore:
         self.data = dict(data or {})
         self.calls = 0
         self.lock = threading.Lock()
+        self.threads: set[int] = set()  # the thread of each call
 
     def load_many(self, keys: list[str]) -> dict[str, Any]:
         time.sleep(SLOW)
         with self.lock:
+            self.threads.add(threading.get_ident())
             self.calls += 1
             return {k: self.data[k] for k in keys if k in self.data}
 
     def save_many(self, items: list[tuple[str, Any]]) -> None:
         time.sleep(SLOW)
         with self.lock:
+            self.threads.add(threading.get_ident())
             self.calls += 1
             self.data.update(items)
 
     def delete_many(self, keys: list[str]) -> None:
         time.sleep(SLOW)
         with self.lock:
+            self.threads.add(threading.get_ident())
             self.calls += 1
             for k in keys:
                 self.data.pop(k, None)
@@ -765,6 +769,7 @@ def test_a_300ms_sync_callback_never_blocks_the_loop_under_write_through(op: str
                 took = time.monotonic() - t0
             assert took >= SLOW * 0.9, f"the store was not used ({took:.3f} s)"
             assert slow.calls >= 1
+            assert threading.get_ident() not in slow.threads, "a callback ran on the loop"
             assert ticker.worst < LOOP_BOUND, f"the loop was held {ticker.worst:.3f} s"
 
     run(main())
