@@ -890,6 +890,7 @@ def _pytest(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProc
                           timeout=120)
 
 
+@pytest.mark.slow  # a pytest run of both suites, ~7 s
 def test_guarantee_suites_pass_for_a_correct_callback_store(tmp_path: Path) -> None:
     # testing.md: MyPair + GuaranteeSuite and AsyncGuaranteeSuite on a CallbackStore over a
     # dict and a MemoryBackend, run by pytest in a module of the user's: all pass.

@@ -58,6 +58,7 @@ def test_cached_wrapper_keeps_the_functions_name_doc_and_signature(cache: cw.Cac
     assert inspect.signature(wrapped) == inspect.signature(price)
 
 
+@pytest.mark.slow  # runs mypy, ~6 s
 def test_cached_keeps_the_functions_types_for_mypy(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # issue 14 item 2: ParamSpec carries the wrapped function's parameters and result

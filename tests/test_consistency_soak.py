@@ -185,6 +185,7 @@ def soak(variant: str, redis_url: str, dsn: str, seconds: float) -> None:
         _drop(dsn, table)
 
 
+@pytest.mark.slow  # a 5 s soak per variant
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_guarantee4_every_key_agrees_after_quiescence(variant: str, redis_url: str,
                                                       postgres_dsn: str) -> None:

@@ -199,6 +199,7 @@ def test_guarantee8_a_journal_that_cannot_follow_the_fork_leaves_the_rest_workin
         broken.close(timeout=0)
 
 
+@pytest.mark.slow  # 60 forks, ~10 s
 def test_guarantee8_a_fork_while_threads_use_sqlite_never_hangs_the_child(
         tmp_path: Path) -> None:
     """A fork copies the memory of every thread and runs only the forking one: a mutex

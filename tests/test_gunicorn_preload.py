@@ -30,6 +30,7 @@ import httpx  # noqa: E402 - after the skip: only when installed
 from test_example_fastapi import free_port  # noqa: E402
 
 
+@pytest.mark.slow  # a real gunicorn, ~10 s
 def test_an_asynccache_built_before_gunicorn_forks_its_workers(tmp_path: Path) -> None:
     port = free_port()
     db, log_path = tmp_path / "app.db", tmp_path / "gunicorn.log"

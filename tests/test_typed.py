@@ -149,6 +149,7 @@ def test_a_row_that_no_longer_fits_the_type_is_a_clear_error(tmp_path: Path) -> 
         assert "User" in str(info.value)
 
 
+@pytest.mark.slow  # runs mypy, ~6 s
 def test_mypy_sees_the_type_a_typed_namespace_returns(tmp_path: Path) -> None:
     api = pytest.importorskip("mypy.api")
     source = tmp_path / "typed_use.py"
