@@ -209,8 +209,7 @@ class Cache(Front[Any]):
         shared = None if wb is None or wb.journal is None else os.fspath(wb.journal)
         if wb is not None and shared is not None and name and (
                 path is None or os.fspath(path) == shared):
-            # A journalled cache journals every write-back namespace (its own policy or
-            # not) to PATH.<name>: one journal per namespace, its records meet one store.
+            # A journalled cache journals each write-back namespace to PATH.<name>.
             fsync = wb.fsync if path is None else fsync
             path = f"{shared}.{name}"
         if path is None:
@@ -339,8 +338,8 @@ class Cache(Front[Any]):
         return sum(e.pending() for e in list(self._engines.values()))
 
     def stats(self, *, wait: float | None = None) -> Stats:
-        """A :class:`Stats` snapshot over every namespace. ``wait``: at most so many
-        seconds for a distributed queue's depth (Redis), else its last reading."""
+        """A :class:`Stats` snapshot over every namespace (``wait``: seconds at most for a
+        queue's depth from Redis, else its last reading)."""
         return snapshot(list(self._engines.values()), self.backend, wait)
 
     @property
