@@ -46,9 +46,9 @@ __all__ = [
 StoreFactory = Callable[[str, SplitResult, "dict[str, str]"], Store]
 BackendFactory = Callable[[str, SplitResult, "dict[str, str]"], Backend]
 
-#: scheme -> factory. ``"+"`` stands for any ``dialect+driver`` scheme not listed.
 log = logging.getLogger("cacheway")
 
+#: scheme -> factory. ``"+"`` stands for any ``dialect+driver`` scheme not listed.
 STORE_SCHEMES: dict[str, StoreFactory] = {}
 BACKEND_SCHEMES: dict[str, BackendFactory] = {}
 
