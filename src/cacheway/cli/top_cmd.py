@@ -177,11 +177,13 @@ def _probes(args: argparse.Namespace) -> tuple[list[Probe], list[Callable[[], No
 
 def _hide_password(text: str, url: str) -> str:
     """``text`` without the password of ``url`` (a driver's message may quote it)."""
+    from cacheway.backends.redis_client import scrub
+
     try:
         password = urlsplit(url).password
     except ValueError:
         return text
-    return text.replace(password, "***") if password else text
+    return scrub(text, password)
 
 
 def top(args: argparse.Namespace) -> int:
