@@ -38,7 +38,8 @@ def close_loop() -> None:
     pending = asyncio.all_tasks(LOOP)
     for task in pending:
         task.cancel()
-    LOOP.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    if pending:  # gather() of nothing makes its future on another loop
+        LOOP.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     LOOP.run_until_complete(LOOP.shutdown_asyncgens())
     LOOP.close()
 
