@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -143,3 +144,20 @@ def test_a_status_reader_answers_its_last_reading_while_redis_does_not() -> None
     finally:
         gate.set()
         reader.close()
+
+
+def test_a_status_read_stuck_on_a_silent_redis_does_not_hold_up_interpreter_exit() -> None:
+    # The reader's thread must not be joined at exit: a read waits up to the Redis client's
+    # socket timeout (here: a read that never ends), and a process ending must not.
+    script = textwrap.dedent("""
+        import threading
+        from cacheway.queue.status import StatusReader
+        never = threading.Event()
+        reader = StatusReader(lambda: [never.wait()] and [])
+        assert reader.get(wait=0.05) == []
+        print("asked", flush=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30, env=dict(os.environ, PYTHONPATH=SRC))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "asked"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NamedTuple
 
@@ -106,7 +106,6 @@ class StatusReader:
     def __init__(self, read: Callable[[], list[PartitionStatus]]) -> None:
         self._read = read
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
         self._running: Future[list[PartitionStatus]] | None = None
         self.last: list[PartitionStatus] = []
 
@@ -116,27 +115,31 @@ class StatusReader:
         with self._lock:
             running = self._running
             if running is None or running.done():
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(1, "cacheway-queue-status")
-                running = self._running = self._pool.submit(self._fresh)
+                running = self._running = Future()
+                # A daemon thread per read: one stuck on a silent Redis (up to the
+                # client's socket timeout) must not hold up the interpreter's exit.
+                threading.Thread(target=self._fresh, args=(running,), daemon=True,
+                                 name="cacheway-queue-status").start()
         try:
             return running.result(timeout=wait)
         except FutureTimeout:
             return list(self.last)
 
-    def _fresh(self) -> list[PartitionStatus]:
-        status = self._read()
+    def _fresh(self, answer: Future[list[PartitionStatus]]) -> None:
+        try:
+            status = self._read()
+        except Exception as exc:  # noqa: BLE001 - handed to the caller by get()
+            answer.set_exception(exc)
+            return
         self.last = status
-        return status
+        answer.set_result(status)
 
     def close(self) -> None:
-        """Stop the thread (a read under way ends on its own)."""
+        """Forget the read under way (it ends on its own)."""
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
-            self._pool = self._running = None
+            self._running = None
 
     def after_fork_in_child(self) -> None:
         """The parent's thread is not in the child."""
         self._lock = threading.Lock()
-        self._pool = self._running = None
+        self._running = None
