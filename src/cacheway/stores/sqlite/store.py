@@ -82,8 +82,9 @@ class SQLiteStore(StoreBase):
     counters added from many processes sum correctly. ``synchronous="FULL"`` (the
     default) makes a write durable when ``apply`` returns; ``"NORMAL"`` trades the last
     transactions on power loss for speed; ``"EXTRA"`` is SQLite's FULL plus a directory
-    sync in rollback-journal modes (under WAL, as FULL); ``"OFF"`` never syncs (an OS crash or power loss can corrupt the file:
-    for scratch data and tests only). Any other value raises ``ConfigError``.
+    sync in rollback-journal modes (under WAL, as FULL); ``"OFF"`` never syncs (an OS
+    crash or power loss can corrupt the file: for scratch data and tests only). Any
+    other value raises ``ConfigError``.
 
     Row mode (``key_column=``, ``columns=``, ``version_column=``) maps dict values to
     the columns of an existing table; it has no namespace column, so the namespace of
