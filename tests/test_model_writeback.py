@@ -76,7 +76,7 @@ class WriteBackModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cache: cw.Cache | None = None
+        self.cache: Any = None  # a cw.Cache (or another front: see make_front)
         self.front: Any = None  # the cache, or its namespace with expire=
         self.ts: Any = None
         self.backend: Any = None
@@ -94,13 +94,16 @@ class WriteBackModel(RuleBasedStateMachine):
         self.ts = type(self).make_store()
         self.ts.reset(KEYS, self.NS)
         self.backend = self.backends.make()
-        self.cache = cw.Cache(
-            store=self.ts.store, backend=self.backend,
-            policy=cw.WriteBack(max_delay=max_delay, batch_size=batch_size, retry=FAST_RETRY,
-                                on_dead_letter=self._dead_letter),
-        )
-        self.front = (self.cache if self.expire is None
-                      else self.cache.namespace(self.NS, expire=self.expire))
+        self.cache, self.front = self.make_front(cw.WriteBack(
+            max_delay=max_delay, batch_size=batch_size, retry=FAST_RETRY,
+            on_dead_letter=self._dead_letter))
+
+    def make_front(self, policy: cw.WriteBack) -> tuple[Any, Any]:
+        """``(cache, front)``: the cache under test and what the rules call (the cache,
+        or its namespace with ``expire=``). Subclasses run another front."""
+        cache = cw.Cache(store=self.ts.store, backend=self.backend, policy=policy)
+        return cache, (cache if self.expire is None
+                       else cache.namespace(self.NS, expire=self.expire))
 
     def _dead_letter(self, key: str, value: Any, exc: BaseException) -> None:
         self.dead.append((key, value))
@@ -298,7 +301,9 @@ class WriteBackModel(RuleBasedStateMachine):
 
 
 def _run(backend_kind: str, store_kind: str, tmp_path: Any, how: settings,
-         expire: float | None = None) -> None:
+         expire: float | None = None, base: type[WriteBackModel] | None = None) -> None:
+    """Run ``base`` (WriteBackModel or a subclass: another front) on one backend and
+    store kind."""
     if backend_kind in ("redis", "two-level"):
         require("redis")
     dsn = None
@@ -309,7 +314,8 @@ def _run(backend_kind: str, store_kind: str, tmp_path: Any, how: settings,
     try:
         with store_factory(store_kind, str(tmp_path), dsn) as make_store:
             machine = type(
-                f"Model_{backend_kind}_{store_kind}".replace("-", "_"), (WriteBackModel,),
+                f"Model_{backend_kind}_{store_kind}".replace("-", "_"),
+                (base or WriteBackModel,),
                 {"backends": backends, "make_store": staticmethod(make_store),
                  "expire": expire, "NS": "" if expire is None else "expiring"},
             )
