@@ -251,8 +251,10 @@ def _mean_notes(rounds: list[RoundResult]) -> dict[str, float]:
     return {k: statistics.median(r.notes[k] for r in rounds if k in r.notes) for k in keys}
 
 
-def print_table(comps: list[Comparison]) -> None:
-    """The final table: with ``rich`` when installed, plain text otherwise."""
+def print_table(comps: list[Comparison],
+                title: str = "cacheway embedded benchmarks") -> None:
+    """The final table: with ``rich`` when installed, plain text otherwise; ``title``
+    names the script's benchmarks (the ratio note is added)."""
     header = ["comparison", "ours median", "baseline median", "median ratio", "target", "verdict"]
     rows = [
         [
@@ -265,8 +267,7 @@ def print_table(comps: list[Comparison]) -> None:
         ]
         for c in comps
     ]
-    show_table("cacheway embedded benchmarks (time per op; ratio = ours / baseline)",
-               header, rows)
+    show_table(f"{title} (time per op; ratio = ours / baseline)", header, rows)
 
 
 def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
