@@ -1,5 +1,7 @@
-"""The Redis and PostgreSQL rows (6-8) of ``bench/async.py`` and its loop-lag figure (9);
-see that module's docstring. Run through it: ``python bench/async.py --only redis``."""
+"""The Redis and PostgreSQL rows (6-9) of ``bench/async.py`` and its loop-lag figure (10);
+see that module's docstring. Run them through it: ``python bench/async.py --only redis_aa
+--only redis --only wt_pg --only wt_paths --only lag`` (``--only redis`` alone: the Redis
+hit, 7)."""
 
 from __future__ import annotations
 
@@ -77,7 +79,7 @@ def hit_keys(sz: Sizes, rng: random.Random) -> tuple[dict[str, Any], list[str]]:
     return data, [rng.choice(names) for _ in range(sz.gets)]
 
 
-# -- Redis and PostgreSQL (6-8) and the loop lag (9) ------------------------------------
+# -- Redis and PostgreSQL (6-9) and the loop lag (10) -----------------------------------
 REDIS_URL = os.environ.get("CACHEWAY_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PG_DSN = os.environ.get("CACHEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 LAG_TARGET_MS = 5.0
