@@ -282,7 +282,10 @@ def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 def show_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A results table whose last column is a verdict (PASS green, MISS red): with
-    ``rich`` when installed, plain text otherwise."""
+    ``rich`` when installed, plain text otherwise; nothing when there are no rows
+    (``--only`` chose none of them)."""
+    if not rows:
+        return
     try:
         from rich.console import Console
         from rich.table import Table
