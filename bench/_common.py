@@ -28,6 +28,7 @@ from typing import Any
 __all__ = [
     "Comparison",
     "RoundResult",
+    "clear_backend",
     "distinct_mix",
     "environment",
     "fmt_ns",
@@ -114,6 +115,13 @@ def distinct_mix(rng: random.Random, n: int,
     order = list(range(n))
     rng.shuffle(order)
     return [(f"row:{i}", value(i)) for i in order]
+
+
+def clear_backend(backend: Any) -> None:
+    """``backend.clear()`` of a ``RedisBackend``, and the version clock it keeps
+    (``<prefix>~clock``: kept for a prefix that lives on; a benchmark's does not)."""
+    backend.clear()
+    backend.client.unlink(backend.prefix + "~clock")
 
 
 def percentile(xs: Sequence[float], p: float) -> float:

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import cacheway as cw
-from _common import Comparison, RoundResult, Scratch, percentile, perf_ns, run_alternating, set_mix
+from _common import (
+    Comparison,
+    RoundResult,
+    Scratch,
+    clear_backend,
+    percentile,
+    perf_ns,
+    run_alternating,
+    set_mix,
+)
 
 
 # -- shared with bench/async.py ----------------------------------------------------------
@@ -111,7 +120,7 @@ def _drop_redis(acache: cw.AsyncCache) -> None:
     assert acache.cache is not None
     backend = acache.cache.backend
     assert isinstance(backend, cw.RedisBackend)
-    backend.clear()
+    clear_backend(backend)
     backend.close()
 
 
@@ -206,7 +215,7 @@ def bench_write_through_pg(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: 
                                progress=say)
     finally:
         on_loop(ours.close())
-        backend.clear()
+        clear_backend(backend)
         backend.close()
         with psycopg.connect(PG_DSN, autocommit=True) as sync:
             sync.execute(f"DROP TABLE IF EXISTS {table}, {NAME}_ours, {NAME}_ours_meta, "
@@ -257,7 +266,7 @@ def bench_write_through_paths(sz: Sizes, rng: random.Random, tmp: Scratch, round
 
         for name, _, backend, acache in sides:
             on_loop(acache.close())
-            backend.clear()
+            clear_backend(backend)
             backend.close()
             with psycopg.connect(PG_DSN, autocommit=True) as sync:
                 sync.execute(f"DROP TABLE IF EXISTS {NAME}_{name}, {NAME}_{name}_meta, "

@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # the helpers live next to this script
     Comparison,
     RoundResult,
+    clear_backend,
     environment,
     fmt_ns,
     percentile,
@@ -127,7 +128,7 @@ def bench_hit(url: str, keys: int, ops: int, rounds: int, seed: int) -> list[Com
         mem_cache.close()
         for l2, two, cache in twos:
             cache.close()
-            l2.clear()
+            clear_backend(l2)
             two.close()
             l2.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -176,7 +177,7 @@ def bench_delay(url: str, writes: int, gap_ms: float) -> dict[str, Any]:
         stamps: dict[str, int] = out.get(timeout=60)
         proc.join(10)
     finally:
-        l2.clear()
+        clear_backend(l2)
         two.close()
         l2.close()
     from_start = [(stamps[k] - t0) for k, (t0, _) in sent.items() if k in stamps]

@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (
     Comparison,
     RoundResult,
+    clear_backend,
     distinct_mix,
     environment,
     perf_ns,
@@ -268,7 +269,7 @@ def bench_writethrough_redis(dsn: str, url: str, sz: Sizes, rng: random.Random,
             return time_batches2(cache.set, items, 100)
         finally:
             try:
-                backend.clear()
+                clear_backend(backend)
             finally:
                 cache.close()
                 backend.close()

@@ -46,6 +46,7 @@ from _common import (  # the helpers live next to this script
     Comparison,
     RoundResult,
     _round,
+    clear_backend,
     environment,
     fmt_ns,
     print_detail,
@@ -229,7 +230,7 @@ def bench_redis(url: str, sz: Sizes, rng: random.Random, rounds: int,
         comps += [c for c, _, _ in pairs]
     finally:
         try:
-            backend.clear()
+            clear_backend(backend)
             names = list(raw.scan_iter(match=raw_prefix + "*", count=1000))
             if names:
                 raw.unlink(*names)
