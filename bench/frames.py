@@ -13,6 +13,7 @@ their name (``threading.py``; ``<string>`` is code generated at run time).
 
 from __future__ import annotations
 
+import argparse
 import functools
 import itertools
 import os
@@ -48,6 +49,7 @@ def short_name(path: str) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0]).parse_args()
     with tempfile.TemporaryDirectory(prefix="cacheway-bench-") as tmp:
         run(tmp)
 
