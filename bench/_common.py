@@ -28,6 +28,7 @@ from typing import Any
 __all__ = [
     "Comparison",
     "RoundResult",
+    "clear_backend",
     "distinct_mix",
     "environment",
     "fmt_ns",
@@ -114,6 +115,13 @@ def distinct_mix(rng: random.Random, n: int,
     order = list(range(n))
     rng.shuffle(order)
     return [(f"row:{i}", value(i)) for i in order]
+
+
+def clear_backend(backend: Any) -> None:
+    """``backend.clear()`` of a ``RedisBackend``, and the version clock it keeps
+    (``<prefix>~clock``: kept for a prefix that lives on; a benchmark's does not)."""
+    backend.clear()
+    backend.client.unlink(backend.prefix + "~clock")
 
 
 def percentile(xs: Sequence[float], p: float) -> float:
@@ -251,8 +259,10 @@ def _mean_notes(rounds: list[RoundResult]) -> dict[str, float]:
     return {k: statistics.median(r.notes[k] for r in rounds if k in r.notes) for k in keys}
 
 
-def print_table(comps: list[Comparison]) -> None:
-    """The final table: with ``rich`` when installed, plain text otherwise."""
+def print_table(comps: list[Comparison],
+                title: str = "cacheway embedded benchmarks") -> None:
+    """The final table: with ``rich`` when installed, plain text otherwise; ``title``
+    names the script's benchmarks (the ratio note is added)."""
     header = ["comparison", "ours median", "baseline median", "median ratio", "target", "verdict"]
     rows = [
         [
@@ -265,8 +275,7 @@ def print_table(comps: list[Comparison]) -> None:
         ]
         for c in comps
     ]
-    show_table("cacheway embedded benchmarks (time per op; ratio = ours / baseline)",
-               header, rows)
+    show_table(f"{title} (time per op; ratio = ours / baseline)", header, rows)
 
 
 def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -281,7 +290,10 @@ def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 def show_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A results table whose last column is a verdict (PASS green, MISS red): with
-    ``rich`` when installed, plain text otherwise."""
+    ``rich`` when installed, plain text otherwise; nothing when there are no rows
+    (``--only`` chose none of them)."""
+    if not rows:
+        return
     try:
         from rich.console import Console
         from rich.table import Table

@@ -1,5 +1,7 @@
-"""The Redis and PostgreSQL rows (6-8) of ``bench/async.py`` and its loop-lag figure (9);
-see that module's docstring. Run through it: ``python bench/async.py --only redis``."""
+"""The Redis and PostgreSQL rows (6-9) of ``bench/async.py`` and its loop-lag figure (10);
+see that module's docstring. Run them through it: ``python bench/async.py --only redis_aa
+--only redis --only wt_pg --only wt_paths --only lag`` (``--only redis`` alone: the Redis
+hit, 7)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import cacheway as cw
-from _common import Comparison, RoundResult, Scratch, percentile, perf_ns, run_alternating, set_mix
+from _common import (
+    Comparison,
+    RoundResult,
+    Scratch,
+    clear_backend,
+    percentile,
+    perf_ns,
+    run_alternating,
+    set_mix,
+)
 
 
 # -- shared with bench/async.py ----------------------------------------------------------
@@ -77,7 +88,7 @@ def hit_keys(sz: Sizes, rng: random.Random) -> tuple[dict[str, Any], list[str]]:
     return data, [rng.choice(names) for _ in range(sz.gets)]
 
 
-# -- Redis and PostgreSQL (6-8) and the loop lag (9) ------------------------------------
+# -- Redis and PostgreSQL (6-9) and the loop lag (10) -----------------------------------
 REDIS_URL = os.environ.get("CACHEWAY_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PG_DSN = os.environ.get("CACHEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 LAG_TARGET_MS = 5.0
@@ -109,7 +120,7 @@ def _drop_redis(acache: cw.AsyncCache) -> None:
     assert acache.cache is not None
     backend = acache.cache.backend
     assert isinstance(backend, cw.RedisBackend)
-    backend.clear()
+    clear_backend(backend)
     backend.close()
 
 
@@ -204,7 +215,7 @@ def bench_write_through_pg(sz: Sizes, rng: random.Random, tmp: Scratch, rounds: 
                                progress=say)
     finally:
         on_loop(ours.close())
-        backend.clear()
+        clear_backend(backend)
         backend.close()
         with psycopg.connect(PG_DSN, autocommit=True) as sync:
             sync.execute(f"DROP TABLE IF EXISTS {table}, {NAME}_ours, {NAME}_ours_meta, "
@@ -255,7 +266,7 @@ def bench_write_through_paths(sz: Sizes, rng: random.Random, tmp: Scratch, round
 
         for name, _, backend, acache in sides:
             on_loop(acache.close())
-            backend.clear()
+            clear_backend(backend)
             backend.close()
             with psycopg.connect(PG_DSN, autocommit=True) as sync:
                 sync.execute(f"DROP TABLE IF EXISTS {NAME}_{name}, {NAME}_{name}_meta, "

@@ -1,12 +1,12 @@
 """Consistency benchmarks of issue 5, in one run.
 
-1. L1 hit of TwoLevelBackend vs cachetools.LRUCache.get, and the invalidation delay
+1. L1 hit of TwoLevelBackend (bounded L1) vs cachetools.LRUCache.get, and the invalidation delay
    across processes (from bench/consistency_l1.py; needs Redis on 127.0.0.1:6379).
 2. Expiry storms: 1000 hot keys expire while 8 threads read them. Store loads per 1000
    expiries and read latency for a textbook cache-aside (no single flight), cacheway
    (single flight), and cacheway with early refresh (XFetch, beta=1).
 
-usage: python bench/consistency.py [--quick] [--skip-redis]
+usage: python bench/consistency.py [--quick] [--skip-redis] [--seed N]
 """
 
 from __future__ import annotations

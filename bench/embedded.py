@@ -4,8 +4,9 @@
     python bench/embedded.py --quick    # smoke run, a few seconds
     python bench/embedded.py --rounds 9 --seed 7
 
-Four comparisons, each a ratio ours / baseline of time per op (lower is better for us),
-measured in interleaved rounds (see ``_common.py``):
+Five comparisons, each a ratio ours / baseline of time per op (lower is better for us),
+measured in interleaved rounds (see ``_common.py``); ``--only`` takes their short names
+(get, wbset, flush, wtset, aa):
 
 1. memory ``get`` hit: write-through cache over SQLite with a memory backend holding every
    key, against ``cachetools.LRUCache.get``.
@@ -15,6 +16,8 @@ measured in interleaved rounds (see ``_common.py``):
 3. write-back ``set`` of 50k distinct keys + ``flush``: against raw ``sqlite3``
    ``executemany`` upserts, 1000 rows per transaction, values serialized with orjson.
 4. write-through ``set``: against one autocommit upsert per set + a dict set.
+5. A/A: write-back ``set`` on one cache against a second, identical cache: the noise of
+   the method on this machine (read the others' ratios against it).
 
 Every SQLite file lives in a fresh temporary directory; both sides use
 ``journal_mode=WAL`` and ``synchronous=FULL`` and the same table shape.

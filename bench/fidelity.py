@@ -9,7 +9,9 @@ is an exact built-in JSON type (a finite float, no tuple, no enum member) while 
 containers (the copy answers reads), and calls orjson with its strict options. Each
 round times ``--number`` calls of each side with ``timeit`` (ours and the baseline
 alternate, and which goes first swaps every round); the table gives the median and max
-per-call time over rounds and the median of the per-round ratios ours / baseline.
+per-call time over rounds and the median of the per-round ratios ours / baseline. The
+last row is an A/A: the baseline against a second, identical baseline function on the
+first value, timed the same way (the noise of the method: read the ratios against it).
 """
 
 from __future__ import annotations
@@ -45,11 +47,32 @@ def per_call_ns(fn: Callable[[], object], number: int) -> float:
     return timeit.Timer(fn).timeit(number) / number * 1e9
 
 
+def alternate(ours: Callable[[], object], base: Callable[[], object], rounds: int,
+              number: int) -> tuple[list[float], list[float]]:
+    """One warm-up timing of each side, then ``rounds`` timings of each, alternating."""
+    ours_ns: list[float] = []
+    base_ns: list[float] = []
+    per_call_ns(ours, max(1, number // 10))  # warm-up
+    per_call_ns(base, max(1, number // 10))
+    for i in range(rounds):
+        for fn, out in ((ours, ours_ns), (base, base_ns))[:: 1 if i % 2 == 0 else -1]:
+            out.append(per_call_ns(fn, number))
+    return ours_ns, base_ns
+
+
+def row(name: str, ours_ns: list[float], base_ns: list[float]) -> str:
+    ratio = statistics.median(o / b for o, b in zip(ours_ns, base_ns))
+    return (f"  {name:<26} {statistics.median(ours_ns):>10.0f} ns {max(ours_ns):>5.0f} ns "
+            f"{statistics.median(base_ns):>12.0f} ns {max(base_ns):>5.0f} ns {ratio:>5.2f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=9, help="timings per side (default 9)")
     parser.add_argument("--number", type=int, default=100_000, help="calls per timing")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.number < 1:
+        parser.error("--rounds and --number must be >= 1")
     encode = encoder(JSONSerializer())
     dumps = orjson.dumps
 
@@ -67,16 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         def base(v: Any = value) -> object:
             return compact(dumps(v))
 
-        ours_ns: list[float] = []
-        base_ns: list[float] = []
-        per_call_ns(ours, args.number // 10)  # warm-up
-        per_call_ns(base, args.number // 10)
-        for i in range(args.rounds):
-            for side in ((ours, ours_ns), (base, base_ns))[:: 1 if i % 2 == 0 else -1]:
-                side[1].append(per_call_ns(side[0], args.number))
-        ratio = statistics.median(o / b for o, b in zip(ours_ns, base_ns))
-        print(f"  {name:<26} {statistics.median(ours_ns):>10.0f} ns {max(ours_ns):>5.0f} ns "
-              f"{statistics.median(base_ns):>12.0f} ns {max(base_ns):>5.0f} ns {ratio:>5.2f}x")
+        print(row(name, *alternate(ours, base, args.rounds, args.number)))
+    first = next(iter(VALUES.values()))
+
+    def base_a(v: Any = first) -> object:
+        return compact(dumps(v))
+
+    def base_b(v: Any = first) -> object:
+        return compact(dumps(v))
+
+    print(row("A/A: baseline vs baseline", *alternate(base_a, base_b, args.rounds,
+                                                      args.number)))
     return 0
 
 

@@ -14,7 +14,8 @@ a. durable writes/s: ``cw.Cache(store=cw.SQLiteStore(...), policy=cw.WriteBack(j
    when it returned; concurrent writers share one fdatasync (group commit).
    Target: 8 threads >= 3x one thread.
 b. write-back ``set`` throughput (one thread, a fixed number of sets) with a journal
-   under ``fsync="everysec"`` and ``fsync="never"`` against no journal.
+   under ``fsync="everysec"`` and ``fsync="never"`` against no journal, and an A/A row
+   (no journal against a second no-journal side: the noise of the method).
 c. the same durability two ways, 1 and 8 threads: journalled write-back
    (``fsync="always"``) against write-through on ``cw.SQLiteStore(synchronous="FULL")``.
    Both make a ``set`` durable before it returns.
@@ -312,6 +313,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the values written")
     parser.add_argument("--dir", default=".", help="where the journals and databases go")
     args = parser.parse_args(argv)
+    for name in ("rounds", "seconds", "ops", "threads"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name} must be > 0")
     sizes = QUICK if args.quick else FULL
     rounds = args.rounds or sizes.rounds
     seconds = args.seconds or sizes.seconds
@@ -370,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "none": lambda: set_round(write_back(None), ops, sizes.keys, workdir, values),
             "everysec": lambda: set_round(write_back("everysec"), ops, sizes.keys, workdir, values),
             "never": lambda: set_round(write_back("never"), ops, sizes.keys, workdir, values),
+            "none2": lambda: set_round(write_back(None), ops, sizes.keys, workdir, values),
         },
         rounds,
         log,
@@ -395,6 +401,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         Result(
             "(b) set: journal fsync=never vs no journal",
             side(sets, "never", "write-back set, journal fsync=never"),
+            none,
+            None,
+        ),
+        Result(
+            "(b) A/A: no journal vs no journal",
+            side(sets, "none2", "write-back set, no journal (a second side)"),
             none,
             None,
         ),

@@ -8,7 +8,8 @@ reach several times one thread's durable writes/s; the table shows writes per sy
     python bench/journal_raw.py --dir /mnt/ssd --threads 1 8 32 --seconds 3
 
 Results depend on the disk's fsync latency; run on the disk the journal will live on
-(a tmpfs makes every fsync free and the comparison meaningless).
+(a tmpfs makes every fsync free and the comparison meaningless). The last row runs the
+first row's thread count again (an A/A: how far two runs of the same thing differ).
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cacheway.writeback.journal import SET, Journal
 
 
-def run(directory: str, threads: int, seconds: float, payload: bytes) -> dict[str, float]:
+def run(directory: str, threads: int, seconds: float, payload: bytes) -> dict[str, Any]:
     latencies: list[list[float]] = [[] for _ in range(threads)]
     stop = threading.Event()
-    with Journal(Path(directory) / f"bench-{threads}.wal", fsync="always") as journal:
+    path = Path(directory) / f"bench-{threads}-{time.monotonic_ns()}.wal"  # a fresh file
+    with Journal(path, fsync="always") as journal:
         start_syncs = journal.syncs
         barrier = threading.Barrier(threads + 1)
 
@@ -80,17 +83,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--payload", type=int, default=100, help="bytes per record")
     args = parser.parse_args()
+    if min(args.threads) < 1 or args.seconds <= 0 or args.payload < 0:
+        parser.error("--threads must be >= 1, --seconds > 0, --payload >= 0")
     payload = b"x" * args.payload
     rows = []
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="cacheway-bench-") as tmp:
         rows = [run(tmp, n, args.seconds, payload) for n in args.threads]
+        # A/A: the first row once more, last (the noise of one run against another)
+        again = run(tmp, args.threads[0], args.seconds, payload)
     base = rows[0]["per_s"]
-    print(f"fsync='always', {args.payload}-byte records, {args.seconds:g} s per row")
+    print(f"fsync='always', {args.payload}-byte records, {args.seconds:g} s per row; "
+          f"x base: durable/s against the first row ({args.threads[0]} threads); the last "
+          f"row (A/A) runs it again")
     print(
         f"{'threads':>7} {'writes':>8} {'durable/s':>10} {'x base':>7} {'syncs':>7} "
         f"{'writes/sync':>11} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7}"
     )
-    for r in rows:
+    for r in [*rows, {**again, "threads": f"A/A {again['threads']}"}]:
         print(
             f"{r['threads']:>7} {r['writes']:>8} {r['per_s']:>10.0f} {r['per_s'] / base:>7.1f} "
             f"{r['syncs']:>7} {r['per_sync']:>11.1f} {r['p50']:>7.2f} {r['p90']:>7.2f} "

@@ -4,8 +4,9 @@
     python bench/servers_postgres.py --quick           # smoke run
     python bench/servers_postgres.py --dsn postgresql://postgres@127.0.0.1/test
 
-Two comparisons, each a ratio ours / baseline of time per op (lower is better for us),
-measured in interleaved rounds (see ``_common.py``), each round on a fresh small table:
+Four comparisons (``--only`` names: drain, wtset, wtredis, aa), each a ratio ours /
+baseline of time per op (lower is better for us), measured in interleaved rounds (see
+``_common.py``), each round on a fresh small table:
 
 1. write-back drain: ``Cache(WriteBack(batch_size=1000, max_delay=60))``, ``set`` of 50k
    distinct keys then ``flush()``, against raw ``unnest`` upserts of the same rows
@@ -15,6 +16,8 @@ measured in interleaved rounds (see ``_common.py``), each round on a fresh small
    (``RETURNING version``) + a dict set per call.
 3. write-through ``set`` with ``RedisBackend`` + ``PostgresStore``: against one autocommit
    upsert (``RETURNING version``) + a redis-py ``SET`` of the same serialized bytes.
+4. A/A: write-through ``set`` (``MemoryBackend``, as 2) against the same on a second
+   cache: the noise of the method on this server.
 
 ``bench/servers.py`` imports :func:`bench_drain` and :func:`bench_writethrough_redis`.
 """
@@ -43,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (
     Comparison,
     RoundResult,
+    clear_backend,
     distinct_mix,
     environment,
     perf_ns,
@@ -265,7 +269,7 @@ def bench_writethrough_redis(dsn: str, url: str, sz: Sizes, rng: random.Random,
             return time_batches2(cache.set, items, 100)
         finally:
             try:
-                backend.clear()
+                clear_backend(backend)
             finally:
                 cache.close()
                 backend.close()
@@ -298,7 +302,33 @@ def bench_writethrough_redis(dsn: str, url: str, sz: Sizes, rng: random.Random,
     return run_alternating(comp, ours, base, rounds, progress=say)
 
 
-BENCHES = {"drain": bench_drain, "wtset": bench_writethrough, "wtredis": bench_writethrough_redis}
+# -- 4. A/A: the noise floor ----------------------------------------------------------------
+def bench_aa(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds: int,
+             say: Callable[[str], None]) -> Comparison:
+    """Comparison 2's ours against itself (a fresh cache and table each round, as there)."""
+    items = set_mix(rng, sz.wt_ops, window=200)
+    comp = Comparison(
+        "4. A/A write-through set", "Cache(WriteThrough, MemoryBackend).set",
+        "the same, a second cache", target=1.1, unit="sets (each a commit)",
+        ops_per_round=len(items), batch=100,
+    )
+
+    def side() -> RoundResult:
+        t = tables.name()
+        store = PostgresStore(dsn, table=t)
+        cache = cw.Cache(store=store, backend=cw.MemoryBackend(), policy=cw.WriteThrough())
+        try:
+            return time_batches2(cache.set, items, 100)
+        finally:
+            cache.close()
+            store.close()
+            tables.drop(t)
+
+    return run_alternating(comp, side, side, rounds, progress=say)
+
+
+BENCHES = {"drain": bench_drain, "wtset": bench_writethrough, "wtredis": bench_writethrough_redis,
+           "aa": bench_aa}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             elif bench is bench_drain:
                 got = bench_drain(args.dsn, sz, rng, tables, args.rounds, say,
                                   binary_baseline=True)
+            elif bench is bench_aa:
+                got = bench_aa(args.dsn, sz, rng, tables, args.rounds, say)
             else:
                 got = bench_writethrough(args.dsn, sz, rng, tables, args.rounds, say)
             if not args.quiet:
@@ -354,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
     finally:
         tables.cleanup()
-    print_table(comps)
+    print_table(comps, "cacheway PostgreSQL benchmarks")
     print(f"total wall time {time.monotonic() - started:.0f} s")
     return 0
 
