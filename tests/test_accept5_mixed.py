@@ -1,0 +1,614 @@
+"""Acceptance round 5: mixed fronts and processes, as cacheway runs in production.
+
+Two real processes share one Redis prefix (``cw.RedisBackend``, or a ``cw.TwoLevelBackend``
+over it) and one PostgreSQL table (``cw.PostgresStore``) on the same namespaces:
+
+- "app": a FastAPI-style process, ``cw.AsyncCache`` on an event loop of its own;
+- "batch": a batch / Celery-style process, the thread front ``cw.Cache``.
+
+The parent drives both over pipes (``accept5a_support.Front``): every command returns when
+the child's cache call returned, so the order of acknowledged writes across the two
+processes is the order of the parent's commands; bursts start in both processes together
+(a gate opened once every worker waits on it). Each test is named after the DESIGN.md
+guarantee it checks; written from DESIGN.md, README and docs/ only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import decimal
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cacheway as cw
+from accept5a_support import ChildError, Event, Front, User
+from services import POSTGRES_DSN, REDIS_URL
+
+SerializerName = str
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+class Mixed:
+    """Opens the two processes of one app over one table and one Redis prefix."""
+
+    def __init__(self, table: str, prefix: str, tmp_path: Path) -> None:
+        self.table = table
+        self.prefix = prefix
+        self.tmp_path = tmp_path
+        self.fronts: list[Front] = []
+        self.readers: dict[str, Any] = {}
+
+    def open(self, app_policy: str = "write-through", batch_policy: str | None = None,
+             **config: Any) -> tuple[Front, Front]:
+        base = dict(dsn=POSTGRES_DSN, table=self.table, redis=REDIS_URL, prefix=self.prefix,
+                    **config)
+        n = len(self.fronts)
+        app = Front("async", dict(base, policy=app_policy,
+                                  journal=str(self.tmp_path / f"app{n}.wal")))
+        batch = Front("sync", dict(base, policy=batch_policy or app_policy,
+                                   journal=str(self.tmp_path / f"batch{n}.wal")))
+        self.fronts += [app, batch]
+        app.ready()
+        batch.ready()
+        return app, batch
+
+    def peek(self, key: str, namespace: str = "", serializer: SerializerName = "json") -> Any:
+        """The row of ``key`` as a store object of the parent's own reads it."""
+        if serializer not in self.readers:
+            self.readers[serializer] = cw.PostgresStore(POSTGRES_DSN, table=self.table,
+                                                        serializer=make_serializer(serializer))
+        return self.readers[serializer].load(key, None, namespace=namespace)
+
+    def seed(self, items: dict[str, Any], namespace: str = "") -> None:
+        """Rows written behind the caches' back (as another program would)."""
+        store = cw.PostgresStore(POSTGRES_DSN, table=self.table)
+        try:
+            store.save_many(items, namespace=namespace)
+        finally:
+            store.close()
+
+    def close(self) -> None:
+        for front in reversed(self.fronts):
+            try:
+                front.close()
+            except Exception:  # teardown: the test has said what failed
+                front.kill()
+        for reader in self.readers.values():
+            reader.close()
+
+
+@pytest.fixture
+def mixed(pg_table: str, prefix: str, tmp_path: Path) -> Iterator[Mixed]:
+    m = Mixed(pg_table, prefix, tmp_path)
+    yield m
+    m.close()
+
+
+def make_serializer(name: SerializerName) -> Any:
+    if name == "msgpack":
+        return cw.MsgpackSerializer()
+    if name == "pickle":
+        return cw.PickleSerializer(key=b"accept5a")
+    return None
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, with the same types all the way down (and the same tz offsets)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    if isinstance(a, datetime.datetime):
+        return a == b and a.utcoffset() == b.utcoffset()
+    if isinstance(a, (User, Event)):
+        return same(_fields(a), _fields(b))
+    return bool(a == b)
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    names = obj.__struct_fields__ if isinstance(obj, Event) else obj.__dataclass_fields__
+    return {n: getattr(obj, n) for n in names}
+
+
+def refused(call: Callable[[], Any]) -> str:
+    """Run ``call``; the class name of the cacheway error it raised, or "" if none."""
+    try:
+        call()
+    except ChildError as exc:
+        return exc.kind
+    return ""
+
+
+def loads(*fronts: Front) -> int:
+    return sum(int(f.do("stats")["loads"]) for f in fronts)
+
+
+# == guarantee 3: per-key order across the two fronts ========================================
+
+POLICY_PAIRS = [
+    ("write-through", "write-through"),
+    ("write-back", "write-back"),
+    pytest.param("write-through", "write-back", marks=pytest.mark.slow),
+    ("write-back", "write-through"),
+]
+
+
+@pytest.mark.parametrize(("app_policy", "batch_policy"), POLICY_PAIRS)
+def test_per_key_order_last_acknowledged_write_wins_across_fronts(
+        mixed: Mixed, app_policy: str, batch_policy: str) -> None:
+    # Interleaved sets, set_manys and deletes of the same keys from both processes, in an
+    # order the parent's handshakes decide; then every key written once more by the app
+    # and, for most keys, after that by the batch, and the batch flushed FIRST: the app's
+    # older writes reach the store last and must lose (versions from Redis at accept).
+    app, batch = mixed.open(app_policy, batch_policy)
+    fronts = {"app": app, "batch": batch}
+    rng = random.Random(20261207)
+    keys = [f"k{i}" for i in range(6)]
+    expected: dict[str, Any] = {}
+    for step in range(60):
+        who = rng.choice(("app", "batch"))
+        front, op = fronts[who], rng.random()
+        if op < 0.55:
+            key = rng.choice(keys)
+            value: Any = {"step": step, "by": who}
+            front.do("set", key, value)
+            expected[key] = value
+        elif op < 0.8:
+            mapping = {k: [step, who] for k in rng.sample(keys, 2)}
+            front.do("set_many", mapping)
+            expected.update(mapping)
+        else:
+            key = rng.choice(keys)
+            front.do("delete", key)
+            expected[key] = None
+    for key in keys:
+        app.do("set", key, f"app-last-but-one {key}")
+        expected[key] = f"app-last-but-one {key}"
+    for key in keys[:4]:
+        batch.do("set", key, f"batch-last {key}")
+        expected[key] = f"batch-last {key}"
+    batch.do("flush")
+    app.do("flush")
+    got = {k: mixed.peek(k) for k in keys}
+    assert got == expected
+    for front in (app, batch):
+        assert {k: front.do("get", k) for k in keys} == expected
+    app.do("invalidate_many", keys)           # every reader again, from the store
+    for front in (batch, app):
+        assert {k: front.do("get", k) for k in keys} == expected
+
+
+@pytest.mark.parametrize("policy", ["write-through", "write-back"])
+def test_per_key_order_of_one_hot_key_alternating_fronts(mixed: Mixed, policy: str) -> None:
+    # One key written 40 times, alternating processes; with write-back the process holding
+    # the older dirty write flushes last. Store and both readers end with the last write.
+    app, batch = mixed.open(policy)
+    last: Any = None
+    for i in range(40):
+        front = app if i % 2 == 0 else batch
+        last = {"i": i, "pad": "x" * (i % 5)}
+        front.do("set", "hot", last)
+    # the batch wrote last: the app's dirty write (older) goes to the store after it
+    batch.do("flush")
+    app.do("flush")
+    assert mixed.peek("hot") == last
+    assert app.do("get", "hot") == last
+    assert batch.do("get", "hot") == last
+
+
+# == guarantee 1 + shared backend: read your writes, visibility across processes ===========
+
+@pytest.mark.parametrize("policy", ["write-through", "write-back", "write-around"])
+def test_read_your_writes_and_cross_process_visibility(mixed: Mixed, policy: str) -> None:
+    # Each front reads its own write at once and the other process reads it at the next
+    # call (write-back: from the Redis copy set before `set` returned, store still behind).
+    app, batch = mixed.open(policy)
+    for writer, reader in ((app, batch), (batch, app)):
+        name = writer.front
+        writer.do("set", f"{name}:a", {"v": 1, "by": name})
+        assert writer.do("get", f"{name}:a") == {"v": 1, "by": name}
+        assert reader.do("get", f"{name}:a") == {"v": 1, "by": name}
+        # the reader now holds a copy: an overwrite and a delete must reach it too
+        writer.do("set", f"{name}:a", {"v": 2, "by": name})
+        assert writer.do("get", f"{name}:a") == {"v": 2, "by": name}
+        assert reader.do("get", f"{name}:a") == {"v": 2, "by": name}
+        writer.do("set_many", {f"{name}:b": [1], f"{name}:c": "c"})
+        assert reader.do("get_many", [f"{name}:b", f"{name}:c", f"{name}:none"]) == {
+            f"{name}:b": [1], f"{name}:c": "c"}
+        writer.do("delete", f"{name}:a")
+        assert writer.do("get", f"{name}:a", "gone") == "gone"
+        assert reader.do("get", f"{name}:a", "gone") == "gone"
+        writer.do("delete_many", [f"{name}:b"])
+        assert reader.do("get", f"{name}:b", "gone") == "gone"
+    for front in (app, batch):
+        front.do("flush")
+    assert mixed.peek("async:a") is None
+    assert mixed.peek("sync:b") is None
+    assert mixed.peek("async:c") == "c"
+    assert mixed.peek("sync:c") == "c"
+
+
+def test_write_back_set_is_visible_to_the_other_process_before_the_flush(
+        mixed: Mixed) -> None:
+    # DESIGN: "Write-back set updates the backend before it returns (other processes
+    # sharing Redis see the new value at once); only the store lags."
+    app, batch = mixed.open("write-back")
+    for writer, reader in ((app, batch), (batch, app)):
+        key = f"pending:{writer.front}"
+        writer.do("set", key, {"by": writer.front})
+        assert writer.do("pending") >= 1
+        assert mixed.peek(key) is None           # the store lags (max_delay=600)
+        assert reader.do("get", key) == {"by": writer.front}
+        writer.do("flush")
+        assert mixed.peek(key) == {"by": writer.front}
+
+
+# == invalidate / invalidate_many from one front, seen by the other ========================
+
+@pytest.mark.parametrize("backend", ["redis", "two-level"])
+def test_invalidate_from_one_front_is_seen_by_the_other(mixed: Mixed, backend: str) -> None:
+    # Rows changed behind the caches' back: the copies stay until invalidated; an
+    # invalidation by one process drops the copies of every process sharing the backend
+    # (two levels: the other process's L1 too, within its invalidation delay).
+    app, batch = mixed.open("write-through", backend=backend)
+    keys = ["a", "b", "c", "d"]
+    mixed.seed({k: f"old {k}" for k in keys})
+    for front in (app, batch):
+        assert front.do("get_many", keys) == {k: f"old {k}" for k in keys}
+    mixed.seed({k: f"new {k}" for k in keys})
+    for front in (app, batch):                 # the premise: copies answer, not the store
+        assert front.do("get", "a") == "old a"
+    checks = [(app, batch, ["a"]), (batch, app, ["b"]), (app, batch, ["c", "d"])]
+    for invalidator, other, dropped in checks:
+        if len(dropped) == 1:
+            invalidator.do("invalidate", dropped[0])
+        else:
+            invalidator.do("invalidate_many", dropped)
+        for key in dropped:
+            assert wait_until(lambda o=other, key=key: o.do("get", key) == f"new {key}", 5.0), (
+                f"{other.front} still answers {other.do('get', key)!r} for {key}")
+            assert invalidator.do("get", key) == f"new {key}"
+    # the store kept every row
+    assert {k: mixed.peek(k) for k in keys} == {k: f"new {k}" for k in keys}
+
+
+def test_invalidate_leaves_a_pending_write_back_write_for_both_fronts(mixed: Mixed) -> None:
+    # docstring of invalidate: "A pending write-back write stays."
+    app, batch = mixed.open("write-back")
+    app.do("set", "w", "dirty in app")
+    batch.do("invalidate", "w")
+    assert app.do("get", "w") == "dirty in app"
+    app.do("flush")
+    assert mixed.peek("w") == "dirty in app"
+    assert batch.do("get", "w") == "dirty in app"
+
+
+# == counters: incr from both fronts at once ================================================
+
+@pytest.mark.parametrize("policy", ["write-through", "write-back"])
+def test_incr_from_both_fronts_at_once_sums_exactly(mixed: Mixed, policy: str) -> None:
+    # 8 tasks in the app and 8 threads in the batch add to 3 counters of the namespace
+    # "scores" at once (one seeded with a store row of 100): built-in stores add deltas
+    # atomically, so the totals are exact in the store and in every reader.
+    app, batch = mixed.open(policy)
+    mixed.seed({"c0": 100}, namespace="scores")
+    for front in (app, batch):
+        front.ns("scores")
+    rng = random.Random(7)
+    calls = {f: [(f"c{rng.randrange(3)}", rng.choice((1, 2, 3, -1))) for _ in range(150)]
+             for f in ("app", "batch")}
+    expected = {"c0": 100, "c1": 0, "c2": 0}
+    for share in calls.values():
+        for key, delta in share:
+            expected[key] += delta
+    app.start("n", "incr", calls["app"], 8, ns="scores")
+    batch.start("n", "incr", calls["batch"], 8, ns="scores")
+    app.go("n")
+    batch.go("n")
+    results = app.join("n") + batch.join("n")
+    assert all(isinstance(r, int) for r in results), [r for r in results if not isinstance(r, int)]
+    app.do("flush")
+    batch.do("flush")
+    assert {k: mixed.peek(k, "scores") for k in expected} == expected
+    for front in (app, batch):
+        assert {k: front.do("get", k, ns="scores") for k in expected} == expected
+    batch.do("invalidate_many", list(expected), ns="scores")
+    for front in (app, batch):
+        assert {k: front.do("get", k, ns="scores") for k in expected} == expected
+
+
+def test_incr_of_one_front_is_seen_by_the_other_under_write_through(mixed: Mixed) -> None:
+    app, batch = mixed.open("write-through")
+    assert app.do("incr", "n", 5) == 5
+    assert batch.do("get", "n") == 5
+    assert batch.do("incr", "n", 2) == 7
+    assert app.do("get", "n") == 7
+    assert mixed.peek("n") == 7
+
+
+# == value fidelity across fronts, backends and the store ===================================
+
+# What the default serializer (JSON) keeps, per JSONSerializer's docs: dict (str keys),
+# list, str, int from -2**63 to 2**64-1, finite float, bool, None, nested.
+JSON_KEEPS: dict[str, Any] = {
+    "unicode": "héllo wörld ✓ 日本語 🎉 \u00e9\u0301 \t\n\"'\\",
+    "nested": {"a": [1, 2.5, {"b": None, "c": [True, False, "x"]}], "ü": {"deep": [[[]]]},
+               "": "", "n": -0.5},
+    "int_max": 2**64 - 1,
+    "int_min": -(2**63),
+    "floats": [0.1, 1e308, -2.5e-300, 3.0],
+    "empty": [{}, [], ""],
+    "bool": True,
+}
+
+# What JSONSerializer's docs say it refuses rather than give back changed.
+JSON_REFUSES: dict[str, Any] = {
+    "tuple": (1, 2),
+    "tuple_inside": {"a": [1, (2, 3)]},
+    "datetime_naive": datetime.datetime(2026, 12, 7, 8, 30, 1, 123456),
+    "datetime_aware": datetime.datetime(2026, 12, 7, 8, 30, tzinfo=datetime.UTC),
+    "date": datetime.date(2026, 12, 7),
+    "decimal": decimal.Decimal("1.10"),
+    "bytes": b"\x00\xffbytes",
+    "int_too_big": 2**64,
+    "int_too_small": -(2**63) - 1,
+    "int_key": {1: "a"},
+    "nan": float("nan"),
+    "inf": [float("inf")],
+    "lone_surrogate": "a\ud800b",
+    "set": {1, 2},
+}
+
+# The other values of the task, for the serializers that may keep them.
+OTHERS: dict[str, Any] = {
+    "tuple": (1, "a", (2.5, None)),
+    "datetime_naive": datetime.datetime(2026, 12, 7, 8, 30, 1, 123456),
+    "datetime_aware": datetime.datetime(2026, 12, 7, 8, 30, 1,
+                                        tzinfo=datetime.timezone(datetime.timedelta(hours=5,
+                                                                                    minutes=30))),
+    "date": datetime.date(1843, 7, 1),
+    "decimal": decimal.Decimal("12345678901234567890.000000001"),
+    "bytes": b"\x00\xff\x80bytes",
+    "large_int": 2**100 + 7,
+    "negative_large_int": -(2**90),
+    "nested_mixed": {"when": [datetime.date(2000, 1, 1)], "raw": [b"x"]},
+}
+
+
+def roundtrip(mixed: Mixed, writer: Front, reader: Front, key: str, value: Any,
+              serializer: SerializerName = "json") -> bool:
+    """``value`` set by ``writer``: False if it was refused with SerializationError and
+    nothing changed; else asserts the same value and types from every level and both
+    processes, and returns True."""
+    writer.do("set", key, "before")
+    writer.do("flush")
+    kind = refused(lambda: writer.do("set", key, value))
+    if kind:
+        assert kind == "SerializationError", kind
+        writer.do("flush")
+        assert writer.do("get", key) == "before"
+        assert reader.do("get", key) == "before"
+        assert mixed.peek(key, serializer=serializer) == "before"
+        return False
+    copies = {
+        "writer": writer.do("get", key),
+        "reader (shared copy)": reader.do("get", key),
+    }
+    writer.do("flush")
+    reader.do("invalidate", key)
+    copies["reader (store)"] = reader.do("get", key)
+    copies["writer after invalidate"] = writer.do("get", key)
+    copies["store row"] = mixed.peek(key, serializer=serializer)
+    for where, got in copies.items():
+        assert same(got, value), f"{key} from {where}: {got!r} != {value!r}"
+    return True
+
+
+@pytest.mark.parametrize("policy", ["write-through", "write-back"])
+def test_value_fidelity_default_serializer_across_fronts(mixed: Mixed, policy: str) -> None:
+    app, batch = mixed.open(policy)
+    for writer, reader in ((app, batch), (batch, app)):
+        for name, value in JSON_KEEPS.items():
+            assert roundtrip(mixed, writer, reader, f"{writer.front}:{name}", value), name
+        for name, value in JSON_REFUSES.items():
+            assert not roundtrip(mixed, writer, reader, f"{writer.front}:{name}", value), (
+                f"{name} was not refused at set on the {writer.front} front")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("serializer", ["msgpack", "pickle"])
+def test_value_fidelity_other_serializers_across_fronts(mixed: Mixed,
+                                                        serializer: str) -> None:
+    # Every value either comes back equal with the same types everywhere or is refused at
+    # set; what each serializer's docs say it keeps must come back.
+    app, batch = mixed.open("write-back", "write-through", serializer=serializer)
+    values = {**JSON_KEEPS, **OTHERS, "int_key": {1: "a"}, "nan": float("nan")}
+    kept: dict[str, set[str]] = {}
+    for writer, reader in ((app, batch), (batch, app)):
+        kept[writer.front] = {name for name, value in values.items()
+                              if roundtrip(mixed, writer, reader, f"{writer.front}:{name}",
+                                           value, serializer)}
+    assert kept["async"] == kept["sync"]      # one serializer, one answer on both fronts
+    must = set(JSON_KEEPS) | ({"bytes", "int_key", "nan"} if serializer == "msgpack"
+                              else set(values))
+    assert must <= kept["sync"], must - kept["sync"]
+
+
+# == typed namespaces read by the other front ===============================================
+
+TYPED = {
+    "User": [User("Ada ✓", datetime.date(1843, 7, 1), ("math", "poetry"), 2**40),
+             User("Bob", datetime.date(2000, 2, 29))],
+    "Event": [Event("login", datetime.datetime(2026, 12, 7, 8, 30, 1, 5,
+                                               tzinfo=datetime.timezone(
+                                                   datetime.timedelta(hours=-3))),
+                    ("web", "eu"), {"n": 1, "m": -2}),
+              Event("naive", datetime.datetime(2026, 1, 2, 3, 4, 5))],
+}
+
+
+@pytest.mark.parametrize("type_name", ["User", "Event"])
+def test_typed_namespace_read_by_the_other_front(mixed: Mixed, type_name: str) -> None:
+    # The app writes through, the batch writes back: each reads the other's values as the
+    # namespace's type, from the shared copy and from the store row.
+    app, batch = mixed.open("write-through", "write-back")
+    for front in (app, batch):
+        front.ns("typed", type=type_name)
+    for writer, reader in ((app, batch), (batch, app)):
+        for i, value in enumerate(TYPED[type_name]):
+            key = f"{writer.front}:{i}"
+            writer.do("set", key, value, ns="typed")
+            got = {"writer": writer.do("get", key, ns="typed"),
+                   "reader (shared copy)": reader.do("get", key, ns="typed")}
+            writer.do("flush")
+            reader.do("invalidate", key, ns="typed")
+            got["reader (store)"] = reader.do("get", key, ns="typed")
+            for where, v in got.items():
+                assert same(v, value), f"{where}: {v!r} != {value!r}"
+            assert isinstance(mixed.peek(key, "typed"), dict)    # the plain form
+        # set() checks the type on both fronts
+        assert refused(lambda w=writer: w.do("set", "bad", {"name": "x"}, ns="typed")) == (
+            "SerializationError")
+
+
+# == guarantee 5: stampedes across the fronts ===============================================
+
+@contextlib.contextmanager
+def loads_held(table: str) -> Iterator[Callable[[], int]]:
+    """Hold an ACCESS EXCLUSIVE lock on ``table`` (store loads wait for it); yields a
+    function counting the statements waiting for it."""
+    import psycopg
+
+    with psycopg.connect(POSTGRES_DSN) as holder, \
+            psycopg.connect(POSTGRES_DSN, autocommit=True) as watcher:
+        holder.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
+
+        def waiting() -> int:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid() AND query LIKE %s", (f"%{table}%",)).fetchone()
+            return int(row[0]) if row else 0
+
+        try:
+            yield waiting
+        finally:
+            holder.rollback()
+
+
+def stampede(mixed: Mixed, app: Front, batch: Front, kind: str, call: Any,
+             per_process: int = 12) -> tuple[list[Any], int]:
+    """``per_process`` concurrent ``kind`` calls in each process at once, while the store's
+    loads are held until one is waiting; the results and the store loads they made."""
+    before = loads(app, batch)
+    app.start("s", kind, [call] * per_process, per_process)
+    batch.start("s", kind, [call] * per_process, per_process)
+    with loads_held(mixed.table) as waiting:
+        app.go("s")
+        batch.go("s")
+        assert wait_until(lambda: waiting() >= 1), "no store load came"
+        # a window for a second load to show up, were the lease not shared (not a sync)
+        wait_until(lambda: waiting() >= 2, 0.3)
+    results = app.join("s") + batch.join("s")
+    return results, loads(app, batch) - before
+
+
+@pytest.mark.parametrize("policy", ["write-through", "write-back"])
+def test_get_or_set_stampede_across_fronts_loads_once(mixed: Mixed, policy: str) -> None:
+    # DESIGN guarantee 5 + "fills and single flight across processes use a lease": one
+    # store load for the whole stampede of both processes. The loader: once per stampede
+    # in each process (the memoize docs: other processes may each compute once).
+    app, batch = mixed.open(policy)
+    results, store_loads = stampede(mixed, app, batch, "get_or_set", "hot")
+    assert not [r for r in results if isinstance(r, tuple)], results
+    computed = {f.front: f.computes().get("get_or_set", 0) for f in (app, batch)}
+    assert all(n <= 1 for n in computed.values()), computed
+    assert sum(computed.values()) >= 1
+    assert {r["by"].split("-")[0] for r in results} <= {f for f, n in computed.items() if n}
+    assert store_loads == 1
+    for front in (app, batch):
+        front.do("flush")
+    final = mixed.peek("hot")
+    assert app.do("get", "hot") == final
+    assert batch.do("get", "hot") == final
+    assert final in results
+
+
+@pytest.mark.parametrize("policy", ["write-through", "write-back"])
+def test_cached_stampede_across_fronts_loads_once(mixed: Mixed, policy: str) -> None:
+    # `@acache.cached` in the app and `@cache.cached` in the batch on functions of one
+    # qualified name share the namespace "accept5a_support.price".
+    app, batch = mixed.open(policy)
+    results, store_loads = stampede(mixed, app, batch, "cached", "sku1")
+    assert not [r for r in results if isinstance(r, tuple)], results
+    computed = {f.front: f.computes().get("price", 0) for f in (app, batch)}
+    assert all(n <= 1 for n in computed.values()), computed
+    assert sum(computed.values()) >= 1
+    assert all(r["sku"] == "sku1" for r in results)
+    assert store_loads == 1
+    for front in (app, batch):
+        front.do("flush")
+    # the result is shared: no process computes it again ...
+    again = {f.front: f.computes().get("price", 0) for f in (app, batch)}
+    app.start("again", "cached", ["sku1"], 1)
+    batch.start("again", "cached", ["sku1"], 1)
+    for front in (app, batch):
+        front.go("again")
+    first = app.join("again") + batch.join("again")
+    assert first[0] == first[1]
+    assert {f.front: f.computes().get("price", 0) for f in (app, batch)} == again
+
+
+# == expire: the data ends, whichever front wrote it ========================================
+
+EXPIRE = 1.5
+
+
+@pytest.mark.parametrize("policy", ["write-through", "write-back"])
+def test_expire_namespace_written_by_one_front_read_by_the_other(mixed: Mixed,
+                                                                 policy: str) -> None:
+    app, batch = mixed.open(policy)
+    for front in (app, batch):
+        front.ns("flash", expire=EXPIRE)
+    app.do("set", "a", {"by": "app"}, ns="flash")
+    batch.do("set", "b", {"by": "batch"}, ns="flash")
+    app.do("incr", "n", 5, ns="flash")
+    written = time.monotonic()
+    assert batch.do("get", "a", ns="flash") == {"by": "app"}
+    assert app.do("get", "b", ns="flash") == {"by": "batch"}
+    assert app.do("get", "n", ns="flash") == 5
+    if policy == "write-through":   # (counters docs: write-back incr is this process's view)
+        assert batch.do("get", "n", ns="flash") == 5
+    # expiry is a matter of time: wait it out (with a margin), there is nothing to shake
+    time.sleep(max(0.0, written + EXPIRE + 0.5 - time.monotonic()))
+    for front in (app, batch):
+        for key in ("a", "b", "n"):
+            assert front.do("get", key, "expired", ns="flash") == "expired", (front.front, key)
+    for front in (batch, app):                # from the store as well
+        front.do("invalidate_many", ["a", "b", "n"], ns="flash")
+        for key in ("a", "b", "n"):
+            assert front.do("get", key, "expired", ns="flash") == "expired", (front.front, key)
+    assert batch.do("incr", "n", 1, ns="flash") == 1   # a counter starts again from 0
+    app.do("flush")
+    batch.do("flush")
+    assert app.do("get", "n", ns="flash") == 1
