@@ -264,6 +264,8 @@ class Child:
             return target.get_or_set(call, _load_async if self.front == "async" else _load_sync)
         if kind == "cached":
             return self.price(call)
+        if kind == "cached_invalidate":
+            return self.price.invalidate(call)
         raise ValueError(kind)
 
     def start(self, job: str, kind: str, calls: list[Any], workers: int,

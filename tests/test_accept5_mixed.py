@@ -147,21 +147,28 @@ def loads(*fronts: Front) -> int:
 # == guarantee 3: per-key order across the two fronts ========================================
 
 POLICY_PAIRS = [
-    ("write-through", "write-through"),
-    ("write-back", "write-back"),
-    pytest.param("write-through", "write-back", marks=pytest.mark.slow),
-    ("write-back", "write-through"),
+    ("write-through", "write-through", "redis", 600.0),
+    ("write-back", "write-back", "redis", 600.0),
+    ("write-back", "write-back", "redis", 0.02),        # flushers running meanwhile
+    ("write-back", "write-through", "redis", 600.0),
+    pytest.param("write-through", "write-back", "redis", 600.0, marks=pytest.mark.slow),
+    pytest.param("write-around", "write-back", "redis", 600.0, marks=pytest.mark.slow),
+    pytest.param("write-back", "write-back", "two-level", 0.02, marks=pytest.mark.slow),
+    ("write-through", "write-back", "two-level", 600.0),
 ]
 
 
-@pytest.mark.parametrize(("app_policy", "batch_policy"), POLICY_PAIRS)
+@pytest.mark.parametrize(("app_policy", "batch_policy", "backend", "max_delay"),
+                         POLICY_PAIRS)
 def test_per_key_order_last_acknowledged_write_wins_across_fronts(
-        mixed: Mixed, app_policy: str, batch_policy: str) -> None:
+        mixed: Mixed, app_policy: str, batch_policy: str, backend: str,
+        max_delay: float) -> None:
     # Interleaved sets, set_manys and deletes of the same keys from both processes, in an
     # order the parent's handshakes decide; then every key written once more by the app
     # and, for most keys, after that by the batch, and the batch flushed FIRST: the app's
     # older writes reach the store last and must lose (versions from Redis at accept).
-    app, batch = mixed.open(app_policy, batch_policy)
+    # Write-back flushes on flush() only (max_delay=600), or all along (0.02).
+    app, batch = mixed.open(app_policy, batch_policy, backend=backend, max_delay=max_delay)
     fronts = {"app": app, "batch": batch}
     rng = random.Random(20261207)
     keys = [f"k{i}" for i in range(6)]
@@ -192,11 +199,13 @@ def test_per_key_order_last_acknowledged_write_wins_across_fronts(
     app.do("flush")
     got = {k: mixed.peek(k) for k in keys}
     assert got == expected
-    for front in (app, batch):
-        assert {k: front.do("get", k) for k in keys} == expected
+    for front in (app, batch):               # (two levels: L1s invalidated within ms)
+        assert wait_until(lambda f=front: {k: f.do("get", k) for k in keys} == expected,
+                          5.0), {k: front.do("get", k) for k in keys}
     app.do("invalidate_many", keys)           # every reader again, from the store
     for front in (batch, app):
-        assert {k: front.do("get", k) for k in keys} == expected
+        assert wait_until(lambda f=front: {k: f.do("get", k) for k in keys} == expected,
+                          5.0), {k: front.do("get", k) for k in keys}
 
 
 @pytest.mark.parametrize("policy", ["write-through", "write-back"])
@@ -306,12 +315,15 @@ def test_invalidate_leaves_a_pending_write_back_write_for_both_fronts(mixed: Mix
 
 # == counters: incr from both fronts at once ================================================
 
-@pytest.mark.parametrize("policy", ["write-through", "write-back"])
-def test_incr_from_both_fronts_at_once_sums_exactly(mixed: Mixed, policy: str) -> None:
+@pytest.mark.parametrize(("app_policy", "batch_policy"), [
+    ("write-through", "write-through"), ("write-back", "write-back"),
+    ("write-through", "write-back")])
+def test_incr_from_both_fronts_at_once_sums_exactly(mixed: Mixed, app_policy: str,
+                                                    batch_policy: str) -> None:
     # 8 tasks in the app and 8 threads in the batch add to 3 counters of the namespace
     # "scores" at once (one seeded with a store row of 100): built-in stores add deltas
     # atomically, so the totals are exact in the store and in every reader.
-    app, batch = mixed.open(policy)
+    app, batch = mixed.open(app_policy, batch_policy)
     mixed.seed({"c0": 100}, namespace="scores")
     for front in (app, batch):
         front.ns("scores")
@@ -492,6 +504,45 @@ def test_typed_namespace_read_by_the_other_front(mixed: Mixed, type_name: str) -
             "SerializationError")
 
 
+# == guarantee 4: a fill racing a write of the other front ==================================
+
+@pytest.mark.parametrize("op", ["set", "delete"])
+@pytest.mark.parametrize("reader_front", ["async", "sync"])
+def test_fill_that_loaded_before_a_write_of_the_other_front_never_lands_after_it(
+        mixed: Mixed, reader_front: str, op: str) -> None:
+    # The reader misses and its store load is held (table lock) after it read nothing
+    # yet; the other process then writes the key (write-back: acknowledged at once, the
+    # Redis copy set); the load is released and returns the old row. That old value
+    # must not become the cached copy: both readers then see the write, and the store
+    # gets it on flush.
+    app, batch = mixed.open("write-back")
+    reader, writer = (app, batch) if reader_front == "async" else (batch, app)
+    mixed.seed({"r": "old row"})
+    reader.start("fill", "get", ["r"], 1)
+    with loads_held(mixed.table) as waiting:
+        reader.go("fill")
+        assert wait_until(lambda: waiting() >= 1), "the reader's load never came"
+        if op == "set":
+            writer.do("set", "r", "new value")
+        else:
+            writer.do("delete", "r")
+    expected = "new value" if op == "set" else None
+    assert reader.join("fill")[0] in ("old row", expected)   # it started before the write
+    assert writer.do("get", "r") == expected                # read your writes
+    if op == "set":
+        assert reader.do("get", "r") == expected
+    # (a write-back delete is not seen by other processes before its flush: the queue
+    # guide's documented gap, "leaves the other processes' reads loading the store's old
+    # row until it is flushed")
+    writer.do("flush")
+    for front in (reader, writer):
+        assert front.do("get", "r") == expected, front.front
+    assert mixed.peek("r") == expected
+    reader.do("invalidate", "r")
+    for front in (reader, writer):
+        assert front.do("get", "r") == expected, front.front
+
+
 # == guarantee 5: stampedes across the fronts ===============================================
 
 @contextlib.contextmanager
@@ -531,6 +582,17 @@ def stampede(mixed: Mixed, app: Front, batch: Front, kind: str, call: Any,
         wait_until(lambda: waiting() >= 2, 0.3)
     results = app.join("s") + batch.join("s")
     return results, loads(app, batch) - before
+
+
+@pytest.mark.parametrize("policy", ["write-through", "write-back"])
+def test_stampede_of_gets_across_fronts_loads_once(mixed: Mixed, policy: str) -> None:
+    # Guarantee 5 on a row the store has: 12 tasks in the app and 12 threads in the batch
+    # miss it at once; one store load in all, every reader gets the row.
+    app, batch = mixed.open(policy)
+    mixed.seed({"row": {"stored": [1, 2, 3]}})
+    results, store_loads = stampede(mixed, app, batch, "get", "row")
+    assert results == [{"stored": [1, 2, 3]}] * 24
+    assert store_loads == 1
 
 
 @pytest.mark.parametrize("policy", ["write-through", "write-back"])
@@ -577,6 +639,17 @@ def test_cached_stampede_across_fronts_loads_once(mixed: Mixed, policy: str) -> 
     first = app.join("again") + batch.join("again")
     assert first[0] == first[1]
     assert {f.front: f.computes().get("price", 0) for f in (app, batch)} == again
+    # ... until one front invalidates that call's result: the other computes it again
+    app.start("inv", "cached_invalidate", ["sku1"], 1)
+    app.go("inv")
+    assert app.join("inv") == [None]
+    app.do("flush")     # write-back: a delete reaches other processes once flushed (queue.md)
+    batch.start("after", "cached", ["sku1"], 1)
+    batch.go("after")
+    [after] = batch.join("after")
+    assert after["sku"] == "sku1"
+    assert after["by"].startswith("sync-")     # computed by the batch this time
+    assert batch.computes().get("price", 0) == again["sync"] + 1
 
 
 # == expire: the data ends, whichever front wrote it ========================================
