@@ -262,6 +262,8 @@ class Child:
             return target.set(*call)
         if kind == "get_or_set":
             return target.get_or_set(call, _load_async if self.front == "async" else _load_sync)
+        if kind == "op":                  # (method, *args) on the cache or the view
+            return getattr(target, call[0])(*call[1:])
         if kind == "cached":
             return self.price(call)
         if kind == "cached_invalidate":
