@@ -185,7 +185,8 @@ def _make_cache(front: str, cfg: dict[str, Any]) -> Any:
         serializer = cw.PickleSerializer(key=b"accept5a")
     # the store is told the serializer too (its table keeps bytea then, not jsonb)
     store = cw.PostgresStore(cfg["dsn"], table=cfg["table"], serializer=serializer)
-    redis = cw.RedisBackend(cfg["redis"], prefix=cfg["prefix"])
+    redis = cw.RedisBackend(cfg["redis"], prefix=cfg["prefix"],
+                            lease_ttl=cfg.get("lease_ttl", 10.0))
     backend: Any = redis
     if cfg.get("backend") == "two-level":
         backend = cw.TwoLevelBackend(cw.MemoryBackend(), redis)
@@ -222,8 +223,9 @@ class Child:
             self.cache = self._run(build())
         else:
             self.cache = _make_cache(front, cfg)
-        self.price: Any = (self.cache.cached(ttl=600)(price_async) if front == "async"
-                           else self.cache.cached(ttl=600)(price_sync))
+        ttl = cfg.get("cached_ttl", 600.0)
+        self.price: Any = (self.cache.cached(ttl=ttl)(price_async) if front == "async"
+                           else self.cache.cached(ttl=ttl)(price_sync))
 
     def _run(self, coro: Any) -> Any:
         assert self.loop is not None
