@@ -157,8 +157,8 @@ POLICY_PAIRS = [
     ("write-through", "write-through", "redis", 600.0),
     ("write-back", "write-back", "redis", 600.0),
     ("write-back", "write-back", "redis", 0.02),        # flushers running meanwhile
-    ("write-back", "write-through", "redis", 600.0),
-    pytest.param("write-through", "write-back", "redis", 600.0, marks=pytest.mark.slow),
+    pytest.param("write-back", "write-through", "redis", 600.0, marks=pytest.mark.slow),
+    ("write-through", "write-back", "redis", 600.0),
     pytest.param("write-around", "write-back", "redis", 600.0, marks=pytest.mark.slow),
     pytest.param("write-back", "write-back", "two-level", 0.02, marks=pytest.mark.slow),
     ("write-through", "write-back", "two-level", 600.0),
@@ -779,7 +779,8 @@ def test_a_loader_killed_mid_load_leaves_the_other_front_to_load_after_its_lease
     assert batch.do("get", "row") == "stored"
 
 
-@pytest.mark.parametrize("policy", ["write-through", "write-back"])
+@pytest.mark.parametrize("policy", [
+    "write-through", pytest.param("write-back", marks=pytest.mark.slow)])
 def test_cached_ttl_is_wall_clock_across_fronts(mixed: Mixed, policy: str) -> None:
     # DESIGN: "@cache.cached(ttl=...)": the result's lifetime, by the wall clock, so it
     # holds across processes: a result the app computed is reused by the batch while
@@ -808,7 +809,8 @@ EXPIRE = 1.5
 
 
 @pytest.mark.parametrize(("policy", "backend"), [
-    ("write-through", "redis"), ("write-back", "redis"), ("write-through", "two-level"),
+    ("write-through", "redis"), ("write-back", "redis"),
+    pytest.param("write-through", "two-level", marks=pytest.mark.slow),
     pytest.param("write-back", "two-level", marks=pytest.mark.slow)])
 def test_expire_namespace_written_by_one_front_read_by_the_other(mixed: Mixed, policy: str,
                                                                  backend: str) -> None:
@@ -844,7 +846,7 @@ def test_expire_namespace_written_by_one_front_read_by_the_other(mixed: Mixed, p
 
 
 @pytest.mark.parametrize("policy", [
-    "write-through",
+    pytest.param("write-through", marks=pytest.mark.slow),
     pytest.param("write-back", marks=pytest.mark.xfail(strict=True, reason=OWN_OLDER_DIRTY))])
 def test_expire_counts_from_the_last_write_of_either_front(mixed: Mixed, policy: str) -> None:
     # "the DATA lives N s after its last write": the app writes, the batch writes the key
