@@ -242,12 +242,14 @@ def test_per_key_order_of_one_hot_key_alternating_fronts(mixed: Mixed, policy: s
     assert batch.do("get", "hot") == last
 
 
-def crash_then_restart(mixed: Mixed, killed: str,
-                       after_crash: Callable[[Front], None]) -> tuple[Front, Front]:
-    """The ``killed`` front's process is killed with SIGKILL (its writes in its journal),
-    ``after_crash(other)`` runs, then a new process of that front opens the same journal
-    path (which replays it) and flushes. Returns (other, restarted)."""
-    app, batch = mixed.open("write-back")
+def crash_then_restart(mixed: Mixed, killed: str, after_crash: Callable[[Front], None],
+                       other_policy: str = "write-back") -> tuple[Front, Front]:
+    """The ``killed`` front's process (write-back, journal) is killed with SIGKILL (its
+    writes in its journal), ``after_crash(other)`` runs, then a new process of that front
+    opens the same journal path (which replays it) and flushes. Returns (other,
+    restarted)."""
+    app, batch = (mixed.open(other_policy, "write-back") if killed == "sync"
+                  else mixed.open("write-back", other_policy))
     victim, other = (batch, app) if killed == "sync" else (app, batch)
     victim.do("set", "k", "older")
     victim.do("incr", "count", 7)
@@ -278,6 +280,25 @@ def test_journal_replay_after_kill9_keeps_every_acknowledged_write_of_both_proce
         assert front.do("get", "count") == 8
 
 
+@pytest.mark.parametrize("killed", ["sync", "async"])
+def test_journal_replay_refreshes_the_copies_the_other_process_reads(mixed: Mixed,
+                                                                     killed: str) -> None:
+    # DESIGN: "a replay also refreshes or invalidates the shared backend's copies of the
+    # keys it applies". Before the restart the other process dropped the copy and read
+    # the store (which lacks the dead process's write: it is only in the journal) and so
+    # answered None; right after the replay it answers the replayed value.
+    seen_before: list[Any] = []
+
+    def reads_the_store(other: Front) -> None:
+        other.do("invalidate", "k")
+        seen_before.append(other.do("get", "k"))
+
+    other, _ = crash_then_restart(mixed, killed, reads_the_store)
+    assert seen_before == [None]
+    assert other.do("get", "k") == "older"
+    assert mixed.peek("k") == "older"
+
+
 REPLAY_OVERRIDES = ("BUG: a journal replay (restart after kill -9) applies the dead "
                     "process's older write over a newer write another process acknowledged "
                     "(and flushed) after it; DESIGN guarantee 3: the last acknowledged write "
@@ -286,16 +307,17 @@ REPLAY_OVERRIDES = ("BUG: a journal replay (restart after kill -9) applies the d
 
 
 @pytest.mark.xfail(strict=True, reason=REPLAY_OVERRIDES)
-@pytest.mark.parametrize("killed", ["sync", "async"])
-def test_per_key_order_holds_through_a_journal_replay_after_kill9(mixed: Mixed,
-                                                                  killed: str) -> None:
+@pytest.mark.parametrize(("killed", "other_policy"), [
+    ("sync", "write-back"), ("async", "write-back"), ("sync", "write-through")])
+def test_per_key_order_holds_through_a_journal_replay_after_kill9(
+        mixed: Mixed, killed: str, other_policy: str) -> None:
     # The killed process set k ("older", in its journal); the other process then set k
     # ("newer") and flushed; the restart replays the journal: the store keeps "newer".
     def newer(other: Front) -> None:
         other.do("set", "k", "newer")
         other.do("flush")
 
-    other, restarted = crash_then_restart(mixed, killed, newer)
+    other, restarted = crash_then_restart(mixed, killed, newer, other_policy)
     assert mixed.peek("k") == "newer"
     for front in (other, restarted):
         assert front.do("get", "k") == "newer", front.front
