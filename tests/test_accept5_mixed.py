@@ -139,7 +139,7 @@ def same(a: Any, b: Any) -> bool:
         return a == b and a.utcoffset() == b.utcoffset()
     if isinstance(a, (User, Event)):
         return same(_fields(a), _fields(b))
-    return bool(a == b)
+    return bool(a == b)  # (a value of any type)
 
 
 def _fields(obj: Any) -> dict[str, Any]:
@@ -497,7 +497,7 @@ JSON_REFUSES: dict[str, Any] = {
     "tuple": (1, 2),
     "tuple_inside": {"a": [1, (2, 3)]},
     "datetime_naive": datetime.datetime(2026, 12, 7, 8, 30, 1, 123456),
-    "datetime_aware": datetime.datetime(2026, 12, 7, 8, 30, tzinfo=datetime.UTC),
+    "datetime_aware": datetime.datetime(2026, 12, 7, 8, 30, tzinfo=datetime.timezone.utc),
     "date": datetime.date(2026, 12, 7),
     "decimal": decimal.Decimal("1.10"),
     "bytes": b"\x00\xffbytes",
@@ -622,7 +622,7 @@ def test_value_fidelity_other_serializers_across_fronts(mixed: Mixed,
 
 # == typed namespaces read by the other front ===============================================
 
-TYPED = {
+TYPED: dict[str, list[Any]] = {
     "User": [User("Ada ✓", datetime.date(1843, 7, 1), ("math", "poetry"), 2**40),
              User("Bob", datetime.date(2000, 2, 29))],
     "Event": [Event("login", datetime.datetime(2026, 12, 7, 8, 30, 1, 5,
