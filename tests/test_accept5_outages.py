@@ -195,15 +195,21 @@ class Writers:
 
 
 # -- write-back over a PostgreSQL outage --------------------------------------------------
-@pytest.mark.parametrize("mode", ["down", "stall"])
+@pytest.mark.parametrize(("mode", "writers_n", "outage"), [
+    ("down", 4, 1.0),
+    ("stall", 4, 1.0),
+    pytest.param("down", 8, 8.0, marks=pytest.mark.slow, id="down-long"),
+    pytest.param("stall", 8, 8.0, marks=pytest.mark.slow, id="stall-long"),
+])
 def test_guarantee_6_a_failing_store_never_loses_dirty_data_under_concurrent_writers(
-        pg_proxy: FaultProxy, pg_table: str, mode: str) -> None:
+        pg_proxy: FaultProxy, pg_table: str, mode: str, writers_n: int,
+        outage: float) -> None:
     store = cw.PostgresStore(pg_via(pg_proxy), table=pg_table, timeout=STORE_TIMEOUT)
     cache = cw.Cache(store=store, policy=cw.WriteBack(max_delay=0.05, retry=FAST_RETRY))
     try:
         cache.set("warm", 0)
         cache.flush(timeout=30)
-        with Writers(cache) as writers:
+        with Writers(cache, n=writers_n) as writers:
             assert wait_until(lambda: writers.acked() >= 40)
             pg_proxy.set_mode(mode)
             before = writers.acked()
@@ -219,7 +225,7 @@ def test_guarantee_6_a_failing_store_never_loses_dirty_data_under_concurrent_wri
             assert stats.last_error is not None
             # writers go on being acknowledged (and read their writes) during the outage
             assert wait_until(lambda: writers.acked() >= before + 200, timeout=30)
-            time.sleep(1.0)
+            time.sleep(outage)
             pg_proxy.forward()
             assert wait_until(lambda: writers.acked() >= before + 400, timeout=30)
         assert not writers.unexpected, writers.unexpected
@@ -415,8 +421,12 @@ POLICIES: dict[str, Callable[[], Any]] = {
 }
 
 
-@pytest.mark.parametrize("mode", ["down", "stall"])
-@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize(("policy", "mode"), [
+    ("write-through", "down"),
+    ("write-back", "down"),
+    pytest.param("write-through", "stall", marks=pytest.mark.slow),  # ~15 s of timeouts
+    ("write-back", "stall"),
+])
 def test_guarantee_2_a_redis_backend_outage_loses_no_acknowledged_write(
         redis_proxy: FaultProxy, pg_table: str, redis_prefix: str, policy: str,
         mode: str) -> None:
@@ -455,14 +465,25 @@ def test_guarantee_2_a_redis_backend_outage_loses_no_acknowledged_write(
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
+STALE_COPY_BUG = (
     "BUG: a write while the Redis backend is unreachable succeeds in the store but the old "
-    "copy stays in Redis (the delete failed and is never retried): once Redis is back every "
+    "copy stays in Redis (its delete failed and is never retried): once Redis is back every "
     "cache reads the old value for ever (DESIGN: a backend failure after a store success "
-    "removes the key from the backend; guarantee 4: backend never disagrees with the store)"))
-@pytest.mark.parametrize("policy", list(POLICIES))
+    "removes the key from the backend; guarantee 4: the backend never disagrees with the "
+    "store once writes are flushed)")
+
+
+@pytest.mark.parametrize(("policy", "mode"), [
+    pytest.param("write-through", "down", marks=pytest.mark.xfail(strict=True,
+                                                                  reason=STALE_COPY_BUG)),
+    pytest.param("write-back", "down", marks=pytest.mark.xfail(strict=True,
+                                                               reason=STALE_COPY_BUG)),
+    pytest.param("write-through", "stall", marks=pytest.mark.xfail(strict=True,
+                                                                   reason=STALE_COPY_BUG)),
+])
 def test_guarantee_4_after_a_redis_outage_the_cache_agrees_with_the_store(
-        redis_proxy: FaultProxy, pg_table: str, redis_prefix: str, policy: str) -> None:
+        redis_proxy: FaultProxy, pg_table: str, redis_prefix: str, policy: str,
+        mode: str) -> None:
     store = cw.PostgresStore(POSTGRES_DSN, table=pg_table)
     backend = cw.RedisBackend(redis_via(redis_proxy), prefix=redis_prefix,
                               timeout=REDIS_TIMEOUT)
@@ -471,7 +492,7 @@ def test_guarantee_4_after_a_redis_outage_the_cache_agrees_with_the_store(
         cache.set("k", "v1")
         cache.flush(timeout=30)
         assert cache.get("k") == "v1"
-        redis_proxy.down()
+        redis_proxy.set_mode(mode)
         assert outcome(lambda: cache.set("k", "v2")) is None   # the store takes it
         assert outcome(lambda: cache.flush(timeout=30)) is None
         assert store_rows(pg_table, ["k"]) == {"k": "v2"}
@@ -485,8 +506,9 @@ def test_guarantee_4_after_a_redis_outage_the_cache_agrees_with_the_store(
 
 
 # -- the distributed queue ----------------------------------------------------------------
-def test_guarantee_3_queue_redis_down_a_write_is_acknowledged_and_applied_or_refused(
-        redis_proxy: FaultProxy, pg_table: str, qname: str) -> None:
+@pytest.mark.parametrize("mode", ["down", "stall"])
+def test_guarantee_3_queue_redis_outage_a_write_is_acknowledged_and_applied_or_refused(
+        redis_proxy: FaultProxy, pg_table: str, qname: str, mode: str) -> None:
     store = cw.PostgresStore(POSTGRES_DSN, table=pg_table)
     policy = cw.WriteBack(queue=redis_via(redis_proxy), queue_name=qname, partitions=4,
                           retry=FAST_RETRY)
@@ -495,14 +517,15 @@ def test_guarantee_3_queue_redis_down_a_write_is_acknowledged_and_applied_or_ref
         cache.set("warm", 0)
         with Writers(cache, n=3, keys=5, pause=0.005) as writers:
             assert wait_until(lambda: writers.acked() >= 30)
-            redis_proxy.down()
+            redis_proxy.set_mode(mode)
             time.sleep(1.5)
             redis_proxy.forward()
             back = writers.acked()
             assert wait_until(lambda: writers.acked() >= back + 30, timeout=30)
         assert not writers.unexpected, writers.unexpected
         refused = [err for log in writers.log for *_, err in log if err is not None]
-        assert refused, "no write was refused while the queue's Redis was down"
+        if mode == "down":
+            assert refused, "no write was refused while the queue's Redis was down"
         assert all(isinstance(e, cw.BackendError) for e in refused), refused[:3]
         assert not writers.read_mismatch, writers.read_mismatch[:3]
         assert outcome(lambda: cache.flush(timeout=HANG / 2)) is None
@@ -514,6 +537,49 @@ def test_guarantee_3_queue_redis_down_a_write_is_acknowledged_and_applied_or_ref
         redis_proxy.forward()
         cache.close(timeout=30)
         store.close()
+
+
+def test_guarantee_4_queue_and_redis_backend_down_a_refused_write_leaves_no_copy(
+        redis_proxy: FaultProxy, pg_table: str, qname: str, redis_prefix: str) -> None:
+    # The queue guide's setup: RedisBackend and queue on one Redis. A write is the copy and
+    # the stream entry in one step, so a write refused while Redis is down leaves neither,
+    # and once Redis is back every cache reads what the store ends with.
+    url = redis_via(redis_proxy)
+    made: list[Any] = []
+
+    def open_cache(backend_url: str) -> cw.Cache:
+        store = cw.PostgresStore(POSTGRES_DSN, table=pg_table)
+        backend = cw.RedisBackend(backend_url, prefix=redis_prefix, timeout=REDIS_TIMEOUT)
+        made.extend([backend, store])
+        policy = cw.WriteBack(queue=backend_url, queue_name=qname, partitions=2,
+                              retry=FAST_RETRY)
+        return cw.Cache(store=store, backend=backend, policy=policy)
+
+    cache = open_cache(url)
+    other = open_cache(REDIS_URL)                # another process, Redis reachable
+    try:
+        cache.set_many({"k": "v1", "n": 0})
+        cache.flush(timeout=30)
+        assert other.get("k") == "v1"
+        redis_proxy.down()
+        for call in (lambda: cache.set("k", "v2"), lambda: cache.delete("n")):
+            err = outcome(call)
+            assert isinstance(err, cw.BackendError), err
+        assert other.get_many(["k", "n"]) == {"k": "v1", "n": 0}
+        redis_proxy.forward()
+        assert outcome(lambda: cache.flush(timeout=HANG / 2)) is None
+        truth = store_rows(pg_table, ["k", "n"])
+        assert truth == {"k": "v1", "n": 0}
+        assert cache.get_many(["k", "n"]) == other.get_many(["k", "n"]) == truth
+        cache.set("k", "v3")
+        cache.flush(timeout=30)
+        assert other.get("k") == store_rows(pg_table, ["k"])["k"] == "v3"
+    finally:
+        redis_proxy.forward()
+        cache.close(timeout=30)
+        other.close(timeout=30)
+        for thing in made:
+            thing.close()
 
 
 def test_guarantee_6_queue_consumer_keeps_entries_while_its_store_is_down(
