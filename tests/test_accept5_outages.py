@@ -400,7 +400,8 @@ def test_guarantee_2_write_through_refuses_with_store_error_and_keeps_no_stale_c
         assert truth.get("j") in ("j1", "j2"), truth
         if mode == "down":
             assert truth == {"k": "v1", "j": "j1"}
-        for c in (cache, other):
+        for c in (cache, other):      # (its pool may take a moment to reconnect)
+            wait_until(lambda c=c: outcome(lambda: c.get_many(["k", "j"])) == truth, 30)
             assert outcome(lambda c=c: c.get_many(["k", "j"])) == truth
         cache.set("k", "v3")
         assert cache.get("k") == other.get("k") == store_rows(pg_table, ["k"])["k"] == "v3"
