@@ -158,6 +158,7 @@ class LoopReader:
             return None  # early refresh decides per hit; a local backend has memory_peek
         full = self._prefix + engine.prefix
         counters, pending, loads = engine.counters, engine.pending_entry, self._loads
+        undropped, prefix = engine.undropped, engine.prefix
         errors = _errors()
         codec = engine.codec  # a typed namespace: Redis keeps the plain form
 
@@ -168,6 +169,8 @@ class LoopReader:
             # is staged, so this lookup takes no lock (WriteBackEngine.pending_entry).
             if pending is not None and pending(key) is not None:
                 return MISS
+            if undropped and prefix + key in undropped:
+                return MISS  # a copy a failed drop left (engine.undropped): the store
             loop = asyncio.get_running_loop()
             try:
                 # bytes: decode_responses is not carried over (RedisBackend refuses it)
@@ -271,13 +274,17 @@ class RedisWrites:
         except _errors() as exc:
             raise BackendError(f"Redis MGET of {len(keys)} keys failed: {exc!r}") from exc
 
-    async def drop(self, keys: list[str]) -> None:
-        """Remove copies (``RedisBackend.delete_many`` without versions)."""
+    async def drop(self, keys: list[str]) -> bool:
+        """Remove copies (``RedisBackend.delete_many`` without versions); False when
+        Redis failed (the caller records them: ``Engine.undropped``)."""
         client, _, _ = self._scripts()
         try:
             await client.delete(*[self._prefix + k for k in keys])
         except _errors() as exc:
-            log.error("cacheway: backend delete of %r failed: %r", keys, exc)
+            log.error("cacheway: backend delete of %r failed (%r); retrying it until the "
+                      "backend takes it", keys, exc)
+            return False
+        return True
 
 
 async def _pipeline(client: redis.asyncio.Redis, commands: list[tuple[Any, ...]]

@@ -320,10 +320,12 @@ class LoopWrites:
                     cached[bkey] = value if codec is None else codec.from_plain(value)
                 except Exception:  # noqa: BLE001 - the thread path counts and logs bad bytes
                     return None
+        undropped = engine.undropped
         out: dict[str, Any] = {}
         missing: list[str] = []
         for key, bkey in zip(ask, bkeys):
-            value = cached.get(bkey, MISS)
+            # a copy a failed drop left may be older than the store (engine.undropped)
+            value = MISS if undropped and bkey in undropped else cached.get(bkey, MISS)
             if value is MISS:
                 missing.append(key)
             else:
@@ -371,8 +373,9 @@ class LoopWrites:
         if self._redis is None:
             for bkey in bkeys:
                 self.engine.backend_drop(bkey)  # local: no I/O
-        else:
-            await self._redis.drop(bkeys)
+        elif not await self._redis.drop(bkeys):
+            for bkey in bkeys:
+                self.engine.undropped.add(bkey, None)
 
 
 def _seen(task: asyncio.Future[Any]) -> None:

@@ -35,6 +35,10 @@ class Leases:
     def load(self, key: str, bkey: str, stripe: int, gen: int) -> tuple[bool, Any]:
         """(found, value) of ``key``: from the lease holder's fill, or loaded here."""
         engine = self._engine
+        if engine.undropped and bkey in engine.undropped:
+            # the copy there may be older than the store (engine.undropped): a lease would
+            # answer it; load, and fill set-if-newer over it
+            return engine.load(key, bkey, stripe, gen, fill=True)
         token = os.urandom(12)
         deadline = time.monotonic() + self._wait
         delay = 0.001

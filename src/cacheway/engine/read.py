@@ -36,6 +36,7 @@ from . import fastpaths
 from .expiry import Expiry
 from .leases import Leases
 from .refresh import Refresher
+from .undropped import UndroppedCopies
 from .write_checks import WriteChecks
 
 __all__ = ["Engine", "check_key", "check_ttl"]
@@ -117,6 +118,8 @@ class Engine(WriteChecks):
             caps.clock.versions if caps.clock is not None and not caps.local
             and scaps.versioned else None)
         self.leases = Leases(self, caps.leases, caps.lease_ttl) if caps.leases else None
+        #: copies a failed drop left in the backend: read from the store until dropped
+        self.undropped = UndroppedCopies(backend.delete, lambda: self.closed)
         self._backend_logged = 0.0
         self.bind_get()
 
@@ -175,6 +178,9 @@ class Engine(WriteChecks):
     def cached(self, bkey: str) -> Any:
         """The backend's copy (counted as a hit), or MISS; a failing backend reads as a
         miss (the store still has the truth)."""
+        undropped = self.undropped
+        if undropped and bkey in undropped:
+            return MISS  # the copy may be older than the store (see engine.undropped)
         try:
             value = self._backend_get(bkey)
         except BackendError as exc:
@@ -301,8 +307,10 @@ class Engine(WriteChecks):
     def backend_drop(self, bkey: str, version: int | None = None) -> None:
         try:
             self.backend.delete(bkey, version)
-        except Exception as exc:  # noqa: BLE001 - logged; the store already has the truth
-            log.error("cacheway: backend delete of %r failed: %r", bkey, exc)
+        except Exception as exc:  # noqa: BLE001 - the copy may be stale: retried until dropped
+            log.error("cacheway: backend delete of %r failed (%r); retrying it until the "
+                      "backend takes it", bkey, exc)
+            self.undropped.add(bkey, version)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         keys = check_keys(keys)
@@ -332,6 +340,9 @@ class Engine(WriteChecks):
             except BackendError as exc:
                 self.backend_down(exc)
                 cached = {}
+            undropped = self.undropped
+            if undropped:  # copies that may be older than the store: load those
+                cached = {b: v for b, v in cached.items() if b not in undropped}
             missing: list[str] = []
             for key, bkey in zip(ask, bkeys):
                 value = cached.get(bkey, MISS)
@@ -379,6 +390,7 @@ class Engine(WriteChecks):
         self.flight_lock = threading.Lock()
         self.flights = Flights()
         self.refresher.after_fork_in_child()
+        self.undropped.forget()  # the parent retries its own
 
     # -- invalidation ---------------------------------------------------------------------
     def invalidate(self, key: str) -> None:
