@@ -299,14 +299,9 @@ def test_journal_replay_refreshes_the_copies_the_other_process_reads(mixed: Mixe
     assert mixed.peek("k") == "older"
 
 
-REPLAY_OVERRIDES = ("BUG: a journal replay (restart after kill -9) applies the dead "
-                    "process's older write over a newer write another process acknowledged "
-                    "(and flushed) after it; DESIGN guarantee 3: the last acknowledged write "
-                    "wins across processes sharing Redis (versions from Redis at accept), "
-                    "replays are idempotent")
-
-
-@pytest.mark.xfail(strict=True, reason=REPLAY_OVERRIDES)
+# Found by round 5: a replay applied the dead process's older write over a newer one
+# another process acknowledged after it (the journal kept no versions). Fixed: VERSION
+# records carry each write's version from Redis's clock; the replay applies set-if-newer.
 @pytest.mark.parametrize(("killed", "other_policy"), [
     ("sync", "write-back"), ("async", "write-back"), ("sync", "write-through")])
 def test_per_key_order_holds_through_a_journal_replay_after_kill9(

@@ -17,14 +17,18 @@ detected rather than replayed::
              payload, seq u64
 
 A DROP record (format 2) voids the earlier records of its key up to the seq in its delta:
-the flusher gave those writes to ``on_dead_letter``, so a replay must not apply them.
+the flusher gave those writes to ``on_dead_letter``, so a replay must not apply them. A
+VERSION record gives the key's last write before it the version in its delta: the one a
+shared backend's clock (Redis) stamped the write with once it was accepted, so a replay
+applies it set-if-newer and never over a later write another process acknowledged.
 
 The sequence number sits at the end of the body so that the checksum of everything before
 it is computed outside the journal's lock; only 8 bytes are folded in once the seq is known.
 
 >>> rec = decode_at(encode_record(7, "ns", "k", ADD, b"", -3), 0)
->>> rec[0] if isinstance(rec, tuple) else rec
-Record(seq=7, namespace='ns', key='k', kind=2, payload=b'', delta=-3, expires_at=None)
+>>> rec[0] if isinstance(rec, tuple) else rec  # doctest: +NORMALIZE_WHITESPACE
+Record(seq=7, namespace='ns', key='k', kind=2, payload=b'', delta=-3, expires_at=None,
+       version=None)
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
     "MAGIC",
     "MAGIC_EXPIRES",
     "SET",
+    "VERSION",
     "Encoded",
     "Record",
     "Scan",
@@ -68,12 +73,14 @@ SET = 0
 DELETE = 1
 ADD = 2
 DROP = 3
-KINDS = (SET, DELETE, ADD)  # the writes; DROP is the journal's own
+VERSION = 4
+KINDS = (SET, DELETE, ADD)  # the writes; DROP and VERSION are the journal's own
 
 MAGIC = b"CWJ\x02"
 _MAGIC_V1 = b"CWJ\x01"
 MAGIC_EXPIRES = b"CWJ\x03"  # a record of format 2 plus its expiry
-_KINDS_OF = {MAGIC: (*KINDS, DROP), _MAGIC_V1: KINDS, MAGIC_EXPIRES: (*KINDS, DROP)}
+_KINDS_OF = {MAGIC: (*KINDS, DROP, VERSION), _MAGIC_V1: KINDS,
+             MAGIC_EXPIRES: (*KINDS, DROP, VERSION)}
 _F64 = struct.Struct("<d")
 _MAGIC_PREFIX = MAGIC[:3]
 _HEADER = struct.Struct("<4sII")
@@ -90,7 +97,8 @@ _MAX_SEQ = 2**64 - 1
 
 class Record(NamedTuple):
     """One journaled write: ``kind`` is SET (payload = value bytes), DELETE or ADD (delta);
-    or DROP: the records of the key with seq <= ``delta`` are void."""
+    or DROP: the records of the key with seq <= ``delta`` are void; or VERSION: the key's
+    last write before it was given version ``delta`` by a shared backend's clock."""
 
     seq: int
     namespace: str
@@ -99,6 +107,8 @@ class Record(NamedTuple):
     payload: bytes
     delta: int
     expires_at: float | None = None  # when the write's data ends (expire=; format 3)
+    #: the version a shared backend's clock gave the write (from its VERSION record)
+    version: int | None = None
 
 
 class Encoded(NamedTuple):
@@ -138,7 +148,8 @@ def encode(
     key_bytes = _utf8(key, "key")
     if isinstance(kind, bool) or kind not in _KINDS_OF[MAGIC]:
         raise ConfigError(
-            f"journal record kind {kind!r} is not one of {KINDS} (SET, DELETE, ADD) or DROP"
+            f"journal record kind {kind!r} is not one of {KINDS} (SET, DELETE, ADD), DROP "
+            "or VERSION"
         )
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise ConfigError(f"journal payload must be bytes, not {type(payload).__name__}")
@@ -268,19 +279,36 @@ def scan(data: bytes) -> Scan:
 
 
 def void_dropped(records: list[Record]) -> list[Record]:
-    """The writes of ``records`` (in seq order) that no later DROP record voids."""
+    """The writes of ``records`` (in seq order) that no later DROP record voids, each
+    carrying the version of the VERSION record that follows it, if any.
+
+    >>> w = Record(1, "", "k", SET, b"1", 0)
+    >>> [(r.seq, r.version) for r in void_dropped([w, w._replace(seq=2, kind=VERSION,
+    ...                                             delta=77), w._replace(seq=3)])]
+    [(1, 77), (3, None)]
+    """
     void: dict[tuple[str, str], int] = {}
+    versioned = False
     for rec in records:
         if rec.kind == DROP:
             k = (rec.namespace, rec.key)
             void[k] = max(void.get(k, 0), rec.delta)
-    if not void:
+        elif rec.kind == VERSION:
+            versioned = True
+    if not void and not versioned:
         return records
-    return [
-        rec
-        for rec in records
-        if rec.kind != DROP and rec.seq > void.get((rec.namespace, rec.key), 0)
-    ]
+    out: list[Record] = []
+    last: dict[tuple[str, str], int] = {}  # each key's last write so far, its index in out
+    for rec in records:
+        k = (rec.namespace, rec.key)
+        if rec.kind == VERSION:
+            i = last.get(k)
+            if i is not None:
+                out[i] = out[i]._replace(version=rec.delta)
+        elif rec.kind != DROP and rec.seq > void.get(k, 0):
+            last[k] = len(out)
+            out.append(rec)
+    return out
 
 
 # -- the files beside the segments -------------------------------------------------------

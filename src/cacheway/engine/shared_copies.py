@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..core.journal_records import VERSION
 from ..errors import BackendError
 from ..stores.base import ADD, DELETE, SET
 
@@ -35,12 +36,17 @@ class SharedCopies:
             caps.publish.publish if caps.publish is not None and not caps.local else None)
         self._versioned_deletes = caps.versioned_deletes
 
-    def publish(self, publish: list[Publish], ttl: float | None) -> None:
+    def publish(self, publish: list[Publish], ttl: float | None, seq: int = 0) -> int:
         """Copies of accepted writes, in one round trip where possible. A backend with a
         clock (Redis) stamps each with a version as it takes it, and the entries carry
         those versions to the store, which applies them set-if-newer: the last write
         accepted wins across processes, whichever flushes first. The caller holds the
-        keys' stripe locks, which the flusher needs to read an entry's version."""
+        keys' stripe locks, which the flusher needs to read an entry's version.
+
+        With a journal, each version goes there too (a VERSION record after its write's
+        record: the stripe locks keep the order), so a replay of the journal never lands
+        over a later write another process acknowledged. Returns the journal seq to wait
+        for: the last record appended, else ``seq`` (the writes' own)."""
         engine = self._engine
         if self._clock_publish is not None:
             # A counter's copy would be this process's sum only: a tombstone instead, and
@@ -54,14 +60,20 @@ class SharedCopies:
                             "writes reach the store without versions)", exc)
                 for bkey, _, _, _ in publish:
                     engine.backend_drop(bkey)
-                return
+                return seq
             cut = len(engine.prefix)
             with engine.cond:
                 for (bkey, _, _, _), version in zip(publish, versions):
                     entry = engine.table.peek(bkey[cut:])
                     if entry is not None:
                         entry.version = version
-            return
+            journal = engine.journal
+            if journal is not None:
+                for (bkey, kind, _, _), version in zip(publish, versions):
+                    if kind != ADD:  # (a counter's add is relative: replayed unversioned)
+                        seq = journal.append(engine.namespace, bkey[cut:], VERSION, b"",
+                                             version)
+            return seq
         sets = [(bkey, value, payload, None) for bkey, kind, value, payload in publish
                 if kind != DELETE]
         drops = [bkey for bkey, kind, _, _ in publish if kind == DELETE]
@@ -74,6 +86,7 @@ class SharedCopies:
             log.warning("cacheway: backend write failed (%r); dropping the copies", exc)
             for bkey, _, _, _ in publish:
                 engine.backend_drop(bkey)
+        return seq
 
     def stamp(self, stamps: list[Stamp]) -> None:
         """Versioned copies of acknowledged writes, batched by ttl."""

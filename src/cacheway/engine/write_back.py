@@ -255,7 +255,7 @@ class WriteBackEngine(Engine):
                         except NeedRoom:
                             need_room = True
                 if publish:
-                    self.copies.publish(publish, self.ttl)
+                    seq = self.copies.publish(publish, self.ttl, seq)
                 if through:
                     self.room.write_through(through, self.ttl)
             finally:
@@ -297,7 +297,7 @@ class WriteBackEngine(Engine):
                         except NeedRoom:
                             need_room = True
                     if not need_room:
-                        self.copies.publish(publish, ttl)
+                        seq = self.copies.publish(publish, ttl, seq)
                         if through:
                             self.room.write_through(through, ttl)
                 finally:

@@ -72,6 +72,9 @@ class _Pending:
     first_seq: int
     last_seq: int
     expires_at: float | None = None  # the newest write's (expire=)
+    #: the newest write's version from a shared backend's clock (its VERSION record):
+    #: applied set-if-newer, so a later write another process acknowledged stays
+    version: int | None = None
 
 
 _Item = tuple[tuple[str, str], _Pending]
@@ -88,16 +91,20 @@ def _coalesce(records: list[Record], low: int, applied: dict[tuple[str, str], in
             report.skipped += 1
             continue
         cur = pending.get(k)
+        # (an ADD is relative: applied unversioned, as the flusher applies counters)
+        version = rec.version if rec.kind != ADD else None
         if cur is None or rec.kind != ADD:
             if cur is None:
                 pending[k] = _Pending(rec.kind, rec.payload, rec.delta, rec.seq, rec.seq,
-                                      rec.expires_at)
+                                      rec.expires_at, version)
             else:
                 cur.kind, cur.payload, cur.delta, cur.last_seq, cur.expires_at = (
                     rec.kind, rec.payload, rec.delta, rec.seq, rec.expires_at)
+                cur.version = version
             continue
         cur.last_seq = rec.seq
         cur.expires_at = rec.expires_at
+        cur.version = None
         if cur.kind == ADD:
             cur.delta += rec.delta
         elif cur.kind == DELETE:
@@ -141,7 +148,7 @@ class _Replay:
                     row.payload or b"0")
             value = int(base) + p.delta
         return Op(k[0], k[1], p.kind, p.payload if p.kind == SET else None, p.delta, value,
-                  None, p.expires_at)
+                  p.version, p.expires_at)
 
     def _apply(self, part: list[tuple[tuple[str, str], _Pending, Op]]) -> None:
         for k, _, _ in part:
