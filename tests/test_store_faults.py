@@ -174,3 +174,42 @@ def test_a_mariadb_server_that_goes_down_fails_calls_and_comes_back(
     maria_proxy.forward()
     assert wait_until(lambda: works_again(maria_store), timeout=30)
     assert maria_store.load("a") == 1
+
+
+def test_a_stalled_postgres_connection_times_out_on_the_async_path_at_its_timeout(
+        pg_proxy: FaultProxy, pg_store: Any) -> None:
+    # acceptance round 5b: AsyncCache's write-through set behind timeout=1 took ~11 s in a
+    # stall: asyncio.timeout cancelled psycopg's query, then waited for psycopg to cancel
+    # it on the server over the stalled link (its own ~10 s) before answering. The store's
+    # timeout bounds the call: it answers at the deadline (4x the timeout allowed here for
+    # a loaded machine; before the fix it took 10 s and more).
+    import asyncio
+
+    path = pg_store.async_path()
+    loop = asyncio.new_event_loop()
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(loop.run_until_complete(path.aapply([op("b", 2)])))
+        except BaseException as exc:  # handed to the test, which checks it
+            box.append(exc)
+
+    loop.run_until_complete(path.afetch("", ["a"]))  # the pool is open, a connection idle
+    pg_proxy.stall()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(4.0)
+    answered = not thread.is_alive()
+    pg_proxy.forward()
+    thread.join(HANG)
+    try:
+        assert answered, "the async store call did not answer within 4x its timeout"
+        assert isinstance(box[0], cw.StoreError), box
+        assert "timed out" in str(box[0]), box
+        # the cancelled query ends on its own in the background; the path works again
+        assert wait_until(lambda: loop.run_until_complete(path.afetch("", ["a"])) != {},
+                          timeout=30)
+    finally:
+        loop.run_until_complete(path.aclose())
+        loop.close()

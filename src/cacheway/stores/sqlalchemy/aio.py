@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..._aio_path import close_with_loop, stop_closing
 from ...errors import ClosedError, ConfigError, StoreError
+from .._aio_deadline import within
 from .._errors import storable_text
 from .._fork import track
 from ..base import DELETE, SET, Applied, Loaded, Op
@@ -156,10 +156,7 @@ class SAAsyncPath:
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
-            if sys.version_info >= (3, 11):
-                async with asyncio.timeout(self._timeout):
-                    return await work()
-            return await asyncio.wait_for(work(), self._timeout)
+            return await within(work(), self._timeout)  # (see _aio_deadline)
         except SQLAlchemyError as exc:
             raise self._error(f"{doing} {self._name} at", exc, write) from exc
         except UnicodeEncodeError as exc:  # text no database takes

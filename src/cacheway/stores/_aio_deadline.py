@@ -1,0 +1,54 @@
+"""A deadline for an awaited database call that does not wait for the driver to give up.
+
+``asyncio.timeout`` cancels the awaited call and then waits for it to end: a driver
+cancelled mid-query may first try to cancel the query on the server, over the link that
+stalled (psycopg: up to ~10 s of "cancellation timeout" and "not terminated" before it
+closes the connection). :func:`within` answers the caller at the deadline instead and
+lets the cancelled call end its own way in the background; its connection is the
+driver's to discard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["within"]
+
+T = TypeVar("T")
+
+
+async def within(work: Coroutine[Any, Any, T], timeout: float) -> T:
+    """``await work``, or ``asyncio.TimeoutError`` once ``timeout`` seconds passed (the
+    work is cancelled and left to end on its own). A caller cancelled meanwhile cancels
+    the work too.
+
+    >>> async def slow() -> int:
+    ...     await asyncio.sleep(10)
+    ...     return 1
+    >>> async def main() -> str:
+    ...     try:
+    ...         await within(slow(), 0.01)
+    ...     except asyncio.TimeoutError:
+    ...         return "timed out"
+    ...     return "answered"
+    >>> asyncio.run(main())
+    'timed out'
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(_retrieved)
+    raise asyncio.TimeoutError(f"no answer within {timeout:g} s")
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # ended with an error after the caller left: nobody else looks
