@@ -25,8 +25,6 @@ instead of holding the run; no timing is asserted except the one loop-lag check.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import os
 import signal
 import subprocess
@@ -41,6 +39,7 @@ from typing import Any
 import pytest
 
 import cacheway as cw
+from aio_acceptance import Ticker
 from conftest import wait_until
 from faultproxy import FaultProxy
 from services import POSTGRES_DSN, REDIS_URL, unique
@@ -643,37 +642,6 @@ def test_guarantee_6_queue_consumer_keeps_entries_while_its_store_is_down(
 
 
 # -- AsyncCache during a PostgreSQL stall -------------------------------------------------
-class Ticker:
-    """The worst lateness of a 10 ms sleep on the loop while it runs (gc off meanwhile,
-    so a full collection of an earlier test's garbage is not counted)."""
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._task: asyncio.Task[None] | None = None
-        self._gc = False
-
-    async def _tick(self) -> None:
-        while True:
-            t0 = time.monotonic()
-            await asyncio.sleep(0.01)
-            self.worst = max(self.worst, time.monotonic() - t0 - 0.01)
-
-    async def __aenter__(self) -> Ticker:
-        self._gc = gc.isenabled()
-        gc.disable()
-        self._task = asyncio.create_task(self._tick())
-        await asyncio.sleep(0.02)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        if self._gc:
-            gc.enable()
-
-
 async def raised(awaitable: Any) -> BaseException | None:
     try:
         await awaitable
