@@ -14,10 +14,11 @@ reads the store), a closed namespace, and, under write-back, a key with a pendin
 Values decode with the backend's own decoder (``RedisBackend.loads``: the cache's
 serializer, which the backend binds, or one given to the backend), as the thread front's.
 
-``python bench/async.py --only redis`` on this project's 2-core machine (loaded by other
-test runs), 2026-12-06: ``await acache.get`` of a Redis hit 79 us against 90 us for a raw
-``redis.asyncio`` GET + ``orjson.loads``, median ratio 0.93x over 7 alternating rounds
-(the A/A row: 1.08x); through a worker thread a hit cost a hop on top (61 us on its own).
+``python bench/async.py --only redis --only redis_aa`` on this project's 2-core machine
+(loaded by other test runs), 2026-12-06: ``await acache.get`` of a Redis hit 79 us
+against 90 us for a raw ``redis.asyncio`` GET + ``orjson.loads``, median ratio 0.93x over
+7 alternating rounds (the A/A row: 1.08x); through a worker thread a hit cost a hop on
+top (61 us on its own).
 
 :class:`RedisWrites` is the write side over the same per-loop client, for write-through on
 the loop (:mod:`cacheway._aio_write`): the clock (``VERSIONS``) and set-if-newer copies
