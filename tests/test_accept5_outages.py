@@ -196,7 +196,7 @@ class Writers:
 # -- write-back over a PostgreSQL outage --------------------------------------------------
 @pytest.mark.parametrize(("mode", "writers_n", "outage"), [
     ("down", 4, 1.0),
-    ("stall", 4, 1.0),
+    pytest.param("stall", 4, 1.0, marks=pytest.mark.slow),  # (the default run: ~10 min)
     pytest.param("down", 8, 8.0, marks=pytest.mark.slow, id="down-long"),
     pytest.param("stall", 8, 8.0, marks=pytest.mark.slow, id="stall-long"),
 ])
@@ -368,7 +368,7 @@ def test_guarantee_2_journal_always_kill9_during_a_store_outage_replays_every_wr
 
 
 # -- write-through over a PostgreSQL outage -----------------------------------------------
-@pytest.mark.parametrize("mode", ["down", "stall"])
+@pytest.mark.parametrize("mode", ["down", pytest.param("stall", marks=pytest.mark.slow)])
 def test_guarantee_2_write_through_refuses_with_store_error_and_keeps_no_stale_copy(
         pg_proxy: FaultProxy, pg_table: str, redis_prefix: str, mode: str) -> None:
     store = cw.PostgresStore(pg_via(pg_proxy), table=pg_table, timeout=STORE_TIMEOUT)
@@ -425,7 +425,7 @@ POLICIES: dict[str, Callable[[], Any]] = {
     ("write-through", "down"),
     ("write-back", "down"),
     pytest.param("write-through", "stall", marks=pytest.mark.slow),  # ~15 s of timeouts
-    ("write-back", "stall"),
+    pytest.param("write-back", "stall", marks=pytest.mark.slow),
 ])
 def test_guarantee_2_a_redis_backend_outage_loses_no_acknowledged_write(
         redis_proxy: FaultProxy, pg_table: str, redis_prefix: str, policy: str,
