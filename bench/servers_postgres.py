@@ -205,6 +205,20 @@ def bench_drain(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds:
 
 
 # -- 2. write-through set ----------------------------------------------------------------------
+def _write_through_round(dsn: str, tables: Tables, items: list[tuple[str, Any]]
+                         ) -> RoundResult:
+    """One round of write-through sets on a fresh table (rows 2 and 4)."""
+    t = tables.name()
+    store = PostgresStore(dsn, table=t)
+    cache = cw.Cache(store=store, backend=cw.MemoryBackend(), policy=cw.WriteThrough())
+    try:
+        return time_batches2(cache.set, items, 100)
+    finally:
+        cache.close()
+        store.close()
+        tables.drop(t)
+
+
 def bench_writethrough(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds: int,
                        say: Callable[[str], None]) -> Comparison:
     items = set_mix(rng, sz.wt_ops, window=200)
@@ -215,15 +229,7 @@ def bench_writethrough(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, 
     )
 
     def ours() -> RoundResult:
-        t = tables.name()
-        store = PostgresStore(dsn, table=t)
-        cache = cw.Cache(store=store, backend=cw.MemoryBackend(), policy=cw.WriteThrough())
-        try:
-            return time_batches2(cache.set, items, 100)
-        finally:
-            cache.close()
-            store.close()
-            tables.drop(t)
+        return _write_through_round(dsn, tables, items)
 
     def base() -> RoundResult:
         t = tables.create()
@@ -314,15 +320,7 @@ def bench_aa(dsn: str, sz: Sizes, rng: random.Random, tables: Tables, rounds: in
     )
 
     def side() -> RoundResult:
-        t = tables.name()
-        store = PostgresStore(dsn, table=t)
-        cache = cw.Cache(store=store, backend=cw.MemoryBackend(), policy=cw.WriteThrough())
-        try:
-            return time_batches2(cache.set, items, 100)
-        finally:
-            cache.close()
-            store.close()
-            tables.drop(t)
+        return _write_through_round(dsn, tables, items)
 
     return run_alternating(comp, side, side, rounds, progress=say)
 
