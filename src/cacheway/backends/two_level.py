@@ -67,8 +67,8 @@ class TwoLevelBackend:
     its hits take the general path (about 2.5x the time of an inlined hit: 585-640 ns vs
     236 ns, ``bench/consistency_l1.py``).
 
-    >>> backend = TwoLevelBackend(cw.MemoryBackend(max_entries=100_000),
-    ...                           cw.RedisBackend(url))  # doctest: +SKIP
+    >>> l1 = cw.MemoryBackend(max_entries=100_000)  # doctest: +SKIP
+    >>> backend = TwoLevelBackend(l1, cw.RedisBackend(url))  # doctest: +SKIP
     >>> backend.wait_ready(5.0)  # doctest: +SKIP
     True
     """
