@@ -213,3 +213,40 @@ def test_a_stalled_postgres_connection_times_out_on_the_async_path_at_its_timeou
     finally:
         loop.run_until_complete(path.aclose())
         loop.close()
+
+
+def test_a_timed_out_async_write_never_lands_after_a_later_write_of_its_key(
+        postgres_dsn: str, pg_proxy: FaultProxy) -> None:
+    # The async path answers at its timeout while the timed-out statement ends in the
+    # background; when the link recovers it may still run. Its key stays locked until it
+    # has ended, so the next write of the key (here unversioned: a process-local backend)
+    # lands after it, never before: the store and the cache end with the later write.
+    import asyncio
+
+    from test_postgres_store import drop
+
+    table = unique("cwlate")
+
+    async def scenario() -> tuple[Any, Any]:
+        store = cw.PostgresStore(through(postgres_dsn, pg_proxy.port), table=table,
+                                 timeout=0.5)
+        async with cw.AsyncCache(store=store, policy=cw.WriteThrough()) as acache:
+            # two connections in the pool: the later write has one of its own ready
+            await asyncio.gather(acache.set("k", "first"), acache.set("x", 1))
+            pg_proxy.stall()
+            with pytest.raises(cw.StoreError):
+                await acache.set("k", "timed out")
+            later = asyncio.ensure_future(acache.set("k", "later"))
+            await asyncio.sleep(0.2)
+            pg_proxy.forward()  # the stalled statement reaches the server now
+            await later
+            cached = await acache.get("k")
+        store.close()
+        with cw.PostgresStore(postgres_dsn, table=table) as direct:
+            return cached, direct.load("k")
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scenario(), HANG)) == ("later", "later")
+    finally:
+        pg_proxy.forward()
+        drop(postgres_dsn, table)

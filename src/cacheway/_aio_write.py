@@ -41,6 +41,7 @@ from .backends.redis import RedisBackend
 from .backends.redis_format import HLEN, LEASE, NOT_FOUND, TOMBSTONE, VALUE, VALUE0, header
 from .engine.write_through import WriteAroundEngine, WriteThroughEngine
 from .errors import BackendError, StoreError
+from .stores._aio_deadline import still_running
 from .stores.base import DELETE, SET, Applied, Op
 
 if TYPE_CHECKING:
@@ -176,12 +177,19 @@ class LoopWrites:
                 taken = []
                 await fallback()
                 return
-            await self._write_locked(kind, prepared, bkeys)
+            try:
+                await self._write_locked(kind, prepared, bkeys)
+            except BaseException as exc:
+                running = still_running(exc)
+                if running is not None:
+                    # The store call timed out and still ends in the background (its
+                    # write may yet land): the keys stay locked until it has ended, so
+                    # no later write of them can be overtaken by it.
+                    held, taken, alocks = (taken, alocks), [], []
+                    running.add_done_callback(lambda _: _release(*held))
+                raise
         finally:
-            for rlock in reversed(taken):
-                rlock.release()
-            for alock in reversed(alocks):
-                alock.release()
+            _release(taken, alocks)
 
     async def _write_locked(self, kind: int, prepared: list[_Prepared], bkeys: list[str]
                             ) -> None:
@@ -376,6 +384,13 @@ class LoopWrites:
         elif not await self._redis.drop(bkeys):
             for bkey in bkeys:
                 self.engine.undropped.add(bkey, None)
+
+
+def _release(rlocks: list[Any], alocks: list[asyncio.Lock]) -> None:
+    for rlock in reversed(rlocks):
+        rlock.release()
+    for alock in reversed(alocks):
+        alock.release()
 
 
 def _seen(task: asyncio.Future[Any]) -> None:

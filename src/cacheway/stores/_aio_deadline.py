@@ -14,9 +14,29 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["within"]
+__all__ = ["TimedOut", "still_running", "within"]
 
 T = TypeVar("T")
+
+
+class TimedOut(asyncio.TimeoutError):
+    """:func:`within`'s deadline passed; ``pending`` is the cancelled call, still ending
+    in the background (a write in it may yet land: see :func:`still_running`)."""
+
+    def __init__(self, message: str, pending: asyncio.Future[Any]) -> None:
+        super().__init__(message)
+        self.pending = pending
+
+
+def still_running(exc: BaseException) -> asyncio.Future[Any] | None:
+    """The call a timeout in ``exc`` (or what caused it) left running, if it has not
+    ended: a caller that must keep order waits for it before its next call."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimedOut):
+            return None if seen.pending.done() else seen.pending
+        seen = seen.__cause__
+    return None
 
 
 async def within(work: Coroutine[Any, Any, T], timeout: float) -> T:
@@ -46,7 +66,7 @@ async def within(work: Coroutine[Any, Any, T], timeout: float) -> T:
         return task.result()
     task.cancel()
     task.add_done_callback(_retrieved)
-    raise asyncio.TimeoutError(f"no answer within {timeout:g} s")
+    raise TimedOut(f"no answer within {timeout:g} s", task)
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:
