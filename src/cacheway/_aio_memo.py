@@ -18,6 +18,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
+from ._aio_path import seen
 from .core.keys import check_ttl
 from .errors import ConfigError, InvalidKeyError, SerializationError
 from .memoize import CallKey, namespace_for, refused_result
@@ -62,11 +63,6 @@ def _live(entry: Any, ttl: float | None, clock: Callable[[], float]) -> bool:
         return False  # not ours (written by hand): compute and overwrite it
     at = entry.get("at")
     return ttl is None or (isinstance(at, (int, float)) and at + ttl > clock())
-
-
-def _retrieve(flight: asyncio.Future[Any]) -> None:
-    if not flight.cancelled():
-        flight.exception()  # seen: no "exception was never retrieved" without waiters
 
 
 def memoize(
@@ -117,7 +113,7 @@ def memoize(
                 except _Abandoned:
                     continue  # its leader was cancelled: lead, or join the next one
             flight = asyncio.get_running_loop().create_future()
-            flight.add_done_callback(_retrieve)
+            flight.add_done_callback(seen)  # (no waiters left: nobody else looks)
             flights[k] = flight
             try:
                 # Read again under the flight: a computation may have ended since.

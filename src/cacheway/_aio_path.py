@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .stores.base import Applied, Loaded, Op
 
 __all__ = ["AsyncStore", "AsyncStorePath", "ForkAwarePath", "SharedPath", "async_path_of",
-           "close_with_loop", "stop_closing"]
+           "close_with_loop", "seen", "stop_closing"]
 
 
 @runtime_checkable
@@ -110,3 +110,10 @@ def stop_closing(task: asyncio.Task[None] | None) -> None:
     """The pool of ``task`` (:func:`close_with_loop`) was closed: the task goes."""
     if task is not None and not task.done():
         task.cancel()
+
+
+def seen(task: asyncio.Future[Any]) -> None:
+    """A done callback for a task nobody awaits any more (its caller left, or timed
+    out): retrieve its exception, so asyncio never warns it "was never retrieved"."""
+    if not task.cancelled():
+        task.exception()

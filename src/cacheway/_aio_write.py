@@ -34,7 +34,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._aio_path import AsyncStorePath, async_path_of
+from ._aio_path import AsyncStorePath, async_path_of, seen
 from ._aio_redis import RedisWrites
 from .backends.base import MISS
 from .backends.redis import RedisBackend
@@ -153,7 +153,7 @@ class LoopWrites:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            task.add_done_callback(_seen)
+            task.add_done_callback(seen)  # the caller left: nobody else looks
             raise
 
     async def _write(self, kind: int, prepared: list[_Prepared], fallback: Fallback
@@ -391,10 +391,5 @@ def _release(rlocks: list[Any], alocks: list[asyncio.Lock]) -> None:
         rlock.release()
     for alock in reversed(alocks):
         alock.release()
-
-
-def _seen(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # the caller left: nobody else will look
 
 

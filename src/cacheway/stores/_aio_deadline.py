@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .._aio_path import seen
+
 __all__ = ["TimedOut", "still_running", "within"]
 
 T = TypeVar("T")
@@ -65,10 +67,5 @@ async def within(work: Coroutine[Any, Any, T], timeout: float) -> T:
     if done:
         return task.result()
     task.cancel()
-    task.add_done_callback(_retrieved)
+    task.add_done_callback(seen)  # ended after the caller left: nobody else looks
     raise TimedOut(f"no answer within {timeout:g} s", task)
-
-
-def _retrieved(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # ended with an error after the caller left: nobody else looks
