@@ -43,6 +43,7 @@ from aio_acceptance import Ticker
 from conftest import wait_until
 from faultproxy import FaultProxy
 from services import POSTGRES_DSN, REDIS_URL, unique
+from test_store_faults import outcome
 
 pytestmark = pytest.mark.services
 
@@ -54,24 +55,6 @@ FAST_RETRY = cw.Retry(base_delay=0.05, max_delay=0.3)
 
 
 # -- helpers ----------------------------------------------------------------------------
-def outcome(call: Callable[[], Any], hang: float = HANG) -> Any:
-    """What ``call`` returned or raised (the exception object), run in a helper thread
-    joined with a generous bound so that a hang fails the test."""
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append(call())
-        except BaseException as exc:  # handed to the test, which checks it
-            box.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(hang)
-    assert not thread.is_alive(), f"the call still hangs after {hang} s"
-    return box[0]
-
-
 def pg_via(proxy: FaultProxy) -> str:
     """The test PostgreSQL DSN, through ``proxy``."""
     return POSTGRES_DSN.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")

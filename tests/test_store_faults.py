@@ -28,8 +28,9 @@ pytestmark = pytest.mark.services
 HANG = 60.0
 
 
-def outcome(call: Callable[[], Any]) -> BaseException | Any:
-    """What ``call`` returned or raised, from a helper thread joined with a bound."""
+def outcome(call: Callable[[], Any], hang: float = HANG) -> BaseException | Any:
+    """What ``call`` returned or raised, from a helper thread joined with a bound (a call
+    still running after ``hang`` seconds fails the test)."""
     box: list[Any] = []
 
     def run() -> None:
@@ -40,8 +41,8 @@ def outcome(call: Callable[[], Any]) -> BaseException | Any:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    thread.join(HANG)
-    assert not thread.is_alive(), f"the store call still hangs after {HANG} s"
+    thread.join(hang)
+    assert not thread.is_alive(), f"the store call still hangs after {hang} s"
     return box[0]
 
 
