@@ -475,9 +475,11 @@ def test_guarantee_4_after_a_redis_outage_the_cache_agrees_with_the_store(
         # another cache sharing the Redis (it only reads what is there) gets the store's
         # value once the writer's retry dropped the old copy
         other_backend = cw.RedisBackend(REDIS_URL, prefix=redis_prefix)
-        with cw.Cache(store=cw.PostgresStore(POSTGRES_DSN, table=pg_table),
-                      backend=other_backend, policy=cw.WriteThrough()) as other:
+        other_store = cw.PostgresStore(POSTGRES_DSN, table=pg_table)
+        with cw.Cache(store=other_store, backend=other_backend,
+                      policy=cw.WriteThrough()) as other:
             assert wait_until(lambda: other.get("k") == "v2", timeout=30), other.get("k")
+        other_store.close()  # (a Cache leaves what it was given open)
         other_backend.close()
     finally:
         redis_proxy.forward()
